@@ -1,0 +1,2 @@
+//! `warden`: the command-line tool for policy owners.
+fn main() {}

@@ -1,0 +1,206 @@
+//! Outbound HTTP/1.1 for `proxy_http_call` (and `HttpUpstream`): a blocking client on a background
+//! thread, with Envoy's failure shapes (refused connection → 503 reply; reset → no response).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::abi::Headers;
+use crate::shared::{Event, SharedState};
+
+/// Envoy's body for a refused connection.
+pub const CONNECT_FAILURE_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+/// Envoy's body for a timed-out call.
+pub const TIMEOUT_BODY: &str = "upstream request timeout";
+
+/// A response as the filter sees it: `headers` starts with `:status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub trailers: Headers,
+}
+
+impl HttpResponse {
+    /// A reply Envoy's router would synthesize (`content-length`, `content-type: text/plain`).
+    pub fn synthesized(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            headers: vec![
+                (":status".into(), status.to_string()),
+                ("content-length".into(), body.len().to_string()),
+                ("content-type".into(), "text/plain".into()),
+            ],
+            body: body.as_bytes().to_vec(),
+            trailers: Vec::new(),
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok())
+    }
+}
+
+/// How an outbound call ended.
+#[derive(Clone, Debug)]
+pub enum CallResult {
+    Response(HttpResponse),
+    /// The connection was reset or the reply was not HTTP: delivered as (0, 0, 0).
+    Reset,
+}
+
+/// Timeouts of the blocking client in real time (the host-clock timeout is handled by the host).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn spawn_call(
+    addr: SocketAddr,
+    headers: Headers,
+    body: Vec<u8>,
+    shared: Arc<SharedState>,
+    worker: usize,
+    token: u32,
+) {
+    let shared2 = shared.clone();
+    let spawned = std::thread::Builder::new().name(format!("http-call-{token}")).spawn(move || {
+        let result = request(addr, &headers, &body);
+        shared.post(worker, Event::HttpCallDone { token, result });
+    });
+    if spawned.is_err() {
+        // No thread for the call: it ends as a reset, like a failed stream in Envoy.
+        shared2.post(worker, Event::HttpCallDone { token, result: CallResult::Reset });
+    }
+}
+
+/// Performs one HTTP/1.1 request. `headers` must contain `:method`, `:path` and `:authority`.
+pub fn request(addr: SocketAddr, headers: &Headers, body: &[u8]) -> CallResult {
+    let mut stream = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        Ok(s) => s,
+        Err(_) => {
+            return CallResult::Response(HttpResponse::synthesized(503, CONNECT_FAILURE_BODY));
+        }
+    };
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    let mut head = format!("{} {} HTTP/1.1\r\nhost: {}\r\n", get(":method"), get(":path"), get(":authority"));
+    let mut has_length = false;
+    for (k, v) in headers {
+        if k.starts_with(':') || k == "host" || k == "connection" || k == "transfer-encoding" {
+            continue;
+        }
+        if k == "content-length" {
+            has_length = true;
+        }
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_length && (!body.is_empty() || matches!(get(":method"), "POST" | "PUT" | "PATCH")) {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    let mut wire = head.into_bytes();
+    wire.extend_from_slice(body);
+    if stream.write_all(&wire).is_err() {
+        return CallResult::Reset;
+    }
+    match read_response(BufReader::new(stream)) {
+        Some(r) => CallResult::Response(r),
+        None => CallResult::Reset,
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    let n = r.read_until(b'\n', &mut line).ok()?;
+    if n == 0 || !line.ends_with(b"\n") {
+        return None;
+    }
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    String::from_utf8(line).ok()
+}
+
+/// Reads an HTTP/1.x response; None when the connection ends early or the bytes are not HTTP.
+pub(crate) fn read_response(mut r: impl BufRead) -> Option<HttpResponse> {
+    let status_line = read_line(&mut r)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status: u16 = parts.next()?.parse().ok()?;
+    if !(100..=999).contains(&status) {
+        return None;
+    }
+    let mut headers = vec![(":status".to_string(), status.to_string())];
+    loop {
+        let line = read_line(&mut r)?;
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    let mut trailers = Vec::new();
+    if status == 204 || status == 304 || (100..200).contains(&status) {
+        // no body
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let size_line = read_line(&mut r)?;
+            let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+            if size == 0 {
+                loop {
+                    let line = read_line(&mut r)?;
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (k, v) = line.split_once(':')?;
+                    trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                }
+                break;
+            }
+            let mut chunk = vec![0; size];
+            r.read_exact(&mut chunk).ok()?;
+            body.extend_from_slice(&chunk);
+            read_line(&mut r)?;
+        }
+        headers.retain(|(k, _)| k != "transfer-encoding");
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len.parse().ok()?;
+        body = vec![0; len];
+        r.read_exact(&mut body).ok()?;
+    } else {
+        r.read_to_end(&mut body).ok()?;
+    }
+    Some(HttpResponse { headers, body, trailers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_and_chunked() {
+        let r = read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi"[..]).unwrap();
+        assert_eq!(r.status(), Some(200));
+        assert_eq!(r.body, b"hi");
+        assert!(r.headers.contains(&("x-a".into(), "b".into())));
+        let r = read_response(
+            &b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\nx-t: 1\r\n\r\n"[..],
+        )
+        .unwrap();
+        assert_eq!(r.body, b"abc");
+        assert_eq!(r.trailers, vec![("x-t".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_resets() {
+        assert!(read_response(&b"garbage\r\n\r\n"[..]).is_none());
+        assert!(read_response(&b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab"[..]).is_none());
+        assert!(read_response(&b""[..]).is_none());
+    }
+}

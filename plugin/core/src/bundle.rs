@@ -1,0 +1,267 @@
+//! The policy bundle, format version 1, exactly as the security team writes it (serde types, unknown fields refused).
+//!
+//! These types are the authored form. They are checked and turned into the indexed form the request path uses by
+//! [`crate::compile`]; nothing here is consulted per request. `policies/README.md` documents every field and
+//! `policies/bundle.schema.json` is the JSON Schema of the same shape.
+
+use serde::{Deserialize, Serialize};
+
+/// The only value `format` may have in this version.
+pub const FORMAT_V1: &str = "warden.bundle/v1";
+
+/// A policy bundle as authored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Always [`FORMAT_V1`].
+    pub format: String,
+    /// Monotonically increasing; a gateway never activates a revision lower than or equal to its active one.
+    pub revision: u64,
+    /// RFC 3339 UTC timestamp (`2026-11-28T10:00:00Z`) when the bundle was issued.
+    pub issued_at: String,
+    /// RFC 3339 UTC timestamp after which gateways stop enforcing this bundle and fail closed.
+    pub expires_at: String,
+    /// Who owns this policy (team or mailbox); shown in decision records and reports.
+    pub owner: String,
+    /// The policy authority that signs the bundle; must equal the authority pinned in the plugin configuration.
+    pub authority: String,
+    /// Token issuers whose agent tokens are trusted.
+    #[serde(default)]
+    pub issuers: Vec<Issuer>,
+    /// The tool catalog: which requests reach which tool.
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    /// Access rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Revoked agents, tasks, tokens and bundle-signing keys.
+    #[serde(default)]
+    pub revocations: Revocations,
+    /// What happens when nothing more specific applies.
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+/// A trusted token issuer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    /// Identifier used in rules and decision records (`[a-z0-9][a-z0-9._-]*`).
+    pub id: String,
+    /// The exact `iss` claim value.
+    pub iss: String,
+    /// Accepted `aud` values; a token must name at least one of them.
+    pub audiences: Vec<String>,
+    /// Public verification keys as a JWKS (`{"keys": [...]}`); every key needs a `kid`.
+    pub jwks: Jwks,
+    /// Accepted `alg` values (asymmetric only: `EdDSA`, `ES256`, `ES384`, `RS256`, `RS384`, `RS512`, `PS256`, ...).
+    pub algorithms: Vec<String>,
+    /// Maximum `exp - iat` in seconds; a token that lives longer is refused.
+    pub max_token_lifetime_seconds: u64,
+    /// Allowed clock skew in seconds for `exp`, `nbf` and `iat` (at most 300). Default 30.
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    /// Which claims become which facts.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+}
+
+fn default_skew() -> u64 {
+    30
+}
+
+/// A JSON Web Key Set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwks {
+    /// The keys, each a JSON Web Key (RFC 7517) kept as written.
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// Claim names that map a verified token to request facts. Each is a top-level claim name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMapping {
+    /// Claim holding the agent's workload identity (default `sub`).
+    #[serde(default = "default_agent_claim")]
+    pub agent_id: String,
+    /// Claim holding the task id, if the agent token carries task context.
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// Claim holding the task purpose.
+    #[serde(default)]
+    pub task_purpose: Option<String>,
+    /// Claim holding the task expiry (NumericDate seconds).
+    #[serde(default)]
+    pub task_expires_at: Option<String>,
+}
+
+fn default_agent_claim() -> String {
+    "sub".to_string()
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping { agent_id: default_agent_claim(), task_id: None, task_purpose: None, task_expires_at: None }
+    }
+}
+
+/// Sensitivity of a tool. Rules can select on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    Read,
+    Write,
+    Payment,
+    Admin,
+}
+
+impl Sensitivity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sensitivity::Read => "read",
+            Sensitivity::Write => "write",
+            Sensitivity::Payment => "payment",
+            Sensitivity::Admin => "admin",
+        }
+    }
+}
+
+/// One tool in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// Tool id (`[a-z0-9][a-z0-9._-]*`, dots separate namespaces, e.g. `crm.contacts.read`).
+    pub id: String,
+    pub sensitivity: Sensitivity,
+    /// Optional human description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// HTTP routes that reach this tool.
+    #[serde(default)]
+    pub http: Vec<HttpMatch>,
+}
+
+/// An HTTP route: host, methods and a path pattern, all of which must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatch {
+    /// Exact host (case-insensitive, port ignored), or `*.example.com` for any subdomain. Absent: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Upper-case methods; empty means any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path pattern over the normalized path: literal segments, `{name}` for exactly one segment, and a final
+    /// `{name...}` or `**` for the remaining segments (one or more).
+    pub path: String,
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Allow,
+    Deny,
+    StepUp,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+            Effect::StepUp => "step_up",
+        }
+    }
+}
+
+/// An access rule. Every selector that is present must match (AND); within one selector any entry may match (OR);
+/// an absent selector matches everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique rule id; named in every decision this rule makes.
+    pub id: String,
+    pub effect: Effect,
+    /// Free text for reviewers.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Agent id patterns: an exact id, a prefix ending in `/*` (any id below that path), or `*`.
+    #[serde(default)]
+    pub agents: Option<Vec<String>>,
+    /// Tool ids, or tool patterns ending in `.*` (any tool in that namespace), or `*`.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// Tool sensitivities.
+    #[serde(default)]
+    pub sensitivities: Option<Vec<Sensitivity>>,
+    /// Gateway environments (the `environment` of the plugin configuration).
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+    /// Task purposes; a request without task context never matches a rule that has this selector.
+    #[serde(default)]
+    pub task_purposes: Option<Vec<String>>,
+    /// Issuer ids the agent's token must come from.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
+    /// Who owns the rule (person or team).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Reference to the approval that justifies the rule (ticket, change request).
+    #[serde(default)]
+    pub approval: Option<String>,
+    /// RFC 3339 time after which the rule stops matching, by the gateway's own clock.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Present on time-boxed exceptions: an allow rule that must carry `expires_at`.
+    #[serde(default)]
+    pub exception: Option<Exception>,
+}
+
+/// Who granted a time-boxed exception, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exception {
+    /// The person or team that approved the exception.
+    pub approver: String,
+    /// Ticket reference.
+    pub ticket: String,
+}
+
+/// Revoked identities. Revocation wins over every rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocations {
+    /// Exact agent ids.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Task ids.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Token ids (`jti`).
+    #[serde(default)]
+    pub token_ids: Vec<String>,
+    /// Key ids of bundle-signing keys that gateways must refuse from now on.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+}
+
+/// Bundle-wide defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Effect for a request that reaches no tool in the catalog: `deny` (default) or `allow`.
+    #[serde(default = "default_deny")]
+    pub unknown_tool: Effect,
+}
+
+fn default_deny() -> Effect {
+    Effect::Deny
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults { unknown_tool: Effect::Deny }
+    }
+}

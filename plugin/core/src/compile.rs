@@ -1,0 +1,590 @@
+//! Validation of an authored bundle and its compilation into the indexed form `decide` uses.
+//!
+//! [`compile`] checks everything at once and reports every problem with a JSON-pointer location into the bundle
+//! (`/rules/3/tools/0`) and a message that says what is wrong; the messages are part of the interface (tested
+//! verbatim, documented in `policies/README.md`). A bundle that validates becomes a [`CompiledBundle`]:
+//!
+//! - tool selectors (ids, `namespace.*` patterns, sensitivities) are expanded against the finite catalog, so each tool
+//!   holds the rules that can apply to it; rules that select every tool (no `tools`, or `*`) sit in one bundle-wide
+//!   list instead of being copied to every tool;
+//! - agent patterns are interned into classes and each candidate list is keyed by class (see `index`), so `decide`
+//!   does work proportional to the agent id's segments and the few candidate rules, never to the number of rules;
+//! - HTTP routes go into a host → method → segment-trie table (see `route`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::bundle::{Bundle, Effect, Sensitivity, FORMAT_V1};
+use crate::fxhash::FxHashSet;
+use crate::identity::IssuerSet;
+use crate::index::{parse_agent_pattern, AgentClasses, ClassIndex, ANY_AGENT};
+use crate::route::{self, HostPattern, RouteTable};
+use crate::time::parse_rfc3339;
+
+/// Index of a tool in a compiled bundle's catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ToolIdx(pub u32);
+
+/// A validated, indexed bundle, ready for the request path.
+#[derive(Debug)]
+pub struct CompiledBundle {
+    pub revision: u64,
+    /// Seconds since the epoch.
+    pub issued_at: i64,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+    pub owner: String,
+    pub authority: String,
+    /// The trusted token issuers with their keys parsed.
+    pub issuers: IssuerSet,
+    pub(crate) revoked_signing_keys: Vec<String>,
+    pub(crate) unknown_tool: Effect,
+    pub(crate) tools: Vec<CompiledTool>,
+    pub(crate) tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild>,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) routes: RouteTable,
+    pub(crate) agents: AgentClasses,
+    /// Rules that select every tool, by agent class.
+    pub(crate) all_tools: ClassIndex,
+    pub(crate) revoked_agents: FxHashSet<Box<str>>,
+    pub(crate) revoked_tasks: FxHashSet<Box<str>>,
+    pub(crate) revoked_tokens: FxHashSet<Box<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledTool {
+    pub(crate) id: Box<str>,
+    pub(crate) sensitivity: Sensitivity,
+    /// Rules that name this tool (by id or pattern), by agent class.
+    pub(crate) rules: ClassIndex,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    pub(crate) id: Arc<str>,
+    pub(crate) effect: Effect,
+    pub(crate) exception: bool,
+    pub(crate) expires_at: Option<i64>,
+    /// Bit per [`Sensitivity`] (see `sensitivity_bit`); all bits when the rule has no sensitivity selector.
+    pub(crate) sensitivities: u8,
+    pub(crate) environments: Option<Box<[Box<str>]>>,
+    pub(crate) task_purposes: Option<Box<[Box<str>]>>,
+    pub(crate) issuers: Option<Box<[Box<str>]>>,
+    pub(crate) owner: Option<String>,
+}
+
+/// A rule as reports list it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleInfo<'a> {
+    pub id: &'a str,
+    pub effect: Effect,
+    pub owner: Option<&'a str>,
+    /// Whether the rule is a time-boxed exception.
+    pub exception: bool,
+    /// Seconds since the epoch, when the rule expires.
+    pub expires_at: Option<i64>,
+}
+
+impl CompiledBundle {
+    /// The tool an HTTP request reaches: `host` as sent (port and case ignored), `method` as sent (case-sensitive),
+    /// `path` the normalized path without its query. See `policies/README.md` ("Tool resolution").
+    pub fn resolve_http(&self, host: &str, method: &str, path: &str) -> Option<ToolIdx> {
+        self.routes.resolve(host, method, path)
+    }
+
+    /// The tool with this id.
+    pub fn tool_by_id(&self, id: &str) -> Option<ToolIdx> {
+        self.tool_ids.get(id).copied()
+    }
+
+    /// The id of a tool (empty for an index from another bundle).
+    pub fn tool_id(&self, t: ToolIdx) -> &str {
+        self.tools.get(t.0 as usize).map(|tool| &*tool.id).unwrap_or("")
+    }
+
+    /// The sensitivity of a tool (`admin`, the most sensitive, for an index from another bundle).
+    pub fn tool_sensitivity(&self, t: ToolIdx) -> Sensitivity {
+        self.tools.get(t.0 as usize).map(|tool| tool.sensitivity).unwrap_or(Sensitivity::Admin)
+    }
+
+    /// Number of tools in the catalog.
+    pub fn tool_count(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Key ids of bundle-signing keys this bundle revokes.
+    pub fn revoked_signing_keys(&self) -> &[String] {
+        &self.revoked_signing_keys
+    }
+
+    /// The effect for requests that reach no tool (`deny` or `allow`).
+    pub fn default_unknown_tool(&self) -> Effect {
+        self.unknown_tool
+    }
+
+    /// The rules in bundle order.
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = RuleInfo<'_>> + '_ {
+        self.rules.iter().map(|r| RuleInfo {
+            id: &r.id,
+            effect: r.effect,
+            owner: r.owner.as_deref(),
+            exception: r.exception,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+/// One problem found while validating a bundle; `location` is a JSON pointer into the bundle (`/rules/3/tools/0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub location: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError { location: location.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Every problem found in a bundle (validation reports them all at once), in bundle order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// Is `id` a valid tool, rule or issuer id: `[a-z0-9][a-z0-9._-]*`?
+pub fn valid_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub(crate) fn sensitivity_bit(s: Sensitivity) -> u8 {
+    match s {
+        Sensitivity::Read => 1,
+        Sensitivity::Write => 2,
+        Sensitivity::Payment => 4,
+        Sensitivity::Admin => 8,
+    }
+}
+
+const ALL_SENSITIVITIES: u8 = 0b1111;
+
+/// Precedence rank of an effect: deny, then step-up, then allow.
+pub(crate) fn effect_rank(e: Effect) -> u64 {
+    match e {
+        Effect::Deny => 0,
+        Effect::StepUp => 1,
+        Effect::Allow => 2,
+    }
+}
+
+fn bad_id(id: &str) -> String {
+    format!(
+        "invalid id \"{id}\": use lower-case letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit"
+    )
+}
+
+fn bad_time(value: &str) -> String {
+    format!("invalid timestamp \"{value}\": expected RFC 3339 in UTC, like \"2026-11-28T10:00:00Z\"")
+}
+
+const EMPTY_LIST: &str = "empty list: omit the field to match everything";
+const EMPTY_STRING: &str = "must not be empty";
+
+/// Which tools a rule selects.
+enum ToolSelection {
+    /// Every tool (no `tools` selector, or `*`), possibly narrowed by sensitivity at decision time.
+    All,
+    /// These tools (already narrowed by sensitivity).
+    Some(Vec<u32>),
+}
+
+/// Validates `bundle` and builds its indexed form. Reports every problem at once.
+pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
+    let mut errs: Vec<ValidationError> = Vec::new();
+    let mut err = |loc: String, msg: String| errs.push(ValidationError { location: loc, message: msg });
+
+    // Header.
+    if bundle.format != FORMAT_V1 {
+        err("/format".into(), format!("unsupported format \"{}\": expected \"{FORMAT_V1}\"", bundle.format));
+    }
+    let issued_at = parse_rfc3339(&bundle.issued_at);
+    if issued_at.is_none() {
+        err("/issued_at".into(), bad_time(&bundle.issued_at));
+    }
+    let expires_at = parse_rfc3339(&bundle.expires_at);
+    if expires_at.is_none() {
+        err("/expires_at".into(), bad_time(&bundle.expires_at));
+    }
+    if let (Some(i), Some(e)) = (issued_at, expires_at) {
+        if e <= i {
+            err("/expires_at".into(), "must be later than issued_at".into());
+        }
+    }
+    if bundle.owner.trim().is_empty() {
+        err("/owner".into(), EMPTY_STRING.into());
+    }
+    if bundle.authority.trim().is_empty() {
+        err("/authority".into(), EMPTY_STRING.into());
+    }
+
+    // Issuers: keys and settings are the identity module's to check.
+    let issuers = match IssuerSet::compile(&bundle.issuers) {
+        Ok(set) => Some(set),
+        Err(list) => {
+            for e in list {
+                err(e.location, e.message);
+            }
+            None
+        }
+    };
+    let issuer_ids: FxHashSet<&str> = bundle.issuers.iter().map(|i| i.id.as_str()).collect();
+
+    // Tool catalog and routes.
+    let mut tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild> = HashMap::default();
+    let mut routes = RouteTable::default();
+    for (ti, tool) in bundle.tools.iter().enumerate() {
+        let at = format!("/tools/{ti}");
+        if !valid_id(&tool.id) {
+            err(format!("{at}/id"), bad_id(&tool.id));
+        } else if let Some(first) = tool_ids.get(&tool.id) {
+            err(format!("{at}/id"), format!("duplicate tool id \"{}\" (first defined at /tools/{})", tool.id, first.0));
+        } else {
+            tool_ids.insert(tool.id.clone(), ToolIdx(ti as u32));
+        }
+        for (hi, m) in tool.http.iter().enumerate() {
+            let hat = format!("{at}/http/{hi}");
+            let host = match &m.host {
+                None => Some(HostPattern::Any),
+                Some(h) => match route::parse_host(h) {
+                    Ok(p) => Some(p),
+                    Err(detail) => {
+                        err(format!("{hat}/host"), format!("invalid host \"{h}\": {detail}"));
+                        None
+                    }
+                },
+            };
+            let mut methods_ok = true;
+            for (mi, method) in m.methods.iter().enumerate() {
+                if !route::valid_method(method) {
+                    methods_ok = false;
+                    err(
+                        format!("{hat}/methods/{mi}"),
+                        format!("invalid method \"{method}\": use an upper-case HTTP method such as \"GET\""),
+                    );
+                }
+            }
+            let path = match route::parse_path(&m.path) {
+                Ok(p) => Some(p),
+                Err(detail) => {
+                    err(format!("{hat}/path"), format!("invalid path pattern \"{}\": {detail}", m.path));
+                    None
+                }
+            };
+            if let (Some(host), Some(path), true) = (host, path, methods_ok) {
+                if let Err((oti, ohi)) =
+                    routes.insert(&host, &m.methods, &path, ToolIdx(ti as u32), (ti as u32, hi as u32))
+                {
+                    let other = bundle.tools.get(oti as usize).map(|t| t.id.as_str()).unwrap_or("");
+                    err(
+                        hat,
+                        format!(
+                            "ambiguous route: same host, method and path as /tools/{oti}/http/{ohi} (tool \"{other}\")"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Rules.
+    let mut rule_ids: HashMap<&str, usize> = HashMap::new();
+    let mut classes = AgentClasses::new();
+    let mut compiled_rules: Vec<CompiledRule> = Vec::with_capacity(bundle.rules.len());
+    // (tool, class, rule) and (class, rule) pairs for the indexes.
+    let mut per_tool: Vec<Vec<(u32, u32)>> = vec![Vec::new(); bundle.tools.len()];
+    let mut all_tools: Vec<(u32, u32)> = Vec::new();
+    for (ri, rule) in bundle.rules.iter().enumerate() {
+        let at = format!("/rules/{ri}");
+        if !valid_id(&rule.id) {
+            err(format!("{at}/id"), bad_id(&rule.id));
+        } else if let Some(first) = rule_ids.get(rule.id.as_str()) {
+            err(format!("{at}/id"), format!("duplicate rule id \"{}\" (first defined at /rules/{first})", rule.id));
+        } else {
+            rule_ids.insert(&rule.id, ri);
+        }
+
+        // Agents.
+        let mut agent_classes: Vec<u32> = Vec::new();
+        match &rule.agents {
+            None => agent_classes.push(ANY_AGENT),
+            Some(list) if list.is_empty() => err(format!("{at}/agents"), EMPTY_LIST.into()),
+            Some(list) => {
+                for (ai, pattern) in list.iter().enumerate() {
+                    match parse_agent_pattern(pattern) {
+                        Some(p) => agent_classes.push(classes.intern(p)),
+                        None => err(
+                            format!("{at}/agents/{ai}"),
+                            format!(
+                                "invalid agent pattern \"{pattern}\": use an exact id, a prefix ending in \"/*\", or \"*\""
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        if agent_classes.contains(&ANY_AGENT) {
+            agent_classes = vec![ANY_AGENT];
+        }
+
+        // Sensitivities.
+        let mut sens_mask = ALL_SENSITIVITIES;
+        let mut sens_ok = true;
+        match &rule.sensitivities {
+            None => {}
+            Some(list) if list.is_empty() => {
+                sens_ok = false;
+                err(format!("{at}/sensitivities"), EMPTY_LIST.into());
+            }
+            Some(list) => {
+                sens_mask = 0;
+                for (si, s) in list.iter().enumerate() {
+                    sens_mask |= sensitivity_bit(*s);
+                    if !bundle.tools.iter().any(|t| t.sensitivity == *s) {
+                        sens_ok = false;
+                        err(
+                            format!("{at}/sensitivities/{si}"),
+                            format!("no tool in the catalog has sensitivity \"{}\"", s.as_str()),
+                        );
+                    }
+                }
+            }
+        }
+
+        // Tools.
+        let selection = match &rule.tools {
+            None => ToolSelection::All,
+            Some(list) if list.is_empty() => {
+                err(format!("{at}/tools"), EMPTY_LIST.into());
+                ToolSelection::Some(Vec::new())
+            }
+            Some(list) if list.iter().any(|t| t == "*") => ToolSelection::All,
+            Some(list) => {
+                let mut picked: Vec<u32> = Vec::new();
+                let mut selection_ok = true;
+                for (si, sel) in list.iter().enumerate() {
+                    let loc = format!("{at}/tools/{si}");
+                    if let Some(ns) = sel.strip_suffix(".*") {
+                        if !valid_id(ns) {
+                            selection_ok = false;
+                            err(loc, bad_tool_selector(sel));
+                            continue;
+                        }
+                        let before = picked.len();
+                        for (ti, t) in bundle.tools.iter().enumerate() {
+                            if t.id.len() > ns.len() + 1 && t.id.starts_with(ns) && t.id.as_bytes()[ns.len()] == b'.' {
+                                picked.push(ti as u32);
+                            }
+                        }
+                        if picked.len() == before {
+                            selection_ok = false;
+                            err(loc, format!("pattern \"{sel}\" matches no tool"));
+                        }
+                    } else if !valid_id(sel) {
+                        selection_ok = false;
+                        err(loc, bad_tool_selector(sel));
+                    } else {
+                        match tool_ids.get(sel) {
+                            Some(t) => picked.push(t.0),
+                            None => {
+                                selection_ok = false;
+                                err(loc, format!("unknown tool \"{sel}\""));
+                            }
+                        }
+                    }
+                }
+                picked.sort_unstable();
+                picked.dedup();
+                picked.retain(|&ti| {
+                    bundle.tools.get(ti as usize).is_some_and(|t| sens_mask & sensitivity_bit(t.sensitivity) != 0)
+                });
+                if picked.is_empty() && selection_ok && sens_ok && rule.sensitivities.is_some() {
+                    err(at.clone(), "selects no tool: none of its tools has one of its sensitivities".into());
+                }
+                ToolSelection::Some(picked)
+            }
+        };
+
+        // Environments, task purposes, issuers.
+        let environments = string_list(&rule.environments, &format!("{at}/environments"), &mut err);
+        let task_purposes = string_list(&rule.task_purposes, &format!("{at}/task_purposes"), &mut err);
+        let rule_issuers = string_list(&rule.issuers, &format!("{at}/issuers"), &mut err);
+        if let Some(list) = &rule.issuers {
+            for (ii, id) in list.iter().enumerate() {
+                if !id.is_empty() && !issuer_ids.contains(id.as_str()) {
+                    err(format!("{at}/issuers/{ii}"), format!("unknown issuer \"{id}\""));
+                }
+            }
+        }
+
+        // Expiry and exceptions.
+        let rule_expires = match &rule.expires_at {
+            None => None,
+            Some(v) => {
+                let parsed = parse_rfc3339(v);
+                if parsed.is_none() {
+                    err(format!("{at}/expires_at"), bad_time(v));
+                }
+                parsed
+            }
+        };
+        if let Some(exc) = &rule.exception {
+            if rule.effect != Effect::Allow {
+                err(
+                    format!("{at}/exception"),
+                    format!("only allow rules can be exceptions; this rule's effect is \"{}\"", rule.effect.as_str()),
+                );
+            }
+            if rule.expires_at.is_none() {
+                err(format!("{at}/expires_at"), "missing: an exception must have expires_at".into());
+            }
+            if exc.approver.trim().is_empty() {
+                err(format!("{at}/exception/approver"), EMPTY_STRING.into());
+            }
+            if exc.ticket.trim().is_empty() {
+                err(format!("{at}/exception/ticket"), EMPTY_STRING.into());
+            }
+        }
+
+        let rule_idx = ri as u32;
+        match &selection {
+            ToolSelection::All => all_tools.extend(agent_classes.iter().map(|&c| (c, rule_idx))),
+            ToolSelection::Some(picked) => {
+                for &ti in picked {
+                    if let Some(list) = per_tool.get_mut(ti as usize) {
+                        list.extend(agent_classes.iter().map(|&c| (c, rule_idx)));
+                    }
+                }
+            }
+        }
+        compiled_rules.push(CompiledRule {
+            id: Arc::from(rule.id.as_str()),
+            effect: rule.effect,
+            exception: rule.exception.is_some(),
+            expires_at: rule_expires,
+            sensitivities: sens_mask,
+            environments,
+            task_purposes,
+            issuers: rule_issuers,
+            owner: rule.owner.clone(),
+        });
+    }
+
+    // Revocations.
+    let revoked_agents = revocation_set(&bundle.revocations.agents, "/revocations/agents", &mut err);
+    let revoked_tasks = revocation_set(&bundle.revocations.tasks, "/revocations/tasks", &mut err);
+    let revoked_tokens = revocation_set(&bundle.revocations.token_ids, "/revocations/token_ids", &mut err);
+    for (i, k) in bundle.revocations.signing_keys.iter().enumerate() {
+        if k.is_empty() {
+            err(format!("/revocations/signing_keys/{i}"), EMPTY_STRING.into());
+        }
+    }
+
+    // Defaults.
+    if bundle.defaults.unknown_tool == Effect::StepUp {
+        err(
+            "/defaults/unknown_tool".into(),
+            "must be \"deny\" or \"allow\": step_up needs a known tool to bind the approval to".into(),
+        );
+    }
+
+    let (Some(issuers), Some(issued_at), Some(expires_at), true) = (issuers, issued_at, expires_at, errs.is_empty())
+    else {
+        return Err(ValidationErrors(errs));
+    };
+
+    let key = |r: u32| -> u64 {
+        let rank = compiled_rules.get(r as usize).map(|rule| effect_rank(rule.effect)).unwrap_or(u64::MAX >> 32);
+        (rank << 32) | u64::from(r)
+    };
+    let tools = bundle
+        .tools
+        .iter()
+        .zip(per_tool)
+        .map(|(t, pairs)| CompiledTool {
+            id: t.id.as_str().into(),
+            sensitivity: t.sensitivity,
+            rules: ClassIndex::build(pairs, key),
+        })
+        .collect();
+    let all_tools = ClassIndex::build(all_tools, key);
+
+    Ok(CompiledBundle {
+        revision: bundle.revision,
+        issued_at,
+        expires_at,
+        owner: bundle.owner.clone(),
+        authority: bundle.authority.clone(),
+        issuers,
+        revoked_signing_keys: bundle.revocations.signing_keys.clone(),
+        unknown_tool: bundle.defaults.unknown_tool,
+        tools,
+        tool_ids,
+        rules: compiled_rules,
+        routes,
+        agents: classes,
+        all_tools,
+        revoked_agents,
+        revoked_tasks,
+        revoked_tokens,
+    })
+}
+
+fn bad_tool_selector(sel: &str) -> String {
+    format!("invalid tool selector \"{sel}\": use a tool id, \"namespace.*\" or \"*\"")
+}
+
+fn string_list(list: &Option<Vec<String>>, at: &str, err: &mut impl FnMut(String, String)) -> Option<Box<[Box<str>]>> {
+    let list = list.as_ref()?;
+    if list.is_empty() {
+        err(at.to_string(), EMPTY_LIST.into());
+    }
+    for (i, s) in list.iter().enumerate() {
+        if s.is_empty() {
+            err(format!("{at}/{i}"), EMPTY_STRING.into());
+        }
+    }
+    Some(list.iter().map(|s| s.as_str().into()).collect())
+}
+
+fn revocation_set(list: &[String], at: &str, err: &mut impl FnMut(String, String)) -> FxHashSet<Box<str>> {
+    for (i, s) in list.iter().enumerate() {
+        if s.is_empty() {
+            err(format!("{at}/{i}"), EMPTY_STRING.into());
+        }
+    }
+    list.iter().map(|s| s.as_str().into()).collect()
+}

@@ -1,0 +1,121 @@
+//! What `decide` returns: the effect, a stable reason code, the rule that made it and the bundle revision.
+
+use std::sync::Arc;
+
+use crate::facts::TokenFailure;
+
+/// The effect of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Allow,
+    Deny,
+    /// Needs a call-bound approval before it can go through.
+    StepUp,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::StepUp => "step_up",
+        }
+    }
+}
+
+/// Why a decision came out as it did. `code()` is the stable string used in replies, logs, metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// An allow rule matched.
+    AllowedByRule,
+    /// A time-boxed exception matched.
+    AllowedByException,
+    /// A deny rule matched.
+    DeniedByRule,
+    /// A step-up rule matched and no valid approval was presented.
+    StepUpRequired,
+    /// A known tool, a verified agent, and no rule matched.
+    NoMatchingRule,
+    /// The request reached no tool in the catalog; the bundle's `defaults.unknown_tool` applied.
+    UnknownTool,
+    RevokedAgent,
+    RevokedTask,
+    RevokedToken,
+    /// No token was presented.
+    IdentityMissing,
+    /// A token was presented and refused.
+    IdentityInvalid(TokenFailure),
+    /// The task context has expired.
+    TaskExpired,
+    /// No bundle is active yet (the filter's own reason; `decide` never returns it).
+    NoActiveBundle,
+    /// The active bundle is past `expires_at` plus grace (the filter's own reason).
+    BundleExpired,
+    /// The request itself could not be read safely (bad path, ambiguous headers); the filter's own reason.
+    BadRequest,
+}
+
+impl Reason {
+    /// Stable reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::AllowedByRule => "allowed_by_rule",
+            Reason::AllowedByException => "allowed_by_exception",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::StepUpRequired => "step_up_required",
+            Reason::NoMatchingRule => "no_matching_rule",
+            Reason::UnknownTool => "unknown_tool",
+            Reason::RevokedAgent => "revoked_agent",
+            Reason::RevokedTask => "revoked_task",
+            Reason::RevokedToken => "revoked_token",
+            Reason::IdentityMissing => "identity_missing",
+            Reason::IdentityInvalid(f) => f.code(),
+            Reason::TaskExpired => "task_expired",
+            Reason::NoActiveBundle => "no_active_bundle",
+            Reason::BundleExpired => "bundle_expired",
+            Reason::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reason: Reason,
+    /// The rule that decided, or `None` when a default did (reported as `default`).
+    pub rule: Option<Arc<str>>,
+    /// Revision of the bundle that decided (0 when no bundle is active).
+    pub revision: u64,
+}
+
+impl Decision {
+    /// The rule id, or `default`.
+    pub fn rule_id(&self) -> &str {
+        self.rule.as_deref().unwrap_or("default")
+    }
+
+    /// The HTTP status of the reply the filter sends for this decision (200 means: let the request through).
+    /// One exhaustive mapping, so a new reason cannot slip through unmapped.
+    pub fn http_status(&self) -> u16 {
+        match (self.outcome, self.reason) {
+            (Outcome::Allow, _) => 200,
+            (_, Reason::IdentityMissing | Reason::IdentityInvalid(_)) => 401,
+            (_, Reason::NoActiveBundle | Reason::BundleExpired) => 503,
+            (_, Reason::BadRequest) => 400,
+            (
+                _,
+                Reason::AllowedByRule
+                | Reason::AllowedByException
+                | Reason::DeniedByRule
+                | Reason::StepUpRequired
+                | Reason::NoMatchingRule
+                | Reason::UnknownTool
+                | Reason::RevokedAgent
+                | Reason::RevokedTask
+                | Reason::RevokedToken
+                | Reason::TaskExpired,
+            ) => 403,
+        }
+    }
+}

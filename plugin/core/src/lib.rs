@@ -1,0 +1,24 @@
+//! Warden's policy core: the signed bundle, its compilation, request facts, identity and `decide`.
+//!
+//! Everything here is pure: no host calls, no clock reads, no logging. The filter (`warden.wasm`), the `warden` CLI
+//! and the benchmarks all use this crate, so there is one implementation of policy semantics.
+//!
+//! The flow, as the filter runs it:
+//! 1. [`envelope::verify`] checks a signed bundle against the pinned authority keys and returns the [`bundle::Bundle`];
+//! 2. [`compile::compile`] validates it and builds the indexed [`compile::CompiledBundle`];
+//! 3. per request, [`path::normalize`] gives the one normalized path, [`compile::CompiledBundle::resolve_http`] finds
+//!    the tool, [`identity`] verifies the agent's token, and [`decide::decide`] returns a [`decision::Decision`].
+
+pub mod bundle;
+pub mod compile;
+pub mod decide;
+pub mod decision;
+pub mod envelope;
+pub mod facts;
+mod fxhash;
+pub mod identity;
+mod index;
+pub mod path;
+pub mod request;
+mod route;
+pub mod time;

@@ -1,0 +1,445 @@
+//! Every example bundle in `policies/examples/` compiles through the product's path and makes the decisions its
+//! README promises. A new example without a decision table here fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{agent, t, with_task};
+use warden_core::bundle::Bundle;
+use warden_core::compile::{compile, CompiledBundle};
+use warden_core::decide::decide;
+use warden_core::facts::{Agent, Facts, Identity};
+
+fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/examples")
+}
+
+fn load(name: &str) -> CompiledBundle {
+    let path = examples_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bundle: Bundle = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    compile(&bundle).unwrap_or_else(|e| panic!("{name} does not compile:\n{e}"))
+}
+
+/// (description, environment, agent, host, method, path, now) → (decision, reason, rule).
+type Case<'a> = (&'a str, &'a str, Agent, &'a str, &'a str, &'a str, i64, (&'a str, &'a str, &'a str));
+
+fn check(b: &CompiledBundle, cases: Vec<Case<'_>>) {
+    for (name, env, agent, host, method, path, now, want) in cases {
+        let tool = b.resolve_http(host, method, path);
+        let facts = Facts { environment: env.to_string(), identity: Identity::Verified(agent), tool };
+        let d = decide(b, &facts, now);
+        assert_eq!((d.outcome.as_str(), d.reason.code(), d.rule_id()), want, "case {name}");
+        assert_eq!(d.revision, b.revision);
+    }
+}
+
+fn from(issuer: &str, id: &str) -> Agent {
+    let mut a = agent(id);
+    a.issuer = issuer.to_string();
+    a
+}
+
+const SUPPORT: &str = "spiffe://acme.example/agents/support";
+const FINANCE: &str = "spiffe://acme.example/agents/finance";
+const CODING: &str = "spiffe://acme.example/agents/coding";
+
+fn support_agent() {
+    let b = load("support-agent.json");
+    let now = t("2026-12-01T09:00:00Z");
+    let bot = || from("acme-workload", &format!("{SUPPORT}/tier1-bot"));
+    let crm = "crm.acme.example";
+    check(
+        &b,
+        vec![
+            (
+                "read a contact",
+                "prod",
+                bot(),
+                crm,
+                "GET",
+                "/api/v2/contacts/c-123",
+                now,
+                ("allow", "allowed_by_rule", "support-read-crm"),
+            ),
+            (
+                "search contacts",
+                "prod",
+                bot(),
+                crm,
+                "GET",
+                "/api/v2/contacts",
+                now,
+                ("allow", "allowed_by_rule", "support-read-crm"),
+            ),
+            (
+                "read ticket comments",
+                "staging",
+                bot(),
+                crm,
+                "GET",
+                "/api/v2/tickets/t-9/comments",
+                now,
+                ("allow", "allowed_by_rule", "support-read-crm"),
+            ),
+            (
+                "read a kb article",
+                "prod",
+                bot(),
+                "kb.acme.example",
+                "GET",
+                "/articles/billing/refund-policy",
+                now,
+                ("allow", "allowed_by_rule", "support-read-crm"),
+            ),
+            (
+                "update a contact",
+                "prod",
+                bot(),
+                crm,
+                "PATCH",
+                "/api/v2/contacts/c-123",
+                now,
+                ("deny", "denied_by_rule", "support-no-writes"),
+            ),
+            (
+                "comment on a ticket",
+                "prod",
+                bot(),
+                crm,
+                "POST",
+                "/api/v2/tickets/t-9/comments",
+                now,
+                ("deny", "denied_by_rule", "support-no-writes"),
+            ),
+            (
+                "delete a contact",
+                "prod",
+                bot(),
+                crm,
+                "DELETE",
+                "/api/v2/contacts/c-123",
+                now,
+                ("deny", "denied_by_rule", "support-no-writes"),
+            ),
+            (
+                "unknown endpoint",
+                "prod",
+                bot(),
+                crm,
+                "GET",
+                "/api/v2/exports",
+                now,
+                ("deny", "unknown_tool", "default"),
+            ),
+            (
+                "reads only in prod and staging",
+                "dev",
+                bot(),
+                crm,
+                "GET",
+                "/api/v2/contacts/c-123",
+                now,
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "other teams' agents",
+                "prod",
+                from("acme-workload", "spiffe://acme.example/agents/marketing/bot"),
+                crm,
+                "GET",
+                "/api/v2/contacts/c-1",
+                now,
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "revoked legacy bot",
+                "prod",
+                from("acme-workload", &format!("{SUPPORT}/legacy-bot")),
+                crm,
+                "GET",
+                "/api/v2/contacts/c-1",
+                now,
+                ("deny", "revoked_agent", "default"),
+            ),
+        ],
+    );
+}
+
+fn finance_agent() {
+    let b = load("finance-agent.json");
+    let now = t("2026-12-01T09:00:00Z");
+    let pay = "payments.acme.example";
+    let refunder = || {
+        with_task(
+            from("acme-workload", &format!("{FINANCE}/refund-bot")),
+            "task-1",
+            Some("customer-refund"),
+            Some(now + 600),
+        )
+    };
+    let reconciler = || from("acme-workload", &format!("{FINANCE}/reconciler"));
+    check(
+        &b,
+        vec![
+            (
+                "refund needs step-up",
+                "prod",
+                refunder(),
+                pay,
+                "POST",
+                "/v1/refunds",
+                now,
+                ("step_up", "step_up_required", "finance-refunds-step-up"),
+            ),
+            (
+                "refund outside a refund task",
+                "prod",
+                from("acme-workload", &format!("{FINANCE}/refund-bot")),
+                pay,
+                "POST",
+                "/v1/refunds",
+                now,
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "read a charge",
+                "prod",
+                refunder(),
+                pay,
+                "GET",
+                "/v1/charges/ch_1",
+                now,
+                ("allow", "allowed_by_rule", "finance-read"),
+            ),
+            (
+                "read an invoice",
+                "prod",
+                reconciler(),
+                "billing.acme.example",
+                "GET",
+                "/invoices/in_1",
+                now,
+                ("allow", "allowed_by_rule", "finance-read"),
+            ),
+            (
+                "payouts never",
+                "prod",
+                refunder(),
+                pay,
+                "POST",
+                "/v1/payouts",
+                now,
+                ("deny", "denied_by_rule", "finance-never-payouts"),
+            ),
+            (
+                "payouts never, any agent",
+                "prod",
+                from("acme-workload", "spiffe://acme.example/agents/support/bot"),
+                pay,
+                "POST",
+                "/v1/payouts",
+                now,
+                ("deny", "denied_by_rule", "finance-never-payouts"),
+            ),
+            (
+                "void by exception",
+                "prod",
+                reconciler(),
+                "billing.acme.example",
+                "POST",
+                "/invoices/in_1/void",
+                now,
+                ("allow", "allowed_by_exception", "q4-close-void-invoices"),
+            ),
+            (
+                "exception expired",
+                "prod",
+                reconciler(),
+                "billing.acme.example",
+                "POST",
+                "/invoices/in_1/void",
+                t("2027-01-31T00:00:00Z"),
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "exception is for the reconciler",
+                "prod",
+                refunder(),
+                "billing.acme.example",
+                "POST",
+                "/invoices/in_1/void",
+                now,
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "ledger export is not granted",
+                "prod",
+                reconciler(),
+                "ledger.acme.example",
+                "GET",
+                "/v1/exports/2026/11.csv",
+                now,
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "revoked task",
+                "prod",
+                with_task(
+                    from("acme-workload", &format!("{FINANCE}/refund-bot")),
+                    "task-7f3a-compromised",
+                    Some("customer-refund"),
+                    None,
+                ),
+                pay,
+                "GET",
+                "/v1/charges/ch_1",
+                now,
+                ("deny", "revoked_task", "default"),
+            ),
+            (
+                "expired task",
+                "prod",
+                with_task(
+                    from("acme-workload", &format!("{FINANCE}/refund-bot")),
+                    "task-2",
+                    Some("customer-refund"),
+                    Some(now),
+                ),
+                pay,
+                "POST",
+                "/v1/refunds",
+                now,
+                ("deny", "task_expired", "default"),
+            ),
+        ],
+    );
+    let mut leaked = reconciler();
+    leaked.token_id = Some("jti-0b4e-leaked".into());
+    check(
+        &b,
+        vec![(
+            "revoked token",
+            "prod",
+            leaked,
+            pay,
+            "GET",
+            "/v1/charges/ch_1",
+            now,
+            ("deny", "revoked_token", "default"),
+        )],
+    );
+}
+
+fn coding_agent() {
+    let b = load("coding-agent.json");
+    let now = t("2026-12-01T09:00:00Z");
+    let dev = || from("acme-ci", &format!("{CODING}/pr-bot"));
+    let git = "git.acme.example";
+    check(
+        &b,
+        vec![
+            (
+                "read code in staging",
+                "staging",
+                dev(),
+                git,
+                "GET",
+                "/api/repos/acme/shop/contents/src/main.rs",
+                now,
+                ("allow", "allowed_by_rule", "coding-staging"),
+            ),
+            (
+                "open a pull request in dev",
+                "dev",
+                dev(),
+                git,
+                "POST",
+                "/api/repos/acme/shop/pulls",
+                now,
+                ("allow", "allowed_by_rule", "coding-staging"),
+            ),
+            (
+                "run a pipeline on a ci shard",
+                "staging",
+                dev(),
+                "eu-1.ci.acme.example",
+                "POST",
+                "/api/pipelines/p-7/runs",
+                now,
+                ("allow", "allowed_by_rule", "coding-staging"),
+            ),
+            (
+                "read code in prod",
+                "prod",
+                dev(),
+                git,
+                "GET",
+                "/api/repos/acme/shop/contents/README.md",
+                now,
+                ("deny", "denied_by_rule", "coding-not-in-prod"),
+            ),
+            (
+                "push in prod",
+                "prod",
+                dev(),
+                git,
+                "POST",
+                "/api/repos/acme/shop/git/refs",
+                now,
+                ("deny", "denied_by_rule", "coding-not-in-prod"),
+            ),
+            (
+                "deploy from staging",
+                "staging",
+                dev(),
+                "deploy.acme.example",
+                "POST",
+                "/api/releases",
+                now,
+                ("deny", "denied_by_rule", "coding-no-deploys"),
+            ),
+            (
+                "token from another issuer",
+                "staging",
+                from("acme-workload", &format!("{CODING}/pr-bot")),
+                git,
+                "GET",
+                "/api/repos/acme/shop/contents/a",
+                now,
+                ("deny", "no_matching_rule", "default"),
+            ),
+            (
+                "unknown tool in staging",
+                "staging",
+                dev(),
+                git,
+                "DELETE",
+                "/api/repos/acme/shop",
+                now,
+                ("deny", "unknown_tool", "default"),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn every_example_bundle_compiles_and_decides() {
+    let mut names: Vec<String> = std::fs::read_dir(examples_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    for name in &names {
+        match name.as_str() {
+            "support-agent.json" => support_agent(),
+            "finance-agent.json" => finance_agent(),
+            "coding-agent.json" => coding_agent(),
+            other => panic!("policies/examples/{other} has no decision table in plugin/core/tests/examples.rs"),
+        }
+    }
+    assert_eq!(names, ["coding-agent.json", "finance-agent.json", "support-agent.json"]);
+}

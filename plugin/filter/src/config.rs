@@ -1,0 +1,414 @@
+//! The plugin configuration: JSON from Envoy's `configuration` (Istio `pluginConfig`), parsed and validated in full.
+//!
+//! [`parse`] is pure: bytes in, a [`Config`] or one [`ConfigError`] out. The error's text names the field and the
+//! problem (or, for malformed JSON, serde's message with line and column), and the root context logs it as one line
+//! before refusing the configuration. `plugin/filter/README.md` is the operator's reference for every field.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+use warden_core::envelope::TrustedKeys;
+
+/// Default header that carries the agent token.
+pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
+/// Default grace after the active bundle's `expires_at` before the filter fails closed.
+pub const DEFAULT_BUNDLE_GRACE_SECONDS: u64 = 300;
+/// Upper bound of `bundle_grace_seconds` (one day): a stale bundle must not keep old revocations alive for long.
+pub const MAX_BUNDLE_GRACE_SECONDS: u64 = 86_400;
+/// Prefix of the headers the filter owns; clients' copies are always removed.
+pub const RESERVED_HEADER_PREFIX: &str = "x-warden-";
+
+/// Whether decisions are enforced or only logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Deny and step-up decisions are answered with a local reply (the default).
+    Enforce,
+    /// Every decision is computed and logged (`would_deny`, `would_step_up`); every request continues.
+    Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// The validated plugin configuration.
+pub struct Config {
+    /// Environment label of this gateway (matched by rules' `environments`).
+    pub environment: String,
+    /// The policy authority the bundle must name.
+    pub authority: String,
+    /// Pinned bundle-signing public keys.
+    pub bundle_keys: TrustedKeys,
+    pub mode: Mode,
+    /// Lower-case name of the header carrying the agent token.
+    pub token_header: String,
+    /// A signed bundle (JWS compact serialization) given inline.
+    pub inline_bundle: Option<String>,
+    pub bundle_grace_seconds: u64,
+    /// On continue: set `x-warden-agent`, `x-warden-task`, `x-warden-decision-id` for the upstream.
+    pub forward_identity_headers: bool,
+    /// Write one decision record per request to the host log.
+    pub log_decisions: bool,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("environment", &self.environment)
+            .field("authority", &self.authority)
+            .field("bundle_keys", &self.bundle_keys.len())
+            .field("mode", &self.mode)
+            .field("token_header", &self.token_header)
+            .field("inline_bundle", &self.inline_bundle.as_ref().map(String::len))
+            .field("bundle_grace_seconds", &self.bundle_grace_seconds)
+            .field("forward_identity_headers", &self.forward_identity_headers)
+            .field("log_decisions", &self.log_decisions)
+            .finish()
+    }
+}
+
+/// Why a configuration was refused. The text says what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// An error about one field: ``field `name`: problem``.
+    pub fn field(name: &str, problem: impl fmt::Display) -> ConfigError {
+        ConfigError(format!("field `{name}`: {problem}"))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The JSON shape: every field kept as a raw value so that type errors can name their field, while serde still
+/// refuses unknown and duplicate fields and reports malformed JSON with line and column.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawConfig {
+    #[serde(default, deserialize_with = "present")]
+    environment: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    authority: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    bundle_keys: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    mode: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    token_header: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    inline_bundle: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    bundle_grace_seconds: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    forward_identity_headers: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    log_decisions: Option<Value>,
+}
+
+/// A field that is present (even as `null`) is `Some`; only an absent field is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Parses and validates the plugin configuration.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError("empty (expected a JSON object)".to_string()));
+    }
+    // serde would also read a struct from a JSON array; only an object is a configuration.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError("expected a JSON object".to_string()));
+    }
+    let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+
+    let environment = required_string("environment", raw.environment)?;
+    check_label("environment", &environment)?;
+    let authority = required_string("authority", raw.authority)?;
+    if authority.trim().is_empty() {
+        return Err(ConfigError::field("authority", "must not be empty"));
+    }
+    let bundle_keys = match raw.bundle_keys {
+        None => return Err(ConfigError::field("bundle_keys", "missing")),
+        Some(v @ Value::Object(_)) => TrustedKeys::from_jwks(&v).map_err(|e| ConfigError::field("bundle_keys", e))?,
+        Some(other) => {
+            return Err(ConfigError::field("bundle_keys", format!("expected a JWKS object, got {}", kind(&other))))
+        }
+    };
+    if bundle_keys.is_empty() {
+        return Err(ConfigError::field("bundle_keys", "no keys"));
+    }
+    let mode = match optional_string("mode", raw.mode)?.as_deref() {
+        None | Some("enforce") => Mode::Enforce,
+        Some("shadow") => Mode::Shadow,
+        Some(other) => {
+            return Err(ConfigError::field("mode", format!("expected `enforce` or `shadow`, got `{other}`")));
+        }
+    };
+    let token_header = match optional_string("token_header", raw.token_header)? {
+        None => DEFAULT_TOKEN_HEADER.to_string(),
+        Some(h) => check_header_name("token_header", &h)?,
+    };
+    let inline_bundle = match optional_string("inline_bundle", raw.inline_bundle)? {
+        Some(b) if b.trim().is_empty() => return Err(ConfigError::field("inline_bundle", "must not be empty")),
+        other => other.map(|b| b.trim().to_string()),
+    };
+    let bundle_grace_seconds = match raw.bundle_grace_seconds {
+        None => DEFAULT_BUNDLE_GRACE_SECONDS,
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= MAX_BUNDLE_GRACE_SECONDS => n,
+            _ => {
+                return Err(ConfigError::field(
+                    "bundle_grace_seconds",
+                    format!("expected an integer from 0 to {MAX_BUNDLE_GRACE_SECONDS}, got {}", show(&v)),
+                ))
+            }
+        },
+    };
+    let forward_identity_headers = optional_bool("forward_identity_headers", raw.forward_identity_headers)?;
+    let log_decisions = optional_bool("log_decisions", raw.log_decisions)?;
+
+    Ok(Config {
+        environment,
+        authority,
+        bundle_keys,
+        mode,
+        token_header,
+        inline_bundle,
+        bundle_grace_seconds,
+        forward_identity_headers: forward_identity_headers.unwrap_or(true),
+        log_decisions: log_decisions.unwrap_or(true),
+    })
+}
+
+fn required_string(name: &str, v: Option<Value>) -> Result<String, ConfigError> {
+    optional_string(name, v)?.ok_or_else(|| ConfigError::field(name, "missing"))
+}
+
+fn optional_string(name: &str, v: Option<Value>) -> Result<Option<String>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ConfigError::field(name, format!("expected a string, got {}", kind(&other)))),
+    }
+}
+
+fn optional_bool(name: &str, v: Option<Value>) -> Result<Option<bool>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(other) => Err(ConfigError::field(name, format!("expected true or false, got {}", kind(&other)))),
+    }
+}
+
+/// `[a-z0-9][a-z0-9._-]*`, at most 64 characters (the same syntax as bundle ids).
+fn check_label(name: &str, s: &str) -> Result<(), ConfigError> {
+    if s.is_empty() {
+        return Err(ConfigError::field(name, "must not be empty"));
+    }
+    let ok_first = s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit();
+    let ok_rest = s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'));
+    if !ok_first || !ok_rest || s.len() > 64 {
+        return Err(ConfigError::field(
+            name,
+            format!("`{s}` is not a label (lower-case letters, digits, `.`, `_`, `-`; starting with a letter or digit; at most 64)"),
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP field name (RFC 9110 `token`), lowercased; not a pseudo-header and not one of the filter's own.
+fn check_header_name(name: &str, h: &str) -> Result<String, ConfigError> {
+    let is_tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if h.is_empty() {
+        return Err(ConfigError::field(name, "must not be empty"));
+    }
+    if !h.bytes().all(is_tchar) {
+        return Err(ConfigError::field(name, format!("`{h}` is not an HTTP header name")));
+    }
+    let lower = h.to_ascii_lowercase();
+    if lower.starts_with(RESERVED_HEADER_PREFIX) {
+        return Err(ConfigError::field(
+            name,
+            format!("`{h}`: `{RESERVED_HEADER_PREFIX}*` headers belong to the filter"),
+        ));
+    }
+    Ok(lower)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        other => kind(other).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// RFC 8037 appendix A.2 Ed25519 public key (test key only).
+    pub(crate) fn test_jwks() -> Value {
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "authority-1",
+                          "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]})
+    }
+
+    fn minimal() -> Value {
+        json!({"environment": "prod", "authority": "acme-security", "bundle_keys": test_jwks()})
+    }
+
+    fn with(field: &str, value: Value) -> Vec<u8> {
+        let mut v = minimal();
+        v[field] = value;
+        v.to_string().into_bytes()
+    }
+
+    fn without(field: &str) -> Vec<u8> {
+        let mut v = minimal();
+        v.as_object_mut().map(|o| o.remove(field));
+        v.to_string().into_bytes()
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        match parse(bytes) {
+            Ok(c) => panic!("accepted {}: {c:?}", String::from_utf8_lossy(bytes)),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let c = parse(minimal().to_string().as_bytes()).unwrap();
+        assert_eq!(c.environment, "prod");
+        assert_eq!(c.authority, "acme-security");
+        assert_eq!(c.bundle_keys.len(), 1);
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.token_header, "authorization");
+        assert_eq!(c.inline_bundle, None);
+        assert_eq!(c.bundle_grace_seconds, 300);
+        assert!(c.forward_identity_headers);
+        assert!(c.log_decisions);
+    }
+
+    #[test]
+    fn every_field_set() {
+        let mut v = minimal();
+        v["mode"] = json!("shadow");
+        v["token_header"] = json!("X-Agent-Token");
+        v["inline_bundle"] = json!(" a.b.c\n");
+        v["bundle_grace_seconds"] = json!(0);
+        v["forward_identity_headers"] = json!(false);
+        v["log_decisions"] = json!(false);
+        let c = parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(c.mode, Mode::Shadow);
+        assert_eq!(c.token_header, "x-agent-token");
+        assert_eq!(c.inline_bundle.as_deref(), Some("a.b.c"));
+        assert_eq!(c.bundle_grace_seconds, 0);
+        assert!(!c.forward_identity_headers);
+        assert!(!c.log_decisions);
+    }
+
+    #[test]
+    fn bad_configurations_and_their_messages() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "empty (expected a JSON object)"),
+            (b"  \n".to_vec(), "empty (expected a JSON object)"),
+            (b"[]".to_vec(), "expected a JSON object"),
+            (b"[{}]".to_vec(), "expected a JSON object"),
+            (b"\"prod\"".to_vec(), "expected a JSON object"),
+            (b"null".to_vec(), "expected a JSON object"),
+            (b"{\"environment\": \"prod\",\n \"authority\": }".to_vec(), "expected value at line 2 column 15"),
+            (b"{\"environment\": \"prod\"".to_vec(), "EOF while parsing an object at line 1 column 22"),
+            (
+                b"{\"environment\": \"prod\", \"control\": {}}".to_vec(),
+                "unknown field `control`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
+                 `token_header`, `inline_bundle`, `bundle_grace_seconds`, `forward_identity_headers`, \
+                 `log_decisions` at line 1 column 33",
+            ),
+            (
+                b"{\"environment\": \"prod\", \"environment\": \"dev\"}".to_vec(),
+                "duplicate field `environment` at line 1 column 37",
+            ),
+            (without("environment"), "field `environment`: missing"),
+            (with("environment", json!(null)), "field `environment`: expected a string, got null"),
+            (with("environment", json!(7)), "field `environment`: expected a string, got a number"),
+            (with("environment", json!("")), "field `environment`: must not be empty"),
+            (
+                with("environment", json!("Prod EU")),
+                "field `environment`: `Prod EU` is not a label (lower-case letters, digits, `.`, `_`, `-`; \
+                 starting with a letter or digit; at most 64)",
+            ),
+            (without("authority"), "field `authority`: missing"),
+            (with("authority", json!(" ")), "field `authority`: must not be empty"),
+            (with("authority", json!(["a"])), "field `authority`: expected a string, got an array"),
+            (without("bundle_keys"), "field `bundle_keys`: missing"),
+            (with("bundle_keys", json!("k1")), "field `bundle_keys`: expected a JWKS object, got a string"),
+            (with("mode", json!("audit")), "field `mode`: expected `enforce` or `shadow`, got `audit`"),
+            (with("mode", json!(true)), "field `mode`: expected a string, got a boolean"),
+            (with("token_header", json!("")), "field `token_header`: must not be empty"),
+            (with("token_header", json!("x token")), "field `token_header`: `x token` is not an HTTP header name"),
+            (with("token_header", json!(":path")), "field `token_header`: `:path` is not an HTTP header name"),
+            (
+                with("token_header", json!("X-Warden-Agent")),
+                "field `token_header`: `X-Warden-Agent`: `x-warden-*` headers belong to the filter",
+            ),
+            (with("inline_bundle", json!("")), "field `inline_bundle`: must not be empty"),
+            (with("inline_bundle", json!({})), "field `inline_bundle`: expected a string, got an object"),
+            (
+                with("bundle_grace_seconds", json!(-1)),
+                "field `bundle_grace_seconds`: expected an integer from 0 to 86400, got -1",
+            ),
+            (
+                with("bundle_grace_seconds", json!(86401)),
+                "field `bundle_grace_seconds`: expected an integer from 0 to 86400, got 86401",
+            ),
+            (
+                with("bundle_grace_seconds", json!(1.5)),
+                "field `bundle_grace_seconds`: expected an integer from 0 to 86400, got 1.5",
+            ),
+            (
+                with("bundle_grace_seconds", json!("300")),
+                "field `bundle_grace_seconds`: expected an integer from 0 to 86400, got a string",
+            ),
+            (
+                with("forward_identity_headers", json!("yes")),
+                "field `forward_identity_headers`: expected true or false, got a string",
+            ),
+            (with("log_decisions", json!(1)), "field `log_decisions`: expected true or false, got a number"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(err(&bytes), want, "config: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn bundle_key_errors_name_the_field() {
+        let e = err(&with("bundle_keys", json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]})));
+        assert!(e.starts_with("field `bundle_keys`: "), "{e}");
+        let e = err(&with("bundle_keys", json!({"keys": []})));
+        assert!(e.starts_with("field `bundle_keys`: "), "{e}");
+    }
+}

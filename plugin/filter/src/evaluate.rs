@@ -1,0 +1,233 @@
+//! One request, start to verdict, without the host: scan the headers once, then bundle state, request shape,
+//! identity, tool and `decide`.
+//!
+//! The HTTP context reads the header map, calls [`scan`] and [`evaluate`], and acts on the [`Evaluation`]. Keeping
+//! this pure lets the reply and the record be tested natively against real bundles.
+
+use std::sync::Arc;
+
+use warden_core::compile::CompiledBundle;
+use warden_core::decide::decide;
+use warden_core::decision::{Decision, Outcome, Reason};
+use warden_core::facts::{Agent, Facts, Identity, TokenFailure};
+use warden_core::{identity, path};
+
+use crate::active::Active;
+use crate::config::{Config, RESERVED_HEADER_PREFIX};
+
+/// A request pseudo-header as found in the header map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Field<'h> {
+    #[default]
+    Missing,
+    Present(&'h str),
+    /// Repeated, or not UTF-8: the request cannot be read safely.
+    Unreadable,
+}
+
+impl<'h> Field<'h> {
+    fn set(&mut self, value: &'h [u8]) {
+        *self = match (*self, std::str::from_utf8(value)) {
+            (Field::Missing, Ok(v)) => Field::Present(v),
+            _ => Field::Unreadable,
+        };
+    }
+
+    /// The value, or `""` when missing or unreadable (for the record).
+    pub fn or_empty(self) -> &'h str {
+        match self {
+            Field::Present(v) => v,
+            Field::Missing | Field::Unreadable => "",
+        }
+    }
+}
+
+/// The token header as found in the header map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenHeader<'h> {
+    #[default]
+    Absent,
+    One(&'h [u8]),
+    /// More than one value: ambiguous, refused.
+    Repeated,
+}
+
+/// What the filter reads from the request headers, gathered in one pass.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestHeaders<'h> {
+    pub method: Field<'h>,
+    pub path: Field<'h>,
+    pub authority: Field<'h>,
+    pub token: TokenHeader<'h>,
+    /// Names of client-supplied `x-warden-*` headers (removed before the request goes upstream).
+    pub reserved: Vec<&'h str>,
+}
+
+/// One pass over the header pairs (`get_http_request_headers_bytes`: values as bytes, so that a non-UTF-8 value from
+/// a client cannot trap the SDK). `token_header` is lower case.
+pub fn scan<'h>(headers: &'h [(String, Vec<u8>)], token_header: &str) -> RequestHeaders<'h> {
+    let mut r = RequestHeaders::default();
+    for (name, value) in headers {
+        match name.as_str() {
+            ":method" => r.method.set(value),
+            ":path" => r.path.set(value),
+            ":authority" => r.authority.set(value),
+            n if n.eq_ignore_ascii_case(token_header) => {
+                r.token = match r.token {
+                    TokenHeader::Absent => TokenHeader::One(value),
+                    TokenHeader::One(_) | TokenHeader::Repeated => TokenHeader::Repeated,
+                }
+            }
+            n if is_reserved(n) && !r.reserved.contains(&n) => r.reserved.push(n),
+            _ => {}
+        }
+    }
+    r
+}
+
+/// `x-warden-*`, in any case.
+fn is_reserved(name: &str) -> bool {
+    name.get(..RESERVED_HEADER_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
+}
+
+/// The filter's answer for one request: what is replied (or let through) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    /// 200: let the request through; otherwise the status of the local reply.
+    pub status: u16,
+    /// Stable reason code (`Reason::code`, or a path error code for a path the filter refuses).
+    pub reason: &'static str,
+    pub reason_kind: Reason,
+    /// The deciding rule; `None` is reported as `default`.
+    pub rule: Option<Arc<str>>,
+    /// Revision of the bundle that decided; `None` while no bundle is active.
+    pub revision: Option<u64>,
+}
+
+impl Verdict {
+    fn from_decision(d: Decision) -> Verdict {
+        Verdict {
+            outcome: d.outcome,
+            status: d.http_status(),
+            reason: d.reason.code(),
+            reason_kind: d.reason,
+            rule: d.rule,
+            revision: Some(d.revision),
+        }
+    }
+
+    /// A refusal the filter makes itself (no bundle, expired bundle, unreadable request).
+    fn refuse(reason: Reason, code: &'static str, revision: Option<u64>) -> Verdict {
+        let d = Decision { outcome: Outcome::Deny, reason, rule: None, revision: revision.unwrap_or(0) };
+        Verdict { reason: code, revision, ..Verdict::from_decision(d) }
+    }
+
+    /// The rule id, or `default`.
+    pub fn rule_id(&self) -> &str {
+        self.rule.as_deref().unwrap_or("default")
+    }
+
+    /// Whether the request is let through in enforce mode.
+    pub fn allows(&self) -> bool {
+        self.status == 200
+    }
+}
+
+/// Everything the HTTP context needs to act on a request and to write its decision record.
+#[derive(Debug)]
+pub struct Evaluation<'a> {
+    pub verdict: Verdict,
+    /// The verified agent, if any.
+    pub agent: Option<Agent>,
+    /// The tool the request reaches (catalog id).
+    pub tool: Option<&'a str>,
+    pub method: &'a str,
+    pub host: &'a str,
+    /// The normalized path without query; the raw path (query cut off) when it could not be normalized.
+    pub path: String,
+    /// The new `:path` when normalization changed it (what is matched is what is forwarded).
+    pub rewrite_path: Option<String>,
+}
+
+/// Evaluates one request at `now` (seconds since the epoch).
+pub fn evaluate<'a>(active: Option<&'a Active>, config: &Config, req: &RequestHeaders<'a>, now: i64) -> Evaluation<'a> {
+    let raw_path = req.path.or_empty();
+    let normalized = match req.path {
+        Field::Present(p) => Some(path::normalize(p)),
+        Field::Missing | Field::Unreadable => None,
+    };
+    let mut ev = Evaluation {
+        verdict: Verdict::refuse(Reason::NoActiveBundle, Reason::NoActiveBundle.code(), None),
+        agent: None,
+        tool: None,
+        method: req.method.or_empty(),
+        host: req.authority.or_empty(),
+        path: match &normalized {
+            Some(Ok(n)) => n.path.clone(),
+            _ => raw_path.split('?').next().unwrap_or_default().to_string(),
+        },
+        rewrite_path: match &normalized {
+            Some(Ok(n)) => Some(n.request_path()).filter(|p| p != raw_path),
+            _ => None,
+        },
+    };
+
+    let Some(active) = active else { return ev };
+    let bundle: &'a CompiledBundle = &active.bundle;
+    let revision = Some(bundle.revision);
+    let grace = i64::try_from(config.bundle_grace_seconds).unwrap_or(i64::MAX);
+    if now > bundle.expires_at.saturating_add(grace) {
+        ev.verdict = Verdict::refuse(Reason::BundleExpired, Reason::BundleExpired.code(), revision);
+        return ev;
+    }
+    let (Field::Present(method), Field::Present(host), Some(normalized)) = (req.method, req.authority, normalized)
+    else {
+        ev.verdict = Verdict::refuse(Reason::BadRequest, Reason::BadRequest.code(), revision);
+        return ev;
+    };
+    let normalized = match normalized {
+        Ok(n) => n,
+        Err(e) => {
+            ev.verdict = Verdict::refuse(Reason::BadRequest, e.code(), revision);
+            return ev;
+        }
+    };
+
+    let identity = match req.token {
+        TokenHeader::Absent => Identity::Missing,
+        TokenHeader::Repeated => Identity::Invalid(TokenFailure::Ambiguous),
+        TokenHeader::One(value) => match std::str::from_utf8(value) {
+            Err(_) => Identity::Invalid(TokenFailure::Malformed),
+            Ok(value) => match token_in(value, &config.token_header) {
+                Err(failure) => Identity::Invalid(failure),
+                Ok(token) => match identity::verify(&bundle.issuers, token, now) {
+                    Ok(agent) => Identity::Verified(agent),
+                    Err(failure) => Identity::Invalid(failure),
+                },
+            },
+        },
+    };
+    let tool = bundle.resolve_http(host, method, &normalized.path);
+    let facts = Facts { environment: config.environment.clone(), identity, tool };
+    let decision = decide(bundle, &facts, now);
+
+    ev.verdict = Verdict::from_decision(decision);
+    ev.tool = tool.map(|t| bundle.tool_id(t));
+    if let Identity::Verified(agent) = facts.identity {
+        ev.agent = Some(agent);
+    }
+    ev
+}
+
+/// The token in a token header value: `Bearer <token>` ([`identity::bearer_token`]). A header other than
+/// `authorization` may instead carry the bare token (no spaces, visible ASCII).
+pub fn token_in<'v>(value: &'v str, token_header: &str) -> Result<&'v str, TokenFailure> {
+    if token_header == "authorization" || value.contains(' ') {
+        return identity::bearer_token(value);
+    }
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TokenFailure::Malformed);
+    }
+    Ok(value)
+}

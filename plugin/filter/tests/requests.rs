@@ -1,0 +1,446 @@
+//! Configuration loading and request evaluation end to end, natively: a bundle signed with the TEST-ONLY authority
+//! key, agent tokens signed with the TEST-ONLY issuer key, requests in, verdicts, replies and records out.
+
+// Test code: fixtures that fail should fail loudly (clippy.toml only covers `#[test]` functions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use warden::active::{load, Loaded};
+use warden::evaluate::{evaluate, scan, TokenHeader};
+use warden::record::{self, RecordContext};
+use warden::reply;
+use warden_core::envelope::{sign, SigningKey};
+use warden_core::time::parse_rfc3339;
+
+const AUTHORITY_JWK: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-authority.jwk.json");
+const AUTHORITY_JWKS: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-authority.jwks.json");
+const ISSUER_JWK: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-issuer-acme-workload.jwk.json");
+const ISSUER_PUBLIC_JWK: &str =
+    include_str!("../../../policies/examples/keys/TEST-ONLY-issuer-acme-workload.public.jwk.json");
+
+const SUPPORT_BOT: &str = "spiffe://acme.example/agents/support/bot-1";
+
+fn t(s: &str) -> i64 {
+    parse_rfc3339(s).unwrap()
+}
+
+fn now() -> i64 {
+    t("2026-12-01T00:00:00Z")
+}
+
+fn key(jwk: &str) -> SigningKey {
+    SigningKey::from_jwk(&serde_json::from_str(jwk).unwrap()).unwrap()
+}
+
+fn bundle() -> Value {
+    json!({
+        "format": "warden.bundle/v1",
+        "revision": 7,
+        "issued_at": "2026-11-01T00:00:00Z",
+        "expires_at": "2027-01-01T00:00:00Z",
+        "owner": "security@acme.example",
+        "authority": "policy.acme.example",
+        "issuers": [{
+            "id": "acme-workload",
+            "iss": "https://spire.acme.example",
+            "audiences": ["warden"],
+            "jwks": {"keys": [serde_json::from_str::<Value>(ISSUER_PUBLIC_JWK).unwrap()]},
+            "algorithms": ["EdDSA"],
+            "max_token_lifetime_seconds": 900,
+            "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "task_purpose"}
+        }],
+        "tools": [
+            {"id": "crm.contacts.read", "sensitivity": "read",
+             "http": [{"host": "crm.acme.example", "methods": ["GET"], "path": "/contacts/{id}"}]},
+            {"id": "crm.contacts.update", "sensitivity": "write",
+             "http": [{"host": "crm.acme.example", "methods": ["PATCH"], "path": "/contacts/{id}"}]},
+            {"id": "pay.refunds.create", "sensitivity": "payment",
+             "http": [{"host": "pay.acme.example", "methods": ["POST"], "path": "/refunds"}]}
+        ],
+        "rules": [
+            {"id": "support-no-writes", "effect": "deny",
+             "agents": ["spiffe://acme.example/agents/support/*"], "sensitivities": ["write"]},
+            {"id": "refunds-step-up", "effect": "step_up", "agents": ["*"], "tools": ["pay.refunds.create"]},
+            {"id": "support-reads", "effect": "allow",
+             "agents": ["spiffe://acme.example/agents/support/*"], "tools": ["crm.*"], "environments": ["prod"]}
+        ]
+    })
+}
+
+fn signed(bundle: &Value) -> String {
+    sign(bundle.to_string().as_bytes(), &key(AUTHORITY_JWK))
+}
+
+fn config(extra: Value) -> Vec<u8> {
+    let mut c = json!({
+        "environment": "prod",
+        "authority": "policy.acme.example",
+        "bundle_keys": serde_json::from_str::<Value>(AUTHORITY_JWKS).unwrap(),
+        "inline_bundle": signed(&bundle()),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c.to_string().into_bytes()
+}
+
+fn loaded(extra: Value) -> Loaded {
+    load(&config(extra), now()).unwrap()
+}
+
+/// An agent token for the support bot (the envelope signer makes a compact EdDSA JWS; the token profile does not
+/// check `typ`).
+fn token(claims: Value) -> String {
+    let mut c = json!({
+        "iss": "https://spire.acme.example", "sub": SUPPORT_BOT, "aud": "warden",
+        "iat": now() - 60, "exp": now() + 600, "jti": "jti-secret-1",
+        "task_id": "T-1042", "task_purpose": "customer-support"
+    });
+    for (k, v) in claims.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    sign(c.to_string().as_bytes(), &key(ISSUER_JWK))
+}
+
+fn bearer() -> String {
+    format!("Bearer {}", token(json!({})))
+}
+
+/// Header pairs as `get_http_request_headers_bytes` returns them.
+type Headers = Vec<(String, Vec<u8>)>;
+
+fn headers(pairs: &[(&str, &str)]) -> Headers {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+}
+
+fn get(path: &str, auth: &str) -> Headers {
+    headers(&[(":method", "GET"), (":path", path), (":authority", "crm.acme.example"), ("authorization", auth)])
+}
+
+/// What one request came to.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    reason: &'static str,
+    rule: String,
+    tool: Option<String>,
+    agent: Option<String>,
+    rewrite: Option<String>,
+    record: Value,
+    body: Option<Value>,
+}
+
+fn run_at(l: &Loaded, h: &[(String, Vec<u8>)], at: i64) -> Seen {
+    let req = scan(h, &l.config.token_header);
+    let ev = evaluate(l.active.as_ref(), &l.config, &req, at);
+    let ctx = RecordContext {
+        decision_id: "00000000-0000-4000-8000-000000000001",
+        time_ns: u64::try_from(at).unwrap() * 1_000_000_000,
+        environment: &l.config.environment,
+        mode: l.config.mode,
+        latency_ns: 0,
+    };
+    let record: Value = serde_json::from_str(&record::build(&ev, &ctx)).unwrap();
+    let body = (!ev.verdict.allows())
+        .then(|| serde_json::from_slice(&reply::build(&ev.verdict, ctx.decision_id).body).unwrap());
+    Seen {
+        status: ev.verdict.status,
+        reason: ev.verdict.reason,
+        rule: ev.verdict.rule_id().to_string(),
+        tool: ev.tool.map(str::to_string),
+        agent: ev.agent.as_ref().map(|a| a.id.clone()),
+        rewrite: ev.rewrite_path.clone(),
+        record,
+        body,
+    }
+}
+
+fn run(l: &Loaded, h: &[(String, Vec<u8>)]) -> Seen {
+    run_at(l, h, now())
+}
+
+#[test]
+fn configuration_activates_the_inline_bundle() {
+    let l = loaded(json!({}));
+    let active = l.active.as_ref().unwrap();
+    assert_eq!(active.bundle.revision, 7);
+    assert_eq!(active.key_id, "warden-test-authority-1");
+    assert_eq!(active.digest.len(), 64);
+    assert!(loaded(json!({"inline_bundle": null})).active.is_none());
+}
+
+#[test]
+fn bad_bundles_refuse_the_configuration() {
+    let other = SigningKey::generate(warden_core::envelope::Algorithm::EdDSA, "warden-test-authority-1").unwrap();
+    let mut tampered = signed(&bundle());
+    tampered.insert(tampered.find('.').unwrap() + 5, 'A');
+    let mut expired = bundle();
+    expired["expires_at"] = json!("2026-11-30T00:00:00Z");
+    let mut foreign = bundle();
+    foreign["authority"] = json!("policy.evil.example");
+    let mut invalid = bundle();
+    invalid["rules"][0]["tools"] = json!(["crm.nothing"]);
+    invalid["rules"][1]["tools"] = json!(["pay.nothing"]);
+    let cases: Vec<(String, &str)> = vec![
+        ("not a jws".to_string(), "field `inline_bundle`: signed bundle: not a JWS compact serialization"),
+        (
+            sign(bundle().to_string().as_bytes(), &other),
+            "field `inline_bundle`: signed bundle: signature does not verify",
+        ),
+        (tampered, "field `inline_bundle`: signed bundle: "),
+        (signed(&expired), "field `inline_bundle`: signed bundle: expired at 2026-11-30T00:00:00Z"),
+        (signed(&foreign), "field `inline_bundle`: signed bundle: /authority is \"policy.evil.example\""),
+        (signed(&invalid), "field `inline_bundle`: bundle revision 7 is not valid: /rules/0/tools/0: "),
+    ];
+    for (jws, want) in cases {
+        let err = load(&config(json!({"inline_bundle": jws})), now()).unwrap_err().to_string();
+        assert!(err.starts_with(want), "want {want:?}, got {err:?}");
+        assert!(!err.contains('\n'), "one line: {err:?}");
+    }
+    let err = load(&config(json!({"inline_bundle": signed(&invalid)})), now()).unwrap_err().to_string();
+    assert!(err.contains("; /rules/1/tools/0: "), "every validation error on the line: {err}");
+}
+
+#[test]
+fn requests_and_verdicts() {
+    let l = loaded(json!({}));
+    let b = bearer();
+    let cases: Vec<(&str, Headers, u16, &str, &str)> = vec![
+        ("allowed read", get("/contacts/42", &b), 200, "allowed_by_rule", "support-reads"),
+        (
+            "deny rule beats allow",
+            headers(&[
+                (":method", "PATCH"),
+                (":path", "/contacts/42"),
+                (":authority", "crm.acme.example"),
+                ("authorization", &b),
+            ]),
+            403,
+            "denied_by_rule",
+            "support-no-writes",
+        ),
+        (
+            "step-up",
+            headers(&[
+                (":method", "POST"),
+                (":path", "/refunds"),
+                (":authority", "pay.acme.example"),
+                ("authorization", &b),
+            ]),
+            403,
+            "step_up_required",
+            "refunds-step-up",
+        ),
+        ("unknown tool", get("/accounts/1", &b), 403, "unknown_tool", "default"),
+        (
+            "no token",
+            headers(&[(":method", "GET"), (":path", "/contacts/1"), (":authority", "crm.acme.example")]),
+            401,
+            "identity_missing",
+            "default",
+        ),
+        ("not bearer", get("/contacts/42", "Basic YWxhZGRpbjpvcGVuc2VzYW1l"), 401, "token_malformed", "default"),
+        ("garbage token", get("/contacts/42", "Bearer abc.def"), 401, "token_malformed", "default"),
+        (
+            "expired token",
+            get("/contacts/42", &format!("Bearer {}", token(json!({"iat": now() - 900, "exp": now() - 300})))),
+            401,
+            "token_expired",
+            "default",
+        ),
+        (
+            "wrong audience",
+            get("/contacts/42", &format!("Bearer {}", token(json!({"aud": "other"})))),
+            401,
+            "token_wrong_audience",
+            "default",
+        ),
+        (
+            "repeated token header",
+            headers(&[
+                (":method", "GET"),
+                (":path", "/contacts/1"),
+                (":authority", "crm.acme.example"),
+                ("authorization", &b),
+                ("authorization", &b),
+            ]),
+            401,
+            "token_ambiguous",
+            "default",
+        ),
+        ("encoded slash", get("/contacts%2F42", &b), 400, "path_encoded_slash", "default"),
+        ("above root", get("/../contacts/42", &b), 400, "path_above_root", "default"),
+        (
+            "missing authority",
+            headers(&[(":method", "GET"), (":path", "/contacts/1"), ("authorization", &b)]),
+            400,
+            "bad_request",
+            "default",
+        ),
+        (
+            "repeated :path",
+            headers(&[
+                (":method", "GET"),
+                (":path", "/contacts/1"),
+                (":path", "/contacts/2"),
+                (":authority", "crm.acme.example"),
+                ("authorization", &b),
+            ]),
+            400,
+            "bad_request",
+            "default",
+        ),
+    ];
+    for (name, h, status, reason, rule) in cases {
+        let seen = run(&l, &h);
+        assert_eq!((seen.status, seen.reason, seen.rule.as_str()), (status, reason, rule), "{name}: {seen:?}");
+        assert_eq!(seen.record["reason"], reason, "{name}");
+        assert_eq!(seen.record["rule"], rule, "{name}");
+        if status == 200 {
+            assert!(seen.body.is_none());
+        } else {
+            let body = seen.body.unwrap();
+            assert_eq!(body["reason"], reason, "{name}");
+            assert_eq!(body["revision"], 7, "{name}");
+        }
+    }
+}
+
+#[test]
+fn an_allowed_request_is_recorded_in_full() {
+    let l = loaded(json!({}));
+    let seen = run(&l, &get("/contacts/./42?fields=name", &bearer()));
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.tool.as_deref(), Some("crm.contacts.read"));
+    assert_eq!(seen.agent.as_deref(), Some(SUPPORT_BOT));
+    assert_eq!(seen.rewrite.as_deref(), Some("/contacts/42?fields=name"));
+    assert_eq!(
+        seen.record,
+        json!({
+            "type": "warden.decision",
+            "decision_id": "00000000-0000-4000-8000-000000000001",
+            "timestamp": "2026-12-01T00:00:00.000Z",
+            "environment": "prod",
+            "agent": SUPPORT_BOT,
+            "issuer": "acme-workload",
+            "task": {"id": "T-1042", "purpose": "customer-support"},
+            "tool": "crm.contacts.read",
+            "method": "GET",
+            "path": "/contacts/42",
+            "host": "crm.acme.example",
+            "decision": "allow",
+            "mode": "enforce",
+            "rule": "support-reads",
+            "reason": "allowed_by_rule",
+            "bundles": {"warden": {"revision": 7}},
+            "latency_ns": 0
+        })
+    );
+    let line = seen.record.to_string();
+    assert!(!line.contains("jti-secret-1"));
+    assert!(!line.contains("eyJ"), "no token material");
+}
+
+#[test]
+fn path_is_rewritten_only_when_normalization_changes_it() {
+    let l = loaded(json!({}));
+    let b = bearer();
+    assert_eq!(run(&l, &get("/contacts/42", &b)).rewrite, None);
+    assert_eq!(run(&l, &get("/contacts/42?x=%2F", &b)).rewrite, None);
+    assert_eq!(run(&l, &get("//contacts/%34%32", &b)).rewrite.as_deref(), Some("/contacts/42"));
+    let bad = run(&l, &get("/contacts%2F42?token=x", &b));
+    assert_eq!(bad.rewrite, None);
+    assert_eq!(bad.record["path"], "/contacts%2F42", "raw path without the query");
+}
+
+#[test]
+fn bundle_state_comes_first() {
+    let none = loaded(json!({"inline_bundle": null}));
+    let seen = run(&none, &get("/%2F", "x"));
+    assert_eq!((seen.status, seen.reason), (503, "no_active_bundle"));
+    assert_eq!(seen.body.unwrap()["revision"], Value::Null);
+    assert_eq!(seen.record["bundles"], json!({}));
+
+    let l = loaded(json!({"bundle_grace_seconds": 60}));
+    let h = get("/contacts/42", &bearer());
+    let expires = t("2027-01-01T00:00:00Z");
+    // Inside the grace the bundle is enforced (the token itself has long expired by then).
+    assert_eq!(run_at(&l, &h, expires + 60).reason, "token_expired");
+    let seen = run_at(&l, &h, expires + 61);
+    assert_eq!((seen.status, seen.reason), (503, "bundle_expired"));
+    assert_eq!(seen.record["bundles"], json!({"warden": {"revision": 7}}));
+}
+
+#[test]
+fn shadow_mode_records_what_would_happen() {
+    let l = loaded(json!({"mode": "shadow"}));
+    let seen = run(&l, &get("/accounts/1", &bearer()));
+    assert_eq!(seen.status, 403);
+    assert_eq!(seen.record["decision"], "would_deny");
+    assert_eq!(seen.record["mode"], "shadow");
+    let b = bearer();
+    let step = headers(&[
+        (":method", "POST"),
+        (":path", "/refunds"),
+        (":authority", "pay.acme.example"),
+        ("authorization", &b),
+    ]);
+    assert_eq!(run(&l, &step).record["decision"], "would_step_up");
+    assert_eq!(run(&l, &get("/contacts/1", &b)).record["decision"], "allow");
+}
+
+#[test]
+fn environment_is_a_fact() {
+    let staging = loaded(json!({"environment": "staging"}));
+    let seen = run(&staging, &get("/contacts/42", &bearer()));
+    assert_eq!((seen.status, seen.reason), (403, "no_matching_rule"));
+    assert_eq!(seen.record["environment"], "staging");
+}
+
+#[test]
+fn custom_token_header() {
+    let l = loaded(json!({"token_header": "X-Agent-Token"}));
+    let tok = token(json!({}));
+    let h = |v: &str| {
+        headers(&[
+            (":method", "GET"),
+            (":path", "/contacts/1"),
+            (":authority", "crm.acme.example"),
+            ("x-agent-token", v),
+        ])
+    };
+    assert_eq!(run(&l, &h(&tok)).status, 200, "bare token");
+    assert_eq!(run(&l, &h(&format!("Bearer {tok}"))).status, 200, "bearer token");
+    assert_eq!(run(&l, &h("a b c")).reason, "token_malformed");
+    // `authorization` is not the token header here.
+    assert_eq!(run(&l, &get("/contacts/1", &format!("Bearer {tok}"))).reason, "identity_missing");
+}
+
+#[test]
+fn header_scan_is_one_pass_and_byte_safe() {
+    let h = vec![
+        (":method".to_string(), b"GET".to_vec()),
+        (":path".to_string(), b"/a".to_vec()),
+        (":authority".to_string(), vec![0xff, 0xfe]),
+        ("authorization".to_string(), vec![0xc3, 0x28]),
+        ("x-warden-agent".to_string(), b"spoofed".to_vec()),
+        ("X-Warden-Task".to_string(), b"spoofed".to_vec()),
+        ("x-warden-agent".to_string(), b"again".to_vec()),
+        ("x-wardenish".to_string(), b"not ours".to_vec()),
+    ];
+    let req = scan(&h, "authorization");
+    assert_eq!(req.method, warden::evaluate::Field::Present("GET"));
+    assert_eq!(req.authority, warden::evaluate::Field::Unreadable);
+    assert_eq!(req.token, TokenHeader::One(&[0xc3, 0x28]));
+    assert_eq!(req.reserved, vec!["x-warden-agent", "X-Warden-Task"]);
+
+    let l = loaded(json!({}));
+    let bad_token = get("/contacts/1", "");
+    let mut bad_token: Vec<(String, Vec<u8>)> = bad_token.into_iter().filter(|(k, _)| k != "authorization").collect();
+    bad_token.push(("authorization".to_string(), vec![b'B', 0xff]));
+    assert_eq!(run(&l, &bad_token).reason, "token_malformed");
+}
