@@ -74,7 +74,7 @@ pub fn scenarios() -> Vec<Scenario> {
     };
     vec![
         req("allow_late_rule", "late-team/eu/bot-1", "ns0.t1", "GET", (Outcome::Allow, "allowed_by_rule")),
-        req("deny_no_match", "contractors/eu/bot-9", "ns0.t1", "GET", (Outcome::Deny, "no_matching_rule")),
+        req("deny_no_match", "vendor/eu/bot-9", "ns0.t1", "GET", (Outcome::Deny, "no_matching_rule")),
         req("revoked_agent", "revoked/bot-0", "ns0.t1", "GET", (Outcome::Deny, "revoked_agent")),
         req("step_up", "payments/refund-bot", "ns0.t8", "POST", (Outcome::StepUp, "step_up_required")),
     ]
@@ -116,11 +116,8 @@ pub fn generate(rules: usize) -> Bundle {
     let mut list: Vec<Rule> = (0..rules)
         .map(|i| {
             let team = i % teams;
-            let agent = if i % 4 == 3 {
-                format!("{AGENTS}/team{team}/bot-{i}")
-            } else {
-                format!("{AGENTS}/team{team}/*")
-            };
+            let agent =
+                if i % 4 == 3 { format!("{AGENTS}/team{team}/bot-{i}") } else { format!("{AGENTS}/team{team}/*") };
             let tool_idx = (i * 7919) % tool_count;
             let tool = if i % 5 == 4 { format!("ns{}.*", tool_idx / 10) } else { tool_name(tool_idx) };
             let effect = if i % 13 == 0 {

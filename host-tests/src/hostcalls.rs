@@ -113,10 +113,8 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
         })())
     })?;
     l.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut c: C, ret: i32| {
-        status_of((|| -> HResult {
-            let now = c.data().clock.now_nanos();
-            write_u64(&mut c, ret, now)
-        })())
+        let now = c.data().clock.now_nanos();
+        status_of(write_u64(&mut c, ret, now))
     })?;
     l.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut c: C, period: i32| {
         status_of((|| -> HResult {
@@ -454,7 +452,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
         |c: C,
          _a: i32,
          _b: i32,
-         _c: i32,
+         _p3: i32,
          _d: i32,
          _e: i32,
          _f: i32,
@@ -474,7 +472,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |c: C, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _ret: i32| {
+        |c: C, _a: i32, _b: i32, _p3: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _ret: i32| {
             status_of((|| -> HResult {
                 unrestricted(&c, "proxy_grpc_stream")?;
                 Err(Status::InternalFailure.into())

@@ -36,6 +36,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Step by step (for pause semantics): `open_stream`, `request_headers`, `request_body`,
+//! `request_trailers`, `response_headers`, `response_body`, `response_trailers`, `stream_state`,
+//! `finish_stream`. For a multi-threaded gateway, [`Plugin::into_workers`] hands out the `Send`
+//! workers, each with its own `send` and `poll`.
+//!
+//! # What is deliberately absent or simplified
+//! - One root context per VM (one `root_id`); no FAIL_RELOAD; no gRPC clusters (gRPC calls fail
+//!   with InternalFailure, as Envoy does for an unknown gRPC service); no foreign functions.
+//! - `proxy_http_call` trailers are not sent; attributes under `upstream.*` and `xds.*` are
+//!   NotFound; dynamic metadata is JSON (objects come back as JSON text, not protobuf).
+//! - A local reply sent from a response callback replaces the response without running the
+//!   response callbacks again.
+//!
 //! # Map
 //! - [`engine`]: the process `Engine` (epoch interruption), linker, [`CompiledModule`] cache.
 //! - [`plugin`]: [`PluginConfig`], [`Plugin`] (N [`Worker`] VMs), start-up and the event loop

@@ -153,6 +153,8 @@ pub enum HostError {
     NoStream(StreamId),
 }
 
+type HttpCallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 #[derive(Clone)]
 pub(crate) struct Funcs {
     pub context_create: Option<TypedFunc<(i32, i32), ()>>,
@@ -169,7 +171,7 @@ pub(crate) struct Funcs {
     pub response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub response_trailers: Option<TypedFunc<(i32, i32), i32>>,
-    pub http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    pub http_call_response: Option<HttpCallResponseFn>,
 }
 
 /// One worker VM: its own store, instance, root context, tick timer and streams.
@@ -228,6 +230,11 @@ impl Worker {
     /// The failure message when a trap killed this VM.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+
+    /// Size of this VM's linear memory in bytes (it only grows; Envoy caps it at 1 GiB).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory.map(|m| m.data_size(&self.store)).unwrap_or(0)
     }
 
     /// Outstanding `proxy_http_call`s.

@@ -144,7 +144,7 @@ fn a_timeout_on_the_host_clock_is_a_504_response() {
 
 #[test]
 fn timeout_zero_means_no_timeout() {
-    let srv = server(OK_REPLY, Duration::from_millis(300));
+    let srv = server(OK_REPLY, Duration::from_millis(600));
     let mut p = start(PluginConfig::new("{}").cluster("authz", srv.addr));
     let id = p.open_stream(0, &ops("GET", json!({"request_headers":[call("authz", 0), {"op":"action","value":"pause"}],"http_call_response":report()}))).unwrap();
     p.request_headers(id, true).unwrap();
@@ -206,4 +206,14 @@ fn calls_from_the_root_context_get_their_response_on_the_root() {
     assert!(p.settle(Duration::from_secs(5)));
     assert!(p.logged("root call response token=4 headers=3 body=5 trailers=0"));
     assert_eq!(root_results(&p, "root_http_call_response"), ["ok:r"]);
+}
+
+#[test]
+fn http_upstream_forwards_to_a_real_server() {
+    let srv = server(b"HTTP/1.1 201 Created\r\ncontent-length: 3\r\n\r\nnew", Duration::ZERO);
+    let mut p = plugin();
+    let mut up = warden_host::HttpUpstream { address: srv.addr };
+    let x = p.send(0, ops("POST", json!({})).body("data"), &mut up);
+    assert_eq!(x.status, Some(201));
+    assert_eq!(x.body_str(), "new");
 }

@@ -208,3 +208,30 @@ fn each_vm_has_its_own_root_context_and_streams_count_from_2() {
     assert_eq!(a.outcome, Outcome::Completed);
     assert_eq!(c.worker, 1);
 }
+
+#[test]
+fn workers_are_send_and_round_robin_spreads_requests() {
+    fn assert_send<T: Send>() {}
+    assert_send::<warden_host::Worker>();
+    let mut p = start(PluginConfig::new("{}").workers(3));
+    let ws: Vec<usize> = (0..4).map(|_| p.send_round_robin(ops("GET", json!({})), &mut ok_upstream()).worker).collect();
+    assert_eq!(ws, [0, 1, 2, 0]);
+    let mut workers = p.into_workers();
+    let handle = {
+        let mut w = workers.pop().unwrap();
+        std::thread::spawn(move || w.send(ops("GET", json!({})), &mut ok_upstream()).status)
+    };
+    assert_eq!(handle.join().unwrap(), Some(200));
+}
+
+#[test]
+fn the_same_path_compiles_once_per_process() {
+    let a = module();
+    let b = module();
+    assert_eq!(a.exports(), b.exports());
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        module();
+    }
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+}

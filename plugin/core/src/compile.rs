@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::bundle::{Bundle, Effect, Sensitivity, FORMAT_V1};
 use crate::fxhash::FxHashSet;
 use crate::identity::IssuerSet;
-use crate::index::{parse_agent_pattern, AgentClasses, ClassIndex, ANY_AGENT};
+use crate::index::{parse_agent_pattern, AgentIndex, Candidates, ALL_TOOLS, ANY_AGENT};
 use crate::route::{self, HostPattern, RouteTable};
 use crate::time::parse_rfc3339;
 
@@ -44,10 +44,10 @@ pub struct CompiledBundle {
     pub(crate) tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild>,
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) routes: RouteTable,
-    pub(crate) agents: AgentClasses,
-    /// Rules that select every tool, by agent class.
-    pub(crate) all_tools: ClassIndex,
-    pub(crate) revoked_agents: FxHashSet<Box<str>>,
+    /// Agent classes and revoked agents.
+    pub(crate) agents: AgentIndex,
+    /// Candidate rules by (tool or every tool, agent class).
+    pub(crate) candidates: Candidates,
     pub(crate) revoked_tasks: FxHashSet<Box<str>>,
     pub(crate) revoked_tokens: FxHashSet<Box<str>>,
 }
@@ -56,8 +56,6 @@ pub struct CompiledBundle {
 pub(crate) struct CompiledTool {
     pub(crate) id: Box<str>,
     pub(crate) sensitivity: Sensitivity,
-    /// Rules that name this tool (by id or pattern), by agent class.
-    pub(crate) rules: ClassIndex,
 }
 
 #[derive(Debug)]
@@ -322,11 +320,10 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
 
     // Rules.
     let mut rule_ids: HashMap<&str, usize> = HashMap::new();
-    let mut classes = AgentClasses::new();
+    let mut classes = AgentIndex::new();
     let mut compiled_rules: Vec<CompiledRule> = Vec::with_capacity(bundle.rules.len());
-    // (tool, class, rule) and (class, rule) pairs for the indexes.
-    let mut per_tool: Vec<Vec<(u32, u32)>> = vec![Vec::new(); bundle.tools.len()];
-    let mut all_tools: Vec<(u32, u32)> = Vec::new();
+    // (scope, class, rule) triples for the index.
+    let mut triples: Vec<(u32, u32, u32)> = Vec::new();
     for (ri, rule) in bundle.rules.iter().enumerate() {
         let at = format!("/rules/{ri}");
         if !valid_id(&rule.id) {
@@ -481,12 +478,11 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
 
         let rule_idx = ri as u32;
         match &selection {
-            ToolSelection::All => all_tools.extend(agent_classes.iter().map(|&c| (c, rule_idx))),
+            ToolSelection::All => triples.extend(agent_classes.iter().map(|&c| (ALL_TOOLS, c, rule_idx))),
             ToolSelection::Some(picked) => {
                 for &ti in picked {
-                    if let Some(list) = per_tool.get_mut(ti as usize) {
-                        list.extend(agent_classes.iter().map(|&c| (c, rule_idx)));
-                    }
+                    let scope = Candidates::tool_scope(ti);
+                    triples.extend(agent_classes.iter().map(|&c| (scope, c, rule_idx)));
                 }
             }
         }
@@ -504,7 +500,9 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     }
 
     // Revocations.
-    let revoked_agents = revocation_set(&bundle.revocations.agents, "/revocations/agents", &mut err);
+    for id in revocation_set(&bundle.revocations.agents, "/revocations/agents", &mut err) {
+        classes.revoke(&id);
+    }
     let revoked_tasks = revocation_set(&bundle.revocations.tasks, "/revocations/tasks", &mut err);
     let revoked_tokens = revocation_set(&bundle.revocations.token_ids, "/revocations/token_ids", &mut err);
     for (i, k) in bundle.revocations.signing_keys.iter().enumerate() {
@@ -530,17 +528,9 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         let rank = compiled_rules.get(r as usize).map(|rule| effect_rank(rule.effect)).unwrap_or(u64::MAX >> 32);
         (rank << 32) | u64::from(r)
     };
-    let tools = bundle
-        .tools
-        .iter()
-        .zip(per_tool)
-        .map(|(t, pairs)| CompiledTool {
-            id: t.id.as_str().into(),
-            sensitivity: t.sensitivity,
-            rules: ClassIndex::build(pairs, key),
-        })
-        .collect();
-    let all_tools = ClassIndex::build(all_tools, key);
+    let tools =
+        bundle.tools.iter().map(|t| CompiledTool { id: t.id.as_str().into(), sensitivity: t.sensitivity }).collect();
+    let candidates = Candidates::build(triples, key);
 
     Ok(CompiledBundle {
         revision: bundle.revision,
@@ -556,8 +546,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         rules: compiled_rules,
         routes,
         agents: classes,
-        all_tools,
-        revoked_agents,
+        candidates,
         revoked_tasks,
         revoked_tokens,
     })

@@ -16,6 +16,7 @@ use crate::bundle::Effect;
 use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Agent, Facts, Identity};
+use crate::index::{Candidates, ALL_TOOLS, ANY_AGENT};
 
 /// Decides one request. `now` is seconds since the epoch, from the caller's clock.
 pub fn decide(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Decision {
@@ -25,16 +26,18 @@ pub fn decide(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Decision {
         Identity::Invalid(failure) => return done(Outcome::Deny, Reason::IdentityInvalid(*failure)),
         Identity::Verified(agent) => agent,
     };
-    if bundle.revoked_agents.contains(agent.id.as_str()) {
+    // One lookup of the exact id answers both "revoked?" and "which rules name it exactly?".
+    let exact = bundle.agents.exact(&agent.id);
+    if exact.revoked {
         return done(Outcome::Deny, Reason::RevokedAgent);
     }
     if let Some(task) = &agent.task {
-        if bundle.revoked_tasks.contains(task.id.as_str()) {
+        if !bundle.revoked_tasks.is_empty() && bundle.revoked_tasks.contains(task.id.as_str()) {
             return done(Outcome::Deny, Reason::RevokedTask);
         }
     }
     if let Some(jti) = &agent.token_id {
-        if bundle.revoked_tokens.contains(jti.as_str()) {
+        if !bundle.revoked_tokens.is_empty() && bundle.revoked_tokens.contains(jti.as_str()) {
             return done(Outcome::Deny, Reason::RevokedToken);
         }
     }
@@ -71,10 +74,19 @@ pub fn decide(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Decision {
             }
         }
     };
-    bundle.agents.for_each_match(&agent.id, |class| {
-        consider(tool.rules.get(class));
-        consider(bundle.all_tools.get(class));
-    });
+    let scope = Candidates::tool_scope(tool_idx.0);
+    let all_tools = bundle.candidates.has_all_tools();
+    let mut visit = |class: u32| {
+        consider(bundle.candidates.get(scope, class));
+        if all_tools {
+            consider(bundle.candidates.get(ALL_TOOLS, class));
+        }
+    };
+    visit(ANY_AGENT);
+    if let Some(class) = exact.class {
+        visit(class);
+    }
+    bundle.agents.for_each_prefix_class(&agent.id, visit);
 
     match best {
         None => done(Outcome::Deny, Reason::NoMatchingRule),

@@ -1,26 +1,20 @@
-//! The rule index of a compiled bundle: agent patterns interned into classes, and per-class candidate rule lists.
+//! The rule index of a compiled bundle: agent patterns interned into classes, and candidate rule lists per
+//! (tool, agent class).
 //!
 //! Every distinct agent pattern of the bundle becomes a *class*: class 0 is `*`, then one class per exact id and one
-//! per `prefix/*`. For an agent id, the matching classes are found with one hash lookup for the exact id plus one
-//! per `/` boundary whose prefix length some pattern uses (usually one or two), never by scanning rules. Each tool
-//! (and the bundle-wide list of rules that select every tool) maps a class to its candidate rules, sorted by
-//! precedence: effect first (deny, step-up, allow), then position in the bundle.
+//! per `prefix/*`. For an agent id, the matching classes are found with one hash lookup of the exact id (the same
+//! lookup tells whether the agent is revoked) plus one per `/` boundary whose prefix length some pattern uses
+//! (usually one or two), never by scanning rules. Candidate lists are keyed by (scope, class), where the scope is a
+//! tool or "every tool"; each list is sorted by precedence: effect first (deny, step-up, allow), then position in
+//! the bundle.
 
 use crate::fxhash::FxHashMap;
 
 /// The class of the `*` agent pattern.
 pub(crate) const ANY_AGENT: u32 = 0;
 
-/// Agent patterns interned into classes.
-#[derive(Debug, Default)]
-pub(crate) struct AgentClasses {
-    exact: FxHashMap<Box<str>, u32>,
-    /// Keyed by the prefix including its trailing `/`.
-    prefix: FxHashMap<Box<str>, u32>,
-    /// Distinct prefix lengths (bytes, including the `/`), ascending.
-    prefix_lens: Vec<usize>,
-    next: u32,
-}
+/// The scope of rules that select every tool.
+pub(crate) const ALL_TOOLS: u32 = 0;
 
 /// A parsed agent pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,44 +43,70 @@ pub(crate) fn parse_agent_pattern(raw: &str) -> Option<AgentPattern<'_>> {
     }
 }
 
-impl AgentClasses {
+/// What the bundle says about one exact agent id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ExactAgent {
+    /// Listed in `revocations.agents`.
+    pub(crate) revoked: bool,
+    /// The class of rules that name this id exactly.
+    pub(crate) class: Option<u32>,
+}
+
+/// Agent patterns interned into classes, and the revoked agent ids.
+#[derive(Debug, Default)]
+pub(crate) struct AgentIndex {
+    exact: FxHashMap<Box<str>, ExactAgent>,
+    /// Keyed by the prefix including its trailing `/`.
+    prefix: FxHashMap<Box<str>, u32>,
+    /// Distinct prefix lengths (bytes, including the `/`), ascending.
+    prefix_lens: Vec<usize>,
+    next: u32,
+}
+
+impl AgentIndex {
     pub(crate) fn new() -> Self {
-        AgentClasses { next: ANY_AGENT + 1, ..AgentClasses::default() }
+        AgentIndex { next: ANY_AGENT + 1, ..AgentIndex::default() }
     }
 
     /// The class of a pattern, interning it on first use.
     pub(crate) fn intern(&mut self, pattern: AgentPattern<'_>) -> u32 {
-        let (map, key) = match pattern {
+        let next = self.next;
+        let class = match pattern {
             AgentPattern::Any => return ANY_AGENT,
-            AgentPattern::Exact(id) => (&mut self.exact, id),
+            AgentPattern::Exact(id) => *self.exact.entry(id.into()).or_default().class.get_or_insert(next),
             AgentPattern::Prefix(p) => {
                 if let Err(pos) = self.prefix_lens.binary_search(&p.len()) {
                     self.prefix_lens.insert(pos, p.len());
                 }
-                (&mut self.prefix, p)
+                *self.prefix.entry(p.into()).or_insert(next)
             }
         };
-        if let Some(class) = map.get(key) {
-            return *class;
+        if class == next {
+            self.next += 1;
         }
-        let class = self.next;
-        self.next += 1;
-        map.insert(key.into(), class);
         class
     }
 
-    /// Calls `f` with every class whose pattern matches `agent_id` (always including [`ANY_AGENT`]).
+    /// Marks an exact agent id as revoked.
+    pub(crate) fn revoke(&mut self, id: &str) {
+        self.exact.entry(id.into()).or_default().revoked = true;
+    }
+
+    /// The entry of an exact agent id (one hash lookup).
     #[inline]
-    pub(crate) fn for_each_match(&self, agent_id: &str, mut f: impl FnMut(u32)) {
-        f(ANY_AGENT);
-        if !self.exact.is_empty() {
-            if let Some(class) = self.exact.get(agent_id) {
-                f(*class);
-            }
+    pub(crate) fn exact(&self, agent_id: &str) -> ExactAgent {
+        if self.exact.is_empty() {
+            return ExactAgent::default();
         }
+        self.exact.get(agent_id).copied().unwrap_or_default()
+    }
+
+    /// Calls `f` with the class of every `prefix/*` pattern that matches `agent_id`: the prefix ends at a `/` of
+    /// the id and leaves at least one more byte.
+    #[inline]
+    pub(crate) fn for_each_prefix_class(&self, agent_id: &str, mut f: impl FnMut(u32)) {
         let bytes = agent_id.as_bytes();
         for &len in &self.prefix_lens {
-            // A prefix matches at a segment boundary and leaves at least one more byte.
             if len >= bytes.len() {
                 break;
             }
@@ -100,37 +120,45 @@ impl AgentClasses {
     }
 }
 
-/// Candidate rules per agent class, each list sorted by precedence key.
+/// Candidate rules per (scope, agent class), each list sorted by precedence key.
 #[derive(Debug, Default)]
-pub(crate) struct ClassIndex {
-    /// Sorted by class.
-    entries: Vec<(u32, Box<[u32]>)>,
+pub(crate) struct Candidates {
+    lists: FxHashMap<u64, Box<[u32]>>,
+    /// Whether any rule selects every tool (saves a lookup per class when none does).
+    has_all_tools: bool,
 }
 
-impl ClassIndex {
-    /// Builds the index from (class, rule) pairs; `key` gives each rule's precedence key.
-    pub(crate) fn build(mut pairs: Vec<(u32, u32)>, key: impl Fn(u32) -> u64) -> ClassIndex {
-        pairs.sort_unstable_by_key(|&(class, rule)| (class, key(rule)));
-        pairs.dedup();
-        let mut entries: Vec<(u32, Box<[u32]>)> = Vec::new();
-        let mut i = 0;
-        while i < pairs.len() {
-            let class = pairs[i].0;
-            let mut j = i;
-            while j < pairs.len() && pairs[j].0 == class {
-                j += 1;
+fn key(scope: u32, class: u32) -> u64 {
+    (u64::from(scope) << 32) | u64::from(class)
+}
+
+impl Candidates {
+    /// Builds the lists from (scope, class, rule) triples; `precedence` gives each rule's sort key.
+    pub(crate) fn build(mut triples: Vec<(u32, u32, u32)>, precedence: impl Fn(u32) -> u64) -> Candidates {
+        triples.sort_unstable_by_key(|&(scope, class, rule)| (scope, class, precedence(rule)));
+        triples.dedup();
+        let has_all_tools = triples.iter().any(|&(scope, _, _)| scope == ALL_TOOLS);
+        let mut lists = FxHashMap::default();
+        for group in triples.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            if let Some(&(scope, class, _)) = group.first() {
+                lists.insert(key(scope, class), group.iter().map(|&(_, _, r)| r).collect());
             }
-            entries.push((class, pairs[i..j].iter().map(|&(_, r)| r).collect()));
-            i = j;
         }
-        ClassIndex { entries }
+        Candidates { lists, has_all_tools }
+    }
+
+    /// The scope of a tool index.
+    pub(crate) fn tool_scope(tool: u32) -> u32 {
+        tool.wrapping_add(1)
     }
 
     #[inline]
-    pub(crate) fn get(&self, class: u32) -> &[u32] {
-        match self.entries.binary_search_by_key(&class, |(c, _)| *c) {
-            Ok(i) => self.entries.get(i).map(|(_, rules)| &rules[..]).unwrap_or(&[]),
-            Err(_) => &[],
-        }
+    pub(crate) fn get(&self, scope: u32, class: u32) -> &[u32] {
+        self.lists.get(&key(scope, class)).map(|l| &l[..]).unwrap_or(&[])
+    }
+
+    #[inline]
+    pub(crate) fn has_all_tools(&self) -> bool {
+        self.has_all_tools
     }
 }

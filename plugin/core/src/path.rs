@@ -17,10 +17,13 @@
 //!    `path_encoded_backslash`), as are encoded control characters `%00`-`%1F` and `%7F` (`path_encoded_control`);
 //!    every other escape (reserved characters such as `%3F` or `%20`, and UTF-8 bytes such as `%C3%A9`) stays encoded
 //!    with its hex digits upper-cased, so equal paths have one spelling.
-//! 6. Dot segments are resolved *after* decoding (RFC 3986 section 5.2.4), so an encoded `%2E%2E` is a `..` like any
+//! 6. Path parameters are refused: a `;` or `%3B` anywhere in the path (`path_semicolon`). Servlet containers
+//!    (Tomcat, Jetty, Spring) strip `;params` from each segment before resolving it, so `/a/..;/admin` or
+//!    `/api/admin;x` would reach another resource than the one matched here.
+//! 7. Dot segments are resolved *after* decoding (RFC 3986 section 5.2.4), so an encoded `%2E%2E` is a `..` like any
 //!    other and cannot smuggle a traversal past the matcher: `/a/%2E%2E/b` is `/b`. A `..` that would climb above the
 //!    root is refused (`path_above_root`), never clamped. Runs of `/` are merged into one (empty segments dropped).
-//! 7. A trailing `/` is kept (`/a/` stays `/a/`, `/a` stays `/a`); a path ending in a `.` or `..` segment ends with
+//! 8. A trailing `/` is kept (`/a/` stays `/a/`, `/a` stays `/a`); a path ending in a `.` or `..` segment ends with
 //!    `/` (`/a/b/..` is `/a/`), as in RFC 3986.
 
 use std::fmt;
@@ -67,6 +70,8 @@ pub enum PathError {
     EncodedControl { position: usize, byte: u8 },
     /// A `..` segment climbs above the root.
     AboveRoot,
+    /// `;` or `%3B` in the path: path parameters, which servlet containers strip before resolving the path.
+    Semicolon { position: usize },
 }
 
 impl PathError {
@@ -83,6 +88,7 @@ impl PathError {
             PathError::EncodedBackslash { .. } => "path_encoded_backslash",
             PathError::EncodedControl { .. } => "path_encoded_control",
             PathError::AboveRoot => "path_above_root",
+            PathError::Semicolon { .. } => "path_semicolon",
         }
     }
 }
@@ -110,6 +116,12 @@ impl fmt::Display for PathError {
                 write!(f, "request path has an encoded control character (%{byte:02X}) at byte {position}")
             }
             PathError::AboveRoot => write!(f, "request path climbs above the root with '..'"),
+            PathError::Semicolon { position } => {
+                write!(
+                    f,
+                    "request path has a path parameter (';' or %3B) at byte {position}; path parameters are refused"
+                )
+            }
         }
     }
 }
@@ -195,6 +207,7 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
                 continue;
             }
             b'\\' => return Err(PathError::Backslash { position: i }),
+            b';' => return Err(PathError::Semicolon { position: i }),
             b'%' => {
                 let hi = path.get(i + 1).copied().and_then(hex_value);
                 let lo = path.get(i + 2).copied().and_then(hex_value);
@@ -205,6 +218,7 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
                 match value {
                     b'/' => return Err(PathError::EncodedSlash { position: i }),
                     b'\\' => return Err(PathError::EncodedBackslash { position: i }),
+                    b';' => return Err(PathError::Semicolon { position: i }),
                     0x00..=0x1f | 0x7f => return Err(PathError::EncodedControl { position: i, byte: value }),
                     v if is_unreserved(v) => current.push(char::from(v)),
                     v => {

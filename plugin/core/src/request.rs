@@ -261,7 +261,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.authority().unwrap(), "h.example");
-        assert_eq!(r.headers, vec![("Host".into(), "h.example".into()), ("x-a".into(), "1".into()), ("x-a".into(), "2".into())]);
+        assert_eq!(
+            r.headers,
+            vec![("Host".into(), "h.example".into()), ("x-a".into(), "1".into()), ("x-a".into(), "2".into())]
+        );
         assert_eq!(r.body_bytes().unwrap(), vec![0, 255]);
         assert_eq!(r.source_socket_address().unwrap(), Some("[::1]:0".parse().unwrap()));
         assert_eq!(r.time_seconds().unwrap(), None);
@@ -301,7 +304,10 @@ mod tests {
             (format!("{{{base},\"body\":\"x\",\"body_base64\":\"eA==\"}}"), "`body` and `body_base64` are both set"),
             (format!("{{{base},\"body_base64\":\"***\"}}"), "field `body_base64`: not standard base64"),
             (format!("{{{base},\"source_address\":\"nowhere\"}}"), "field `source_address`: `nowhere` is not"),
-            (format!("{{{base},\"time\":\"2026-11-28 10:00\"}}"), "field `time`: `2026-11-28 10:00` is not an RFC 3339"),
+            (
+                format!("{{{base},\"time\":\"2026-11-28 10:00\"}}"),
+                "field `time`: `2026-11-28 10:00` is not an RFC 3339",
+            ),
         ];
         for (line, want) in cases {
             let got = err(&line);

@@ -430,7 +430,8 @@ fn every_example_bundle_compiles_and_decides() {
     let mut names: Vec<String> = std::fs::read_dir(examples_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
+        // Bundles; `*.cases.json` are the policy tests `warden test` runs against them.
+        .filter(|n| n.ends_with(".json") && !n.ends_with(".cases.json"))
         .collect();
     names.sort();
     for name in &names {
@@ -442,4 +443,42 @@ fn every_example_bundle_compiles_and_decides() {
         }
     }
     assert_eq!(names, ["coding-agent.json", "finance-agent.json", "support-agent.json"]);
+}
+
+/// `policies/bundle.schema.json` names exactly the fields `bundle.rs` has, at every level.
+#[test]
+fn schema_matches_the_bundle_types() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("bundle.schema.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(examples_dir().join("finance-agent.json")).unwrap();
+    let bundle: Bundle = serde_json::from_str(&text).unwrap();
+    // Serializing writes every field (absent options as null), so the key sets are the types' field sets.
+    let full = serde_json::to_value(&bundle).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let props = |def: &str| -> Vec<String> {
+        let node = if def.is_empty() { &schema } else { &schema["$defs"][def] };
+        keys(&node["properties"])
+    };
+    let exception = &schema["$defs"]["rule"]["properties"]["exception"]["anyOf"][0]["properties"];
+    let jwks = &schema["$defs"]["issuer"]["properties"]["jwks"]["properties"];
+    let cases: Vec<(&str, Vec<String>, Vec<String>)> = vec![
+        ("bundle", keys(&full), props("")),
+        ("issuer", keys(&full["issuers"][0]), props("issuer")),
+        ("claims", keys(&full["issuers"][0]["claims"]), props("claims")),
+        ("jwks", keys(&full["issuers"][0]["jwks"]), keys(jwks)),
+        ("tool", keys(&full["tools"][0]), props("tool")),
+        ("http_match", keys(&full["tools"][0]["http"][0]), props("http_match")),
+        ("rule", keys(&full["rules"][3]), props("rule")),
+        ("exception", keys(&full["rules"][3]["exception"]), keys(exception)),
+        ("revocations", keys(&full["revocations"]), props("revocations")),
+        ("defaults", keys(&full["defaults"]), props("defaults")),
+    ];
+    for (name, from_types, from_schema) in cases {
+        assert_eq!(from_types, from_schema, "{name}");
+    }
 }

@@ -53,7 +53,7 @@ fn normalization_table() {
         ("/a/..", ok("/")),
         ("/.", ok("/")),
         // Sub-delims, ':' and '@' are plain path characters.
-        ("/v1/users/me@acme.example:42;x=1,y=(2)!$&'*+", ok("/v1/users/me@acme.example:42;x=1,y=(2)!$&'*+")),
+        ("/v1/users/me@acme.example:42,x=1,y=(2)!$&'*+", ok("/v1/users/me@acme.example:42,x=1,y=(2)!$&'*+")),
         // The query is split off at the first '?' and kept verbatim.
         ("/a/b?x=1&y=%2f", okq("/a/b", "x=1&y=%2f")),
         ("/a/./b?/../c", okq("/a/b", "/../c")),
@@ -96,6 +96,14 @@ fn normalization_table() {
         ("/a/{id}", Err(InvalidChar { position: 3, byte: b'{' })),
         ("/a|b", Err(InvalidChar { position: 2, byte: b'|' })),
         ("/a\"b", Err(InvalidChar { position: 2, byte: b'"' })),
+        // Path parameters: servlet containers strip `;...` before resolving dot segments and matching.
+        ("/api/v2/contacts/..;", Err(Semicolon { position: 19 })),
+        ("/api/v2/contacts/.;", Err(Semicolon { position: 18 })),
+        ("/api/..;x=1/admin", Err(Semicolon { position: 7 })),
+        ("/api/..%3B/admin", Err(Semicolon { position: 7 })),
+        ("/api/admin;jsessionid=1", Err(Semicolon { position: 10 })),
+        ("/api/admin%3bx", Err(Semicolon { position: 10 })),
+        ("/api?a=1;b=2", okq("/api", "a=1;b=2")),
     ];
     let mut failures = Vec::new();
     for (raw, want) in &cases {
@@ -136,6 +144,11 @@ fn errors_have_codes_and_say_where() {
         ("/a%5c", "path_encoded_backslash", "request path has an encoded backslash (%5C) at byte 2"),
         ("/a%00", "path_encoded_control", "request path has an encoded control character (%00) at byte 2"),
         ("/..", "path_above_root", "request path climbs above the root with '..'"),
+        (
+            "/a;b",
+            "path_semicolon",
+            "request path has a path parameter (';' or %3B) at byte 2; path parameters are refused",
+        ),
     ];
     for (raw, code, message) in cases {
         let err = normalize(raw).unwrap_err();

@@ -357,3 +357,21 @@ fn unknown_fields_are_refused_by_the_format() {
     let err = serde_json::from_value::<warden_core::bundle::Bundle>(v).unwrap_err().to_string();
     assert!(err.contains("unknown field `agent`"), "{err}");
 }
+
+#[test]
+fn issuer_errors_come_through_compile() {
+    // The messages are the identity module's (tested there); compile reports them with the rest, in bundle order.
+    let mut v = base();
+    let dup = v["issuers"][0].clone();
+    v["issuers"].as_array_mut().unwrap().push(dup);
+    v["format"] = json!("v0");
+    v["rules"][0]["issuers"] = json!(["idp"]);
+    let errs = try_compile(v).unwrap_err().0;
+    let locations: Vec<&str> = errs.iter().map(|e| e.location.as_str()).collect();
+    assert_eq!(locations.first(), Some(&"/format"), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.location == "/issuers/1/id" && e.message.starts_with("duplicate issuer id")),
+        "{errs:?}"
+    );
+    assert!(errs.iter().all(|e| !e.location.starts_with("/rules")), "a known issuer id stays known: {errs:?}");
+}

@@ -4,9 +4,10 @@
 //! the inline bundle. Pure given `now`, so every refusal is tested natively.
 
 use warden_core::compile::{self, CompiledBundle};
-use warden_core::envelope;
+use warden_core::envelope::{self, EnvelopeError, VerifiedBundle};
 
 use crate::config::{self, Config, ConfigError};
+use crate::poll::{Cause, Failure};
 
 /// A verified, compiled bundle. Shared read-only with every HTTP context of the VM.
 #[derive(Debug)]
@@ -38,20 +39,110 @@ pub fn load(config_bytes: &[u8], now: i64) -> Result<Loaded, ConfigError> {
 
 /// Verifies (signature, pinned key, authority, expiry) and compiles one signed bundle.
 pub fn activate(config: &Config, signed: &[u8], now: i64) -> Result<Active, ConfigError> {
-    let verified = envelope::verify(signed, &config.bundle_keys, &config.authority, &[], now)
-        .map_err(|e| ConfigError::field("inline_bundle", e))?;
+    verify_and_compile(config, &[], signed, now).map_err(|f| ConfigError::field("inline_bundle", f.detail))
+}
+
+/// Verification and compilation, each refusal with its [`Cause`]. `revoked` are signing keys the active bundle
+/// revokes.
+fn verify_and_compile(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<Active, Failure> {
+    compile_verified(verify(config, revoked, signed, now)?)
+}
+
+fn verify(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<VerifiedBundle, Failure> {
+    envelope::verify(signed, &config.bundle_keys, &config.authority, revoked, now)
+        .map_err(|e| Failure::new(envelope_cause(&e, signed), e.to_string()))
+}
+
+fn compile_verified(verified: VerifiedBundle) -> Result<Active, Failure> {
     let bundle = compile::compile(&verified.bundle).map_err(|errors| {
         let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-        ConfigError::field(
-            "inline_bundle",
+        Failure::new(
+            Cause::Invalid,
             format!("bundle revision {} is not valid: {}", verified.bundle.revision, all.join("; ")),
         )
     })?;
     if bundle.revoked_signing_keys().contains(&verified.key_id) {
-        return Err(ConfigError::field(
-            "inline_bundle",
+        return Err(Failure::new(
+            Cause::Invalid,
             format!("bundle revision {} revokes its own signing key `{}`", bundle.revision, verified.key_id),
         ));
     }
     Ok(Active { bundle, key_id: verified.key_id, digest: verified.digest })
+}
+
+/// The failure cause of an envelope error. A plain JSON document (a bundle that was never signed) is a
+/// `signature` failure; other bytes that are not a JWS are `malformed`.
+pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> Cause {
+    match e {
+        EnvelopeError::NotCompact { .. } | EnvelopeError::EmptySegment { .. } | EnvelopeError::BadBase64 { .. }
+            if signed.trim_ascii_start().starts_with(b"{") =>
+        {
+            Cause::Signature
+        }
+        EnvelopeError::NotCompact { .. }
+        | EnvelopeError::EmptySegment { .. }
+        | EnvelopeError::BadBase64 { .. }
+        | EnvelopeError::BadHeader { .. }
+        | EnvelopeError::WrongType { .. }
+        | EnvelopeError::UnsupportedAlgorithm { .. }
+        | EnvelopeError::MissingKid => Cause::Malformed,
+        EnvelopeError::UnknownKid { .. } | EnvelopeError::RevokedKid { .. } => Cause::UnknownKey,
+        EnvelopeError::AlgorithmMismatch { .. }
+        | EnvelopeError::SignatureLength { .. }
+        | EnvelopeError::BadSignature { .. } => Cause::Signature,
+        EnvelopeError::Expired { .. } => Cause::Expired,
+        EnvelopeError::BadPayload { .. }
+        | EnvelopeError::WrongFormat { .. }
+        | EnvelopeError::AuthorityMismatch { .. }
+        | EnvelopeError::BadTimestamp { .. }
+        | EnvelopeError::NotAfterIssued { .. }
+        | EnvelopeError::IssuedInFuture { .. }
+        | EnvelopeError::BadKey { .. }
+        | EnvelopeError::RandomUnavailable { .. } => Cause::Invalid,
+    }
+}
+
+/// What a fetched (or shared) signed bundle means next to the active one.
+#[derive(Debug)]
+pub enum Candidate {
+    /// A newer revision, verified and compiled: activate it.
+    Newer(Active),
+    /// The same revision and contents as the active bundle.
+    Unchanged,
+}
+
+/// Checks a signed bundle from the control endpoint (or another VM) against the active one at `now`: signature
+/// with the pinned keys (minus the keys the active bundle revokes), authority, expiry, anti-rollback (the revision
+/// must be higher than the active one; the same revision must have the same digest), validation.
+pub fn check_candidate(
+    config: &Config,
+    current: Option<&Active>,
+    signed: &[u8],
+    now: i64,
+) -> Result<Candidate, Failure> {
+    let revoked = current.map(|a| a.bundle.revoked_signing_keys()).unwrap_or_default();
+    let verified = verify(config, revoked, signed, now)?;
+    if let Some(active) = current {
+        let (new, old) = (verified.bundle.revision, active.bundle.revision);
+        if new < old {
+            return Err(Failure::new(
+                Cause::Rollback,
+                format!("revision {new} is older than the active revision {old}: refused (rollback)"),
+            ));
+        }
+        if new == old {
+            if verified.digest == active.digest {
+                return Ok(Candidate::Unchanged);
+            }
+            return Err(Failure::new(
+                Cause::Rollback,
+                format!(
+                    "revision {new} has different contents (sha256 {}) than the active revision {old} (sha256 {}): \
+                     a revision must never be reused; refused",
+                    verified.digest, active.digest
+                ),
+            ));
+        }
+    }
+    compile_verified(verified).map(Candidate::Newer)
 }

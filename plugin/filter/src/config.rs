@@ -18,6 +18,22 @@ pub const DEFAULT_BUNDLE_GRACE_SECONDS: u64 = 300;
 pub const MAX_BUNDLE_GRACE_SECONDS: u64 = 86_400;
 /// Prefix of the headers the filter owns; clients' copies are always removed.
 pub const RESERVED_HEADER_PREFIX: &str = "x-warden-";
+/// Default path of the signed bundle on the control endpoint.
+pub const DEFAULT_CONTROL_PATH: &str = "/bundles/bundle.jws";
+/// Default poll period.
+pub const DEFAULT_POLL_SECONDS: u64 = 10;
+/// Poll period bounds.
+pub const MAX_POLL_SECONDS: u64 = 3600;
+/// Default jitter (percent of the period taken off at random).
+pub const DEFAULT_JITTER_PERCENT: u64 = 10;
+pub const MAX_JITTER_PERCENT: u64 = 50;
+/// Default and bounds of the fetch timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+pub const MIN_TIMEOUT_MS: u64 = 100;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Default and upper bound of the longest wait between fetches after failures.
+pub const DEFAULT_BACKOFF_MAX_SECONDS: u64 = 300;
+pub const MAX_BACKOFF_MAX_SECONDS: u64 = 86_400;
 
 /// Whether decisions are enforced or only logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +71,23 @@ pub struct Config {
     pub forward_identity_headers: bool,
     /// Write one decision record per request to the host log.
     pub log_decisions: bool,
+    /// Where live bundle updates are fetched from (none: the inline bundle is all there is).
+    pub control: Option<Control>,
+}
+
+/// The control endpoint the root context polls for signed bundles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// Envoy cluster name the fetch is dispatched to.
+    pub cluster: String,
+    /// `:authority` of the fetch.
+    pub authority: String,
+    /// `:path` of the fetch (starts with `/`).
+    pub path: String,
+    pub poll_seconds: u64,
+    pub jitter_percent: u64,
+    pub timeout_ms: u64,
+    pub backoff_max_seconds: u64,
 }
 
 impl fmt::Debug for Config {
@@ -69,6 +102,7 @@ impl fmt::Debug for Config {
             .field("bundle_grace_seconds", &self.bundle_grace_seconds)
             .field("forward_identity_headers", &self.forward_identity_headers)
             .field("log_decisions", &self.log_decisions)
+            .field("control", &self.control)
             .finish()
     }
 }
@@ -115,6 +149,28 @@ struct RawConfig {
     forward_identity_headers: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     log_decisions: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    control: Option<Value>,
+}
+
+/// The `control` object, same approach as [`RawConfig`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawControl {
+    #[serde(default, deserialize_with = "present")]
+    cluster: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    authority: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    path: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    poll_seconds: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    jitter_percent: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    timeout_ms: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    backoff_max_seconds: Option<Value>,
 }
 
 /// A field that is present (even as `null`) is `Some`; only an absent field is `None`.
@@ -178,6 +234,20 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
     let forward_identity_headers = optional_bool("forward_identity_headers", raw.forward_identity_headers)?;
     let log_decisions = optional_bool("log_decisions", raw.log_decisions)?;
+    let control = match raw.control {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(parse_control(v)?),
+        Some(other) => {
+            return Err(ConfigError::field("control", format!("expected an object, got {}", kind(&other))));
+        }
+    };
+    if inline_bundle.is_none() && control.is_none() {
+        return Err(ConfigError(
+            "neither `inline_bundle` nor `control` is set: the filter would have no policy and answer every request \
+             with 503; set `control` (live updates), `inline_bundle` (static), or both"
+                .to_string(),
+        ));
+    }
 
     Ok(Config {
         environment,
@@ -189,7 +259,55 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         bundle_grace_seconds,
         forward_identity_headers: forward_identity_headers.unwrap_or(true),
         log_decisions: log_decisions.unwrap_or(true),
+        control,
     })
+}
+
+fn parse_control(v: Value) -> Result<Control, ConfigError> {
+    let raw: RawControl = serde_json::from_value(v).map_err(|e| ConfigError::field("control", e))?;
+    let cluster = required_string("control.cluster", raw.cluster)?;
+    check_visible("control.cluster", &cluster)?;
+    let authority = required_string("control.authority", raw.authority)?;
+    check_visible("control.authority", &authority)?;
+    let path = optional_string("control.path", raw.path)?.unwrap_or_else(|| DEFAULT_CONTROL_PATH.to_string());
+    check_visible("control.path", &path)?;
+    if !path.starts_with('/') {
+        return Err(ConfigError::field("control.path", format!("`{path}` must start with `/`")));
+    }
+    let poll_seconds = integer("control.poll_seconds", raw.poll_seconds, DEFAULT_POLL_SECONDS, 1, MAX_POLL_SECONDS)?;
+    let jitter_percent =
+        integer("control.jitter_percent", raw.jitter_percent, DEFAULT_JITTER_PERCENT, 0, MAX_JITTER_PERCENT)?;
+    let timeout_ms = integer("control.timeout_ms", raw.timeout_ms, DEFAULT_TIMEOUT_MS, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)?;
+    let backoff_max_seconds = integer(
+        "control.backoff_max_seconds",
+        raw.backoff_max_seconds,
+        DEFAULT_BACKOFF_MAX_SECONDS.max(poll_seconds),
+        poll_seconds,
+        MAX_BACKOFF_MAX_SECONDS,
+    )?;
+    Ok(Control { cluster, authority, path, poll_seconds, jitter_percent, timeout_ms, backoff_max_seconds })
+}
+
+/// An integer field within `min..=max`, `default` when absent.
+fn integer(name: &str, v: Option<Value>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::field(name, format!("expected an integer from {min} to {max}, got {}", show(&v)))),
+        },
+    }
+}
+
+/// Not empty; visible ASCII only (it goes into a header of the fetch).
+fn check_visible(name: &str, s: &str) -> Result<(), ConfigError> {
+    if s.is_empty() {
+        return Err(ConfigError::field(name, "must not be empty"));
+    }
+    if !s.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError::field(name, format!("`{s}` must be visible ASCII without spaces")));
+    }
+    Ok(())
 }
 
 fn required_string(name: &str, v: Option<Value>) -> Result<String, ConfigError> {
@@ -277,7 +395,14 @@ mod tests {
     }
 
     fn minimal() -> Value {
-        json!({"environment": "prod", "authority": "acme-security", "bundle_keys": test_jwks()})
+        json!({"environment": "prod", "authority": "acme-security", "bundle_keys": test_jwks(),
+               "control": {"cluster": "warden-control", "authority": "control.acme.example"}})
+    }
+
+    fn with_control(field: &str, value: Value) -> Vec<u8> {
+        let mut v = minimal();
+        v["control"][field] = value;
+        v.to_string().into_bytes()
     }
 
     fn with(field: &str, value: Value) -> Vec<u8> {
@@ -311,6 +436,103 @@ mod tests {
         assert_eq!(c.bundle_grace_seconds, 300);
         assert!(c.forward_identity_headers);
         assert!(c.log_decisions);
+        assert_eq!(
+            c.control,
+            Some(Control {
+                cluster: "warden-control".into(),
+                authority: "control.acme.example".into(),
+                path: "/bundles/bundle.jws".into(),
+                poll_seconds: 10,
+                jitter_percent: 10,
+                timeout_ms: 5000,
+                backoff_max_seconds: 300,
+            })
+        );
+    }
+
+    #[test]
+    fn inline_bundle_alone_or_control_alone_or_both() {
+        let mut inline_only = minimal();
+        inline_only.as_object_mut().map(|o| o.remove("control"));
+        inline_only["inline_bundle"] = json!("a.b.c");
+        let c = parse(inline_only.to_string().as_bytes()).unwrap();
+        assert_eq!((c.inline_bundle.as_deref(), c.control), (Some("a.b.c"), None));
+        let mut both = minimal();
+        both["inline_bundle"] = json!("a.b.c");
+        assert!(parse(both.to_string().as_bytes()).unwrap().control.is_some());
+        assert_eq!(
+            err(&without("control")),
+            "neither `inline_bundle` nor `control` is set: the filter would have no policy and answer every \
+             request with 503; set `control` (live updates), `inline_bundle` (static), or both"
+        );
+    }
+
+    #[test]
+    fn every_control_field_set() {
+        let mut v = minimal();
+        v["control"] = json!({"cluster": "outbound|443||control.acme.example", "authority": "control.acme.example",
+                              "path": "/v1/bundle.jws?env=prod", "poll_seconds": 3600, "jitter_percent": 0,
+                              "timeout_ms": 100, "backoff_max_seconds": 86400});
+        let c = parse(v.to_string().as_bytes()).unwrap().control.unwrap();
+        assert_eq!(c.cluster, "outbound|443||control.acme.example");
+        assert_eq!(c.path, "/v1/bundle.jws?env=prod");
+        assert_eq!((c.poll_seconds, c.jitter_percent, c.timeout_ms, c.backoff_max_seconds), (3600, 0, 100, 86400));
+        // The default backoff cap is never below the period.
+        v["control"] = json!({"cluster": "c", "authority": "a", "poll_seconds": 600});
+        assert_eq!(parse(v.to_string().as_bytes()).unwrap().control.unwrap().backoff_max_seconds, 600);
+    }
+
+    #[test]
+    fn bad_control_fields_and_their_messages() {
+        let mut no_cluster = minimal();
+        no_cluster["control"] = json!({"authority": "a"});
+        let mut extra = minimal();
+        extra["control"]["period"] = json!(5);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (with("control", json!("c")), "field `control`: expected an object, got a string"),
+            (with("control", json!(null)), "field `control`: expected an object, got null"),
+            (no_cluster.to_string().into_bytes(), "field `control.cluster`: missing"),
+            (
+                extra.to_string().into_bytes(),
+                "field `control`: unknown field `period`, expected one of `cluster`, `authority`, `path`, \
+                 `poll_seconds`, `jitter_percent`, `timeout_ms`, `backoff_max_seconds`",
+            ),
+            (with_control("cluster", json!("")), "field `control.cluster`: must not be empty"),
+            (with_control("cluster", json!(3)), "field `control.cluster`: expected a string, got a number"),
+            (
+                with_control("authority", json!("a b")),
+                "field `control.authority`: `a b` must be visible ASCII without spaces",
+            ),
+            (with_control("path", json!("bundle.jws")), "field `control.path`: `bundle.jws` must start with `/`"),
+            (with_control("path", json!("")), "field `control.path`: must not be empty"),
+            (
+                with_control("poll_seconds", json!(0)),
+                "field `control.poll_seconds`: expected an integer from 1 to 3600, got 0",
+            ),
+            (
+                with_control("poll_seconds", json!(3601)),
+                "field `control.poll_seconds`: expected an integer from 1 to 3600, got 3601",
+            ),
+            (
+                with_control("jitter_percent", json!(51)),
+                "field `control.jitter_percent`: expected an integer from 0 to 50, got 51",
+            ),
+            (
+                with_control("timeout_ms", json!(99)),
+                "field `control.timeout_ms`: expected an integer from 100 to 60000, got 99",
+            ),
+            (
+                with_control("timeout_ms", json!("5s")),
+                "field `control.timeout_ms`: expected an integer from 100 to 60000, got a string",
+            ),
+            (
+                with_control("backoff_max_seconds", json!(9)),
+                "field `control.backoff_max_seconds`: expected an integer from 10 to 86400, got 9",
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(err(&bytes), want, "config: {}", String::from_utf8_lossy(&bytes));
+        }
     }
 
     #[test]
@@ -343,10 +565,10 @@ mod tests {
             (b"{\"environment\": \"prod\",\n \"authority\": }".to_vec(), "expected value at line 2 column 15"),
             (b"{\"environment\": \"prod\"".to_vec(), "EOF while parsing an object at line 1 column 22"),
             (
-                b"{\"environment\": \"prod\", \"control\": {}}".to_vec(),
-                "unknown field `control`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
+                b"{\"environment\": \"prod\", \"controls\": {}}".to_vec(),
+                "unknown field `controls`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
                  `token_header`, `inline_bundle`, `bundle_grace_seconds`, `forward_identity_headers`, \
-                 `log_decisions` at line 1 column 33",
+                 `log_decisions`, `control` at line 1 column 34",
             ),
             (
                 b"{\"environment\": \"prod\", \"environment\": \"dev\"}".to_vec(),

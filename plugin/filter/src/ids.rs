@@ -34,7 +34,8 @@ impl IdGen {
         IdGen { state: Cell::new(s) }
     }
 
-    fn next_u64(&self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&self) -> u64 {
         let mut s = self.state.get();
         let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
         let t = s[1] << 17;

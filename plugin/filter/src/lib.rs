@@ -79,6 +79,8 @@ pub mod config;
 pub mod evaluate;
 mod filter;
 pub mod ids;
+mod metrics;
+pub mod poll;
 pub mod record;
 pub mod reply;
 

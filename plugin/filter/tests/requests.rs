@@ -170,7 +170,10 @@ fn configuration_activates_the_inline_bundle() {
     assert_eq!(active.bundle.revision, 7);
     assert_eq!(active.key_id, "warden-test-authority-1");
     assert_eq!(active.digest.len(), 64);
-    assert!(loaded(json!({"inline_bundle": null})).active.is_none());
+    let control = json!({"cluster": "warden-control", "authority": "control.acme.example"});
+    assert!(loaded(json!({"inline_bundle": null, "control": control})).active.is_none());
+    let neither = load(&config(json!({"inline_bundle": null})), now()).unwrap_err().to_string();
+    assert!(neither.starts_with("neither `inline_bundle` nor `control` is set"), "{neither}");
 }
 
 #[test]
@@ -359,7 +362,8 @@ fn path_is_rewritten_only_when_normalization_changes_it() {
 
 #[test]
 fn bundle_state_comes_first() {
-    let none = loaded(json!({"inline_bundle": null}));
+    let control = json!({"cluster": "warden-control", "authority": "control.acme.example"});
+    let none = loaded(json!({"inline_bundle": null, "control": control}));
     let seen = run(&none, &get("/%2F", "x"));
     assert_eq!((seen.status, seen.reason), (503, "no_active_bundle"));
     assert_eq!(seen.body.unwrap()["revision"], Value::Null);
@@ -443,4 +447,90 @@ fn header_scan_is_one_pass_and_byte_safe() {
     let mut bad_token: Vec<(String, Vec<u8>)> = bad_token.into_iter().filter(|(k, _)| k != "authorization").collect();
     bad_token.push(("authorization".to_string(), vec![b'B', 0xff]));
     assert_eq!(run(&l, &bad_token).reason, "token_malformed");
+}
+
+/// What a fetched bundle means next to the active one: each refusal has its failure cause.
+#[test]
+fn candidates_from_the_control_endpoint() {
+    use warden::active::{check_candidate, Candidate};
+    use warden::poll::Cause;
+    use warden_core::envelope::Algorithm;
+
+    let l = loaded(json!({}));
+    let cfg = &l.config;
+    let active = l.active.as_ref().unwrap();
+    let cause = |r: Result<Candidate, warden::poll::Failure>| match r {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(f) => (f.cause, f.detail),
+    };
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = bundle();
+        f(&mut b);
+        b
+    };
+
+    // The same bytes: unchanged. A higher revision: newer.
+    assert!(matches!(check_candidate(cfg, Some(active), signed(&bundle()).as_bytes(), now()), Ok(Candidate::Unchanged)));
+    let v8 = with(&|b| b["revision"] = json!(8));
+    match check_candidate(cfg, Some(active), signed(&v8).as_bytes(), now()) {
+        Ok(Candidate::Newer(a)) => assert_eq!(a.bundle.revision, 8),
+        other => panic!("{other:?}"),
+    }
+    // No active bundle: anything valid is newer.
+    assert!(matches!(check_candidate(cfg, None, signed(&bundle()).as_bytes(), now()), Ok(Candidate::Newer(_))));
+
+    // Rollback: older, or the same revision with other contents.
+    let v6 = with(&|b| b["revision"] = json!(6));
+    let (c, d) = cause(check_candidate(cfg, Some(active), signed(&v6).as_bytes(), now()));
+    assert_eq!((c, d.as_str()), (Cause::Rollback, "revision 6 is older than the active revision 7: refused (rollback)"));
+    let v7b = with(&|b| b["owner"] = json!("mallory@acme.example"));
+    let (c, d) = cause(check_candidate(cfg, Some(active), signed(&v7b).as_bytes(), now()));
+    assert_eq!(c, Cause::Rollback);
+    assert!(d.starts_with("revision 7 has different contents (sha256 "), "{d}");
+
+    // Transport-level garbage, unsigned JSON, foreign keys, bad signatures, expiry, validation.
+    assert_eq!(cause(check_candidate(cfg, Some(active), b"<html>oops</html>", now())).0, Cause::Malformed);
+    assert_eq!(cause(check_candidate(cfg, Some(active), v8.to_string().as_bytes(), now())).0, Cause::Signature);
+    let stranger = SigningKey::generate(Algorithm::EdDSA, "stranger").unwrap();
+    let (c, d) = cause(check_candidate(cfg, Some(active), sign(v8.to_string().as_bytes(), &stranger).as_bytes(), now()));
+    assert_eq!(c, Cause::UnknownKey, "{d}");
+    let impostor = SigningKey::generate(Algorithm::EdDSA, "warden-test-authority-1").unwrap();
+    let forged = sign(v8.to_string().as_bytes(), &impostor);
+    assert_eq!(cause(check_candidate(cfg, Some(active), forged.as_bytes(), now())).0, Cause::Signature);
+    let expired = with(&|b| {
+        b["revision"] = json!(9);
+        b["expires_at"] = json!("2026-11-30T00:00:00Z");
+    });
+    assert_eq!(cause(check_candidate(cfg, Some(active), signed(&expired).as_bytes(), now())).0, Cause::Expired);
+    let invalid = with(&|b| {
+        b["revision"] = json!(9);
+        b["rules"][0]["tools"] = json!(["no.such.tool"]);
+        b["rules"][0].as_object_mut().unwrap().remove("sensitivities");
+    });
+    let (c, d) = cause(check_candidate(cfg, Some(active), signed(&invalid).as_bytes(), now()));
+    assert_eq!(c, Cause::Invalid);
+    assert!(d.starts_with("bundle revision 9 is not valid: /rules/0/tools/0"), "{d}");
+    let foreign = with(&|b| {
+        b["revision"] = json!(9);
+        b["authority"] = json!("policy.evil.example");
+    });
+    assert_eq!(cause(check_candidate(cfg, Some(active), signed(&foreign).as_bytes(), now())).0, Cause::Invalid);
+
+    // A key the active bundle revokes is refused as unknown, even for a higher revision.
+    let revoking = with(&|b| {
+        b["revision"] = json!(10);
+        b["revocations"] = json!({"signing_keys": ["old-key"]});
+    });
+    let r10 = match check_candidate(cfg, Some(active), signed(&revoking).as_bytes(), now()) {
+        Ok(Candidate::Newer(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    let old_key = SigningKey::generate(Algorithm::EdDSA, "old-key").unwrap();
+    let mut keys = serde_json::from_str::<Value>(AUTHORITY_JWKS).unwrap();
+    keys["keys"].as_array_mut().unwrap().push(old_key.public_jwk());
+    let l2 = loaded(json!({"bundle_keys": keys}));
+    let v11 = with(&|b| b["revision"] = json!(11));
+    let by_old = sign(v11.to_string().as_bytes(), &old_key);
+    assert!(matches!(check_candidate(&l2.config, Some(&r10), by_old.as_bytes(), now()).map_err(|f| f.cause), Err(Cause::UnknownKey)));
+    assert!(matches!(check_candidate(&l2.config, l2.active.as_ref(), by_old.as_bytes(), now()), Ok(Candidate::Newer(_))));
 }

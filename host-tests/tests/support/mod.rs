@@ -1,0 +1,425 @@
+//! Helpers for the end-to-end tests of `warden.wasm` in the host: finding the module, a test world (authority key,
+//! token issuer key, a realistic bundle), signed bundles, agent tokens, plugin configurations, and reading replies
+//! and decision records.
+//!
+//! Keys are generated fresh for each test process; nothing here is a real secret. Time is the host's manual clock,
+//! starting at [`T0`].
+#![allow(dead_code)] // each test crate uses a different part of this module
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use warden_core::envelope::{self, SigningKey};
+use warden_host::{
+    Clock, CompiledModule, Exchange, HttpRequest, LogEntry, LogLevel, Plugin, PluginConfig, RecordingUpstream,
+    StartError, UpstreamResponse,
+};
+
+/// Host clock at plugin start (2026-05-28T20:26:40Z), seconds since the epoch.
+pub const T0: i64 = 1_780_000_000;
+/// The bundle's `issued_at` and `expires_at`, relative to [`T0`].
+pub const BUNDLE_ISSUED: i64 = T0 - 3600;
+pub const BUNDLE_EXPIRES: i64 = T0 + 86_400;
+pub const REVISION: u64 = 41;
+
+pub const AUTHORITY: &str = "policy.acme.example";
+pub const AUTHORITY_KID: &str = "acme-authority-test";
+pub const ENVIRONMENT: &str = "prod";
+pub const ISSUER_ID: &str = "acme-workload";
+pub const ISS: &str = "https://spire.acme.example";
+pub const ISSUER_KID: &str = "acme-workload-test";
+pub const AUDIENCE: &str = "warden";
+/// Issuer limits in the test bundle.
+pub const MAX_LIFETIME: i64 = 900;
+pub const SKEW: i64 = 30;
+
+pub const CRM: &str = "crm.acme.example";
+pub const BILLING: &str = "billing.acme.example";
+pub const SUPPORT_BOT: &str = "spiffe://acme.example/agents/support/bot-1";
+pub const REVOKED_BOT: &str = "spiffe://acme.example/agents/support/bot-revoked";
+pub const TASK_ID: &str = "T-1042";
+pub const TASK_PURPOSE: &str = "customer-support";
+/// An agent with a time-boxed exception for `admin.users.delete`, which ends at [`EXCEPTION_ENDS`].
+pub const EXCEPTION_BOT: &str = "spiffe://acme.example/agents/support/bot-2";
+pub const EXCEPTION_ENDS: i64 = T0 + 600;
+pub const REVOKED_JTI: &str = "jti-revoked";
+pub const REVOKED_TASK: &str = "T-revoked";
+
+/// Every field of the decision record, as the filter documents it (lib.rs, README "Decision records").
+pub const RECORD_FIELDS: [&str; 17] = [
+    "type",
+    "decision_id",
+    "timestamp",
+    "environment",
+    "agent",
+    "issuer",
+    "task",
+    "tool",
+    "method",
+    "path",
+    "host",
+    "decision",
+    "mode",
+    "rule",
+    "reason",
+    "bundles",
+    "latency_ns",
+];
+
+// ---------------------------------------------------------------------------------------------------------------
+// The module
+
+/// Where `warden.wasm` is: `WARDEN_WASM`, else `<target>/wasm32-wasip1/wasm/warden.wasm` with target =
+/// `CARGO_TARGET_DIR` or the workspace's `target/` (the first that exists; the build writes to the latter unless
+/// `CARGO_TARGET_DIR` is set for it too).
+pub fn wasm_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARDEN_WASM") {
+        return PathBuf::from(p);
+    }
+    let rel = "wasm32-wasip1/wasm/warden.wasm";
+    let workspace_target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let mut candidates = Vec::new();
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join(rel));
+    }
+    candidates.push(workspace_target.join(rel));
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| candidates[0].clone())
+}
+
+/// The compiled module, compiled once per process.
+pub fn module() -> CompiledModule {
+    let path = wasm_path();
+    assert!(
+        path.exists(),
+        "warden.wasm not built: {} is missing.\nBuild it first (from the workspace root) with:\n  \
+         cargo build -p warden-filter --target wasm32-wasip1 --profile wasm\n\
+         (or run scripts/test.sh; set WARDEN_WASM to use another file)",
+        path.display()
+    );
+    CompiledModule::load_cached(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Keys
+
+/// An Ed25519 token issuer key: what `jsonwebtoken` signs with, and the public JWK the bundle trusts.
+pub struct IssuerKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub public: Value,
+}
+
+impl IssuerKey {
+    /// A fresh key (generated through `warden_core::envelope`, whose private JWK carries the Ed25519 seed).
+    pub fn generate(kid: &str) -> IssuerKey {
+        let key = SigningKey::generate(envelope::Algorithm::EdDSA, kid).expect("key generation");
+        let d = key.private_jwk()["d"].as_str().expect("private JWK has d").to_string();
+        let seed = URL_SAFE_NO_PAD.decode(d).expect("d is base64url");
+        assert_eq!(seed.len(), 32);
+        // PKCS#8 v1 (RFC 8410) wrapping of the 32-byte seed, which jsonwebtoken's rust_crypto signer reads.
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        der.extend_from_slice(&seed);
+        IssuerKey { kid: kid.to_string(), encoding: EncodingKey::from_ed_der(&der), public: key.public_jwk() }
+    }
+}
+
+/// The keys of one test process.
+pub struct World {
+    /// The policy authority (signs bundles; pinned in the plugin configuration).
+    pub authority: SigningKey,
+    /// The agent token issuer the bundle trusts.
+    pub issuer: IssuerKey,
+}
+
+pub fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| World {
+        authority: SigningKey::generate(envelope::Algorithm::EdDSA, AUTHORITY_KID).expect("authority key"),
+        issuer: IssuerKey::generate(ISSUER_KID),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bundles
+
+fn rfc3339(t: i64) -> String {
+    warden_core::time::format_rfc3339(t)
+}
+
+/// The test bundle (revision [`REVISION`]): a support agent that may read CRM contacts, may not write them, needs
+/// step-up for refunds, has no rule for admin tools (except a time-boxed exception for [`EXCEPTION_BOT`]); one
+/// revoked agent, task and token id; unknown tools denied.
+pub fn bundle() -> Value {
+    json!({
+        "format": "warden.bundle/v1",
+        "revision": REVISION,
+        "issued_at": rfc3339(BUNDLE_ISSUED),
+        "expires_at": rfc3339(BUNDLE_EXPIRES),
+        "owner": "identity-security@acme.example",
+        "authority": AUTHORITY,
+        "issuers": [{
+            "id": ISSUER_ID,
+            "iss": ISS,
+            "audiences": [AUDIENCE],
+            "jwks": {"keys": [world().issuer.public.clone()]},
+            "algorithms": ["EdDSA"],
+            "max_token_lifetime_seconds": MAX_LIFETIME,
+            "clock_skew_seconds": SKEW,
+            "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "task_purpose",
+                       "task_expires_at": "task_exp"}
+        }],
+        "tools": [
+            {"id": "crm.contacts.read", "sensitivity": "read",
+             "http": [{"host": CRM, "methods": ["GET"], "path": "/api/v2/contacts/{contact_id}"}]},
+            {"id": "crm.contacts.update", "sensitivity": "write",
+             "http": [{"host": CRM, "methods": ["PUT", "PATCH"], "path": "/api/v2/contacts/{contact_id}"}]},
+            {"id": "billing.refunds.create", "sensitivity": "payment",
+             "http": [{"host": BILLING, "methods": ["POST"], "path": "/v1/refunds"}]},
+            {"id": "admin.users.delete", "sensitivity": "admin",
+             "http": [{"host": CRM, "methods": ["DELETE"], "path": "/admin/users/{user_id}"}]}
+        ],
+        "rules": [
+            {"id": "support-read-crm", "effect": "allow",
+             "agents": ["spiffe://acme.example/agents/support/*"], "tools": ["crm.contacts.read"]},
+            {"id": "support-no-writes", "effect": "deny",
+             "agents": ["spiffe://acme.example/agents/support/*"], "tools": ["crm.contacts.update"]},
+            {"id": "refunds-need-approval", "effect": "step_up",
+             "agents": ["spiffe://acme.example/agents/support/*"], "sensitivities": ["payment"]},
+            {"id": "bot-2-cleanup-exception", "effect": "allow", "agents": [EXCEPTION_BOT],
+             "tools": ["admin.users.delete"], "expires_at": rfc3339(EXCEPTION_ENDS),
+             "exception": {"approver": "ciso@acme.example", "ticket": "SEC-1234"}}
+        ],
+        "revocations": {"agents": [REVOKED_BOT], "tasks": [REVOKED_TASK], "token_ids": [REVOKED_JTI]},
+        "defaults": {"unknown_tool": "deny"}
+    })
+}
+
+/// The bundle JSON signed by `key` (JWS compact).
+pub fn sign_with(bundle: &Value, key: &SigningKey) -> String {
+    envelope::sign(bundle.to_string().as_bytes(), key)
+}
+
+/// The bundle JSON signed by the test authority.
+pub fn sign(bundle: &Value) -> String {
+    sign_with(bundle, &world().authority)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Plugin configuration and start-up
+
+/// The cluster the `control` section of [`config`] names; [`try_start`] maps it to a loopback port that refuses
+/// connections, so no bundle ever arrives from it.
+pub const CONTROL_CLUSTER: &str = "warden-control";
+
+/// A plugin configuration pinning the test authority, with this inline bundle. Without one, a `control` endpoint
+/// is configured instead (a configuration with neither is refused) whose cluster refuses connections: the filter
+/// then has no bundle and answers 503 `no_active_bundle`.
+pub fn config(inline_bundle: Option<&str>) -> Value {
+    let mut c = json!({
+        "environment": ENVIRONMENT,
+        "authority": AUTHORITY,
+        "bundle_keys": {"keys": [world().authority.public_jwk()]},
+    });
+    match inline_bundle {
+        Some(b) => c["inline_bundle"] = json!(b),
+        None => c["control"] = json!({"cluster": CONTROL_CLUSTER, "authority": "control.acme.example"}),
+    }
+    c
+}
+
+/// A loopback address where nothing listens (bound, then released).
+pub fn refused_address() -> std::net::SocketAddr {
+    static ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        l.local_addr().expect("local addr")
+    })
+}
+
+/// The default configuration: the test bundle inline, enforce mode.
+pub fn default_config() -> Value {
+    config(Some(&sign(&bundle())))
+}
+
+/// Starts `warden.wasm` with this configuration on `workers` VMs and a manual clock at [`T0`].
+pub fn try_start(config: &Value, workers: usize) -> Result<Plugin, StartError> {
+    try_start_raw(config.to_string().into_bytes(), workers)
+}
+
+pub fn try_start_raw(config: Vec<u8>, workers: usize) -> Result<Plugin, StartError> {
+    let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(T0 as u64));
+    Plugin::start(
+        &module(),
+        PluginConfig::new(config).workers(workers).clock(clock).cluster(CONTROL_CLUSTER, refused_address()),
+    )
+}
+
+pub fn start(config: &Value, workers: usize) -> Plugin {
+    match try_start(config, workers) {
+        Ok(p) => p,
+        Err(e) => panic!("plugin did not start: {e}; logs: {:#?}", e.logs()),
+    }
+}
+
+/// The host clock of a plugin, in seconds since the epoch.
+pub fn now(p: &Plugin) -> i64 {
+    (p.clock().now_nanos() / 1_000_000_000) as i64
+}
+
+/// Advances the plugin's manual clock to `t` (seconds since the epoch).
+pub fn advance_to(p: &mut Plugin, t: i64) {
+    let cur = now(p);
+    assert!(t >= cur, "cannot go back in time from {cur} to {t}");
+    p.advance(Duration::from_secs((t - cur) as u64));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tokens
+
+static JTI: AtomicU64 = AtomicU64::new(1);
+
+/// Claims of a valid token for `agent` issued at `iat`, living 300 s, with task context.
+pub fn claims(agent: &str, iat: i64) -> Value {
+    json!({
+        "iss": ISS,
+        "sub": agent,
+        "aud": AUDIENCE,
+        "iat": iat,
+        "exp": iat + 300,
+        "jti": format!("jti-{}", JTI.fetch_add(1, Ordering::Relaxed)),
+        "task_id": TASK_ID,
+        "task_purpose": TASK_PURPOSE,
+    })
+}
+
+/// A token with these claims, signed by `key` (EdDSA, `kid` of the key).
+pub fn token_with(claims: &Value, key: &IssuerKey) -> String {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("token encodes")
+}
+
+/// A token with these claims from the trusted issuer.
+pub fn token(claims: &Value) -> String {
+    token_with(claims, &world().issuer)
+}
+
+/// A valid token for [`SUPPORT_BOT`] issued at [`T0`].
+pub fn support_token() -> String {
+    token(&claims(SUPPORT_BOT, T0))
+}
+
+/// A JWT with arbitrary header and payload JSON and a signature of 64 garbage bytes.
+pub fn forged_token(header: &Value, payload: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests and what came back
+
+pub fn request(method: &str, host: &str, path: &str) -> HttpRequest {
+    HttpRequest::new(method, path).authority(host)
+}
+
+/// `request` with `authorization: Bearer <token>`.
+pub fn authed(method: &str, host: &str, path: &str, token: &str) -> HttpRequest {
+    request(method, host, path).header("authorization", &format!("Bearer {token}"))
+}
+
+pub fn upstream() -> RecordingUpstream {
+    RecordingUpstream::new(UpstreamResponse::ok("from the tool").header("content-type", "text/plain"))
+}
+
+/// Sends on worker 0 through a fresh recording upstream.
+pub fn send(p: &mut Plugin, req: HttpRequest) -> Exchange {
+    let mut up = upstream();
+    p.send(0, req, &mut up)
+}
+
+/// The local reply's JSON body.
+pub fn reply_json(x: &Exchange) -> Value {
+    assert!(x.is_local_reply(), "expected a local reply, got status {:?}: {}", x.status, x.body_str());
+    serde_json::from_slice(&x.body).unwrap_or_else(|e| panic!("reply body is not JSON ({e}): {}", x.body_str()))
+}
+
+/// Decision records (parsed) among these log lines.
+pub fn records_in(logs: &[LogEntry]) -> Vec<Value> {
+    logs.iter()
+        .filter_map(|l| serde_json::from_str::<Value>(&l.message).ok())
+        .filter(|v| v["type"] == "warden.decision")
+        .collect()
+}
+
+/// The one decision record of this exchange, from the log (checked against the filter state copy).
+pub fn record(x: &Exchange) -> Value {
+    let lines: Vec<&LogEntry> = x.logs.iter().filter(|l| l.message.contains("\"warden.decision\"")).collect();
+    assert_eq!(lines.len(), 1, "expected one decision record in {:#?}", x.logs);
+    assert_eq!(lines[0].level, LogLevel::Info, "decision record level");
+    let from_log: Value = serde_json::from_str(&lines[0].message).expect("record is JSON");
+    let state = x.filter_state_str("wasm.warden_decision").expect("record in filter state wasm.warden_decision");
+    let from_state: Value = serde_json::from_str(&state).expect("filter state record is JSON");
+    assert_eq!(from_log, from_state, "log record and filter-state record differ");
+    from_log
+}
+
+/// Checks the record has exactly the documented fields.
+pub fn assert_record_shape(r: &Value) {
+    let obj = r.as_object().expect("record is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort();
+    let mut want = RECORD_FIELDS.to_vec();
+    want.sort();
+    assert_eq!(keys, want, "record fields: {r}");
+    assert_eq!(r["type"], "warden.decision");
+    assert!(is_uuid_v4(r["decision_id"].as_str().unwrap_or("")), "decision_id: {r}");
+    assert!(r["latency_ns"].is_u64(), "latency_ns: {r}");
+}
+
+pub fn is_uuid_v4(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 36
+        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
+        && b.iter().enumerate().all(|(i, c)| [8, 13, 18, 23].contains(&i) || matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && b[14] == b'4'
+        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+}
+
+/// Asserts a refusal: status, JSON body fields, the standard headers, and that the decision id in the header, the
+/// body and the decision record agree. Returns (body, record).
+pub fn assert_refused(x: &Exchange, status: u16, decision: &str, reason: &str, rule: &str) -> (Value, Value) {
+    assert_eq!(x.status, Some(status), "status; body {}; logs {:#?}", x.body_str(), x.logs);
+    assert!(!x.upstream_called, "the upstream must not be contacted on a refusal");
+    assert!(!x.trapped, "trapped: {:#?}", x.logs);
+    let body = reply_json(x);
+    assert_eq!(body["decision"], decision, "decision in {body}");
+    assert_eq!(body["reason"], reason, "reason in {body}");
+    assert_eq!(body["rule"], rule, "rule in {body}");
+    let id = body["decision_id"].as_str().unwrap_or_else(|| panic!("no decision_id in {body}"));
+    assert!(is_uuid_v4(id), "decision_id {id}");
+    assert_eq!(x.header("x-warden-decision-id"), Some(id), "x-warden-decision-id header vs body");
+    assert_eq!(x.header("content-type"), Some("application/json"));
+    assert_eq!(x.header("cache-control"), Some("no-store"));
+    let r = record(x);
+    assert_record_shape(&r);
+    assert_eq!(r["decision_id"], id, "record decision_id vs reply");
+    assert_eq!(r["reason"], reason);
+    assert_eq!(r["rule"], rule);
+    (body, r)
+}
+
+/// Names and values of a forwarded request's headers with this name (any number).
+pub fn all_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+}

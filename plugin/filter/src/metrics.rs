@@ -1,0 +1,92 @@
+//! The filter's Envoy stats, defined once per VM (`proxy_define_metric`); the values are process-wide.
+//!
+//! Envoy shows them with its `wasmcustom.` prefix (e.g. `wasmcustom.warden.bundle.revision`). Defining the same
+//! name again (another VM, a reconfiguration) reaches the same stat. Every update ignores the host's status: a
+//! metric must never cost a request (the SDK only returns the statuses it expects for these calls).
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+use crate::poll::Cause;
+
+/// Metric ids of this VM. A `None` id (definition refused) is skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    revision: Option<u32>,
+    age_seconds: Option<u32>,
+    fetch_success: Option<u32>,
+    fetch_not_modified: Option<u32>,
+    fetch_failure: [Option<u32>; Cause::ALL.len()],
+    activations: Option<u32>,
+    decisions: [Option<u32>; DECISIONS.len()],
+}
+
+/// Decision labels with a counter `warden.decisions.<label>` (the record's `decision` field).
+pub const DECISIONS: [&str; 5] = ["allow", "deny", "step_up", "would_deny", "would_step_up"];
+
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    hostcalls::define_metric(kind, name).ok()
+}
+
+impl Metrics {
+    pub fn define() -> Metrics {
+        let mut fetch_failure = [None; Cause::ALL.len()];
+        for (slot, cause) in fetch_failure.iter_mut().zip(Cause::ALL) {
+            *slot = define(MetricType::Counter, &format!("warden.bundle.fetch.failure.{}", cause.code()));
+        }
+        let mut decisions = [None; DECISIONS.len()];
+        for (slot, label) in decisions.iter_mut().zip(DECISIONS) {
+            *slot = define(MetricType::Counter, &format!("warden.decisions.{label}"));
+        }
+        Metrics {
+            revision: define(MetricType::Gauge, "warden.bundle.revision"),
+            age_seconds: define(MetricType::Gauge, "warden.bundle.age_seconds"),
+            fetch_success: define(MetricType::Counter, "warden.bundle.fetch.success"),
+            fetch_not_modified: define(MetricType::Counter, "warden.bundle.fetch.not_modified"),
+            fetch_failure,
+            activations: define(MetricType::Counter, "warden.bundle.activations"),
+            decisions,
+        }
+    }
+
+    fn increment(id: Option<u32>) {
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn set(id: Option<u32>, value: u64) {
+        if let Some(id) = id {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    pub fn decision(&self, label: &str) {
+        if let Some(i) = DECISIONS.iter().position(|d| *d == label) {
+            Metrics::increment(self.decisions[i]);
+        }
+    }
+
+    pub fn fetch_success(&self) {
+        Metrics::increment(self.fetch_success);
+    }
+
+    pub fn fetch_not_modified(&self) {
+        Metrics::increment(self.fetch_not_modified);
+    }
+
+    pub fn fetch_failure(&self, cause: Cause) {
+        Metrics::increment(self.fetch_failure[cause.index()]);
+    }
+
+    /// A bundle became active on this VM.
+    pub fn activated(&self, revision: u64) {
+        Metrics::increment(self.activations);
+        Metrics::set(self.revision, revision);
+    }
+
+    /// Seconds since the active bundle's `issued_at` (0 if in the future).
+    pub fn age(&self, now: i64, issued_at: i64) {
+        Metrics::set(self.age_seconds, u64::try_from(now.saturating_sub(issued_at)).unwrap_or(0));
+    }
+}
