@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The demo: builds warden.wasm, then runs `warden-gateway demo`, which signs the example finance bundle with the TEST
-# authority key, starts a tool server and the dev gateway on loopback, sends scripted agent requests over HTTP and
-# prints the decisions with their reasons. Needs only a Rust toolchain (rustup adds the wasm32-wasip1 target).
+# The demo, through the real control endpoint: builds warden.wasm, the `warden` CLI and the dev gateway (dev profile,
+# one target dir), signs the example finance bundle with `warden sign` (TEST authority key in
+# policies/examples/keys/), starts `warden serve` on 127.0.0.1 (a free port) serving it, then runs
+# `warden-gateway demo` against that control endpoint (no inline bundle): it sends scripted agent requests over HTTP,
+# prints the decisions with their reasons, publishes a revision that revokes an agent through serve's authenticated
+# upload and shows the gateway enforcing it. Everything it starts is stopped on exit. Needs only a Rust toolchain
+# (rustup adds the wasm32-wasip1 target).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -11,5 +15,57 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"
+examples=policies/examples
+echo "== building warden.wasm, the warden CLI and the dev gateway" >&2
 cargo build -p warden-filter --target wasm32-wasip1 --profile wasm
-cargo run -p warden-host --bin warden-gateway -- demo --wasm "$target_dir/wasm32-wasip1/wasm/warden.wasm" "$@"
+cargo build -p warden-cli -p warden-host --bin warden --bin warden-gateway
+warden="$target_dir/debug/warden"
+gateway="$target_dir/debug/warden-gateway"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/warden-demo.XXXXXX")
+serve_pid=
+cleanup() {
+    if [ -n "$serve_pid" ]; then
+        kill "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$work/bundles"
+echo "== signing $examples/finance-agent.json with the TEST authority key" >&2
+"$warden" sign "$examples/finance-agent.json" --key "$examples/keys/TEST-ONLY-authority.jwk.json" \
+    --out "$work/bundles/finance.jws" >&2
+
+# The policy owner's upload token (at least 16 characters).
+od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$work/upload.token"
+
+echo "== starting warden serve on 127.0.0.1 (a free port)" >&2
+"$warden" serve --dir "$work/bundles" --listen 127.0.0.1:0 \
+    --keys "$examples/keys/TEST-ONLY-authority.jwks.json" --authority policy.acme.example \
+    --upload-token-file "$work/upload.token" >"$work/serve.out" 2>"$work/serve.log" &
+serve_pid=$!
+addr=
+for _ in $(seq 1 100); do
+    addr=$(sed -n 's|^listening on http://||p' "$work/serve.out" | head -n 1)
+    [ -n "$addr" ] && break
+    if ! kill -0 "$serve_pid" 2>/dev/null; then
+        echo "warden serve exited:" >&2
+        cat "$work/serve.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [ -z "$addr" ]; then
+    echo "warden serve did not start listening within 10 s:" >&2
+    cat "$work/serve.log" >&2
+    exit 1
+fi
+echo "== warden serve: http://$addr/bundles/finance.jws" >&2
+echo >&2
+
+"$gateway" demo --wasm "$target_dir/wasm32-wasip1/wasm/warden.wasm" --examples "$examples" \
+    --control "$addr" --control-path /bundles/finance.jws --upload-token-file "$work/upload.token" \
+    --warden "$warden" "$@"

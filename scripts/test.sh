@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: builds the wasm modules the host tests load, then the whole workspace's tests
-# (unit, integration, end-to-end through warden.wasm in the wasmtime host, and each benchmark once in test mode).
+# Runs every test of the project: builds the wasm modules the host tests load, prepares the Python test environment
+# (.venv), then runs the whole workspace's tests (unit, integration, end-to-end through warden.wasm in the wasmtime
+# host, each benchmark once in test mode) and the Python tests of the deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,8 +9,28 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
 fi
 
+# host-tests/tests/e2e_nginx.rs serves a signed bundle with nginx (/usr/sbin/nginx, Debian package nginx-light).
+if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing nginx for the nginx end-to-end test: apt-get update -qq && apt-get install -y -qq nginx-light"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light \
+      || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx
+  else
+    echo "== nginx is missing and cannot be installed here (not root or no apt-get): the e2e_nginx test will fail;"
+    echo "   install it with: sudo apt-get install nginx-light"
+  fi
+fi
+
 echo "== building warden.wasm and the host's test filter (wasm32-wasip1, profile wasm)"
 cargo build --locked -p warden-filter -p warden-test-filter --target wasm32-wasip1 --profile wasm
 
+echo "== Python test environment (.venv)"
+py=$(scripts/python-env.sh)
+export WARDEN_TEST_PYTHON="$py"
+
 echo "== cargo test (workspace)"
 cargo test --locked --workspace --all-targets "$@"
+
+echo "== pytest (deployment files)"
+"$py" -m pytest envoy/tests -q

@@ -49,13 +49,6 @@ pub struct Args {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CasesFile {
-    List(Vec<Case>),
-    Suite(Suite),
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Suite {
     #[serde(default)]
@@ -196,6 +189,8 @@ fn facts(case: &Case, defaults: &Defaults, bundle: &CompiledBundle) -> std::resu
                 token_id: a.token_id.clone(),
                 expires_at: now + 300,
                 task,
+                delegation: None,
+                sender_bound: false,
             })
         }
     };
@@ -236,17 +231,19 @@ fn describe_expect(e: &Expect) -> String {
 pub fn run(args: &Args) -> Result<Status> {
     let Some(bundle) = args.source.load(&args.bundle)? else { return Ok(Status::Failed) };
     let text = files::read_text(&args.cases)?;
-    let file: CasesFile = serde_json::from_str(&text).map_err(|e| {
+    // Parse as the shape the text starts with, so serde's error keeps its line and column.
+    let parsed = if text.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<Case>>(&text).map(|cases| (Defaults::default(), cases))
+    } else {
+        serde_json::from_str::<Suite>(&text).map(|s| (s.defaults, s.cases))
+    };
+    let (defaults, cases) = parsed.map_err(|e| {
         anyhow!(
             "{}: {} (expected a list of cases or {{\"defaults\": ..., \"cases\": [...]}})",
             args.cases.display(),
             files::serde_position(&e)
         )
     })?;
-    let (defaults, cases) = match file {
-        CasesFile::List(cases) => (Defaults::default(), cases),
-        CasesFile::Suite(s) => (s.defaults, s.cases),
-    };
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in &cases {
         let outcome = facts(case, &defaults, &bundle.compiled).and_then(|(facts, now)| {
@@ -271,7 +268,7 @@ pub fn run(args: &Args) -> Result<Status> {
                     decision.reason.code()
                 );
                 println!("      why:");
-                for line in explain_lines(&bundle, &facts, now, &decision) {
+                for line in explain_lines(&bundle, &facts, now) {
                     println!("        {line}");
                 }
             }

@@ -10,6 +10,7 @@ use warden_core::compile::CompiledBundle;
 use warden_core::decide::decide;
 use warden_core::decision::{Decision, Outcome, Reason};
 use warden_core::envelope;
+use warden_core::explain::explain;
 use warden_core::facts::{Facts, Identity, TokenFailure};
 use warden_core::request::RecordedRequest;
 use warden_core::time::format_rfc3339;
@@ -174,31 +175,10 @@ fn evaluate(
     Evaluation { decision, facts: Some(facts), path: Some(normalized.path), path_error: None, now }
 }
 
-/// The chain of reasons for a decision, one line each.
-pub fn explain_lines(loaded: &Loaded, facts: &Facts, now: i64, decision: &Decision) -> Vec<String> {
-    let bundle = &loaded.compiled;
-    let mut lines = Vec::new();
-    match &facts.identity {
-        Identity::Missing => lines.push("no agent token was presented".to_string()),
-        Identity::Invalid(f) => lines.push(format!("the agent token was refused: {}", f.code())),
-        Identity::Verified(a) => {
-            let mut l = format!("agent {} (issuer {})", a.id, a.issuer);
-            if let Some(t) = &a.task {
-                l.push_str(&format!(", task {}", t.id));
-                if let Some(p) = &t.purpose {
-                    l.push_str(&format!(" purpose {p}"));
-                }
-            }
-            lines.push(l);
-        }
-    }
-    match facts.tool {
-        Some(t) => lines.push(format!("tool {} ({})", bundle.tool_id(t), bundle.tool_sensitivity(t).as_str())),
-        None => lines.push("the request reaches no tool in the catalog".to_string()),
-    }
-    lines.push(format!("environment {}, at {}", facts.environment, format_rfc3339(now)));
-    lines.push(format!("decided {} by {} ({})", decision.outcome.as_str(), decision.rule_id(), decision.reason.code()));
-    lines
+/// The chain of reasons for a decision, one line each (the core's [`explain`], which walks the rules with decide's
+/// own candidate lists and predicates).
+pub fn explain_lines(loaded: &Loaded, facts: &Facts, now: i64) -> Vec<String> {
+    explain(&loaded.compiled, facts, now).lines()
 }
 
 pub fn run(args: &Args) -> Result<Status> {
@@ -213,10 +193,16 @@ pub fn run(args: &Args) -> Result<Status> {
     let ev = evaluate(&loaded.compiled, &req, &args.environment, &args.token_header, now);
     let bundle = &loaded.compiled;
     let d = &ev.decision;
-    let why = match &ev.facts {
-        Some(f) => explain_lines(&loaded, f, ev.now, d),
+    let explanation = ev.facts.as_ref().map(|f| explain(bundle, f, ev.now));
+    let why = match &explanation {
+        Some(e) => e.lines(),
         None => vec![format!("the request path was refused: {}", ev.path_error.clone().unwrap_or_default())],
     };
+    let rules: Vec<Value> = explanation
+        .iter()
+        .flat_map(|e| &e.rules)
+        .map(|r| json!({"id": r.id, "effect": r.effect.as_str(), "verdict": r.verdict.as_str(), "detail": r.detail}))
+        .collect();
     let tool = ev.facts.as_ref().and_then(|f| f.tool).map(|t| bundle.tool_id(t).to_string());
     let agent = match ev.facts.as_ref().map(|f| &f.identity) {
         Some(Identity::Verified(a)) => json!({
@@ -239,6 +225,7 @@ pub fn run(args: &Args) -> Result<Status> {
             "tool": tool,
             "agent": agent,
             "explanation": why,
+            "rules": rules,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

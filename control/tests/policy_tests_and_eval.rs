@@ -65,7 +65,19 @@ fn a_failing_case_shows_expected_actual_and_why() {
         ),
         "{out}"
     );
-    assert!(out.contains("tool crm.contacts.delete (admin)"), "{out}");
+    assert!(out.contains("        tool: \"crm.contacts.delete\" (sensitivity admin)\n"), "{out}");
+    assert!(
+        out.contains(
+            "        rule support-no-writes (deny): decided: matched; a matching deny rule wins over step-up and allow\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "        rule support-read-crm (allow): not_selected: does not select tool \"crm.contacts.delete\"\n"
+        ),
+        "{out}"
+    );
     assert!(
         out.contains(
             "FAIL  names a tool the bundle lacks\n      invalid case: tool \"crm.nothing\" is not in the bundle's catalog\n"
@@ -137,7 +149,20 @@ fn eval_explains_one_recorded_request() {
         "{out}"
     );
     assert!(out.contains("request:  GET crm.acme.example /api/v2/contacts/42\n"), "{out}");
-    assert!(out.contains("agent spiffe://acme.example/agents/support/bot-1 (issuer acme-workload)"), "{out}");
+    assert!(
+        out.contains(
+            "  identity: agent \"spiffe://acme.example/agents/support/bot-1\" from issuer \"acme-workload\"\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  rule support-read-crm (allow): decided: matched; no deny or step-up rule matched\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  rule support-no-writes (deny): not_matched: does not select tools of this sensitivity\n"),
+        "{out}"
+    );
 
     let o = run(&["--environment", "prod", "--json"]);
     assert_exit(&o, 0);
@@ -149,6 +174,9 @@ fn eval_explains_one_recorded_request() {
     assert_eq!(v["agent"]["id"], "spiffe://acme.example/agents/support/bot-1");
     assert_eq!(v["request"]["path"], "/api/v2/contacts/42");
     assert!(v["explanation"].as_array().unwrap().len() >= 3);
+    assert_eq!(v["rules"][1]["id"], "support-read-crm");
+    assert_eq!(v["rules"][1]["verdict"], "decided");
+    assert_eq!(v["rules"][0]["verdict"], "not_matched");
 
     // Whatever the decision, exit 0; --expect turns a different decision into exit 1.
     let o = run(&["--environment", "dev"]);

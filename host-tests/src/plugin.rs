@@ -396,6 +396,11 @@ impl Worker {
     pub fn logs(&self) -> &[LogEntry] {
         &self.store.data().logs
     }
+
+    /// Returns and clears this VM's captured log lines (a long-running gateway drains them so they do not pile up).
+    pub fn take_logs(&mut self) -> Vec<LogEntry> {
+        std::mem::take(&mut self.store.data_mut().logs)
+    }
 }
 
 /// A started plugin: N worker VMs.

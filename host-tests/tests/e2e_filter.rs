@@ -214,7 +214,17 @@ fn a_custom_token_header_carries_a_bare_token() {
 
 #[test]
 fn identities_unsafe_for_a_header_are_not_forwarded() {
-    let mut p = started(1);
+    // Such ids are not SPIFFE IDs (a JWT-SVID issuer refuses them: `token_not_spiffe_id`), but an RFC 9068 access
+    // token may name any `sub`: the test issuer becomes an `oauth_access_token` issuer here.
+    let mut b = bundle();
+    b["issuers"][0]["profile"] = json!("oauth_access_token");
+    let mut p = start(&config(Some(&sign(&b))), 1);
+    let access_token = |c: &Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(world().issuer.kid.clone());
+        header.typ = Some("at+jwt".to_string());
+        jsonwebtoken::encode(&header, c, &world().issuer.encoding).unwrap()
+    };
     for agent in [
         "spiffe://acme.example/agents/support/b\u{f8}t",
         "spiffe://acme.example/agents/support/bot\r\nx-admin: true",
@@ -222,8 +232,9 @@ fn identities_unsafe_for_a_header_are_not_forwarded() {
     ] {
         let mut c = claims(agent, T0);
         c["task_id"] = json!("T-\n1");
+        c["client_id"] = json!("support-bot");
         let mut up = upstream();
-        let x = p.send(0, authed("GET", CRM, "/api/v2/contacts/42", &token(&c)), &mut up);
+        let x = p.send(0, authed("GET", CRM, "/api/v2/contacts/42", &access_token(&c)), &mut up);
         let r = assert_forwarded(&x);
         assert_eq!(r["agent"], agent, "the record keeps the verified id (JSON-escaped)");
         let fwd = &up.requests[0];

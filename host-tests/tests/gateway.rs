@@ -1,5 +1,6 @@
 //! Tests of the `warden-gateway` binary: `replay` output lines for recorded requests, `serve` as a real process
-//! proxying over loopback HTTP to a test upstream, the loopback-only rule, and the scripted demo.
+//! proxying over loopback HTTP to a test upstream, the loopback-only rule, and the scripted demo (against
+//! `warden serve` started here as scripts/demo.sh starts it; needs `cargo build -p warden-cli`).
 //!
 //! They run `warden.wasm` with the example finance bundle signed here with the TEST authority key and agent tokens
 //! minted here with the example TEST issuer key (`policies/examples/keys/`).
@@ -25,7 +26,8 @@ const BUILD: &str = "cargo build -p warden-filter --target wasm32-wasip1 --profi
 
 // ---- fixtures ----
 
-/// `WARDEN_WASM`, else `<target>/wasm32-wasip1/wasm/warden.wasm` (`CARGO_TARGET_DIR` or the workspace's `target/`).
+/// `WARDEN_WASM`, else `<target>/wasm32-wasip1/wasm/warden.wasm` (`CARGO_TARGET_DIR` or the workspace's `target/`;
+/// the newer when both exist).
 fn wasm() -> PathBuf {
     if let Ok(p) = std::env::var("WARDEN_WASM") {
         return PathBuf::from(p);
@@ -36,7 +38,8 @@ fn wasm() -> PathBuf {
         candidates.push(workspace.join(t).join("wasm32-wasip1/wasm/warden.wasm"));
     }
     candidates.push(workspace.join("target/wasm32-wasip1/wasm/warden.wasm"));
-    match candidates.iter().find(|p| p.is_file()) {
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match candidates.iter().filter(|p| p.is_file()).max_by_key(|p| modified(p)) {
         Some(p) => p.clone(),
         None => panic!(
             "warden.wasm is not built (looked at {candidates:?}).\nBuild it first with:\n  {BUILD}\n\
@@ -487,10 +490,76 @@ fn serve_says_how_to_build_a_missing_filter() {
 
 // ---- demo ----
 
+/// The `warden` CLI: `WARDEN_BIN`, else `<target dir>/debug/warden` (`CARGO_TARGET_DIR`, else the workspace's
+/// `target/`); `cargo test --workspace --all-targets` builds it.
+fn warden_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARDEN_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()).map(PathBuf::from);
+    let bin = workspace.join(target.unwrap_or_else(|| PathBuf::from("target"))).join("debug/warden");
+    assert!(bin.is_file(), "{} is missing: run `cargo build -p warden-cli` (or set WARDEN_BIN)", bin.display());
+    bin
+}
+
+/// `warden serve` with the example finance bundle signed by the TEST authority, as scripts/demo.sh starts it;
+/// killed on drop.
+struct ControlEndpoint {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl ControlEndpoint {
+    fn start() -> ControlEndpoint {
+        let dir = std::env::temp_dir().join(format!("warden-gateway-demo-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bundles")).unwrap();
+        let key = SigningKey::from_jwk(&read_json("keys/TEST-ONLY-authority.jwk.json")).unwrap();
+        let bundle = std::fs::read(examples().join("finance-agent.json")).unwrap();
+        std::fs::write(dir.join("bundles/finance.jws"), envelope::sign(&bundle, &key)).unwrap();
+        std::fs::write(dir.join("upload.token"), "demo-test-upload-token-0123456789").unwrap();
+        let mut child = Command::new(warden_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--authority", "policy.acme.example", "--dir"])
+            .arg(dir.join("bundles"))
+            .arg("--keys")
+            .arg(examples().join("keys/TEST-ONLY-authority.jwks.json"))
+            .arg("--upload-token-file")
+            .arg(dir.join("upload.token"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("serve said {line:?}"));
+        ControlEndpoint { addr: addr.to_string(), child, dir }
+    }
+}
+
+impl Drop for ControlEndpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn demo_prints_every_scripted_decision_as_expected() {
-    let out =
-        Command::new(GATEWAY).arg("demo").arg("--wasm").arg(wasm()).arg("--examples").arg(examples()).output().unwrap();
+    let control = ControlEndpoint::start();
+    let out = Command::new(GATEWAY)
+        .arg("demo")
+        .arg("--wasm")
+        .arg(wasm())
+        .arg("--examples")
+        .arg(examples())
+        .args(["--control", &control.addr, "--control-path", "/bundles/finance.jws", "--upload-token-file"])
+        .arg(control.dir.join("upload.token"))
+        .arg("--warden")
+        .arg(warden_bin())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for needle in [
@@ -504,7 +573,18 @@ fn demo_prints_every_scripted_decision_as_expected() {
         "unknown_tool",
         "no_matching_rule",
         "agent finance/reconciler",
+        "fetched, verified and activated by the gateway",
+        "with the upload token: 200, revision 18 replaces 17",
+        "reason revoked_agent, revision 18",
+        "409 rollback",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
     }
+}
+
+#[test]
+fn demo_says_it_needs_a_control_endpoint() {
+    let out = Command::new(GATEWAY).arg("demo").arg("--wasm").arg(wasm()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/demo.sh"));
 }

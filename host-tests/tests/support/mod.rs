@@ -170,7 +170,7 @@ pub fn bundle() -> Value {
             "audiences": [AUDIENCE],
             "jwks": {"keys": [world().issuer.public.clone()]},
             "algorithms": ["EdDSA"],
-            "max_token_lifetime_seconds": MAX_LIFETIME,
+            "max_token_lifetime_seconds": MAX_LIFETIME, "profile": "spiffe_jwt_svid",
             "clock_skew_seconds": SKEW,
             "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "task_purpose",
                        "task_expires_at": "task_exp"}

@@ -36,9 +36,9 @@ pub const CONTROL_PATH: &str = "/bundles/bundle.jws";
 // The module
 
 pub fn module() -> CompiledModule {
-    let path = std::env::var_os("WARDEN_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/wasm/warden.wasm")
-    });
+    let path = std::env::var_os("WARDEN_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/wasm/warden.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build -p warden-filter --target wasm32-wasip1 --profile wasm` \
@@ -65,7 +65,8 @@ pub fn world() -> &'static World {
         let d = issuer.private_jwk()["d"].as_str().expect("d").to_string();
         let seed = URL_SAFE_NO_PAD.decode(d).expect("base64url");
         // PKCS#8 v1 (RFC 8410) wrapping of the Ed25519 seed, which jsonwebtoken reads.
-        let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&seed);
         World {
             authority: SigningKey::generate(envelope::Algorithm::EdDSA, "authority-1").expect("authority key"),
@@ -92,7 +93,7 @@ pub fn bundle(revision: u64) -> Value {
         "issuers": [{
             "id": "acme-workload", "iss": ISS, "audiences": ["warden"],
             "jwks": {"keys": [world().issuer_public.clone()]}, "algorithms": ["EdDSA"],
-            "max_token_lifetime_seconds": 900, "claims": {"agent_id": "sub"}
+            "max_token_lifetime_seconds": 900, "profile": "spiffe_jwt_svid", "claims": {"agent_id": "sub"}
         }],
         "tools": [
             {"id": "crm.contacts.read", "sensitivity": "read",

@@ -28,6 +28,9 @@ pub struct Bundle {
     /// Token issuers whose agent tokens are trusted.
     #[serde(default)]
     pub issuers: Vec<Issuer>,
+    /// MCP servers (Streamable HTTP endpoints) whose JSON-RPC bodies the gateway reads to find the tool.
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
     /// The tool catalog: which requests reach which tool.
     #[serde(default)]
     pub tools: Vec<Tool>,
@@ -64,6 +67,46 @@ pub struct Issuer {
     /// Which claims become which facts.
     #[serde(default)]
     pub claims: ClaimMapping,
+    /// The kind of token this issuer issues; fixes the `typ` and the required claims (see `policies/README.md`,
+    /// "Token profiles"). Required: a token of one profile never passes as another (RFC 8725 section 3.11-3.12).
+    pub profile: TokenProfile,
+    /// Sender binding: the request's mTLS peer URI SAN must equal `agent.id` (a token replayed from another
+    /// workload, or without mTLS, is refused). Default false. Not for `txn_token` issuers.
+    #[serde(default)]
+    pub require_sender_binding: bool,
+    /// Delegation (RFC 8693 `act`). Absent: a token with an `act` claim is refused. Only `oauth_access_token`.
+    #[serde(default)]
+    pub delegation: Option<Delegation>,
+}
+
+/// The token profile of an issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenProfile {
+    /// SPIFFE JWT-SVID: `typ` absent, `JWT` or `JOSE`; `sub` a SPIFFE ID; `aud`, `exp` required.
+    SpiffeJwtSvid,
+    /// OAuth 2.0 JWT access token (RFC 9068): `typ` `at+jwt`; `iss`, `aud`, `exp`, `sub`, `client_id`, `iat`, `jti`.
+    OauthAccessToken,
+    /// Transaction Token (`Txn-Token` header): `typ` `txntoken+jwt`; `txn`, `purp`, `sub`, `aud`, `iat`, `exp`.
+    TxnToken,
+}
+
+impl TokenProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenProfile::SpiffeJwtSvid => "spiffe_jwt_svid",
+            TokenProfile::OauthAccessToken => "oauth_access_token",
+            TokenProfile::TxnToken => "txn_token",
+        }
+    }
+}
+
+/// How an issuer's tokens may delegate (RFC 8693 `act`): `sub` is the delegator, `act.sub` the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// Most `act` levels a token may carry (1: the agent acts directly for the subject). 1 to 8.
+    pub max_depth: u32,
 }
 
 fn default_skew() -> u64 {
@@ -140,6 +183,54 @@ pub struct Tool {
     /// HTTP routes that reach this tool.
     #[serde(default)]
     pub http: Vec<HttpMatch>,
+    /// MCP tools, resources, prompts and methods that reach this tool.
+    #[serde(default)]
+    pub mcp: Vec<McpMatch>,
+}
+
+/// An MCP server: requests to this host and path prefix are MCP (JSON-RPC 2.0 over Streamable HTTP) and are
+/// resolved from their body, not from `http` routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Server name (id syntax), used by tools' `mcp` entries and in decision records.
+    pub name: String,
+    /// Exact host or `*.domain`, as in [`HttpMatch::host`]. Absent: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Literal path prefix of the endpoint, matched at segment boundaries (`/mcp` matches `/mcp` and `/mcp/x`).
+    pub path: String,
+    /// Whether a POST may carry a JSON-RPC batch (an array). Default `false`: a batch is refused.
+    #[serde(default)]
+    pub batches: bool,
+    /// Effect for the protocol's own methods (`initialize`, `ping`, `tools/list`, notifications, ...) when no tool
+    /// of the catalog binds them: `allow` (default) or `deny`. Identity and revocations still apply.
+    #[serde(default = "default_allow")]
+    pub lifecycle: Effect,
+}
+
+fn default_allow() -> Effect {
+    Effect::Allow
+}
+
+/// What reaches a tool on an MCP server: exactly one of `tool`, `resource`, `prompt` or `method`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpMatch {
+    /// The [`McpServer::name`].
+    pub server: String,
+    /// `tools/call` with this `params.name` (exact, case-sensitive).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// `resources/read` with a `params.uri` matching this pattern (`*` within a segment, `**` across segments).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// `prompts/get` with this `params.name` (exact).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Any other JSON-RPC method, exact (e.g. `tools/list`, `resources/subscribe`).
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 /// An HTTP route: host, methods and a path pattern, all of which must match.
@@ -205,6 +296,16 @@ pub struct Rule {
     /// Issuer ids the agent's token must come from.
     #[serde(default)]
     pub issuers: Option<Vec<String>>,
+    /// Delegator patterns (RFC 8693: the token's `sub` when the agent acts for someone): an exact id, a prefix
+    /// ending in `*`, or `*` (any delegator). A request without delegation never matches a rule that has this.
+    #[serde(default)]
+    pub delegators: Option<Vec<String>>,
+    /// Matches only requests whose delegation depth (`act` levels; 0 without delegation) is at most this.
+    #[serde(default)]
+    pub max_delegation_depth: Option<u32>,
+    /// Matches only requests whose mTLS peer URI SAN equals `agent.id` (not allowed on deny rules).
+    #[serde(default)]
+    pub require_sender_binding: bool,
     /// Who owns the rule (person or team).
     #[serde(default)]
     pub owner: Option<String>,
@@ -217,6 +318,48 @@ pub struct Rule {
     /// Present on time-boxed exceptions: an allow rule that must carry `expires_at`.
     #[serde(default)]
     pub exception: Option<Exception>,
+    /// Conditions on the call's arguments (MCP `tools/call` / `prompts/get` arguments); all must hold.
+    #[serde(default)]
+    pub conditions: Option<Vec<ArgCondition>>,
+}
+
+/// One condition on a call argument: `argument` names it, and exactly one test is given (`min`, `max`,
+/// `exclusive_min` and `exclusive_max` combine into one numeric test). See `crate::args`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgCondition {
+    /// JSON Pointer (RFC 6901) into the arguments object, e.g. `/amount` or `/customer/id`.
+    pub argument: String,
+    /// The argument equals this string, number, boolean or null (numbers compare by value).
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// The argument is one of these strings, or one of these numbers, or one of these booleans.
+    #[serde(default)]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The argument is a number `>=` this.
+    #[serde(default)]
+    pub min: Option<serde_json::Number>,
+    /// The argument is a number `<=` this.
+    #[serde(default)]
+    pub max: Option<serde_json::Number>,
+    /// The argument is a number `>` this.
+    #[serde(default)]
+    pub exclusive_min: Option<serde_json::Number>,
+    /// The argument is a number `<` this.
+    #[serde(default)]
+    pub exclusive_max: Option<serde_json::Number>,
+    /// The argument is a string starting with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The argument is a clean absolute path (no `.`, `..` or empty segments, no `\`) equal to or below this one.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The argument is a string matching this glob (`*` and `?` within a `/` segment, `**` across segments).
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// `true`: the argument is present and not null; `false`: it is absent or null.
+    #[serde(default)]
+    pub present: Option<bool>,
 }
 
 /// Who granted a time-boxed exception, and why.

@@ -15,10 +15,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::args::{compile_conditions, Conditions};
 use crate::bundle::{Bundle, Effect, Sensitivity, FORMAT_V1};
 use crate::fxhash::FxHashSet;
 use crate::identity::IssuerSet;
 use crate::index::{parse_agent_pattern, AgentIndex, Candidates, ALL_TOOLS, ANY_AGENT};
+use crate::mcp::McpIndex;
 use crate::route::{self, HostPattern, RouteTable};
 use crate::time::parse_rfc3339;
 
@@ -50,6 +52,8 @@ pub struct CompiledBundle {
     pub(crate) candidates: Candidates,
     pub(crate) revoked_tasks: FxHashSet<Box<str>>,
     pub(crate) revoked_tokens: FxHashSet<Box<str>>,
+    /// MCP servers and what their messages reach.
+    pub(crate) mcp: McpIndex,
 }
 
 #[derive(Debug)]
@@ -69,7 +73,25 @@ pub(crate) struct CompiledRule {
     pub(crate) environments: Option<Box<[Box<str>]>>,
     pub(crate) task_purposes: Option<Box<[Box<str>]>>,
     pub(crate) issuers: Option<Box<[Box<str>]>>,
+    /// Delegator patterns (`*` suffix: prefix match).
+    pub(crate) delegators: Option<Box<[Box<str>]>>,
+    pub(crate) max_delegation_depth: Option<u32>,
+    pub(crate) require_sender_binding: bool,
     pub(crate) owner: Option<String>,
+    /// Argument conditions, compiled (`None`: the rule has none).
+    pub(crate) conditions: Option<Conditions>,
+}
+
+impl CompiledRule {
+    /// The lowest precedence key this rule can produce (its candidate lists are sorted by it): a step-up rule with
+    /// conditions denies when they cannot be evaluated, so it ranks with the deny rules.
+    pub(crate) fn floor_key(&self, index: u32) -> u64 {
+        let rank = match (self.effect, &self.conditions) {
+            (Effect::StepUp, Some(_)) => effect_rank(Effect::Deny),
+            (effect, _) => effect_rank(effect),
+        };
+        (rank << 32) | u64::from(index)
+    }
 }
 
 /// A rule as reports list it.
@@ -435,10 +457,43 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
             }
         };
 
+        // Argument conditions.
+        let conditions = match &rule.conditions {
+            None => None,
+            Some(list) => match compile_conditions(list, &format!("{at}/conditions")) {
+                Ok(c) => Some(c),
+                Err(list) => {
+                    for e in list {
+                        err(e.location, e.message);
+                    }
+                    None
+                }
+            },
+        };
+
         // Environments, task purposes, issuers.
         let environments = string_list(&rule.environments, &format!("{at}/environments"), &mut err);
         let task_purposes = string_list(&rule.task_purposes, &format!("{at}/task_purposes"), &mut err);
         let rule_issuers = string_list(&rule.issuers, &format!("{at}/issuers"), &mut err);
+        let delegators = string_list(&rule.delegators, &format!("{at}/delegators"), &mut err);
+        if let Some(list) = &rule.delegators {
+            for (di, d) in list.iter().enumerate() {
+                if d.len() > 1 && d[..d.len() - 1].contains('*') {
+                    err(
+                        format!("{at}/delegators/{di}"),
+                        format!(
+                            "invalid delegator pattern \"{d}\": use an exact id, a prefix ending in \"*\", or \"*\""
+                        ),
+                    );
+                }
+            }
+        }
+        if rule.require_sender_binding && rule.effect == Effect::Deny {
+            err(
+                format!("{at}/require_sender_binding"),
+                "not allowed on a deny rule: a deny must not stop applying to requests without mTLS".into(),
+            );
+        }
         if let Some(list) = &rule.issuers {
             for (ii, id) in list.iter().enumerate() {
                 if !id.is_empty() && !issuer_ids.contains(id.as_str()) {
@@ -495,7 +550,11 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
             environments,
             task_purposes,
             issuers: rule_issuers,
+            delegators,
+            max_delegation_depth: rule.max_delegation_depth,
+            require_sender_binding: rule.require_sender_binding,
             owner: rule.owner.clone(),
+            conditions,
         });
     }
 
@@ -511,6 +570,9 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         }
     }
 
+    // MCP servers and the tools' MCP bindings.
+    let mcp = McpIndex::build(bundle, &mut err);
+
     // Defaults.
     if bundle.defaults.unknown_tool == Effect::StepUp {
         err(
@@ -525,8 +587,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     };
 
     let key = |r: u32| -> u64 {
-        let rank = compiled_rules.get(r as usize).map(|rule| effect_rank(rule.effect)).unwrap_or(u64::MAX >> 32);
-        (rank << 32) | u64::from(r)
+        compiled_rules.get(r as usize).map(|rule| rule.floor_key(r)).unwrap_or(((u64::MAX >> 32) << 32) | u64::from(r))
     };
     let tools =
         bundle.tools.iter().map(|t| CompiledTool { id: t.id.as_str().into(), sensitivity: t.sensitivity }).collect();
@@ -549,6 +610,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         candidates,
         revoked_tasks,
         revoked_tokens,
+        mcp,
     })
 }
 

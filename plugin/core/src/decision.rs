@@ -53,6 +53,12 @@ pub enum Reason {
     BundleExpired,
     /// The request itself could not be read safely (bad path, ambiguous headers); the filter's own reason.
     BadRequest,
+    /// A deny or step-up rule's argument conditions could not be evaluated (an argument is missing or has the
+    /// wrong type): the call is denied rather than let through or sent to an approver.
+    InvalidArguments,
+    /// An MCP life-cycle method (`initialize`, `tools/list`, notifications, ...) that no tool binds: the server's
+    /// `lifecycle` effect applied.
+    McpLifecycle,
 }
 
 impl Reason {
@@ -74,6 +80,8 @@ impl Reason {
             Reason::NoActiveBundle => "no_active_bundle",
             Reason::BundleExpired => "bundle_expired",
             Reason::BadRequest => "bad_request",
+            Reason::InvalidArguments => "invalid_arguments",
+            Reason::McpLifecycle => "mcp_lifecycle",
         }
     }
 }
@@ -114,7 +122,9 @@ impl Decision {
                 | Reason::RevokedAgent
                 | Reason::RevokedTask
                 | Reason::RevokedToken
-                | Reason::TaskExpired,
+                | Reason::TaskExpired
+                | Reason::InvalidArguments
+                | Reason::McpLifecycle,
             ) => 403,
         }
     }

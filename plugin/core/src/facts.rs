@@ -14,6 +14,8 @@ pub struct Facts {
 }
 
 /// The caller's identity as established from its token(s).
+// One per request, built once and moved: boxing the agent would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Identity {
     /// No token was presented.
@@ -37,8 +39,72 @@ pub struct Agent {
     pub token_id: Option<String>,
     /// The token's expiry (seconds since the epoch).
     pub expires_at: i64,
-    /// Task context, when the token carries it.
+    /// Task context, when the token carries it (mapped claims) or a Transaction Token supplied it.
     pub task: Option<Task>,
+    /// RFC 8693 delegation: present when the token has an `act` claim (`id` is then `act.sub`).
+    pub delegation: Option<Delegation>,
+    /// Whether the request's mTLS peer URI SAN equals `id` (checked for every token; required where the issuer or
+    /// a rule says so).
+    pub sender_bound: bool,
+}
+
+/// Who the agent acts for (RFC 8693 `act`): the token's `sub` is the delegator, `act.sub` the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    /// `delegator`: the token's `sub`, the party the agent acts for.
+    pub delegator: String,
+    /// Prior actors from nested `act` claims, nearest first. Recorded, never used to decide (RFC 8693 section 4.1).
+    pub chain: Vec<String>,
+}
+
+impl Delegation {
+    /// Number of `act` levels: 1 for a direct delegation, plus one per prior actor.
+    pub fn depth(&self) -> u32 {
+        u32::try_from(self.chain.len()).unwrap_or(u32::MAX - 1).saturating_add(1)
+    }
+}
+
+/// The request's mTLS peer as the proxy saw it (Envoy `connection.uri_san_peer_certificate` and
+/// `connection.sha256_peer_certificate_digest`). `None` in the facts: no client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The first URI SAN of the client certificate (e.g. a SPIFFE ID).
+    pub uri_san: Option<String>,
+    /// SHA-256 of the client certificate (DER), for RFC 8705 `cnf.x5t#S256`.
+    pub cert_sha256: Option<[u8; 32]>,
+}
+
+impl PeerIdentity {
+    /// From Envoy's property values: the URI SAN as is, the digest as 64 hex digits (either case). A digest that
+    /// is not 64 hex digits is treated as absent (a certificate-bound token then fails closed).
+    pub fn from_envoy(uri_san: Option<&str>, sha256_hex: Option<&str>) -> Option<PeerIdentity> {
+        let uri_san = uri_san.filter(|s| !s.is_empty()).map(str::to_string);
+        let cert_sha256 = sha256_hex.and_then(parse_hex32);
+        if uri_san.is_none() && cert_sha256.is_none() {
+            return None;
+        }
+        Some(PeerIdentity { uri_san, cert_sha256 })
+    }
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(*b.get(2 * i)?)? << 4) | nibble(*b.get(2 * i + 1)?)?;
+    }
+    Some(out)
 }
 
 /// Task context of a request.
@@ -79,6 +145,99 @@ pub enum TokenFailure {
     MissingClaim,
     /// More than one value for the token header.
     Ambiguous,
+    /// The `typ` header is not the one the issuer's profile requires (RFC 8725 section 3.11).
+    WrongType,
+    /// The issuer's profile is not an agent credential here (a Transaction Token in the agent token header).
+    WrongProfile,
+    /// A JWT-SVID whose `sub` is not a SPIFFE ID.
+    NotSpiffeId,
+    /// The token has an `act` claim and its issuer does not allow delegation.
+    DelegationNotAllowed,
+    /// More `act` levels than the issuer's `delegation.max_depth`.
+    DelegationTooDeep,
+    /// The token must be sender-bound (issuer setting or `cnf`) and the request came without an mTLS peer.
+    SenderNotMtls,
+    /// The mTLS peer URI SAN is not the agent id.
+    SenderMismatch,
+    /// `cnf.x5t#S256` does not match the mTLS peer certificate (RFC 8705).
+    CnfMismatch,
+    /// The Transaction Token was refused; the inner code says which check failed.
+    Txn(TxnFailure),
+}
+
+/// Why a Transaction Token (`Txn-Token` header) was refused. Codes are `txn_token_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnFailure {
+    Malformed,
+    TooLarge,
+    UnknownIssuer,
+    /// The issuer's profile is not `txn_token` (an agent token in the `Txn-Token` header).
+    WrongProfile,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    BadSignature,
+    /// `typ` is not `txntoken+jwt`.
+    WrongType,
+    NotYetValid,
+    IssuedInFuture,
+    LifetimeTooLong,
+    WrongAudience,
+    MissingClaim,
+    /// The token's subject / requesting workload is not this agent.
+    AgentMismatch,
+    /// More than one `Txn-Token` header.
+    Ambiguous,
+}
+
+impl TxnFailure {
+    /// The stable reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            TxnFailure::Malformed => "txn_token_malformed",
+            TxnFailure::TooLarge => "txn_token_too_large",
+            TxnFailure::UnknownIssuer => "txn_token_unknown_issuer",
+            TxnFailure::WrongProfile => "txn_token_wrong_profile",
+            TxnFailure::AlgorithmNotAllowed => "txn_token_algorithm_not_allowed",
+            TxnFailure::UnknownKey => "txn_token_unknown_key",
+            TxnFailure::BadSignature => "txn_token_bad_signature",
+            TxnFailure::WrongType => "txn_token_wrong_type",
+            TxnFailure::NotYetValid => "txn_token_not_yet_valid",
+            TxnFailure::IssuedInFuture => "txn_token_issued_in_future",
+            TxnFailure::LifetimeTooLong => "txn_token_lifetime_too_long",
+            TxnFailure::WrongAudience => "txn_token_wrong_audience",
+            TxnFailure::MissingClaim => "txn_token_missing_claim",
+            TxnFailure::AgentMismatch => "txn_token_agent_mismatch",
+            TxnFailure::Ambiguous => "txn_token_ambiguous",
+        }
+    }
+
+    /// The Transaction Token counterpart of a generic check failure.
+    pub(crate) fn from_token(f: TokenFailure) -> TxnFailure {
+        match f {
+            TokenFailure::Malformed => TxnFailure::Malformed,
+            TokenFailure::TooLarge => TxnFailure::TooLarge,
+            TokenFailure::UnknownIssuer => TxnFailure::UnknownIssuer,
+            TokenFailure::AlgorithmNotAllowed => TxnFailure::AlgorithmNotAllowed,
+            TokenFailure::UnknownKey => TxnFailure::UnknownKey,
+            TokenFailure::BadSignature => TxnFailure::BadSignature,
+            TokenFailure::NotYetValid => TxnFailure::NotYetValid,
+            TokenFailure::IssuedInFuture => TxnFailure::IssuedInFuture,
+            TokenFailure::LifetimeTooLong => TxnFailure::LifetimeTooLong,
+            TokenFailure::WrongAudience => TxnFailure::WrongAudience,
+            TokenFailure::Ambiguous => TxnFailure::Ambiguous,
+            TokenFailure::WrongType => TxnFailure::WrongType,
+            TokenFailure::WrongProfile => TxnFailure::WrongProfile,
+            TokenFailure::Txn(t) => t,
+            TokenFailure::MissingClaim
+            | TokenFailure::Expired
+            | TokenFailure::NotSpiffeId
+            | TokenFailure::DelegationNotAllowed
+            | TokenFailure::DelegationTooDeep
+            | TokenFailure::SenderNotMtls
+            | TokenFailure::SenderMismatch
+            | TokenFailure::CnfMismatch => TxnFailure::MissingClaim,
+        }
+    }
 }
 
 impl TokenFailure {
@@ -98,6 +257,15 @@ impl TokenFailure {
             TokenFailure::WrongAudience => "token_wrong_audience",
             TokenFailure::MissingClaim => "token_missing_claim",
             TokenFailure::Ambiguous => "token_ambiguous",
+            TokenFailure::WrongType => "token_wrong_type",
+            TokenFailure::WrongProfile => "token_wrong_profile",
+            TokenFailure::NotSpiffeId => "token_not_spiffe_id",
+            TokenFailure::DelegationNotAllowed => "token_delegation_not_allowed",
+            TokenFailure::DelegationTooDeep => "token_delegation_too_deep",
+            TokenFailure::SenderNotMtls => "token_sender_not_mtls",
+            TokenFailure::SenderMismatch => "token_sender_mismatch",
+            TokenFailure::CnfMismatch => "token_cnf_mismatch",
+            TokenFailure::Txn(t) => t.code(),
         }
     }
 }

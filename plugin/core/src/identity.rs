@@ -18,21 +18,32 @@
 //! 4. header: `alg` in the issuer's allowlist (`AlgorithmNotAllowed`, which is also what `none` and `HS*` get),
 //!    `kid` present and one of the issuer's keys (`UnknownKey`), the key fits `alg` (`AlgorithmNotAllowed`);
 //! 5. signature (`BadSignature`), by `jsonwebtoken::crypto::verify` with the pre-parsed key;
-//! 6. claims, only now trusted: the agent claim (default `sub`, a non-empty string), `exp` and `iat` (required
-//!    NumericDates), `nbf` (optional), `aud` (required, string or array), `jti` (optional string) present with the
-//!    right type (`MissingClaim`); then `exp` (`Expired` once `now >= exp + skew`: `exp` itself is excluded, RFC 7519
-//!    section 4.1.4), `nbf` (`NotYetValid` when `nbf > now + skew`), `iat` (`IssuedInFuture` when `iat > now + skew`),
-//!    `exp - iat` at most `max_token_lifetime_seconds` (`LifetimeTooLong`), and `aud` naming at least one of the
-//!    issuer's audiences (`WrongAudience`).
+//! 6. only now, on signed content: the issuer's **profile** (a `txn_token` issuer's token is never an agent token:
+//!    `WrongProfile`, and the reverse in the `Txn-Token` header), the profile's `typ` (`WrongType`; RFC 8725
+//!    section 3.11, the three profiles' `typ` sets are disjoint), the profile's required claims with their types
+//!    (`MissingClaim`; JWT-SVID: `sub` a SPIFFE ID or `NotSpiffeId`; access token: `client_id`, `iat`, `jti` too),
+//!    delegation (`act`: `DelegationNotAllowed`, `DelegationTooDeep`, `MissingClaim`), then `exp` (`Expired` once
+//!    `now >= exp + skew`: `exp` itself is excluded, RFC 7519 section 4.1.4), `nbf` (`NotYetValid` when
+//!    `nbf > now + skew`), `iat` (`IssuedInFuture` when `iat > now + skew`), `exp - iat` at most
+//!    `max_token_lifetime_seconds` (`LifetimeTooLong`; a JWT-SVID without `iat`: `exp - now`), `aud` naming at least
+//!    one of the issuer's audiences (`WrongAudience`), and sender binding (`SenderNotMtls`, `SenderMismatch`,
+//!    `CnfMismatch`).
 //!
 //! `jsonwebtoken`'s own claim validation is not used: every time check is made here against the caller's `now`
-//! (the core never reads a clock). The JWT `typ` header is not enforced yet (no per-issuer profile).
+//! (the core never reads a clock). `policies/README.md` ("Token profiles") documents each profile's claims and facts.
 //!
 //! # Facts
 //!
-//! `agent.id` is the mapped claim, `agent.trust_domain` the host of a `spiffe://` id (else of a URL id, else empty),
-//! `token_id` the `jti`, `expires_at` the `exp`; task context comes from the configured task claims when the token
-//! carries the task id claim.
+//! `agent.id` is the mapped claim, or `act.sub` for a delegated token (`delegation.delegator` is then `sub`, and the
+//! nested `act` subjects are `delegation.chain`, recorded and never used to decide); `agent.trust_domain` the host
+//! of a `spiffe://` id (else of a URL id, else empty), `token_id` the `jti`, `expires_at` the `exp`,
+//! `sender_bound` whether the mTLS peer URI SAN is `agent.id`; task context comes from the configured task claims,
+//! or from a Transaction Token ([`verify_txn_token`]: `txn`, `purp`, `exp`).
+//!
+//! # Cache
+//!
+//! [`TokenCache`] keeps tokens that passed steps 1 to 5 (by their exact bytes), so that a hit skips the signature
+//! check and nothing else; see its documentation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -44,9 +55,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::bundle::{ClaimMapping, Issuer};
-use crate::compile::ValidationError;
-use crate::facts::{Agent, Task, TokenFailure};
+use crate::bundle::{ClaimMapping, Issuer, TokenProfile};
+use crate::compile::{CompiledBundle, ValidationError};
+use crate::facts::{Agent, Delegation, PeerIdentity, Task, TokenFailure, TxnFailure};
 
 /// Largest accepted token, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -74,6 +85,10 @@ struct CompiledIssuer {
     max_lifetime: i64,
     skew: i64,
     claims: ClaimMapping,
+    profile: TokenProfile,
+    require_sender_binding: bool,
+    /// `delegation.max_depth`; `None`: tokens with `act` are refused.
+    max_delegation_depth: Option<u32>,
 }
 
 impl fmt::Debug for CompiledIssuer {
@@ -88,6 +103,9 @@ impl fmt::Debug for CompiledIssuer {
             .field("kids", &kids)
             .field("max_lifetime", &self.max_lifetime)
             .field("skew", &self.skew)
+            .field("profile", &self.profile)
+            .field("require_sender_binding", &self.require_sender_binding)
+            .field("max_delegation_depth", &self.max_delegation_depth)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +156,7 @@ impl IssuerSet {
             }
             let skew = i64::try_from(issuer.clock_skew_seconds.min(MAX_CLOCK_SKEW_SECONDS)).unwrap_or(0);
             compile_claims(i, &issuer.claims, &mut err);
+            compile_profile(i, issuer, &mut err);
             let keys = compile_keys(i, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
             if !issuer.iss.is_empty() && !set.by_iss.contains_key(&issuer.iss) {
                 set.by_iss.insert(issuer.iss.clone(), set.issuers.len());
@@ -151,6 +170,9 @@ impl IssuerSet {
                 max_lifetime,
                 skew,
                 claims: issuer.claims.clone(),
+                profile: issuer.profile,
+                require_sender_binding: issuer.require_sender_binding,
+                max_delegation_depth: issuer.delegation.as_ref().map(|d| d.max_depth),
             });
         }
         if errors.is_empty() {
@@ -247,6 +269,48 @@ fn compile_claims(i: usize, claims: &ClaimMapping, err: &mut impl FnMut(String, 
                 err(format!("/issuers/{i}/claims/{field}"), "needs claims.task_id (task context starts there)".into());
             }
         }
+    }
+}
+
+/// Largest `delegation.max_depth` an issuer may configure.
+pub const MAX_DELEGATION_DEPTH: u32 = 8;
+
+/// The profile's constraints on the other issuer settings.
+fn compile_profile(i: usize, issuer: &Issuer, err: &mut impl FnMut(String, String)) {
+    let at = |field: &str| format!("/issuers/{i}/{field}");
+    let profile = issuer.profile.as_str();
+    match issuer.profile {
+        TokenProfile::SpiffeJwtSvid => {
+            if issuer.claims.agent_id != "sub" {
+                err(
+                    at("claims/agent_id"),
+                    format!("must be \"sub\" for profile \"{profile}\": a JWT-SVID names its workload in sub"),
+                );
+            }
+        }
+        TokenProfile::OauthAccessToken => {}
+        TokenProfile::TxnToken => {
+            if issuer.claims != ClaimMapping::default() {
+                err(
+                    at("claims"),
+                    format!("not allowed for profile \"{profile}\": the task comes from txn, purp and exp"),
+                );
+            }
+            if issuer.require_sender_binding {
+                err(at("require_sender_binding"), format!("not allowed for profile \"{profile}\": a Transaction Token is bound to the agent through its subject"));
+            }
+        }
+    }
+    match &issuer.delegation {
+        Some(_) if issuer.profile != TokenProfile::OauthAccessToken => err(
+            at("delegation"),
+            format!("not allowed for profile \"{profile}\": only oauth_access_token issuers (RFC 8693 token exchange) delegate"),
+        ),
+        Some(d) if d.max_depth == 0 || d.max_depth > MAX_DELEGATION_DEPTH => err(
+            at("delegation/max_depth"),
+            format!("must be 1 to {MAX_DELEGATION_DEPTH}, found {}", d.max_depth),
+        ),
+        _ => {}
     }
 }
 
@@ -465,6 +529,8 @@ struct TokenHeader {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
+    #[serde(default)]
+    typ: Option<String>,
 }
 
 /// A JSON object's top-level members, refusing duplicate names (a parser differential on `iss` or `sub` is an
@@ -519,8 +585,20 @@ fn string_claim(v: Option<&Value>) -> Result<Option<&str>, TokenFailure> {
     }
 }
 
-/// Verifies an agent token against the issuers (see the module doc for the order of checks).
-pub fn verify(issuers: &IssuerSet, token: &str, now: i64) -> Result<Agent, TokenFailure> {
+/// A token whose size, structure, issuer, header and signature were checked: everything that does not depend on
+/// the time, the request or the purpose the token is presented for. This is what the [`TokenCache`] keeps.
+#[derive(Debug, Clone)]
+struct Signed {
+    /// Index of the issuer in its [`IssuerSet`].
+    issuer: usize,
+    typ: Option<String>,
+    claims: BTreeMap<String, Value>,
+    /// Decoded payload length (for the cache's byte accounting).
+    payload_len: usize,
+}
+
+/// Steps 1 to 5: size, structure, issuer, header, signature.
+fn check_signed(issuers: &IssuerSet, token: &str) -> Result<Signed, TokenFailure> {
     // 1. size
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenFailure::TooLarge);
@@ -545,7 +623,8 @@ pub fn verify(issuers: &IssuerSet, token: &str, now: i64) -> Result<Agent, Token
 
     // 3. issuer
     let iss = string_claim(claims.get("iss"))?.ok_or(TokenFailure::MissingClaim)?;
-    let issuer = issuers.by_iss.get(iss).and_then(|i| issuers.issuers.get(*i)).ok_or(TokenFailure::UnknownIssuer)?;
+    let index = *issuers.by_iss.get(iss).ok_or(TokenFailure::UnknownIssuer)?;
+    let issuer = issuers.issuers.get(index).ok_or(TokenFailure::UnknownIssuer)?;
 
     // 4. header
     let alg = parse_algorithm(&header.alg)
@@ -566,16 +645,204 @@ pub fn verify(issuers: &IssuerSet, token: &str, now: i64) -> Result<Agent, Token
         Ok(true) => {}
         _ => return Err(TokenFailure::BadSignature),
     }
+    Ok(Signed { issuer: index, typ: header.typ, claims, payload_len: payload.len() })
+}
 
-    // 6. claims
-    let agent_id = string_claim(claims.get(&issuer.claims.agent_id))?
-        .filter(|s| !s.is_empty())
-        .ok_or(TokenFailure::MissingClaim)?;
+/// `typ` compared as RFC 7515 section 4.1.9 says: case-insensitive, with or without `application/`.
+fn typ_is(typ: &str, want: &str) -> bool {
+    let t = match typ.get(..12) {
+        Some(p) if p.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    };
+    t.eq_ignore_ascii_case(want)
+}
+
+/// Whether `typ` is what the profile requires (RFC 8725 section 3.11): each profile's set is disjoint from the
+/// others', so a token of one profile never passes as another.
+fn typ_fits(profile: TokenProfile, typ: Option<&str>) -> bool {
+    match (profile, typ) {
+        (TokenProfile::SpiffeJwtSvid, None) => true,
+        (TokenProfile::SpiffeJwtSvid, Some(t)) => typ_is(t, "JWT") || typ_is(t, "JOSE"),
+        (TokenProfile::OauthAccessToken, Some(t)) => typ_is(t, "at+jwt"),
+        (TokenProfile::TxnToken, Some(t)) => typ_is(t, "txntoken+jwt"),
+        (TokenProfile::OauthAccessToken | TokenProfile::TxnToken, None) => false,
+    }
+}
+
+/// A SPIFFE ID: `spiffe://<trust domain>/<path>`, lower-case trust domain of `[a-z0-9.-_]`, a non-empty path of
+/// segments of `[A-Za-z0-9.-_]` (no `.`/`..` segment), no query, fragment, port or user info.
+pub fn is_spiffe_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("spiffe://") else { return false };
+    let Some((domain, path)) = rest.split_once('/') else { return false };
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 255
+        && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+    domain_ok
+        && id.len() <= 2048
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        })
+}
+
+/// The time checks shared by every profile: `nbf`, `iat` in the future, `exp - iat` over the issuer's maximum.
+/// Without `iat` (allowed for JWT-SVIDs only) the remaining lifetime `exp - now` is capped instead.
+fn check_times(
+    issuer: &CompiledIssuer,
+    exp: i64,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    now: i64,
+) -> Result<(), TokenFailure> {
+    let skew = issuer.skew;
+    if let Some(nbf) = nbf {
+        if nbf > now.saturating_add(skew) {
+            return Err(TokenFailure::NotYetValid);
+        }
+    }
+    match iat {
+        Some(iat) => {
+            if iat > now.saturating_add(skew) {
+                return Err(TokenFailure::IssuedInFuture);
+            }
+            if exp.saturating_sub(iat) > issuer.max_lifetime {
+                return Err(TokenFailure::LifetimeTooLong);
+            }
+        }
+        None => {
+            if exp.saturating_sub(now) > issuer.max_lifetime.saturating_add(skew) {
+                return Err(TokenFailure::LifetimeTooLong);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_audience(issuer: &CompiledIssuer, aud: &Value) -> Result<(), TokenFailure> {
+    let ok = match aud {
+        Value::String(a) => issuer.audiences.iter().any(|x| x == a),
+        Value::Array(list) => {
+            let mut ok = false;
+            for a in list {
+                let a = a.as_str().ok_or(TokenFailure::MissingClaim)?;
+                ok |= issuer.audiences.iter().any(|x| x == a);
+            }
+            ok
+        }
+        _ => return Err(TokenFailure::MissingClaim),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenFailure::WrongAudience)
+    }
+}
+
+/// Nesting of `act` objects that is looked at before a token counts as too deep.
+const ACT_SCAN_LIMIT: usize = 64;
+
+/// RFC 8693 `act`: `Some((agent, delegation))` when present. Every level must be an object with a non-empty `sub`.
+fn delegation(
+    issuer: &CompiledIssuer,
+    subject: &str,
+    act: Option<&Value>,
+) -> Result<Option<(String, Delegation)>, TokenFailure> {
+    let Some(act) = act else { return Ok(None) };
+    let Some(max_depth) = issuer.max_delegation_depth else {
+        return Err(TokenFailure::DelegationNotAllowed);
+    };
+    let mut actors: Vec<String> = Vec::new();
+    let mut level = Some(act);
+    while let Some(a) = level {
+        if actors.len() >= ACT_SCAN_LIMIT {
+            return Err(TokenFailure::DelegationTooDeep);
+        }
+        let obj = a.as_object().ok_or(TokenFailure::MissingClaim)?;
+        let sub = string_claim(obj.get("sub"))?.filter(|s| !s.is_empty()).ok_or(TokenFailure::MissingClaim)?;
+        actors.push(sub.to_string());
+        level = obj.get("act");
+    }
+    if actors.len() > max_depth as usize {
+        return Err(TokenFailure::DelegationTooDeep);
+    }
+    let mut chain = actors.into_iter();
+    let agent = chain.next().ok_or(TokenFailure::MissingClaim)?;
+    Ok(Some((agent, Delegation { delegator: subject.to_string(), chain: chain.collect() })))
+}
+
+/// Sender binding: `Ok(bound)` where `bound` says whether the peer URI SAN is the agent id. Refused when the issuer
+/// requires binding and it does not hold, and when the token carries `cnf` (RFC 8705 `x5t#S256` is the only
+/// confirmation method supported; any other `cnf` is refused) that the peer certificate does not match.
+fn check_sender(
+    issuer: &CompiledIssuer,
+    agent_id: &str,
+    cnf: Option<&Value>,
+    peer: Option<&PeerIdentity>,
+) -> Result<bool, TokenFailure> {
+    let uri_san = peer.and_then(|p| p.uri_san.as_deref());
+    let bound = uri_san == Some(agent_id);
+    if issuer.require_sender_binding {
+        match uri_san {
+            None => return Err(TokenFailure::SenderNotMtls),
+            Some(_) if !bound => return Err(TokenFailure::SenderMismatch),
+            Some(_) => {}
+        }
+    }
+    if let Some(cnf) = cnf {
+        let thumbprint =
+            cnf.as_object().and_then(|o| o.get("x5t#S256")).and_then(Value::as_str).ok_or(TokenFailure::CnfMismatch)?;
+        let digest = peer.and_then(|p| p.cert_sha256).ok_or(TokenFailure::SenderNotMtls)?;
+        if URL_SAFE_NO_PAD.encode(digest) != thumbprint {
+            return Err(TokenFailure::CnfMismatch);
+        }
+    }
+    Ok(bound)
+}
+
+/// Step 6 for an agent token: profile, `typ`, claims, delegation, times, audience, sender binding.
+fn check_agent(
+    issuers: &IssuerSet,
+    signed: &Signed,
+    peer: Option<&PeerIdentity>,
+    now: i64,
+) -> Result<Agent, TokenFailure> {
+    let issuer = issuers.issuers.get(signed.issuer).ok_or(TokenFailure::UnknownIssuer)?;
+    let claims = &signed.claims;
+    if issuer.profile == TokenProfile::TxnToken {
+        return Err(TokenFailure::WrongProfile);
+    }
+    if !typ_fits(issuer.profile, signed.typ.as_deref()) {
+        return Err(TokenFailure::WrongType);
+    }
+    let sub = string_claim(claims.get("sub"))?.filter(|s| !s.is_empty()).ok_or(TokenFailure::MissingClaim)?;
     let exp = numeric_date(claims.get("exp"))?.ok_or(TokenFailure::MissingClaim)?;
-    let iat = numeric_date(claims.get("iat"))?.ok_or(TokenFailure::MissingClaim)?;
+    let iat = numeric_date(claims.get("iat"))?;
     let nbf = numeric_date(claims.get("nbf"))?;
     let aud = claims.get("aud").ok_or(TokenFailure::MissingClaim)?;
     let token_id = string_claim(claims.get("jti"))?.map(str::to_string);
+    match issuer.profile {
+        TokenProfile::SpiffeJwtSvid => {
+            if !is_spiffe_id(sub) {
+                return Err(TokenFailure::NotSpiffeId);
+            }
+        }
+        TokenProfile::OauthAccessToken => {
+            string_claim(claims.get("client_id"))?.filter(|s| !s.is_empty()).ok_or(TokenFailure::MissingClaim)?;
+            if iat.is_none() || token_id.as_deref().is_none_or(str::is_empty) {
+                return Err(TokenFailure::MissingClaim);
+            }
+        }
+        TokenProfile::TxnToken => return Err(TokenFailure::WrongProfile),
+    }
+    let mapped = string_claim(claims.get(&issuer.claims.agent_id))?
+        .filter(|s| !s.is_empty())
+        .ok_or(TokenFailure::MissingClaim)?;
+    let (agent_id, delegation) = match delegation(issuer, sub, claims.get("act"))? {
+        Some((agent, d)) => (agent, Some(d)),
+        None => (mapped.to_string(), None),
+    };
     let task = match &issuer.claims.task_id {
         Some(name) => match string_claim(claims.get(name))? {
             Some(id) => Some(Task {
@@ -593,42 +860,253 @@ pub fn verify(issuers: &IssuerSet, token: &str, now: i64) -> Result<Agent, Token
         },
         None => None,
     };
-    let skew = issuer.skew;
-    if now >= exp.saturating_add(skew) {
+    if now >= exp.saturating_add(issuer.skew) {
         return Err(TokenFailure::Expired);
     }
-    if let Some(nbf) = nbf {
-        if nbf > now.saturating_add(skew) {
-            return Err(TokenFailure::NotYetValid);
-        }
-    }
-    if iat > now.saturating_add(skew) {
-        return Err(TokenFailure::IssuedInFuture);
-    }
-    if exp.saturating_sub(iat) > issuer.max_lifetime {
-        return Err(TokenFailure::LifetimeTooLong);
-    }
-    let audience_ok = match aud {
-        Value::String(a) => issuer.audiences.iter().any(|x| x == a),
-        Value::Array(list) => {
-            let mut ok = false;
-            for a in list {
-                let a = a.as_str().ok_or(TokenFailure::MissingClaim)?;
-                ok |= issuer.audiences.iter().any(|x| x == a);
-            }
-            ok
-        }
-        _ => return Err(TokenFailure::MissingClaim),
-    };
-    if !audience_ok {
-        return Err(TokenFailure::WrongAudience);
-    }
+    check_times(issuer, exp, iat, nbf, now)?;
+    check_audience(issuer, aud)?;
+    let sender_bound = check_sender(issuer, &agent_id, claims.get("cnf"), peer)?;
     Ok(Agent {
-        id: agent_id.to_string(),
-        trust_domain: trust_domain(agent_id).to_string(),
+        trust_domain: trust_domain(&agent_id).to_string(),
+        id: agent_id,
         issuer: issuer.id.clone(),
         token_id,
         expires_at: exp,
         task,
+        delegation,
+        sender_bound,
     })
+}
+
+/// Step 6 for a Transaction Token, presented by `agent`.
+fn check_txn(issuers: &IssuerSet, signed: &Signed, agent: &Agent, now: i64) -> Result<Task, TokenFailure> {
+    let issuer = issuers.issuers.get(signed.issuer).ok_or(TokenFailure::UnknownIssuer)?;
+    let claims = &signed.claims;
+    if issuer.profile != TokenProfile::TxnToken {
+        return Err(TokenFailure::WrongProfile);
+    }
+    if !typ_fits(issuer.profile, signed.typ.as_deref()) {
+        return Err(TokenFailure::WrongType);
+    }
+    let non_empty = |name: &str| -> Result<&str, TokenFailure> {
+        string_claim(claims.get(name))?.filter(|s| !s.is_empty()).ok_or(TokenFailure::MissingClaim)
+    };
+    let txn = non_empty("txn")?;
+    let purp = non_empty("purp")?;
+    let sub = non_empty("sub")?;
+    let exp = numeric_date(claims.get("exp"))?.ok_or(TokenFailure::MissingClaim)?;
+    let iat = numeric_date(claims.get("iat"))?.ok_or(TokenFailure::MissingClaim)?;
+    let nbf = numeric_date(claims.get("nbf"))?;
+    let aud = claims.get("aud").ok_or(TokenFailure::MissingClaim)?;
+    let requesting_workload = match claims.get("rctx") {
+        None => None,
+        Some(Value::Object(rctx)) => string_claim(rctx.get("req_wl"))?,
+        Some(_) => return Err(TokenFailure::MissingClaim),
+    };
+    // `exp` is not checked here: it is the task's expiry, and `decide` denies an expired task (`task_expired`).
+    check_times(issuer, exp, Some(iat), nbf, now)?;
+    check_audience(issuer, aud)?;
+    let for_agent = sub == agent.id && requesting_workload.is_none_or(|w| w == agent.id);
+    let for_delegator =
+        agent.delegation.as_ref().is_some_and(|d| d.delegator == sub) && requesting_workload == Some(agent.id.as_str());
+    if !(for_agent || for_delegator) {
+        return Err(TokenFailure::Txn(TxnFailure::AgentMismatch));
+    }
+    Ok(Task { id: txn.to_string(), purpose: Some(purp.to_string()), expires_at: Some(exp) })
+}
+
+fn txn_failure(f: TokenFailure) -> TokenFailure {
+    TokenFailure::Txn(TxnFailure::from_token(f))
+}
+
+/// Verifies an agent token against the issuers, without an mTLS peer (see the module doc for the order of checks).
+pub fn verify(issuers: &IssuerSet, token: &str, now: i64) -> Result<Agent, TokenFailure> {
+    verify_presented(issuers, token, None, now)
+}
+
+/// Verifies an agent token presented over a connection with this mTLS peer (`None`: no client certificate).
+pub fn verify_presented(
+    issuers: &IssuerSet,
+    token: &str,
+    peer: Option<&PeerIdentity>,
+    now: i64,
+) -> Result<Agent, TokenFailure> {
+    let signed = check_signed(issuers, token)?;
+    check_agent(issuers, &signed, peer, now)
+}
+
+/// Verifies a Transaction Token (`Txn-Token` header) presented by `agent` and returns its task context. Failures
+/// are [`TokenFailure::Txn`]. The token's `exp` becomes `task.expires_at`, which `decide` enforces.
+pub fn verify_txn_token(issuers: &IssuerSet, token: &str, agent: &Agent, now: i64) -> Result<Task, TokenFailure> {
+    let signed = check_signed(issuers, token).map_err(txn_failure)?;
+    check_txn(issuers, &signed, agent, now).map_err(txn_failure)
+}
+
+/// Default bound on the entries of a [`TokenCache`].
+pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
+/// Default bound on the bytes of a [`TokenCache`] (tokens plus their decoded claims, estimated).
+pub const DEFAULT_CACHE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Per-VM cache of tokens whose signature verified, keyed by the exact token text (hash, then full comparison).
+///
+/// A hit skips steps 1 to 5 (size, structure, issuer, header, signature) and nothing else: the profile, claims,
+/// expiry, `nbf`, lifetime, audience, delegation and sender binding are checked again against the current time and
+/// the current request, and revocations are `decide`'s, which runs on every request. Entries are dropped once the
+/// token expires, and all at once when the bundle changes (new keys, new issuers). Bounded in entries and bytes: when
+/// full, expired entries go first, then the one that expires soonest.
+#[derive(Debug)]
+pub struct TokenCache {
+    entries: HashMap<Box<str>, CacheEntry>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    /// The bundle the entries were verified against (revision, issued_at, expires_at).
+    bundle: Option<(u64, i64, i64)>,
+    hits: u64,
+    misses: u64,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    signed: Signed,
+    /// The token's `exp`: the entry is dropped from then on.
+    expires_at: i64,
+    bytes: usize,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)
+    }
+}
+
+impl TokenCache {
+    /// An empty cache holding at most `max_entries` tokens and about `max_bytes` bytes.
+    pub fn new(max_entries: usize, max_bytes: usize) -> TokenCache {
+        TokenCache { entries: HashMap::new(), bytes: 0, max_entries, max_bytes, bundle: None, hits: 0, misses: 0 }
+    }
+
+    /// Drops every entry (a new bundle was activated).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.bundle = None;
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Estimated bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Lookups answered from the cache, and lookups that verified a signature.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+
+    /// Clears the cache when `bundle` is not the one its entries were verified against.
+    pub fn sync(&mut self, bundle: &CompiledBundle) {
+        let id = (bundle.revision, bundle.issued_at, bundle.expires_at);
+        if self.bundle != Some(id) {
+            self.clear();
+            self.bundle = Some(id);
+        }
+    }
+
+    /// [`verify_presented`] through the cache.
+    pub fn verify(
+        &mut self,
+        bundle: &CompiledBundle,
+        token: &str,
+        peer: Option<&PeerIdentity>,
+        now: i64,
+    ) -> Result<Agent, TokenFailure> {
+        self.sync(bundle);
+        let issuers = &bundle.issuers;
+        if let Some(signed) = self.lookup(token, now) {
+            return check_agent(issuers, signed, peer, now);
+        }
+        let signed = check_signed(issuers, token)?;
+        let agent = check_agent(issuers, &signed, peer, now)?;
+        self.insert(token, signed, agent.expires_at, now);
+        Ok(agent)
+    }
+
+    /// [`verify_txn_token`] through the cache.
+    pub fn verify_txn_token(
+        &mut self,
+        bundle: &CompiledBundle,
+        token: &str,
+        agent: &Agent,
+        now: i64,
+    ) -> Result<Task, TokenFailure> {
+        self.sync(bundle);
+        let issuers = &bundle.issuers;
+        if let Some(signed) = self.lookup(token, now) {
+            return check_txn(issuers, signed, agent, now).map_err(txn_failure);
+        }
+        let signed = check_signed(issuers, token).map_err(txn_failure)?;
+        let task = check_txn(issuers, &signed, agent, now).map_err(txn_failure)?;
+        let expires_at = task.expires_at.unwrap_or(now);
+        self.insert(token, signed, expires_at, now);
+        Ok(task)
+    }
+
+    fn lookup(&mut self, token: &str, now: i64) -> Option<&Signed> {
+        match self.entries.get(token).map(|e| e.expires_at) {
+            None => {
+                self.misses += 1;
+                None
+            }
+            Some(exp) if now >= exp => {
+                self.remove(token);
+                self.misses += 1;
+                None
+            }
+            Some(_) => {
+                self.hits += 1;
+                self.entries.get(token).map(|e| &e.signed)
+            }
+        }
+    }
+
+    fn remove(&mut self, token: &str) {
+        if let Some(e) = self.entries.remove(token) {
+            self.bytes = self.bytes.saturating_sub(e.bytes);
+        }
+    }
+
+    fn insert(&mut self, token: &str, signed: Signed, expires_at: i64, now: i64) {
+        if now >= expires_at {
+            return;
+        }
+        let bytes =
+            token.len().saturating_mul(2).saturating_add(signed.payload_len.saturating_mul(3)).saturating_add(256);
+        if bytes > self.max_bytes || self.max_entries == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries || self.bytes.saturating_add(bytes) > self.max_bytes {
+            let expired: Vec<Box<str>> =
+                self.entries.iter().filter(|(_, e)| now >= e.expires_at).map(|(k, _)| k.clone()).collect();
+            for k in expired {
+                self.remove(&k);
+            }
+        }
+        while self.entries.len() >= self.max_entries || self.bytes.saturating_add(bytes) > self.max_bytes {
+            let Some(soonest) = self.entries.iter().min_by_key(|(_, e)| e.expires_at).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            self.remove(&soonest);
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.entries.insert(token.into(), CacheEntry { signed, expires_at, bytes });
+    }
 }

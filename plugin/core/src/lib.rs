@@ -8,16 +8,21 @@
 //! 2. [`compile::compile`] validates it and builds the indexed [`compile::CompiledBundle`];
 //! 3. per request, [`path::normalize`] gives the one normalized path, [`compile::CompiledBundle::resolve_http`] finds
 //!    the tool, [`identity`] verifies the agent's token, and [`decide::decide`] returns a [`decision::Decision`].
+//!
+//! Offline tools (`warden eval`, `warden test`) use [`explain::explain`] for the chain of reasons behind a decision.
 
+pub mod args;
 pub mod bundle;
 pub mod compile;
 pub mod decide;
 pub mod decision;
 pub mod envelope;
+pub mod explain;
 pub mod facts;
 mod fxhash;
 pub mod identity;
 mod index;
+pub mod mcp;
 pub mod path;
 pub mod request;
 mod route;

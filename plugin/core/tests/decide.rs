@@ -18,7 +18,7 @@ fn decide_bundle(unknown_tool: &str) -> Value {
     let mut v = common::base();
     v["issuers"].as_array_mut().unwrap().push(json!({
         "id": "other-idp", "iss": "https://other.example", "audiences": ["warden"], "jwks": {"keys": [ci_jwk]},
-        "algorithms": ["ES256"], "max_token_lifetime_seconds": 600
+        "algorithms": ["ES256"], "max_token_lifetime_seconds": 600, "profile": "spiffe_jwt_svid"
     }));
     v["tools"] = json!([
         {"id": "crm.contacts.read", "sensitivity": "read"},

@@ -10,8 +10,8 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use warden_core::bundle::Issuer;
-use warden_core::facts::{Agent, Task, TokenFailure};
-use warden_core::identity::{self, bearer_token, trust_domain, IssuerSet};
+use warden_core::facts::{Agent, Delegation, PeerIdentity, Task, TokenFailure, TxnFailure};
+use warden_core::identity::{self, bearer_token, trust_domain, IssuerSet, TokenCache};
 
 const NOW: i64 = 1_780_000_000;
 const AGENT: &str = "spiffe://acme.example/agents/support/bot-1";
@@ -83,7 +83,9 @@ fn issuers_json(ed: &TestKey, es: &TestKey, rs: &TestKey) -> Value {
             "algorithms": ["EdDSA"],
             "max_token_lifetime_seconds": 600,
             "clock_skew_seconds": 30,
-            "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "purpose", "task_expires_at": "task_exp"}
+            "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "purpose", "task_expires_at": "task_exp"},
+            "profile": "oauth_access_token",
+            "delegation": {"max_depth": 2}
         },
         {
             "id": "spire",
@@ -91,7 +93,8 @@ fn issuers_json(ed: &TestKey, es: &TestKey, rs: &TestKey) -> Value {
             "audiences": ["warden"],
             "jwks": {"keys": [es.public]},
             "algorithms": ["ES256"],
-            "max_token_lifetime_seconds": 300
+            "max_token_lifetime_seconds": 300,
+            "profile": "spiffe_jwt_svid"
         },
         {
             "id": "login",
@@ -101,7 +104,27 @@ fn issuers_json(ed: &TestKey, es: &TestKey, rs: &TestKey) -> Value {
             "algorithms": ["RS256", "PS256"],
             "max_token_lifetime_seconds": 3600,
             "clock_skew_seconds": 0,
-            "claims": {"agent_id": "client_id"}
+            "claims": {"agent_id": "client_id"},
+            "profile": "oauth_access_token"
+        },
+        {
+            "id": "txn",
+            "iss": "https://txn.acme.example",
+            "audiences": ["acme.example"],
+            "jwks": {"keys": [with(ed.public.clone(), |k| drop(k.insert("kid".into(), json!("txn-1"))))]},
+            "algorithms": ["EdDSA"],
+            "max_token_lifetime_seconds": 600,
+            "profile": "txn_token"
+        },
+        {
+            "id": "bound",
+            "iss": "https://bound.acme.example",
+            "audiences": ["warden"],
+            "jwks": {"keys": [with(es.public.clone(), |k| drop(k.insert("kid".into(), json!("bound-1"))))]},
+            "algorithms": ["ES256"],
+            "max_token_lifetime_seconds": 300,
+            "profile": "spiffe_jwt_svid",
+            "require_sender_binding": true
         }
     ])
 }
@@ -125,8 +148,23 @@ fn header(alg: Algorithm, kid: Option<&str>) -> Header {
     h
 }
 
+/// The `typ` each test issuer's profile requires.
+fn typ_for(claims: &Value) -> Option<&'static str> {
+    match claims["iss"].as_str() {
+        Some(IDP | LOGIN) => Some("at+jwt"),
+        Some(TXN) => Some("txntoken+jwt"),
+        _ => Some("JWT"),
+    }
+}
+
 fn mint(key: &TestKey, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
-    jsonwebtoken::encode(&header(alg, kid), claims, &key.encoding).unwrap()
+    mint_typ(key, alg, kid, typ_for(claims), claims)
+}
+
+fn mint_typ(key: &TestKey, alg: Algorithm, kid: Option<&str>, typ: Option<&str>, claims: &Value) -> String {
+    let mut h = header(alg, kid);
+    h.typ = typ.map(str::to_string);
+    jsonwebtoken::encode(&h, claims, &key.encoding).unwrap()
 }
 
 /// Signs an arbitrary header and payload text (for tokens jsonwebtoken's encoder would never produce).
@@ -141,7 +179,7 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn claims(iss: &str) -> Value {
-    json!({"iss": iss, "sub": AGENT, "aud": "warden", "iat": NOW - 10, "exp": NOW + 290, "jti": "tok-1"})
+    json!({"iss": iss, "sub": AGENT, "aud": "warden", "iat": NOW - 10, "exp": NOW + 290, "jti": "tok-1", "client_id": AGENT})
 }
 
 fn with(mut v: Value, change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
@@ -152,6 +190,8 @@ fn with(mut v: Value, change: impl FnOnce(&mut serde_json::Map<String, Value>)) 
 const IDP: &str = "https://idp.acme.example";
 const SPIRE: &str = "https://spire.acme.example";
 const LOGIN: &str = "https://login.acme.example";
+const TXN: &str = "https://txn.acme.example";
+const BOUND: &str = "https://bound.acme.example";
 
 fn agent(issuer: &str, expires_at: i64) -> Agent {
     Agent {
@@ -161,6 +201,8 @@ fn agent(issuer: &str, expires_at: i64) -> Agent {
         token_id: Some("tok-1".to_string()),
         expires_at,
         task: None,
+        delegation: None,
+        sender_bound: false,
     }
 }
 
@@ -372,7 +414,7 @@ fn token_table() {
         ("jti not a string", ed(&with(claims(IDP), |m| set(m, "jti", json!(42)))), fail(TokenFailure::MissingClaim)),
         (
             "mapped agent claim missing (client_id) though sub is there",
-            mint(&w.rs, Algorithm::RS256, Some("rs-1"), &claims(LOGIN)),
+            mint(&w.rs, Algorithm::RS256, Some("rs-1"), &with(claims(LOGIN), |m| drop(m.remove("client_id")))),
             fail(TokenFailure::MissingClaim),
         ),
         ("malformed base64", format!("{}.{}!.{}", parts[0], parts[1], parts[2]), fail(TokenFailure::Malformed)),
@@ -445,17 +487,20 @@ fn token_table() {
             fail(TokenFailure::MissingClaim),
         ),
         (
-            "no jti, URL agent id",
+            "URL agent id",
             ed(&with(claims(IDP), |m| {
-                m.remove("jti");
                 set(m, "sub", json!("https://agents.acme.example:8443/bot"));
             })),
             Ok(Agent {
                 id: "https://agents.acme.example:8443/bot".into(),
                 trust_domain: "agents.acme.example".into(),
-                token_id: None,
                 ..agent("acme-idp", NOW + 290)
             }),
+        ),
+        (
+            "access token without jti",
+            ed(&with(claims(IDP), |m| drop(m.remove("jti")))),
+            fail(TokenFailure::MissingClaim),
         ),
         (
             "fractional NumericDate",
@@ -489,8 +534,8 @@ fn issuer_set_knows_its_ids() {
     let w = world();
     assert!(w.set.contains("acme-idp") && w.set.contains("spire") && w.set.contains("login"));
     assert!(!w.set.contains("Acme-idp") && !w.set.contains(""));
-    assert_eq!(w.set.ids().collect::<Vec<_>>(), vec!["acme-idp", "spire", "login"]);
-    assert_eq!(w.set.len(), 3);
+    assert_eq!(w.set.ids().collect::<Vec<_>>(), vec!["acme-idp", "spire", "login", "txn", "bound"]);
+    assert_eq!(w.set.len(), 5);
     assert!(IssuerSet::compile(&[]).unwrap().is_empty());
     // Every token is from an unknown issuer when the bundle trusts none.
     let token = mint(&w.ed, Algorithm::EdDSA, Some("ed-1"), &claims(IDP));
@@ -710,4 +755,621 @@ fn trust_domain_table() {
     for (id, want) in cases {
         assert_eq!(trust_domain(id), want, "{id}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Profiles, delegation, sender binding, Transaction Tokens, the cache
+
+fn set(m: &mut serde_json::Map<String, Value>, k: &str, v: Value) {
+    m.insert(k.into(), v);
+}
+
+fn svid(c: &Value) -> String {
+    mint(&world().es, Algorithm::ES256, Some("es-1"), c)
+}
+
+fn at(c: &Value) -> String {
+    mint(&world().ed, Algorithm::EdDSA, Some("ed-1"), c)
+}
+
+fn txn_claims(sub: &str) -> Value {
+    json!({"iss": TXN, "sub": sub, "aud": "acme.example", "iat": NOW - 5, "exp": NOW + 120, "txn": "txn-77",
+           "purp": "refund-review"})
+}
+
+fn txn(c: &Value) -> String {
+    mint_typ(&world().ed, Algorithm::EdDSA, Some("txn-1"), Some("txntoken+jwt"), c)
+}
+
+fn peer(uri: Option<&str>, digest: Option<[u8; 32]>) -> PeerIdentity {
+    PeerIdentity { uri_san: uri.map(str::to_string), cert_sha256: digest }
+}
+
+#[test]
+fn profile_table() {
+    let w = world();
+    let fail = Err::<Agent, TokenFailure>;
+    let ok = |issuer: &str, token_id: Option<&str>, expires_at: i64| {
+        Ok::<Agent, TokenFailure>(Agent { token_id: token_id.map(str::to_string), ..agent(issuer, expires_at) })
+    };
+    let cases: Vec<(&str, String, Result<Agent, TokenFailure>)> = vec![
+        ("SVID typ JWT", svid(&claims(SPIRE)), ok("spire", Some("tok-1"), NOW + 290)),
+        (
+            "SVID typ JOSE",
+            mint_typ(&w.es, Algorithm::ES256, Some("es-1"), Some("JOSE"), &claims(SPIRE)),
+            ok("spire", Some("tok-1"), NOW + 290),
+        ),
+        (
+            "SVID without typ",
+            mint_typ(&w.es, Algorithm::ES256, Some("es-1"), None, &claims(SPIRE)),
+            ok("spire", Some("tok-1"), NOW + 290),
+        ),
+        (
+            "SVID typ at+jwt",
+            mint_typ(&w.es, Algorithm::ES256, Some("es-1"), Some("at+jwt"), &claims(SPIRE)),
+            fail(TokenFailure::WrongType),
+        ),
+        (
+            "SVID typ txntoken+jwt",
+            mint_typ(&w.es, Algorithm::ES256, Some("es-1"), Some("txntoken+jwt"), &claims(SPIRE)),
+            fail(TokenFailure::WrongType),
+        ),
+        (
+            "SVID non-SPIFFE sub",
+            svid(&with(claims(SPIRE), |m| set(m, "sub", json!("bot-1")))),
+            fail(TokenFailure::NotSpiffeId),
+        ),
+        (
+            "SVID https sub",
+            svid(&with(claims(SPIRE), |m| set(m, "sub", json!("https://acme.example/agents/x")))),
+            fail(TokenFailure::NotSpiffeId),
+        ),
+        (
+            "SVID trust domain only",
+            svid(&with(claims(SPIRE), |m| set(m, "sub", json!("spiffe://acme.example")))),
+            fail(TokenFailure::NotSpiffeId),
+        ),
+        (
+            "SVID without jti or client_id",
+            svid(&with(claims(SPIRE), |m| {
+                m.remove("jti");
+                m.remove("client_id");
+            })),
+            ok("spire", None, NOW + 290),
+        ),
+        (
+            "SVID without iat, exp within the limit",
+            svid(&with(claims(SPIRE), |m| drop(m.remove("iat")))),
+            ok("spire", Some("tok-1"), NOW + 290),
+        ),
+        (
+            "SVID without iat, exp beyond the limit",
+            svid(&with(claims(SPIRE), |m| {
+                m.remove("iat");
+                set(m, "exp", json!(NOW + 331));
+            })),
+            fail(TokenFailure::LifetimeTooLong),
+        ),
+        ("SVID without aud", svid(&with(claims(SPIRE), |m| drop(m.remove("aud")))), fail(TokenFailure::MissingClaim)),
+        ("SVID without exp", svid(&with(claims(SPIRE), |m| drop(m.remove("exp")))), fail(TokenFailure::MissingClaim)),
+        (
+            "SVID with act",
+            svid(&with(claims(SPIRE), |m| set(m, "act", json!({"sub": AGENT})))),
+            fail(TokenFailure::DelegationNotAllowed),
+        ),
+        (
+            "AT typ application/at+jwt",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("ed-1"), Some("application/AT+JWT"), &claims(IDP)),
+            ok("acme-idp", Some("tok-1"), NOW + 290),
+        ),
+        (
+            "AT typ JWT",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("ed-1"), Some("JWT"), &claims(IDP)),
+            fail(TokenFailure::WrongType),
+        ),
+        (
+            "AT without typ",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("ed-1"), None, &claims(IDP)),
+            fail(TokenFailure::WrongType),
+        ),
+        (
+            "AT typ txntoken+jwt",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("ed-1"), Some("txntoken+jwt"), &claims(IDP)),
+            fail(TokenFailure::WrongType),
+        ),
+        (
+            "AT without client_id",
+            at(&with(claims(IDP), |m| drop(m.remove("client_id")))),
+            fail(TokenFailure::MissingClaim),
+        ),
+        ("AT with empty jti", at(&with(claims(IDP), |m| set(m, "jti", json!("")))), fail(TokenFailure::MissingClaim)),
+        ("AT without sub", at(&with(claims(IDP), |m| drop(m.remove("sub")))), fail(TokenFailure::MissingClaim)),
+        ("Txn-Token as the agent token", txn(&txn_claims(AGENT)), fail(TokenFailure::WrongProfile)),
+        (
+            "the Txn-Token issuer's token with typ at+jwt",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("txn-1"), Some("at+jwt"), &txn_claims(AGENT)),
+            fail(TokenFailure::WrongProfile),
+        ),
+        (
+            "typ not a string",
+            mint_raw(&w.ed, Algorithm::EdDSA, r#"{"alg":"EdDSA","kid":"ed-1","typ":7}"#, &claims(IDP).to_string()),
+            fail(TokenFailure::Malformed),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, token, want) in &cases {
+        let got = identity::verify(&w.set, token, NOW);
+        if &got != want {
+            failures.push(format!("{name}: want {want:?}, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn delegation_table() {
+    let user = "https://login.acme.example/users/alice";
+    let admin = "spiffe://acme.example/agents/admin/root";
+    let delegated = |act: Value| {
+        at(&with(claims(IDP), |m| {
+            set(m, "sub", json!(user));
+            set(m, "act", act);
+        }))
+    };
+    let w = world();
+    let ok = |chain: Vec<&str>| {
+        Ok::<Agent, TokenFailure>(Agent {
+            delegation: Some(Delegation {
+                delegator: user.into(),
+                chain: chain.into_iter().map(String::from).collect(),
+            }),
+            ..agent("acme-idp", NOW + 290)
+        })
+    };
+    let cases: Vec<(&str, String, Result<Agent, TokenFailure>)> = vec![
+        ("one actor: agent is act.sub, delegator is sub", delegated(json!({"sub": AGENT})), ok(vec![])),
+        ("actor with iss member", delegated(json!({"sub": AGENT, "iss": "https://sts.acme.example"})), ok(vec![])),
+        (
+            "nested act is recorded, the agent is the current actor",
+            delegated(json!({"sub": AGENT, "act": {"sub": admin}})),
+            ok(vec![admin]),
+        ),
+        (
+            "deeper than max_depth 2",
+            delegated(json!({"sub": AGENT, "act": {"sub": admin, "act": {"sub": "x"}}})),
+            Err(TokenFailure::DelegationTooDeep),
+        ),
+        ("act without sub", delegated(json!({"iss": "x"})), Err(TokenFailure::MissingClaim)),
+        ("act not an object", delegated(json!(AGENT)), Err(TokenFailure::MissingClaim)),
+        ("nested act without sub", delegated(json!({"sub": AGENT, "act": {}})), Err(TokenFailure::MissingClaim)),
+        (
+            "act at an issuer without delegation",
+            mint(&w.rs, Algorithm::RS256, Some("rs-1"), &with(claims(LOGIN), |m| set(m, "act", json!({"sub": AGENT})))),
+            Err(TokenFailure::DelegationNotAllowed),
+        ),
+    ];
+    for (name, token, want) in &cases {
+        assert_eq!(&identity::verify(&w.set, token, NOW), want, "{name}");
+    }
+    let a = identity::verify(&w.set, &delegated(json!({"sub": AGENT, "act": {"sub": admin}})), NOW).unwrap();
+    assert_eq!(a.delegation.as_ref().map(Delegation::depth), Some(2));
+}
+
+#[test]
+fn sender_binding_table() {
+    let w = world();
+    let bound_token = |extra: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        mint(&w.es, Algorithm::ES256, Some("bound-1"), &with(claims(BOUND), |m| extra(m)))
+    };
+    let digest = [7u8; 32];
+    let thumb = b64(&digest);
+    let other = "spiffe://acme.example/agents/other";
+    let bound_ok = Ok::<Agent, TokenFailure>(Agent { sender_bound: true, ..agent("bound", NOW + 290) });
+    type Case<'a> = (&'a str, String, Option<PeerIdentity>, Result<Agent, TokenFailure>);
+    let cases: Vec<Case> = vec![
+        ("bound issuer, matching peer", bound_token(&|_| {}), Some(peer(Some(AGENT), None)), bound_ok.clone()),
+        ("bound issuer, no mTLS", bound_token(&|_| {}), None, Err(TokenFailure::SenderNotMtls)),
+        (
+            "bound issuer, peer without URI SAN",
+            bound_token(&|_| {}),
+            Some(peer(None, Some(digest))),
+            Err(TokenFailure::SenderNotMtls),
+        ),
+        (
+            "bound issuer, another workload",
+            bound_token(&|_| {}),
+            Some(peer(Some(other), None)),
+            Err(TokenFailure::SenderMismatch),
+        ),
+        (
+            "unbound issuer, matching peer: bound fact",
+            svid(&claims(SPIRE)),
+            Some(peer(Some(AGENT), None)),
+            Ok(Agent { sender_bound: true, ..agent("spire", NOW + 290) }),
+        ),
+        (
+            "unbound issuer, other peer: not bound, not refused",
+            svid(&claims(SPIRE)),
+            Some(peer(Some(other), None)),
+            Ok(agent("spire", NOW + 290)),
+        ),
+        (
+            "cnf x5t#S256 matches",
+            svid(&with(claims(SPIRE), |m| set(m, "cnf", json!({"x5t#S256": thumb})))),
+            Some(peer(Some(AGENT), Some(digest))),
+            Ok(Agent { sender_bound: true, ..agent("spire", NOW + 290) }),
+        ),
+        (
+            "cnf x5t#S256 differs",
+            svid(&with(claims(SPIRE), |m| set(m, "cnf", json!({"x5t#S256": b64(&[8u8; 32])})))),
+            Some(peer(Some(AGENT), Some(digest))),
+            Err(TokenFailure::CnfMismatch),
+        ),
+        (
+            "cnf without mTLS",
+            svid(&with(claims(SPIRE), |m| set(m, "cnf", json!({"x5t#S256": thumb})))),
+            None,
+            Err(TokenFailure::SenderNotMtls),
+        ),
+        (
+            "cnf jkt (DPoP) is not supported",
+            svid(&with(claims(SPIRE), |m| set(m, "cnf", json!({"jkt": "abc"})))),
+            Some(peer(Some(AGENT), Some(digest))),
+            Err(TokenFailure::CnfMismatch),
+        ),
+        (
+            "cnf not an object",
+            svid(&with(claims(SPIRE), |m| set(m, "cnf", json!("x")))),
+            Some(peer(Some(AGENT), Some(digest))),
+            Err(TokenFailure::CnfMismatch),
+        ),
+    ];
+    for (name, token, p, want) in &cases {
+        assert_eq!(&identity::verify_presented(&w.set, token, p.as_ref(), NOW), want, "{name}");
+    }
+    // Envoy's hex digest.
+    let hex: String = digest.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(PeerIdentity::from_envoy(Some(AGENT), Some(&hex)), Some(peer(Some(AGENT), Some(digest))));
+    assert_eq!(PeerIdentity::from_envoy(Some(AGENT), Some("zz")), Some(peer(Some(AGENT), None)));
+    assert_eq!(PeerIdentity::from_envoy(Some(""), None), None);
+    assert_eq!(PeerIdentity::from_envoy(None, Some(&hex[..62])), None);
+}
+
+#[test]
+fn txn_token_table() {
+    let w = world();
+    let me = agent("acme-idp", NOW + 290);
+    let user = "https://login.acme.example/users/alice";
+    let for_user = Agent {
+        delegation: Some(Delegation { delegator: user.into(), chain: vec![] }),
+        ..agent("acme-idp", NOW + 290)
+    };
+    let task = |exp: i64| {
+        Ok::<Task, TokenFailure>(Task {
+            id: "txn-77".into(),
+            purpose: Some("refund-review".into()),
+            expires_at: Some(exp),
+        })
+    };
+    let f = |t: TxnFailure| Err::<Task, TokenFailure>(TokenFailure::Txn(t));
+    let c = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| txn(&with(txn_claims(AGENT), |m| change(m)));
+    type Case<'a> = (&'a str, String, &'a Agent, Result<Task, TokenFailure>);
+    let cases: Vec<Case> = vec![
+        ("valid", c(&|_| {}), &me, task(NOW + 120)),
+        (
+            "typ application/txntoken+jwt",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("txn-1"), Some("application/txntoken+jwt"), &txn_claims(AGENT)),
+            &me,
+            task(NOW + 120),
+        ),
+        (
+            "expired: verified, the task carries the expiry (decide denies task_expired)",
+            c(&|m| {
+                set(m, "iat", json!(NOW - 400));
+                set(m, "exp", json!(NOW - 100));
+            }),
+            &me,
+            task(NOW - 100),
+        ),
+        (
+            "for another agent",
+            txn(&txn_claims("spiffe://acme.example/agents/other")),
+            &me,
+            f(TxnFailure::AgentMismatch),
+        ),
+        (
+            "requesting workload is another agent",
+            c(&|m| set(m, "rctx", json!({"req_wl": "spiffe://acme.example/agents/other"}))),
+            &me,
+            f(TxnFailure::AgentMismatch),
+        ),
+        (
+            "for the delegator, naming this agent as requesting workload",
+            txn(&with(txn_claims(user), |m| set(m, "rctx", json!({"req_wl": AGENT})))),
+            &for_user,
+            task(NOW + 120),
+        ),
+        (
+            "for the delegator, without requesting workload",
+            txn(&txn_claims(user)),
+            &for_user,
+            f(TxnFailure::AgentMismatch),
+        ),
+        (
+            "for a user, agent not delegated by them",
+            txn(&with(txn_claims(user), |m| set(m, "rctx", json!({"req_wl": AGENT})))),
+            &me,
+            f(TxnFailure::AgentMismatch),
+        ),
+        (
+            "typ JWT",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("txn-1"), Some("JWT"), &txn_claims(AGENT)),
+            &me,
+            f(TxnFailure::WrongType),
+        ),
+        (
+            "no typ",
+            mint_typ(&w.ed, Algorithm::EdDSA, Some("txn-1"), None, &txn_claims(AGENT)),
+            &me,
+            f(TxnFailure::WrongType),
+        ),
+        ("an access token in the Txn-Token header", at(&claims(IDP)), &me, f(TxnFailure::WrongProfile)),
+        ("an SVID in the Txn-Token header", svid(&claims(SPIRE)), &me, f(TxnFailure::WrongProfile)),
+        ("missing txn", c(&|m| drop(m.remove("txn"))), &me, f(TxnFailure::MissingClaim)),
+        ("missing purp", c(&|m| drop(m.remove("purp"))), &me, f(TxnFailure::MissingClaim)),
+        ("missing sub", c(&|m| drop(m.remove("sub"))), &me, f(TxnFailure::MissingClaim)),
+        ("missing iat", c(&|m| drop(m.remove("iat"))), &me, f(TxnFailure::MissingClaim)),
+        ("missing exp", c(&|m| drop(m.remove("exp"))), &me, f(TxnFailure::MissingClaim)),
+        ("rctx not an object", c(&|m| set(m, "rctx", json!("x"))), &me, f(TxnFailure::MissingClaim)),
+        ("wrong audience", c(&|m| set(m, "aud", json!("warden"))), &me, f(TxnFailure::WrongAudience)),
+        ("lifetime over the limit", c(&|m| set(m, "exp", json!(NOW + 600))), &me, f(TxnFailure::LifetimeTooLong)),
+        ("not yet valid", c(&|m| set(m, "nbf", json!(NOW + 100))), &me, f(TxnFailure::NotYetValid)),
+        (
+            "bad signature",
+            mint_typ(&w.ed_other, Algorithm::EdDSA, Some("txn-1"), Some("txntoken+jwt"), &txn_claims(AGENT)),
+            &me,
+            f(TxnFailure::BadSignature),
+        ),
+        ("unknown issuer", c(&|m| set(m, "iss", json!("https://evil.example"))), &me, f(TxnFailure::UnknownIssuer)),
+        ("malformed", "a.b".to_string(), &me, f(TxnFailure::Malformed)),
+    ];
+    for (name, token, a, want) in &cases {
+        assert_eq!(&identity::verify_txn_token(&w.set, token, a, NOW), want, "{name}");
+    }
+    assert_eq!(TokenFailure::Txn(TxnFailure::AgentMismatch).code(), "txn_token_agent_mismatch");
+}
+
+#[test]
+fn spiffe_id_table() {
+    for (id, want) in [
+        ("spiffe://acme.example/agents/bot-1", true),
+        ("spiffe://acme.example/a", true),
+        ("spiffe://acme.example", false),
+        ("spiffe://acme.example/", false),
+        ("spiffe://acme.example/a//b", false),
+        ("spiffe://acme.example/a/../b", false),
+        ("spiffe://Acme.example/a", false),
+        ("spiffe://acme.example:443/a", false),
+        ("spiffe://acme.example/a?x=1", false),
+        ("spiffe:///a", false),
+        ("SPIFFE://acme.example/a", false),
+        ("https://acme.example/a", false),
+    ] {
+        assert_eq!(identity::is_spiffe_id(id), want, "{id}");
+    }
+}
+
+fn bundle_with(revision: u64, extra: Value) -> warden_core::compile::CompiledBundle {
+    let w = world();
+    let mut b = json!({
+        "format": "warden.bundle/v1", "revision": revision,
+        "issued_at": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z",
+        "owner": "o", "authority": "a",
+        "issuers": serde_json::to_value(&w.issuers).unwrap(),
+        "tools": [{"id": "crm.read", "sensitivity": "read"}, {"id": "crm.write", "sensitivity": "write"}],
+        "rules": []
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    let b: warden_core::bundle::Bundle = serde_json::from_value(b).unwrap();
+    warden_core::compile::compile(&b).unwrap()
+}
+
+#[test]
+fn cache_skips_the_signature_only() {
+    let bundle = bundle_with(1, json!({}));
+    let mut cache = TokenCache::new(8, 1 << 20);
+    let token = svid(&claims(SPIRE));
+    let good = Ok(agent("spire", NOW + 290));
+    assert_eq!(cache.verify(&bundle, &token, None, NOW), good);
+    assert_eq!(cache.stats(), (0, 1));
+    assert_eq!(cache.verify(&bundle, &token, None, NOW + 1), good);
+    assert_eq!(cache.stats(), (1, 1));
+    assert_eq!(cache.len(), 1);
+    // Time is checked again on a hit: within the skew still good, then expired, and the entry is gone.
+    assert_eq!(cache.verify(&bundle, &token, None, NOW + 310), good);
+    assert_eq!(cache.verify(&bundle, &token, None, NOW + 320), Err(TokenFailure::Expired));
+    assert!(cache.is_empty());
+    // Sender binding is checked again on a hit.
+    let bound = mint(&world().es, Algorithm::ES256, Some("bound-1"), &claims(BOUND));
+    let p = peer(Some(AGENT), None);
+    assert!(cache.verify(&bundle, &bound, Some(&p), NOW).is_ok());
+    assert_eq!(cache.verify(&bundle, &bound, None, NOW), Err(TokenFailure::SenderNotMtls));
+    let other = peer(Some("spiffe://acme.example/agents/other"), None);
+    assert_eq!(cache.verify(&bundle, &bound, Some(&other), NOW), Err(TokenFailure::SenderMismatch));
+    // A token that differs in one byte of its signature is not a hit.
+    let mut forged = bound.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(cache.verify(&bundle, &forged, Some(&p), NOW), Err(TokenFailure::BadSignature));
+    // Failures are not cached.
+    assert_eq!(cache.len(), 1);
+    // Txn-Tokens go through the same cache; the agent match is checked again on a hit.
+    let me = agent("acme-idp", NOW + 290);
+    let t = txn(&txn_claims(AGENT));
+    assert!(cache.verify_txn_token(&bundle, &t, &me, NOW).is_ok());
+    assert!(cache.verify_txn_token(&bundle, &t, &me, NOW).is_ok());
+    let someone = Agent { id: "spiffe://acme.example/agents/other".into(), ..me.clone() };
+    assert_eq!(cache.verify_txn_token(&bundle, &t, &someone, NOW), Err(TokenFailure::Txn(TxnFailure::AgentMismatch)));
+    // An agent token is never accepted as a Txn-Token through the cache, nor the reverse.
+    assert_eq!(cache.verify_txn_token(&bundle, &bound, &me, NOW), Err(TokenFailure::Txn(TxnFailure::WrongProfile)));
+    assert_eq!(cache.verify(&bundle, &t, None, NOW), Err(TokenFailure::WrongProfile));
+}
+
+#[test]
+fn cache_is_cleared_by_a_new_bundle_and_revocations_still_apply() {
+    use warden_core::decide::decide;
+    use warden_core::facts::{Facts, Identity};
+    let b1 = bundle_with(1, json!({"rules": [{"id": "r", "effect": "allow", "tools": ["crm.read"]}]}));
+    let mut cache = TokenCache::default();
+    let token = svid(&claims(SPIRE));
+    let agent = cache.verify(&b1, &token, None, NOW).unwrap();
+    assert_eq!(cache.len(), 1);
+    let facts = |b: &warden_core::compile::CompiledBundle, a: Agent| Facts {
+        environment: "prod".into(),
+        identity: Identity::Verified(a),
+        tool: b.tool_by_id("crm.read"),
+    };
+    assert_eq!(decide(&b1, &facts(&b1, agent), NOW).reason.code(), "allowed_by_rule");
+    let b2 = bundle_with(
+        2,
+        json!({"rules": [{"id": "r", "effect": "allow", "tools": ["crm.read"]}], "revocations": {"token_ids": ["tok-1"]}}),
+    );
+    let agent = cache.verify(&b2, &token, None, NOW).unwrap();
+    assert_eq!(cache.stats().0, 0, "a new bundle clears the cache: no hit");
+    assert_eq!(decide(&b2, &facts(&b2, agent), NOW).reason.code(), "revoked_token");
+    cache.clear();
+    assert!(cache.is_empty() && cache.bytes() == 0);
+}
+
+#[test]
+fn cache_is_bounded() {
+    let bundle = bundle_with(1, json!({}));
+    let mut cache = TokenCache::new(3, 1 << 20);
+    let tokens: Vec<String> =
+        (0..5).map(|i| svid(&with(claims(SPIRE), |m| set(m, "exp", json!(NOW + 100 + i))))).collect();
+    for t in &tokens {
+        cache.verify(&bundle, t, None, NOW).unwrap();
+    }
+    assert_eq!(cache.len(), 3);
+    // The soonest-expiring entries went first: the last three are hits.
+    let (hits, _) = cache.stats();
+    for t in &tokens[2..] {
+        cache.verify(&bundle, t, None, NOW).unwrap();
+    }
+    assert_eq!(cache.stats().0, hits + 3);
+    // Bytes bound: a cache too small for any token stores none, and still verifies.
+    let mut tiny = TokenCache::new(100, 64);
+    assert!(tiny.verify(&bundle, &tokens[0], None, NOW).is_ok());
+    assert!(tiny.is_empty());
+    let mut small = TokenCache::new(100, 2 * 2048);
+    for t in &tokens {
+        small.verify(&bundle, t, None, NOW).unwrap();
+    }
+    assert!(
+        small.bytes() <= 2 * 2048 && small.len() < 5 && !small.is_empty(),
+        "{} entries, {} bytes",
+        small.len(),
+        small.bytes()
+    );
+}
+
+#[test]
+fn rules_select_on_delegation_and_sender_binding() {
+    use warden_core::decide::decide;
+    use warden_core::facts::{Facts, Identity};
+    let user = "https://login.acme.example/users/alice";
+    let b = bundle_with(
+        1,
+        json!({"rules": [
+            {"id": "for-acme-users", "effect": "allow", "tools": ["crm.read"], "delegators": ["https://login.acme.example/users/*"], "max_delegation_depth": 1},
+            {"id": "direct-bound-writes", "effect": "allow", "tools": ["crm.write"], "max_delegation_depth": 0, "require_sender_binding": true}
+        ]}),
+    );
+    let delegated = |chain: Vec<&str>, delegator: &str| Agent {
+        delegation: Some(Delegation {
+            delegator: delegator.into(),
+            chain: chain.into_iter().map(String::from).collect(),
+        }),
+        ..agent("acme-idp", NOW + 290)
+    };
+    let decide_for = |a: Agent, tool: &str| {
+        let d = decide(
+            &b,
+            &Facts { environment: "prod".into(), identity: Identity::Verified(a), tool: b.tool_by_id(tool) },
+            NOW,
+        );
+        format!("{}:{}", d.reason.code(), d.rule_id())
+    };
+    assert_eq!(decide_for(delegated(vec![], user), "crm.read"), "allowed_by_rule:for-acme-users");
+    assert_eq!(
+        decide_for(delegated(vec![], "https://evil.example/users/alice"), "crm.read"),
+        "no_matching_rule:default"
+    );
+    assert_eq!(decide_for(agent("acme-idp", NOW + 290), "crm.read"), "no_matching_rule:default");
+    // A nested actor never widens anything: depth 2 is over this rule's cap.
+    assert_eq!(
+        decide_for(delegated(vec!["spiffe://acme.example/agents/admin/root"], user), "crm.read"),
+        "no_matching_rule:default"
+    );
+    assert_eq!(
+        decide_for(Agent { sender_bound: true, ..agent("spire", NOW + 290) }, "crm.write"),
+        "allowed_by_rule:direct-bound-writes"
+    );
+    assert_eq!(decide_for(agent("spire", NOW + 290), "crm.write"), "no_matching_rule:default");
+    assert_eq!(
+        decide_for(Agent { sender_bound: true, ..delegated(vec![], user) }, "crm.write"),
+        "no_matching_rule:default"
+    );
+
+    // Validation.
+    let errors = |rules: Value| {
+        let w = world();
+        let b: warden_core::bundle::Bundle = serde_json::from_value(json!({
+            "format": "warden.bundle/v1", "revision": 1, "issued_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2027-01-01T00:00:00Z", "owner": "o", "authority": "a",
+            "issuers": serde_json::to_value(&w.issuers).unwrap(),
+            "tools": [{"id": "crm.read", "sensitivity": "read"}], "rules": rules
+        }))
+        .unwrap();
+        warden_core::compile::compile(&b).unwrap_err().to_string()
+    };
+    assert_eq!(
+        errors(json!([{"id": "d", "effect": "deny", "require_sender_binding": true}])),
+        "/rules/0/require_sender_binding: not allowed on a deny rule: a deny must not stop applying to requests without mTLS"
+    );
+    assert_eq!(
+        errors(json!([{"id": "d", "effect": "allow", "delegators": ["a*b"]}])),
+        "/rules/0/delegators/0: invalid delegator pattern \"a*b\": use an exact id, a prefix ending in \"*\", or \"*\""
+    );
+    assert_eq!(
+        errors(json!([{"id": "d", "effect": "allow", "delegators": []}])),
+        "/rules/0/delegators: empty list: omit the field to match everything"
+    );
+}
+
+#[test]
+fn issuer_profile_errors() {
+    let w = world();
+    let base = |i: usize| serde_json::to_value(&w.issuers[i]).unwrap();
+    let cases: Vec<(Value, &str)> = vec![
+        (with(base(1), |m| set(m, "claims", json!({"agent_id": "client_id"}))), "/issuers/0/claims/agent_id: must be \"sub\" for profile \"spiffe_jwt_svid\": a JWT-SVID names its workload in sub"),
+        (with(base(1), |m| set(m, "delegation", json!({"max_depth": 1}))), "/issuers/0/delegation: not allowed for profile \"spiffe_jwt_svid\": only oauth_access_token issuers (RFC 8693 token exchange) delegate"),
+        (with(base(0), |m| set(m, "delegation", json!({"max_depth": 0}))), "/issuers/0/delegation/max_depth: must be 1 to 8, found 0"),
+        (with(base(0), |m| set(m, "delegation", json!({"max_depth": 9}))), "/issuers/0/delegation/max_depth: must be 1 to 8, found 9"),
+        (with(base(3), |m| set(m, "claims", json!({"agent_id": "sub", "task_id": "txn"}))), "/issuers/0/claims: not allowed for profile \"txn_token\": the task comes from txn, purp and exp"),
+        (with(base(3), |m| set(m, "require_sender_binding", json!(true))), "/issuers/0/require_sender_binding: not allowed for profile \"txn_token\": a Transaction Token is bound to the agent through its subject"),
+    ];
+    for (issuer, want) in cases {
+        let issuer: Issuer = serde_json::from_value(issuer).unwrap();
+        let got: Vec<String> = IssuerSet::compile(&[issuer]).unwrap_err().iter().map(|e| e.to_string()).collect();
+        assert_eq!(got, vec![want.to_string()]);
+    }
+    // The profile is required, and spelled exactly.
+    let mut v = base(1);
+    v.as_object_mut().unwrap().remove("profile");
+    assert!(serde_json::from_value::<Issuer>(v).unwrap_err().to_string().contains("missing field `profile`"));
+    let v = with(base(1), |m| set(m, "profile", json!("jwt")));
+    assert!(serde_json::from_value::<Issuer>(v).unwrap_err().to_string().contains("unknown variant `jwt`"));
 }

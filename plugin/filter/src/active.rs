@@ -1,7 +1,9 @@
 //! The active bundle: a signed bundle verified against the pinned keys and compiled, ready for the request path.
 //!
 //! [`load`] is the whole of `on_configure` that does not talk to the host: parse the configuration, verify and compile
-//! the inline bundle. Pure given `now`, so every refusal is tested natively.
+//! the inline bundle. [`check_candidate`] does the same for a bundle fetched from the control endpoint or shared by
+//! another VM, against the active bundle (anti-rollback, revoked signing keys), and names the failure cause of every
+//! refusal. Pure given `now`, so every refusal is tested natively.
 
 use warden_core::compile::{self, CompiledBundle};
 use warden_core::envelope::{self, EnvelopeError, VerifiedBundle};
@@ -49,8 +51,15 @@ fn verify_and_compile(config: &Config, revoked: &[String], signed: &[u8], now: i
 }
 
 fn verify(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<VerifiedBundle, Failure> {
-    envelope::verify(signed, &config.bundle_keys, &config.authority, revoked, now)
-        .map_err(|e| Failure::new(envelope_cause(&e, signed), e.to_string()))
+    envelope::verify(signed, &config.bundle_keys, &config.authority, revoked, now).map_err(|e| {
+        let cause = envelope_cause(&e, signed);
+        if cause == Cause::Signature && signed.trim_ascii_start().starts_with(b"{") {
+            let detail = "a plain JSON document, not a signed bundle (JWS compact serialization): unsigned bundles \
+                          are never accepted";
+            return Failure::new(cause, detail);
+        }
+        Failure::new(cause, e.to_string())
+    })
 }
 
 fn compile_verified(verified: VerifiedBundle) -> Result<Active, Failure> {
@@ -106,7 +115,7 @@ pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> Cause {
 #[derive(Debug)]
 pub enum Candidate {
     /// A newer revision, verified and compiled: activate it.
-    Newer(Active),
+    Newer(Box<Active>),
     /// The same revision and contents as the active bundle.
     Unchanged,
 }
@@ -144,5 +153,5 @@ pub fn check_candidate(
             ));
         }
     }
-    compile_verified(verified).map(Candidate::Newer)
+    compile_verified(verified).map(|a| Candidate::Newer(Box::new(a)))
 }

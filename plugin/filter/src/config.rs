@@ -12,10 +12,16 @@ use warden_core::envelope::TrustedKeys;
 
 /// Default header that carries the agent token.
 pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
+/// Default header that carries the Transaction Token (task context).
+pub const DEFAULT_TXN_TOKEN_HEADER: &str = "txn-token";
 /// Default grace after the active bundle's `expires_at` before the filter fails closed.
 pub const DEFAULT_BUNDLE_GRACE_SECONDS: u64 = 300;
 /// Upper bound of `bundle_grace_seconds` (one day): a stale bundle must not keep old revocations alive for long.
 pub const MAX_BUNDLE_GRACE_SECONDS: u64 = 86_400;
+/// Default for `max_body_bytes` (Envoy's default buffer limit: keep it at or below the listener's limit).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+/// Upper bound for `max_body_bytes`.
+pub const MAX_MAX_BODY_BYTES: u64 = 16 << 20;
 /// Prefix of the headers the filter owns; clients' copies are always removed.
 pub const RESERVED_HEADER_PREFIX: &str = "x-warden-";
 /// Default path of the signed bundle on the control endpoint.
@@ -64,6 +70,8 @@ pub struct Config {
     pub mode: Mode,
     /// Lower-case name of the header carrying the agent token.
     pub token_header: String,
+    /// Lower-case name of the header carrying the Transaction Token (bare JWT, or `Bearer <jwt>`).
+    pub txn_token_header: String,
     /// A signed bundle (JWS compact serialization) given inline.
     pub inline_bundle: Option<String>,
     pub bundle_grace_seconds: u64,
@@ -73,6 +81,11 @@ pub struct Config {
     pub log_decisions: bool,
     /// Where live bundle updates are fetched from (none: the inline bundle is all there is).
     pub control: Option<Control>,
+    /// The host lets a filter pause at the request headers and still delivers the body (Envoy >= 1.35
+    /// `allow_on_headers_stop_iteration`): MCP requests are then held at the headers until the body is decided.
+    pub allow_on_headers_stop_iteration: bool,
+    /// Largest MCP request body read and decided; a larger one is refused (413).
+    pub max_body_bytes: u64,
 }
 
 /// The control endpoint the root context polls for signed bundles.
@@ -98,6 +111,7 @@ impl fmt::Debug for Config {
             .field("bundle_keys", &self.bundle_keys.len())
             .field("mode", &self.mode)
             .field("token_header", &self.token_header)
+            .field("txn_token_header", &self.txn_token_header)
             .field("inline_bundle", &self.inline_bundle.as_ref().map(String::len))
             .field("bundle_grace_seconds", &self.bundle_grace_seconds)
             .field("forward_identity_headers", &self.forward_identity_headers)
@@ -142,6 +156,8 @@ struct RawConfig {
     #[serde(default, deserialize_with = "present")]
     token_header: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    txn_token_header: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     inline_bundle: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     bundle_grace_seconds: Option<Value>,
@@ -151,6 +167,10 @@ struct RawConfig {
     log_decisions: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     control: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    allow_on_headers_stop_iteration: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    max_body_bytes: Option<Value>,
 }
 
 /// The `control` object, same approach as [`RawConfig`].
@@ -216,6 +236,16 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         None => DEFAULT_TOKEN_HEADER.to_string(),
         Some(h) => check_header_name("token_header", &h)?,
     };
+    let txn_token_header = match optional_string("txn_token_header", raw.txn_token_header)? {
+        None => DEFAULT_TXN_TOKEN_HEADER.to_string(),
+        Some(h) => check_header_name("txn_token_header", &h)?,
+    };
+    if txn_token_header == token_header {
+        return Err(ConfigError::field(
+            "txn_token_header",
+            format!("`{txn_token_header}` is also `token_header`: the two tokens need their own headers"),
+        ));
+    }
     let inline_bundle = match optional_string("inline_bundle", raw.inline_bundle)? {
         Some(b) if b.trim().is_empty() => return Err(ConfigError::field("inline_bundle", "must not be empty")),
         other => other.map(|b| b.trim().to_string()),
@@ -234,6 +264,20 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
     let forward_identity_headers = optional_bool("forward_identity_headers", raw.forward_identity_headers)?;
     let log_decisions = optional_bool("log_decisions", raw.log_decisions)?;
+    let allow_on_headers_stop_iteration =
+        optional_bool("allow_on_headers_stop_iteration", raw.allow_on_headers_stop_iteration)?.unwrap_or(false);
+    let max_body_bytes = match raw.max_body_bytes {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_MAX_BODY_BYTES).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::field(
+                    "max_body_bytes",
+                    format!("expected an integer from 1 to {MAX_MAX_BODY_BYTES}, got {}", show(&v)),
+                ))
+            }
+        },
+    };
     let control = match raw.control {
         None => None,
         Some(v @ Value::Object(_)) => Some(parse_control(v)?),
@@ -255,11 +299,14 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         bundle_keys,
         mode,
         token_header,
+        txn_token_header,
         inline_bundle,
         bundle_grace_seconds,
         forward_identity_headers: forward_identity_headers.unwrap_or(true),
         log_decisions: log_decisions.unwrap_or(true),
         control,
+        allow_on_headers_stop_iteration,
+        max_body_bytes,
     })
 }
 
@@ -432,6 +479,7 @@ mod tests {
         assert_eq!(c.bundle_keys.len(), 1);
         assert_eq!(c.mode, Mode::Enforce);
         assert_eq!(c.token_header, "authorization");
+        assert_eq!(c.txn_token_header, "txn-token");
         assert_eq!(c.inline_bundle, None);
         assert_eq!(c.bundle_grace_seconds, 300);
         assert!(c.forward_identity_headers);
@@ -567,8 +615,9 @@ mod tests {
             (
                 b"{\"environment\": \"prod\", \"controls\": {}}".to_vec(),
                 "unknown field `controls`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
-                 `token_header`, `inline_bundle`, `bundle_grace_seconds`, `forward_identity_headers`, \
-                 `log_decisions`, `control` at line 1 column 34",
+                 `token_header`, `txn_token_header`, `inline_bundle`, `bundle_grace_seconds`, \
+                 `forward_identity_headers`, `log_decisions`, `control`, `allow_on_headers_stop_iteration`, \
+                 `max_body_bytes` at line 1 column 34",
             ),
             (
                 b"{\"environment\": \"prod\", \"environment\": \"dev\"}".to_vec(),
@@ -591,6 +640,11 @@ mod tests {
             (with("mode", json!("audit")), "field `mode`: expected `enforce` or `shadow`, got `audit`"),
             (with("mode", json!(true)), "field `mode`: expected a string, got a boolean"),
             (with("token_header", json!("")), "field `token_header`: must not be empty"),
+            (
+                with("txn_token_header", json!("Authorization")),
+                "field `txn_token_header`: `authorization` is also `token_header`: the two tokens need their own headers",
+            ),
+            (with("txn_token_header", json!("x y")), "field `txn_token_header`: `x y` is not an HTTP header name"),
             (with("token_header", json!("x token")), "field `token_header`: `x token` is not an HTTP header name"),
             (with("token_header", json!(":path")), "field `token_header`: `:path` is not an HTTP header name"),
             (
@@ -620,6 +674,15 @@ mod tests {
                 "field `forward_identity_headers`: expected true or false, got a string",
             ),
             (with("log_decisions", json!(1)), "field `log_decisions`: expected true or false, got a number"),
+            (
+                with("allow_on_headers_stop_iteration", json!("yes")),
+                "field `allow_on_headers_stop_iteration`: expected true or false, got a string",
+            ),
+            (with("max_body_bytes", json!(0)), "field `max_body_bytes`: expected an integer from 1 to 16777216, got 0"),
+            (
+                with("max_body_bytes", json!(16777217)),
+                "field `max_body_bytes`: expected an integer from 1 to 16777216, got 16777217",
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(err(&bytes), want, "config: {}", String::from_utf8_lossy(&bytes));

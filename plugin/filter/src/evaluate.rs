@@ -9,11 +9,12 @@ use std::sync::Arc;
 use warden_core::compile::CompiledBundle;
 use warden_core::decide::decide;
 use warden_core::decision::{Decision, Outcome, Reason};
-use warden_core::facts::{Agent, Facts, Identity, TokenFailure};
+use warden_core::facts::{Agent, Facts, Identity, PeerIdentity, TokenFailure, TxnFailure};
+use warden_core::identity::TokenCache;
 use warden_core::{identity, path};
 
 use crate::active::Active;
-use crate::config::{Config, RESERVED_HEADER_PREFIX};
+use crate::config::{Config, DEFAULT_TXN_TOKEN_HEADER, RESERVED_HEADER_PREFIX};
 
 /// A request pseudo-header as found in the header map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,25 +60,33 @@ pub struct RequestHeaders<'h> {
     pub path: Field<'h>,
     pub authority: Field<'h>,
     pub token: TokenHeader<'h>,
+    /// The Transaction Token header (task context).
+    pub txn_token: TokenHeader<'h>,
     /// Names of client-supplied `x-warden-*` headers (removed before the request goes upstream).
     pub reserved: Vec<&'h str>,
 }
 
 /// One pass over the header pairs (`get_http_request_headers_bytes`: values as bytes, so that a non-UTF-8 value from
-/// a client cannot trap the SDK). `token_header` is lower case.
+/// a client cannot trap the SDK). `token_header` is lower case; the Transaction Token is looked for in the default
+/// `txn-token` header (see [`scan_with`]).
 pub fn scan<'h>(headers: &'h [(String, Vec<u8>)], token_header: &str) -> RequestHeaders<'h> {
+    scan_with(headers, token_header, DEFAULT_TXN_TOKEN_HEADER)
+}
+
+/// [`scan`] with the configured Transaction Token header (lower case).
+pub fn scan_with<'h>(headers: &'h [(String, Vec<u8>)], token_header: &str, txn_header: &str) -> RequestHeaders<'h> {
     let mut r = RequestHeaders::default();
+    let add = |h: TokenHeader<'h>, value: &'h [u8]| match h {
+        TokenHeader::Absent => TokenHeader::One(value),
+        TokenHeader::One(_) | TokenHeader::Repeated => TokenHeader::Repeated,
+    };
     for (name, value) in headers {
         match name.as_str() {
             ":method" => r.method.set(value),
             ":path" => r.path.set(value),
             ":authority" => r.authority.set(value),
-            n if n.eq_ignore_ascii_case(token_header) => {
-                r.token = match r.token {
-                    TokenHeader::Absent => TokenHeader::One(value),
-                    TokenHeader::One(_) | TokenHeader::Repeated => TokenHeader::Repeated,
-                }
-            }
+            n if n.eq_ignore_ascii_case(token_header) => r.token = add(r.token, value),
+            n if n.eq_ignore_ascii_case(txn_header) => r.txn_token = add(r.txn_token, value),
             n if is_reserved(n) && !r.reserved.contains(&n) => r.reserved.push(n),
             _ => {}
         }
@@ -150,8 +159,21 @@ pub struct Evaluation<'a> {
     pub rewrite_path: Option<String>,
 }
 
-/// Evaluates one request at `now` (seconds since the epoch).
+/// Evaluates one request at `now` (seconds since the epoch), without an mTLS peer and without a token cache.
 pub fn evaluate<'a>(active: Option<&'a Active>, config: &Config, req: &RequestHeaders<'a>, now: i64) -> Evaluation<'a> {
+    evaluate_with(active, config, req, None, None, now)
+}
+
+/// Evaluates one request at `now`: `peer` is the connection's mTLS peer (sender binding), `cache` the VM's token
+/// cache (hits skip signature verification only).
+pub fn evaluate_with<'a>(
+    active: Option<&'a Active>,
+    config: &Config,
+    req: &RequestHeaders<'a>,
+    peer: Option<&PeerIdentity>,
+    mut cache: Option<&mut TokenCache>,
+    now: i64,
+) -> Evaluation<'a> {
     let raw_path = req.path.or_empty();
     let normalized = match req.path {
         Field::Present(p) => Some(path::normalize(p)),
@@ -201,10 +223,16 @@ pub fn evaluate<'a>(active: Option<&'a Active>, config: &Config, req: &RequestHe
             Err(_) => Identity::Invalid(TokenFailure::Malformed),
             Ok(value) => match token_in(value, &config.token_header) {
                 Err(failure) => Identity::Invalid(failure),
-                Ok(token) => match identity::verify(&bundle.issuers, token, now) {
-                    Ok(agent) => Identity::Verified(agent),
-                    Err(failure) => Identity::Invalid(failure),
-                },
+                Ok(token) => {
+                    let verified = match cache.as_deref_mut() {
+                        Some(c) => c.verify(bundle, token, peer, now),
+                        None => identity::verify_presented(&bundle.issuers, token, peer, now),
+                    };
+                    match verified {
+                        Ok(agent) => with_txn_token(bundle, config, req.txn_token, agent, cache, now),
+                        Err(failure) => Identity::Invalid(failure),
+                    }
+                }
             },
         },
     };
@@ -218,6 +246,37 @@ pub fn evaluate<'a>(active: Option<&'a Active>, config: &Config, req: &RequestHe
         ev.agent = Some(agent);
     }
     ev
+}
+
+/// Adds the Transaction Token's task context to a verified agent. A Transaction Token that is repeated, unreadable
+/// or refused makes the whole identity invalid (`txn_token_*`): task context is never silently dropped.
+fn with_txn_token(
+    bundle: &CompiledBundle,
+    config: &Config,
+    header: TokenHeader<'_>,
+    mut agent: Agent,
+    cache: Option<&mut TokenCache>,
+    now: i64,
+) -> Identity {
+    let invalid = |f: TxnFailure| Identity::Invalid(TokenFailure::Txn(f));
+    let value = match header {
+        TokenHeader::Absent => return Identity::Verified(agent),
+        TokenHeader::Repeated => return invalid(TxnFailure::Ambiguous),
+        TokenHeader::One(value) => value,
+    };
+    let Ok(value) = std::str::from_utf8(value) else { return invalid(TxnFailure::Malformed) };
+    let Ok(token) = token_in(value, &config.txn_token_header) else { return invalid(TxnFailure::Malformed) };
+    let task = match cache {
+        Some(c) => c.verify_txn_token(bundle, token, &agent, now),
+        None => identity::verify_txn_token(&bundle.issuers, token, &agent, now),
+    };
+    match task {
+        Ok(task) => {
+            agent.task = Some(task);
+            Identity::Verified(agent)
+        }
+        Err(failure) => Identity::Invalid(failure),
+    }
 }
 
 /// The token in a token header value: `Bearer <token>` ([`identity::bearer_token`]). A header other than

@@ -4,6 +4,7 @@
 //! Everything that can be decided without the host lives in [`crate::active`], [`crate::evaluate`],
 //! [`crate::reply`] and [`crate::record`]; this module only moves bytes between them and the host.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,14 +12,19 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 
+use warden_core::facts::PeerIdentity;
+use warden_core::identity::TokenCache;
+
 use crate::active::{self, Active, Candidate};
 use crate::config::{Config, Control, Mode};
-use crate::evaluate::{evaluate, scan};
+use crate::evaluate::{evaluate_with, scan_with};
 use crate::ids::IdGen;
 use crate::metrics::Metrics;
 use crate::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
 use crate::record::{self, RecordContext};
 use crate::reply;
+
+mod mcp_flow;
 
 /// The filter-state key the decision record is written to (Envoy: `%FILTER_STATE(wasm.warden_decision:PLAIN)%`).
 pub const DECISION_PROPERTY: &str = "warden_decision";
@@ -31,6 +37,8 @@ struct Shared {
     active: Option<Rc<Active>>,
     ids: Rc<IdGen>,
     metrics: Rc<Metrics>,
+    /// This VM's verified-token cache (hits skip signature verification only); cleared when a bundle activates.
+    tokens: Rc<RefCell<TokenCache>>,
 }
 
 /// The root context: one per VM (per worker thread).
@@ -161,7 +169,10 @@ impl RootContext for WardenRoot {
             Some(control) => match Poller::new(control) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    log(LogLevel::Critical, &format!("warden: cannot seed the poll schedule from host randomness: {e}"));
+                    log(
+                        LogLevel::Critical,
+                        &format!("warden: cannot seed the poll schedule from host randomness: {e}"),
+                    );
                     return false;
                 }
             },
@@ -169,7 +180,17 @@ impl RootContext for WardenRoot {
         if self.poller.is_some() {
             let _ = hostcalls::set_tick_period(Duration::from_millis(poll::TICK_MS));
         }
-        self.shared = Some(Shared { config: Rc::new(config), active: loaded.active.map(Rc::new), ids, metrics });
+        let tokens = match &self.shared {
+            Some(shared) => {
+                if let Ok(mut cache) = shared.tokens.try_borrow_mut() {
+                    cache.clear();
+                }
+                Rc::clone(&shared.tokens)
+            }
+            None => Rc::new(RefCell::new(TokenCache::default())),
+        };
+        self.shared =
+            Some(Shared { config: Rc::new(config), active: loaded.active.map(Rc::new), ids, metrics, tokens });
         // A VM that starts after others (a new worker, a reconfiguration) takes their bundle at once.
         self.adopt_shared(now);
         true
@@ -189,7 +210,7 @@ impl RootContext for WardenRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK traps on it.
-        Some(Box::new(WardenHttp { shared: self.shared.clone() }))
+        Some(Box::new(WardenHttp { shared: self.shared.clone(), mcp: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -230,6 +251,9 @@ impl WardenRoot {
         shared.metrics.activated(a.bundle.revision);
         let from = previous.map_or_else(|| "no bundle".to_string(), |r| format!("revision {r}"));
         log(LogLevel::Info, &format!("warden: activated bundle {} ({origin}; replaces {from})", describe(&a)));
+        if let Ok(mut cache) = shared.tokens.try_borrow_mut() {
+            cache.clear();
+        }
         shared.active = Some(Rc::new(a));
     }
 
@@ -243,7 +267,10 @@ impl WardenRoot {
         }
         poller.seen_cas = Some(cas);
         let Some((header, signed)) = poll::decode_record(&bytes) else {
-            log(LogLevel::Warn, &format!("warden: shared data `{}` is not a bundle record: ignored", poller.bundle_key));
+            log(
+                LogLevel::Warn,
+                &format!("warden: shared data `{}` is not a bundle record: ignored", poller.bundle_key),
+            );
             return;
         };
         let active = shared.active.as_deref();
@@ -261,7 +288,7 @@ impl WardenRoot {
         match active::check_candidate(&shared.config, active, signed, now) {
             Ok(Candidate::Newer(a)) => {
                 poller.etag = header.etag;
-                self.activate(a, "shared by another worker");
+                self.activate(*a, "shared by another worker");
             }
             Ok(Candidate::Unchanged) => poller.etag = header.etag,
             Err(f) => log(
@@ -301,8 +328,7 @@ impl WardenRoot {
             .unwrap_or_default()
             .to_string();
         let c = poller.control.clone();
-        let mut headers =
-            vec![(":method", "GET"), (":path", c.path.as_str()), (":authority", c.authority.as_str())];
+        let mut headers = vec![(":method", "GET"), (":path", c.path.as_str()), (":authority", c.authority.as_str())];
         headers.push(("accept", "application/jose, text/plain, */*"));
         if !etag.is_empty() {
             headers.push(("if-none-match", etag.as_str()));
@@ -317,7 +343,10 @@ impl WardenRoot {
             Err(status) => {
                 let f = Failure::new(
                     Cause::Connect,
-                    format!("Envoy refused to dispatch to cluster `{}` ({status:?}): is the cluster defined?", c.cluster),
+                    format!(
+                        "Envoy refused to dispatch to cluster `{}` ({status:?}): is the cluster defined?",
+                        c.cluster
+                    ),
                 );
                 self.count_failure(&f);
                 self.finish_fetch(now_ms, Err(f));
@@ -354,7 +383,7 @@ impl WardenRoot {
                         if let Some(p) = self.poller.as_mut() {
                             p.etag = header.etag.clone();
                         }
-                        self.activate(a, "fetched from the control endpoint");
+                        self.activate(*a, "fetched from the control endpoint");
                         self.publish(&header, &bytes);
                         Ok(())
                     }
@@ -445,7 +474,10 @@ impl WardenRoot {
             }
             Ok(()) if previous != "ok" => log(
                 LogLevel::Info,
-                &format!("warden: bundle fetch from `{}` works again (after `{previous}` failures)", poller.control.path),
+                &format!(
+                    "warden: bundle fetch from `{}` works again (after `{previous}` failures)",
+                    poller.control.path
+                ),
             ),
             _ => {}
         }
@@ -456,13 +488,31 @@ impl WardenRoot {
 pub struct WardenHttp {
     /// `None` only if the host creates a stream before a successful `on_configure` (it does not): fail closed.
     shared: Option<Shared>,
+    /// An MCP request waiting for (or decided on) its body.
+    mcp: Option<mcp_flow::McpFlow>,
 }
 
 impl Context for WardenHttp {}
 
 impl HttpContext for WardenHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = &self.shared else {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.mcp_response_headers()
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.mcp_response_body(body_size, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.mcp_request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.mcp_request_trailers()
+    }
+
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
             self.send_http_response(
                 503,
                 vec![("content-type", "application/json"), ("cache-control", "no-store")],
@@ -473,9 +523,33 @@ impl HttpContext for WardenHttp {
         let config = &shared.config;
         let start_ns = unix_nanos(self.get_current_time());
         let headers = self.get_http_request_headers_bytes();
-        let request = scan(&headers, &config.token_header);
-        let ev = evaluate(shared.active.as_deref(), config, &request, unix_secs(start_ns));
+        let request = scan_with(&headers, &config.token_header, &config.txn_token_header);
+        let peer = self.mtls_peer();
+        // The cache is only borrowed here, never across a host call; if it were busy, verify without it.
+        let mut tokens = shared.tokens.try_borrow_mut().ok();
+        let ev = evaluate_with(
+            shared.active.as_deref(),
+            config,
+            &request,
+            peer.as_ref(),
+            tokens.as_deref_mut(),
+            unix_secs(start_ns),
+        );
+        drop(tokens);
         let decision_id = shared.ids.next_id();
+        if let Some(action) = self.mcp_request_headers(
+            &shared,
+            mcp_flow::HeaderPhase {
+                headers: &headers,
+                request: &request,
+                ev: &ev,
+                decision_id: &decision_id,
+                start_ns,
+                end_of_stream,
+            },
+        ) {
+            return action;
+        }
         let let_through = ev.verdict.allows() || config.mode == Mode::Shadow;
 
         if let_through {
@@ -519,6 +593,21 @@ impl HttpContext for WardenHttp {
         let reply = reply::build(&ev.verdict, &decision_id);
         self.send_http_response(u32::from(reply.status), reply.header_pairs(), Some(&reply.body));
         Action::Pause
+    }
+}
+
+impl WardenHttp {
+    /// The connection's mTLS peer (Envoy: the first URI SAN, and the certificate's SHA-256 as hex); `None` without a
+    /// client certificate.
+    fn mtls_peer(&self) -> Option<PeerIdentity> {
+        let text = |name: &str| -> Option<String> {
+            // The hostcall, not `Context::get_property`: the SDK unwraps a failed status (a trap).
+            let bytes = hostcalls::get_property(vec!["connection", name]).ok()??;
+            String::from_utf8(bytes).ok()
+        };
+        let uri_san = text("uri_san_peer_certificate");
+        let digest = text("sha256_peer_certificate_digest");
+        PeerIdentity::from_envoy(uri_san.as_deref(), digest.as_deref())
     }
 }
 

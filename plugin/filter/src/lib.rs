@@ -16,17 +16,45 @@
 //! | `bundle_keys` | JWKS object, required | | pinned public keys of the authority (`{"keys": [...]}`, each with `kid`) |
 //! | `mode` | `"enforce"` \| `"shadow"` | `enforce` | shadow: decide and log, never block |
 //! | `token_header` | string | `authorization` | header carrying the agent token (lowercased; not `x-warden-*`) |
-//! | `inline_bundle` | string | none | a signed bundle (JWS compact); without it every request gets 503 |
+//! | `inline_bundle` | string | none | a signed bundle (JWS compact); the initial bundle when `control` is set too |
+//! | `control` | object | none | the control endpoint to poll (below); `inline_bundle` or `control` is required |
 //! | `bundle_grace_seconds` | integer 0..=86400 | 300 | how long past `expires_at` the bundle is still enforced |
 //! | `forward_identity_headers` | bool | true | on continue, set `x-warden-*` identity headers for the upstream |
 //! | `log_decisions` | bool | true | one decision record per request in the host log |
+//! | `allow_on_headers_stop_iteration` | bool | false | the host delivers the body to a filter paused at headers (Envoy ≥ 1.35): MCP requests are held at the headers until decided |
+//! | `max_body_bytes` | integer 1..=16 MiB | 1 MiB | largest MCP body read and decided; over it: 413 `mcp_body_too_large` |
+//!
+//! `control`: `cluster` (Envoy cluster, required), `authority` (`:authority`, required), `path` (default
+//! `/bundles/bundle.jws`, starts with `/`), `poll_seconds` (1..=3600, default 10), `jitter_percent` (0..=50, default
+//! 10), `timeout_ms` (100..=60000, default 5000), `backoff_max_seconds` (`poll_seconds`..=86400, default 300 or
+//! `poll_seconds` if higher). Unknown fields are refused. A configuration with neither `inline_bundle` nor `control`
+//! is refused.
 //!
 //! A bad configuration, or an inline bundle that fails verification (signature, pinned key, authority, expiry,
 //! format) or validation, makes `proxy_on_configure` return `false` after one log line at error level:
 //! `warden: plugin configuration: <what and where>`, e.g. ``field `bundle_keys`: missing``,
 //! ``unknown field `control`, expected one of … at line 1 column 34``, ``field `inline_bundle`: <envelope error>``.
-//! On success one info line names the environment, mode, bundle revision, key id, payload sha256 and expiry (or a warn
-//! line when there is no bundle).
+//! On success one info line names the environment, mode, bundle revision, key id, payload sha256 and expiry, and
+//! ``control `<path>` (cluster `<cluster>`) every <n> s`` or `no control endpoint` (a warn line when there is no
+//! bundle yet).
+//!
+//! # Live updates (`on_tick`, `on_http_call_response`)
+//!
+//! With `control`, each VM ticks every second ([`poll::TICK_MS`]): it adopts a newer bundle another VM published in
+//! shared data (after verifying and compiling it itself), then, if the fleet-wide fetch lease in shared data says a
+//! fetch is due and nobody holds it, takes the lease by compare-and-swap and dispatches `GET <path>` with
+//! `If-None-Match`. 304 keeps the bundle; 200 is verified (pinned keys minus the active bundle's revoked signing
+//! keys, authority, expiry), checked against rollback (higher revision; same revision must have the same digest),
+//! compiled and swapped in (in-flight requests keep the old one), then published to shared data. Anything else
+//! keeps the last good bundle, counts `warden.bundle.fetch.failure.<cause>`, logs once per change of cause, and
+//! backs off exponentially up to `backoff_max_seconds`. See [`poll`] and `README.md` "Live updates".
+//!
+//! # Metrics
+//!
+//! Gauges `warden.bundle.revision`, `warden.bundle.age_seconds`; counters `warden.bundle.fetch.success`,
+//! `warden.bundle.fetch.not_modified`, `warden.bundle.fetch.failure.<cause>` (causes in [`poll::Cause`]),
+//! `warden.bundle.activations` (per VM), `warden.decisions.<allow|deny|step_up|would_deny|would_step_up>`. Ids are
+//! defined once per VM in the first `on_configure`.
 //!
 //! # Requests (`on_http_request_headers`)
 //!
@@ -56,6 +84,17 @@
 //!
 //! Decision ids are UUID v4 text from a per-VM generator seeded once from WASI `random_get`.
 //!
+//! # MCP requests (`on_http_request_headers`, `on_http_request_body`)
+//!
+//! When the request reaches an MCP server of the bundle and the caller passed the checks above, the body decides
+//! (`filter::mcp_flow`, pure parts in [`mcp`]): `GET`/`DELETE` get the server's life-cycle effect; a `POST` must be
+//! `application/json` (415 `mcp_content_type`); `Mcp-Method`/`Mcp-Name` the policy denies are refused at once.
+//! Otherwise headers `Pause` (with `allow_on_headers_stop_iteration`) or `Continue` (without: Envoy would withhold
+//! the body), body chunks `Pause` until the end (over `max_body_bytes`: 413), and the whole body is parsed strictly,
+//! checked against the MCP headers and decided with `warden_core::mcp::decide_body`. Refusals are JSON-RPC error
+//! objects carrying the request's `id` (codes in [`mcp`]); the record gains an `mcp` object. `README.md` "MCP
+//! servers" is the operator's version, including what the upstream may have seen of a refused call.
+//!
 //! # Decision record
 //!
 //! One per request that reaches `on_http_request_headers`, as one line of pure JSON through `proxy_log` at info
@@ -70,15 +109,18 @@
 //!
 //! # Code map
 //!
-//! [`config`] parses the configuration; [`active`] verifies and compiles the inline bundle; [`evaluate`] scans the
-//! headers once and produces the [`evaluate::Verdict`]; [`reply`] and [`record`] turn it into bytes; [`ids`] makes
-//! decision ids; `filter` is the only module that talks to the host.
+//! [`config`] parses the configuration; [`active`] verifies and compiles bundles (inline, fetched, shared) and
+//! classifies refusals; [`poll`] is the pure polling logic (lease, schedule, backoff, response classification,
+//! shared record); [`evaluate`] scans the headers once and produces the [`evaluate::Verdict`]; [`reply`] and
+//! [`record`] turn it into bytes; [`ids`] makes decision ids and random numbers; `filter` and `metrics` are the only
+//! modules that talk to the host.
 
 pub mod active;
 pub mod config;
 pub mod evaluate;
 mod filter;
 pub mod ids;
+pub mod mcp;
 mod metrics;
 pub mod poll;
 pub mod record;

@@ -109,7 +109,10 @@ pub enum Fetched {
     /// 304: the active bundle is current.
     NotModified,
     /// 200 with a body to verify, and the response's ETag.
-    Body { bytes: Vec<u8>, etag: Option<String> },
+    Body {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+    },
     Failed(Failure),
 }
 

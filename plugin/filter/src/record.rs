@@ -34,6 +34,12 @@ struct Record<'a> {
     environment: &'a str,
     agent: Option<&'a str>,
     issuer: Option<&'a str>,
+    /// RFC 8693: the party the agent acts for (the token's `sub`); only on delegated requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegator: Option<&'a str>,
+    /// Prior actors (nested `act`), nearest first; recorded, never used to decide. Only when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegation_chain: Option<&'a [String]>,
     task: Option<TaskRecord<'a>>,
     tool: Option<&'a str>,
     method: &'a str,
@@ -45,6 +51,9 @@ struct Record<'a> {
     reason: &'static str,
     bundles: Bundles,
     latency_ns: u64,
+    /// MCP requests only: server, method, tool / resource / prompt name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp: Option<&'a crate::mcp::McpRecord>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +96,15 @@ pub fn timestamp(time_ns: u64) -> String {
 
 /// The record as one line of JSON.
 pub fn build(ev: &Evaluation<'_>, ctx: &RecordContext<'_>) -> String {
+    build_with(ev, ctx, None)
+}
+
+/// The record of an MCP request: [`build`] plus an `mcp` object (`server`, `method`, `name`, `messages`, `batch`).
+pub fn build_mcp(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: &crate::mcp::McpRecord) -> String {
+    build_with(ev, ctx, Some(mcp))
+}
+
+fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::mcp::McpRecord>) -> String {
     let agent = ev.agent.as_ref();
     let record = Record {
         kind: RECORD_TYPE,
@@ -95,6 +113,11 @@ pub fn build(ev: &Evaluation<'_>, ctx: &RecordContext<'_>) -> String {
         environment: ctx.environment,
         agent: agent.map(|a| a.id.as_str()),
         issuer: agent.map(|a| a.issuer.as_str()),
+        delegator: agent.and_then(|a| a.delegation.as_ref()).map(|d| d.delegator.as_str()),
+        delegation_chain: agent
+            .and_then(|a| a.delegation.as_ref())
+            .map(|d| d.chain.as_slice())
+            .filter(|c| !c.is_empty()),
         task: agent
             .and_then(|a| a.task.as_ref())
             .map(|t| TaskRecord { id: t.id.as_str(), purpose: t.purpose.as_deref() }),
@@ -108,6 +131,7 @@ pub fn build(ev: &Evaluation<'_>, ctx: &RecordContext<'_>) -> String {
         reason: ev.verdict.reason,
         bundles: Bundles { warden: ev.verdict.revision.map(|revision| BundleRecord { revision }) },
         latency_ns: ctx.latency_ns,
+        mcp,
     };
     serde_json::to_string(&record).unwrap_or_default()
 }
@@ -150,6 +174,8 @@ mod tests {
             token_id: Some("secret-jti-never-logged".to_string()),
             expires_at: 1_796_295_600,
             task: Some(Task { id: "task-9".to_string(), purpose: Some("support".to_string()), expires_at: None }),
+            delegation: None,
+            sender_bound: false,
         }
     }
 
@@ -205,6 +231,25 @@ mod tests {
         assert_eq!(v["reason"], "no_active_bundle");
         assert_eq!(v["bundles"], json!({}));
         assert_eq!(v.as_object().map(|o| o.len()), Some(17));
+    }
+
+    #[test]
+    fn delegated_records_name_the_delegator_and_the_chain() {
+        let mut a = agent();
+        a.delegation = Some(warden_core::facts::Delegation {
+            delegator: "https://login.acme.example/users/alice".to_string(),
+            chain: vec!["spiffe://acme.example/agents/planner".to_string()],
+        });
+        let ev = evaluation(verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("r"), Some(7)), Some(a.clone()));
+        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        assert_eq!(v["delegator"], "https://login.acme.example/users/alice");
+        assert_eq!(v["delegation_chain"], json!(["spiffe://acme.example/agents/planner"]));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(19));
+        a.delegation.as_mut().unwrap().chain.clear();
+        let ev = evaluation(verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("r"), Some(7)), Some(a));
+        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        assert_eq!(v.as_object().map(|o| o.len()), Some(18));
+        assert!(v.get("delegation_chain").is_none());
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn bundle() -> Value {
             "audiences": ["warden"],
             "jwks": {"keys": [serde_json::from_str::<Value>(ISSUER_PUBLIC_JWK).unwrap()]},
             "algorithms": ["EdDSA"],
-            "max_token_lifetime_seconds": 900,
+            "max_token_lifetime_seconds": 900, "profile": "spiffe_jwt_svid",
             "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "task_purpose"}
         }],
         "tools": [
@@ -92,8 +92,7 @@ fn loaded(extra: Value) -> Loaded {
     load(&config(extra), now()).unwrap()
 }
 
-/// An agent token for the support bot (the envelope signer makes a compact EdDSA JWS; the token profile does not
-/// check `typ`).
+/// An agent token for the support bot: a JWT-SVID (`typ` `JWT`) signed with the example issuer's TEST key.
 fn token(claims: Value) -> String {
     let mut c = json!({
         "iss": "https://spire.acme.example", "sub": SUPPORT_BOT, "aud": "warden",
@@ -103,7 +102,20 @@ fn token(claims: Value) -> String {
     for (k, v) in claims.as_object().unwrap() {
         c[k] = v.clone();
     }
-    sign(c.to_string().as_bytes(), &key(ISSUER_JWK))
+    jwt(&c)
+}
+
+/// `claims` signed by the example issuer's TEST key as an EdDSA JWT with `typ` `JWT`.
+fn jwt(claims: &Value) -> String {
+    use base64::Engine as _;
+    let jwk: Value = serde_json::from_str(ISSUER_JWK).unwrap();
+    let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwk["d"].as_str().unwrap()).unwrap();
+    // PKCS#8 v1 (RFC 8410) wrapping of the 32-byte Ed25519 seed.
+    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    der.extend_from_slice(&seed);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = jwk["kid"].as_str().map(str::to_string);
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&der)).unwrap()
 }
 
 fn bearer() -> String {
@@ -470,7 +482,10 @@ fn candidates_from_the_control_endpoint() {
     };
 
     // The same bytes: unchanged. A higher revision: newer.
-    assert!(matches!(check_candidate(cfg, Some(active), signed(&bundle()).as_bytes(), now()), Ok(Candidate::Unchanged)));
+    assert!(matches!(
+        check_candidate(cfg, Some(active), signed(&bundle()).as_bytes(), now()),
+        Ok(Candidate::Unchanged)
+    ));
     let v8 = with(&|b| b["revision"] = json!(8));
     match check_candidate(cfg, Some(active), signed(&v8).as_bytes(), now()) {
         Ok(Candidate::Newer(a)) => assert_eq!(a.bundle.revision, 8),
@@ -482,7 +497,10 @@ fn candidates_from_the_control_endpoint() {
     // Rollback: older, or the same revision with other contents.
     let v6 = with(&|b| b["revision"] = json!(6));
     let (c, d) = cause(check_candidate(cfg, Some(active), signed(&v6).as_bytes(), now()));
-    assert_eq!((c, d.as_str()), (Cause::Rollback, "revision 6 is older than the active revision 7: refused (rollback)"));
+    assert_eq!(
+        (c, d.as_str()),
+        (Cause::Rollback, "revision 6 is older than the active revision 7: refused (rollback)")
+    );
     let v7b = with(&|b| b["owner"] = json!("mallory@acme.example"));
     let (c, d) = cause(check_candidate(cfg, Some(active), signed(&v7b).as_bytes(), now()));
     assert_eq!(c, Cause::Rollback);
@@ -492,7 +510,8 @@ fn candidates_from_the_control_endpoint() {
     assert_eq!(cause(check_candidate(cfg, Some(active), b"<html>oops</html>", now())).0, Cause::Malformed);
     assert_eq!(cause(check_candidate(cfg, Some(active), v8.to_string().as_bytes(), now())).0, Cause::Signature);
     let stranger = SigningKey::generate(Algorithm::EdDSA, "stranger").unwrap();
-    let (c, d) = cause(check_candidate(cfg, Some(active), sign(v8.to_string().as_bytes(), &stranger).as_bytes(), now()));
+    let (c, d) =
+        cause(check_candidate(cfg, Some(active), sign(v8.to_string().as_bytes(), &stranger).as_bytes(), now()));
     assert_eq!(c, Cause::UnknownKey, "{d}");
     let impostor = SigningKey::generate(Algorithm::EdDSA, "warden-test-authority-1").unwrap();
     let forged = sign(v8.to_string().as_bytes(), &impostor);
@@ -531,6 +550,12 @@ fn candidates_from_the_control_endpoint() {
     let l2 = loaded(json!({"bundle_keys": keys}));
     let v11 = with(&|b| b["revision"] = json!(11));
     let by_old = sign(v11.to_string().as_bytes(), &old_key);
-    assert!(matches!(check_candidate(&l2.config, Some(&r10), by_old.as_bytes(), now()).map_err(|f| f.cause), Err(Cause::UnknownKey)));
-    assert!(matches!(check_candidate(&l2.config, l2.active.as_ref(), by_old.as_bytes(), now()), Ok(Candidate::Newer(_))));
+    assert!(matches!(
+        check_candidate(&l2.config, Some(&r10), by_old.as_bytes(), now()).map_err(|f| f.cause),
+        Err(Cause::UnknownKey)
+    ));
+    assert!(matches!(
+        check_candidate(&l2.config, l2.active.as_ref(), by_old.as_bytes(), now()),
+        Ok(Candidate::Newer(_))
+    ));
 }

@@ -12,7 +12,9 @@ usage:
                         [--fail-open]
   warden-gateway replay --config FILE [--wasm PATH] [--workers N] [--cluster NAME=127.0.0.1:PORT]...
                         < requests.jsonl > results.jsonl
-  warden-gateway demo   [--wasm PATH] [--examples DIR] [--workers N] [--print-config]
+  warden-gateway demo   --control 127.0.0.1:PORT --upload-token-file FILE [--control-path PATH] [--warden PATH]
+                        [--wasm PATH] [--examples DIR] [--workers N]
+  warden-gateway demo   --print-config [--examples DIR]
 
   --wasm     the filter (default: $WARDEN_WASM, else target/wasm32-wasip1/wasm/warden.wasm);
              build it with `cargo build -p warden-filter --target wasm32-wasip1 --profile wasm`
@@ -21,8 +23,13 @@ usage:
   --upstream where allowed requests go (loopback only)
   --workers  worker VMs (default 2 for serve and demo, 1 for replay)
   --cluster  a cluster name for the filter's http calls, mapped to a loopback address
-  --print-config  (demo) print the demo's plugin configuration (the example bundle signed inline with the TEST
-             authority key) and exit: a configuration to try `serve` and `replay` with";
+  --control  (demo) the `warden serve` control endpoint serving the example finance bundle signed with the TEST
+             authority key (scripts/demo.sh starts it); the gateway has no inline bundle and polls it every second
+  --control-path  (demo) the bundle's path on the control endpoint (default /bundles/finance.jws)
+  --upload-token-file  (demo) the upload token of that `warden serve`, to publish the revoking revision
+  --warden   (demo) the `warden` CLI, to sign the new revision with `warden sign` (default: signed in-process)
+  --print-config  (demo) print a plugin configuration with the example bundle signed inline with the TEST
+             authority key and exit: a configuration to try `serve` and `replay` with";
 
 /// Default location of `warden.wasm`, relative to the workspace root.
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/wasm/warden.wasm";
@@ -70,7 +77,15 @@ pub struct DemoOptions {
     pub examples: Option<PathBuf>,
     pub workers: usize,
     pub print_config: bool,
+    /// The control endpoint (required unless `print_config`).
+    pub control: Option<SocketAddr>,
+    pub control_path: String,
+    pub upload_token_file: Option<PathBuf>,
+    pub warden: Option<PathBuf>,
 }
+
+/// The demo's default bundle path on the control endpoint.
+pub const DEMO_CONTROL_PATH: &str = "/bundles/finance.jws";
 
 /// Parses `argv` (without the program name).
 pub fn parse(argv: &[String]) -> Result<Command> {
@@ -94,6 +109,10 @@ pub fn parse(argv: &[String]) -> Result<Command> {
     let mut upstream = None;
     let mut examples = None;
     let mut print_config = false;
+    let mut control = None;
+    let mut control_path = None;
+    let mut upload_token_file = None;
+    let mut warden = None;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -129,7 +148,16 @@ pub fn parse(argv: &[String]) -> Result<Command> {
             "replay" => {
                 &["--wasm", "--config", "--workers", "--cluster", "--allow-on-headers-stop-iteration", "--fail-open"]
             }
-            _ => &["--wasm", "--workers", "--examples", "--print-config"],
+            _ => &[
+                "--wasm",
+                "--workers",
+                "--examples",
+                "--print-config",
+                "--control",
+                "--control-path",
+                "--upload-token-file",
+                "--warden",
+            ],
         };
         if !allowed.contains(&name) {
             bail!("`{command}` does not take {name}");
@@ -158,6 +186,15 @@ pub fn parse(argv: &[String]) -> Result<Command> {
             "--listen" => listen = Some(loopback("--listen", &value)?),
             "--upstream" => upstream = Some(loopback("--upstream", &value)?),
             "--print-config" => print_config = true,
+            "--control" => control = Some(loopback("--control", &value)?),
+            "--control-path" => {
+                if !value.starts_with('/') {
+                    bail!("--control-path {value}: must start with `/`");
+                }
+                control_path = Some(value);
+            }
+            "--upload-token-file" => upload_token_file = Some(PathBuf::from(value)),
+            "--warden" => warden = Some(PathBuf::from(value)),
             _ => examples = Some(PathBuf::from(value)),
         }
     }
@@ -187,7 +224,24 @@ pub fn parse(argv: &[String]) -> Result<Command> {
             }
             Command::Replay(ReplayOptions { plugin: plugin(1) })
         }
-        _ => Command::Demo(DemoOptions { wasm, examples, workers: workers.unwrap_or(2), print_config }),
+        _ => {
+            if !print_config && (control.is_none() || upload_token_file.is_none()) {
+                bail!(
+                    "demo needs --control 127.0.0.1:PORT and --upload-token-file FILE of a running `warden serve` \
+                     (scripts/demo.sh starts one and passes them)"
+                );
+            }
+            Command::Demo(DemoOptions {
+                wasm,
+                examples,
+                workers: workers.unwrap_or(2),
+                print_config,
+                control,
+                control_path: control_path.unwrap_or_else(|| DEMO_CONTROL_PATH.to_string()),
+                upload_token_file,
+                warden,
+            })
+        }
     })
 }
 
@@ -260,5 +314,24 @@ mod tests {
         assert!(err("replay --config").contains("--config needs a value"));
         assert!(err("frobnicate").contains("unknown command"));
         assert!(err("").contains("no command"));
+        assert!(err("demo --wasm w").contains("demo needs --control"));
+        assert!(err("demo --control 127.0.0.1:1").contains("--upload-token-file"));
+        assert!(err("demo --control 10.1.1.1:80 --upload-token-file t").contains("not a loopback"));
+        assert!(err("demo --control 127.0.0.1:1 --upload-token-file t --control-path x").contains("must start"));
+    }
+
+    #[test]
+    fn demo_options() {
+        let Command::Demo(o) =
+            parse(&args("demo --control localhost:8181 --upload-token-file up.token --warden bin/warden")).unwrap()
+        else {
+            panic!("not demo")
+        };
+        assert_eq!(o.control, Some("127.0.0.1:8181".parse().unwrap()));
+        assert_eq!(o.control_path, DEMO_CONTROL_PATH);
+        assert_eq!(o.upload_token_file, Some(PathBuf::from("up.token")));
+        assert_eq!(o.warden, Some(PathBuf::from("bin/warden")));
+        assert_eq!(o.workers, 2);
+        assert!(matches!(parse(&args("demo --print-config")).unwrap(), Command::Demo(o) if o.print_config));
     }
 }

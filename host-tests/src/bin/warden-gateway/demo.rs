@@ -1,6 +1,10 @@
-//! `warden-gateway demo`: the README's first command. Signs the example finance bundle with the TEST authority key,
-//! starts a small tool server and the gateway on loopback with the bundle inline, sends a scripted set of agent
-//! requests over real HTTP with tokens minted by the example TEST issuer, and prints what the filter decided and why.
+//! `warden-gateway demo`: what the README's first command (`scripts/demo.sh`) runs once it has signed the example
+//! finance bundle with `warden sign` (TEST authority key) and started `warden serve` with it on loopback. Starts a
+//! small tool server and the gateway on loopback with no inline bundle: the filter fetches the signed bundle from the
+//! control endpoint (`--control`, polled every second) and decides with it. Sends a scripted set of agent requests
+//! over real HTTP with tokens minted by the example TEST issuer and prints what the filter decided and why. The
+//! finale publishes a new revision that revokes one agent through serve's authenticated upload (`PUT` with the
+//! upload token) and shows the gateway enforcing it at its next poll; re-publishing the old revision is refused.
 //!
 //! Every row states the status it expects; a row that comes out differently is marked and makes the exit status 1,
 //! so the demo doubles as an end-to-end smoke test.
@@ -8,14 +12,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde_json::{json, Value};
 use warden_core::envelope::{self, Algorithm, SigningKey};
 use warden_host::http_call::{self, CallResult};
+use warden_host::HttpResponse;
 
 use crate::args::{DemoOptions, PluginOptions};
 use crate::http::{Handler, Reply, Request, Response, Server};
@@ -30,6 +37,10 @@ const ISSUER_KEY: &str = "keys/TEST-ONLY-issuer-acme-workload.jwk.json";
 const ISSUER: &str = "https://spire.acme.example";
 const AGENTS: &str = "spiffe://acme.example/agents/";
 const ENVIRONMENT: &str = "prod";
+const CONTROL_CLUSTER: &str = "control";
+const CONTROL_AUTHORITY: &str = "control.acme.example";
+/// How long the demo waits for the gateway to fetch the first bundle, and for it to pick up the new revision.
+const PICKUP_WAIT: Duration = Duration::from_secs(10);
 /// Shown without it in the table.
 const HOST_SUFFIX: &str = ".acme.example";
 
@@ -127,22 +138,42 @@ fn scenarios(exception_active: bool) -> Vec<Scenario> {
 
 pub fn run(opts: DemoOptions) -> Result<ExitCode> {
     let examples = examples_dir(opts.examples.as_deref())?;
-    let bundle_bytes = read(&examples, BUNDLE_FILE)?;
-    let bundle: Value = serde_json::from_slice(&bundle_bytes).context("the example bundle is not JSON")?;
     let authority_key =
         SigningKey::from_jwk(&read_json(&examples, AUTHORITY_KEY)?).map_err(|e| anyhow!("{AUTHORITY_KEY}: {e}"))?;
-    let signed = envelope::sign(&bundle_bytes, &authority_key);
-    let authority = bundle["authority"].as_str().ok_or_else(|| anyhow!("{BUNDLE_FILE}: no `authority`"))?;
+    if opts.print_config {
+        let bundle_bytes = read(&examples, BUNDLE_FILE)?;
+        let bundle: Value = serde_json::from_slice(&bundle_bytes).context("the example bundle is not JSON")?;
+        let configuration = json!({
+            "environment": ENVIRONMENT,
+            "authority": bundle["authority"],
+            "bundle_keys": read_json(&examples, AUTHORITY_JWKS)?,
+            "inline_bundle": envelope::sign(&bundle_bytes, &authority_key),
+        });
+        println!("{configuration:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(control), Some(token_file)) = (opts.control, opts.upload_token_file.as_deref()) else {
+        bail!("demo needs --control and --upload-token-file (scripts/demo.sh passes them)");
+    };
+    let control_path = opts.control_path.as_str();
+    // What the control endpoint serves: the signed bundle, whose payload is the policy owner's file as signed.
+    let served = control_get(control, control_path)?;
+    if served.status() != Some(200) {
+        bail!(
+            "GET http://{control}{control_path} answered {:?}: start `warden serve` with the signed example bundle",
+            served.status()
+        );
+    }
+    let served_jws = String::from_utf8(served.body).context("the served bundle is not text")?;
+    let bundle = jws_payload(&served_jws).with_context(|| format!("http://{control}{control_path}"))?;
+    let authority = bundle["authority"].as_str().ok_or_else(|| anyhow!("the served bundle has no `authority`"))?;
     let configuration = json!({
         "environment": ENVIRONMENT,
         "authority": authority,
         "bundle_keys": read_json(&examples, AUTHORITY_JWKS)?,
-        "inline_bundle": signed,
+        "control": {"cluster": CONTROL_CLUSTER, "authority": CONTROL_AUTHORITY, "path": control_path,
+                    "poll_seconds": 1, "jitter_percent": 0},
     });
-    if opts.print_config {
-        println!("{configuration:#}");
-        return Ok(ExitCode::SUCCESS);
-    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let exception_active = bundle["rules"]
         .as_array()
@@ -161,6 +192,8 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
             let id = r["decision_id"].as_str().unwrap_or_default().to_string();
             lock(&sink_records).insert(id, r);
         }
+        // The filter's start-up warning about having no bundle until the first fetch is what the demo shows next.
+        None if l.message.contains("no bundle yet") => {}
         None if l.level >= warden_host::LogLevel::Warn => eprintln!("[{} vm{}] {}", level_name(l), l.vm, l.message),
         None => {}
     });
@@ -168,7 +201,7 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         wasm: opts.wasm.clone(),
         config: None,
         workers: opts.workers,
-        clusters: Vec::new(),
+        clusters: vec![(CONTROL_CLUSTER.to_string(), control)],
         allow_on_headers_stop_iteration: false,
         fail_open: false,
     };
@@ -181,13 +214,40 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         false,
     )?;
 
+    // No inline bundle: until its first fetch (one second after start) the gateway answers 503. Wait until every
+    // worker VM answers with a bundle (requests go round-robin to the VMs: a run of 2 × workers answers).
+    let started = Instant::now();
+    let mut in_a_row = 0;
+    let mut active = Value::Null;
+    while in_a_row < 2 * gateway.workers() {
+        let headers = demo_headers("GET", "/v1/charges/ch_1001", "payments.acme.example");
+        in_a_row += 1;
+        match http_call::request(gateway.addr(), &headers, &[]) {
+            CallResult::Response(r) => {
+                let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                if r.status() == Some(503) || !body["revision"].is_u64() {
+                    in_a_row = 0;
+                }
+                active = body["revision"].clone();
+            }
+            CallResult::Reset => in_a_row = 0,
+        }
+        if in_a_row == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if started.elapsed() > PICKUP_WAIT {
+            bail!("the gateway did not activate a bundle from http://{control}{control_path} within 10 s");
+        }
+    }
+    lock(&records).clear(); // the table counts the records of its own requests
+
     println!("Warden demo");
     println!(
-        "  bundle    {} revision {} signed by {} (kid {}), TEST keys from {}",
+        "  control   http://{control}{control_path}: `warden serve` with {} revision {} signed by {} (TEST keys \
+         from {})",
         BUNDLE_FILE,
         bundle["revision"],
         authority,
-        authority_key.kid(),
         examples.display()
     );
     println!(
@@ -197,6 +257,11 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         opts.wasm.display()
     );
     println!("  upstream  http://{} (a tool server: answers 200 and echoes what it received)", tools.addr());
+    println!(
+        "  bundle    fetched, verified and activated by the gateway {:.1} s after it started (revision {active}); \
+         polled every second",
+        started.elapsed().as_secs_f64()
+    );
     println!("  agents    spiffe://acme.example/agents/…, tokens minted with the TEST issuer key of {ISSUER}");
     println!("  hosts     *{HOST_SUFFIX}");
     println!();
@@ -283,6 +348,78 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
          (`warden-gateway serve` prints them as JSON lines). In row 2 the client's forged x-warden-agent header was\n\
          removed and the upstream saw the verified agent instead."
     );
+
+    // Finale: the security team revokes the reconciler and publishes the revision through serve's authenticated
+    // upload; every gateway enforces it at its next poll.
+    let mut revoked = bundle.clone();
+    let next_revision = bundle["revision"].as_i64().unwrap_or(0) + 1;
+    revoked["revision"] = json!(next_revision);
+    revoked["revocations"]["agents"] = json!([format!("{AGENTS}finance/reconciler")]);
+    let revoked_bytes = serde_json::to_vec_pretty(&revoked).context("cannot write the revoking bundle")?;
+    let upload_token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the upload token {}", token_file.display()))?;
+    println!();
+    println!("Revoking agent finance/reconciler: revision {next_revision} adds it to `revocations.agents`.");
+    let signed = match &opts.warden {
+        Some(warden) => {
+            let signed = warden_sign(warden, &revoked_bytes, &examples.join(AUTHORITY_KEY))?;
+            println!("  signed with `{} sign` (TEST authority key, kid {})", warden.display(), authority_key.kid());
+            signed
+        }
+        None => {
+            println!("  signed with the TEST authority key (kid {})", authority_key.kid());
+            envelope::sign(&revoked_bytes, &authority_key)
+        }
+    };
+    let (status, reply) = control_put(control, control_path, &signed, upload_token.trim())?;
+    println!("  PUT http://{control}{control_path} with the upload token: {}", upload_outcome(status, &reply));
+    if !matches!(status, 200 | 201) {
+        bail!("the control endpoint refused the new revision");
+    }
+    let published_at = Instant::now();
+    let auth = format!("Bearer {}", minter.mint(&claims("finance/reconciler", now, 300, None))?);
+    let mut outcome = None;
+    while published_at.elapsed() < PICKUP_WAIT {
+        let mut headers = demo_headers("GET", "/v1/charges/ch_1001", "payments.acme.example");
+        headers.push(("authorization".to_string(), auth.clone()));
+        if let CallResult::Response(r) = http_call::request(gateway.addr(), &headers, &[]) {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            if body["revision"] == json!(next_revision) {
+                outcome = Some((r.status().unwrap_or(0), body));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    match outcome {
+        Some((status, body)) => {
+            println!(
+                "  after {:.1} s the same read of a charge gets {status} {} (rule {}, reason {}, revision {})",
+                published_at.elapsed().as_secs_f64(),
+                body["decision"].as_str().unwrap_or("-"),
+                body["rule"].as_str().unwrap_or("-"),
+                body["reason"].as_str().unwrap_or("-"),
+                body["revision"]
+            );
+            if status != 403 || body["reason"] != "revoked_agent" {
+                unexpected += 1;
+            }
+        }
+        None => {
+            println!("  ! the gateway did not enforce revision {next_revision} within {} s", PICKUP_WAIT.as_secs());
+            unexpected += 1;
+        }
+    }
+    // Publishing the old revision again (a rollback that would lift the revocation) is refused by the endpoint.
+    let (status, reply) = control_put(control, control_path, &served_jws, upload_token.trim())?;
+    println!(
+        "  re-publishing revision {} (which would lift the revocation): {}",
+        bundle["revision"],
+        upload_outcome(status, &reply)
+    );
+    if status != 409 {
+        unexpected += 1;
+    }
     if unexpected > 0 {
         eprintln!("warden-gateway demo: {unexpected} request(s) did not get the expected status (marked `!`)");
         return Ok(ExitCode::FAILURE);
@@ -326,6 +463,96 @@ fn tool_server() -> Handler {
         }
         Reply::Respond(Response::json(200, &json!({"ok": true, "saw": saw})))
     })
+}
+
+/// Headers of a request to the gateway.
+fn demo_headers(method: &str, path: &str, host: &str) -> Vec<(String, String)> {
+    vec![
+        (":method".to_string(), method.to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), host.to_string()),
+        ("user-agent".to_string(), "warden-demo".to_string()),
+    ]
+}
+
+/// `GET path` on the control endpoint.
+fn control_get(control: SocketAddr, path: &str) -> Result<HttpResponse> {
+    let headers = demo_headers("GET", path, CONTROL_AUTHORITY);
+    match http_call::request(control, &headers, &[]) {
+        CallResult::Response(r) if r.status() == Some(503) && r.body == http_call::CONNECT_FAILURE_BODY.as_bytes() => {
+            bail!("cannot connect to the control endpoint http://{control}")
+        }
+        CallResult::Response(r) => Ok(r),
+        CallResult::Reset => bail!("the control endpoint http://{control} reset the connection"),
+    }
+}
+
+/// `PUT path` on the control endpoint with the upload token (what `curl -T FILE -H "Authorization: Bearer …"`
+/// does): the status and the JSON reply.
+fn control_put(control: SocketAddr, path: &str, jws: &str, token: &str) -> Result<(u16, Value)> {
+    let mut headers = demo_headers("PUT", path, CONTROL_AUTHORITY);
+    headers.push(("authorization".to_string(), format!("Bearer {token}")));
+    headers.push(("content-type".to_string(), "application/jose".to_string()));
+    match http_call::request(control, &headers, jws.as_bytes()) {
+        CallResult::Response(r) => {
+            Ok((r.status().unwrap_or(0), serde_json::from_slice(&r.body).unwrap_or(Value::Null)))
+        }
+        CallResult::Reset => bail!("the control endpoint http://{control} reset the connection"),
+    }
+}
+
+/// The payload of a signed bundle (JWS compact serialization) as JSON. Not verified here: the gateway verifies it.
+fn jws_payload(jws: &str) -> Result<Value> {
+    let payload = jws.trim().split('.').nth(1).ok_or_else(|| anyhow!("not a signed bundle (JWS compact)"))?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).context("the JWS payload is not base64url")?;
+    serde_json::from_slice(&bytes).context("the JWS payload is not JSON")
+}
+
+/// Signs `bundle` with `warden sign`, as the policy owner does, in a scratch directory removed afterwards.
+fn warden_sign(warden: &Path, bundle: &[u8], key: &Path) -> Result<String> {
+    let dir = std::env::temp_dir().join(format!("warden-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (json_path, jws_path) = (dir.join("finance-revoked.json"), dir.join("finance-revoked.jws"));
+    let result = (|| {
+        std::fs::write(&json_path, bundle).with_context(|| format!("cannot write {}", json_path.display()))?;
+        let out = Command::new(warden)
+            .arg("sign")
+            .arg(&json_path)
+            .arg("--key")
+            .arg(key)
+            .arg("--out")
+            .arg(&jws_path)
+            .output()
+            .with_context(|| format!("cannot run {}", warden.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`warden sign` failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::read_to_string(&jws_path).with_context(|| format!("cannot read {}", jws_path.display()))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// What `warden serve` answered to an upload, in a few words.
+fn upload_outcome(status: u16, reply: &Value) -> String {
+    let text = |k: &str| reply[k].as_str().map(str::to_string).unwrap_or_else(|| reply[k].to_string());
+    if reply["error"].is_string() {
+        format!("{status} {}: {}", text("error"), text("message"))
+    } else if reply["revision"].is_u64() {
+        format!(
+            "{status}, revision {} replaces {} (ETag {})",
+            reply["revision"],
+            reply["previous_revision"],
+            text("etag")
+        )
+    } else {
+        format!("{status} {reply}")
+    }
 }
 
 fn examples_dir(given: Option<&Path>) -> Result<PathBuf> {

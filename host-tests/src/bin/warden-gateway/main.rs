@@ -6,7 +6,9 @@
 //!                       [--workers N] [--cluster name=127.0.0.1:PORT]... [--allow-on-headers-stop-iteration]
 //!                       [--fail-open]
 //! warden-gateway replay --wasm warden.wasm --config plugin.json [--workers N] < requests.jsonl > results.jsonl
-//! warden-gateway demo   --wasm warden.wasm [--examples policies/examples] [--workers N]
+//! warden-gateway demo   --control 127.0.0.1:PORT --upload-token-file FILE [--control-path /bundles/finance.jws]
+//!                       [--warden target/debug/warden] [--wasm warden.wasm] [--examples policies/examples]
+//!                       [--workers N]                (scripts/demo.sh starts `warden serve` and runs this)
 //! ```
 //!
 //! Modules: [`args`] parses and validates the command line once; [`vms`] runs the plugin's worker VMs on an executor

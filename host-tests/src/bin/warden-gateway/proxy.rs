@@ -135,9 +135,7 @@ pub fn to_reply(x: Exchange) -> Reply {
             "text/plain",
             format!("warden-gateway: the filter paused this request ({at:?}) and nothing resumed it\n"),
         )),
-        (Outcome::Completed, Some(status)) => {
-            Reply::Respond(Response { status, headers: x.headers.into_iter().collect(), body: x.body })
-        }
+        (Outcome::Completed, Some(status)) => Reply::Respond(Response { status, headers: x.headers, body: x.body }),
         (Outcome::Completed, None) => {
             Reply::Respond(Response::new(502, "text/plain", "warden-gateway: no response was produced\n"))
         }

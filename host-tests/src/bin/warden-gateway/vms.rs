@@ -128,13 +128,12 @@ impl VmPool {
 }
 
 fn run_worker(mut worker: Worker, jobs: mpsc::Receiver<Job>, sink: LogSink) {
-    let mut printed = 0;
-    drain_logs(&worker, &mut printed, &sink);
+    drain_logs(&mut worker, &sink);
     loop {
         match jobs.recv_timeout(POLL_EVERY) {
             Ok(mut job) => {
                 let exchange = worker.send(job.request, job.upstream.as_mut());
-                drain_logs(&worker, &mut printed, &sink);
+                drain_logs(&mut worker, &sink);
                 let _ = job.reply.send(exchange);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -142,15 +141,13 @@ fn run_worker(mut worker: Worker, jobs: mpsc::Receiver<Job>, sink: LogSink) {
         }
         // Ticks and http-call responses of this VM.
         worker.poll(Duration::ZERO);
-        drain_logs(&worker, &mut printed, &sink);
+        drain_logs(&mut worker, &sink);
     }
 }
 
-/// Hands the lines this VM wrote since the last call to the sink.
-fn drain_logs(worker: &Worker, printed: &mut usize, sink: &LogSink) {
-    let logs = worker.logs();
-    for l in logs.get(*printed..).unwrap_or_default() {
-        sink(l);
+/// Hands the lines this VM wrote since the last call to the sink, and forgets them.
+fn drain_logs(worker: &mut Worker, sink: &LogSink) {
+    for l in worker.take_logs() {
+        sink(&l);
     }
-    *printed = logs.len();
 }

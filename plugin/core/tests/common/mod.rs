@@ -37,7 +37,7 @@ pub fn base() -> Value {
             "audiences": ["warden"],
             "jwks": {"keys": [workload_jwk()]},
             "algorithms": ["EdDSA"],
-            "max_token_lifetime_seconds": 900
+            "max_token_lifetime_seconds": 900, "profile": "spiffe_jwt_svid"
         }],
         "tools": [
             {"id": "crm.contacts.read", "sensitivity": "read",
@@ -81,6 +81,8 @@ pub fn agent(id: &str) -> Agent {
         token_id: None,
         expires_at: now() + 300,
         task: None,
+        delegation: None,
+        sender_bound: false,
     }
 }
 

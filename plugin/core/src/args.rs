@@ -1,0 +1,737 @@
+//! Conditions on a call's arguments, compiled when the bundle loads, and the canonical form of the arguments that
+//! step-up approvals bind to.
+//!
+//! A rule's `conditions` (all must hold) each name an argument by JSON Pointer (RFC 6901, `/amount`,
+//! `/customer/id`, `/items/0`) and give one test: `equals`, `one_of`, numeric bounds (`min`, `max`,
+//! `exclusive_min`, `exclusive_max`, combinable), `prefix`, `path_prefix`, `glob` or `present`. Everything is parsed
+//! once by [`compile_conditions`]: pointers into tokens, `one_of` strings into a hash set, globs into tokens,
+//! numbers into exact values, so evaluating a condition never parses policy text.
+//!
+//! Evaluation is three-valued ([`Truth`]): a test is `True` or `False` when the argument is there with the type the
+//! test needs; it is `Unknown` when the argument is missing, has another type (a string `"50"` for a numeric
+//! bound), or is a path that is not clean (`path_prefix`). Only `present` is never `Unknown`. A rule's conditions are
+//! `False` if any is false, else `Unknown` if any is unknown, else `True`. What `decide` does with `Unknown` is in
+//! `decide.rs`: it never loosens policy (an allow rule does not match; a deny or step-up rule denies).
+//!
+//! [`canonical_json`] is RFC 8785 (JCS) style: object members sorted by the UTF-16 code units of their names, no
+//! whitespace, strings escaped minimally (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control characters as
+//! `\u00xx` in lower-case hex, everything else literal UTF-8), numbers as ECMAScript prints an IEEE-754 double
+//! (`1.5`, `100`, `1e+21`, `1e-7`), except that numbers written as integers that fit in 64 bits keep every digit
+//! (JCS would round integers beyond ±2^53; Warden must not let two different amounts share a digest).
+//! [`arguments_digest`] is the lower-case hex SHA-256 of that form; absent arguments digest as `{}`.
+
+use std::fmt::Write as _;
+
+use serde_json::{Number, Value};
+use sha2::{Digest, Sha256};
+
+use crate::bundle::ArgCondition;
+use crate::compile::ValidationError;
+use crate::fxhash::FxHashSet;
+
+/// Longest glob or prefix accepted in a condition (bytes).
+const MAX_PATTERN: usize = 1024;
+
+/// The value of a condition, or of a rule's conditions together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    /// The argument is missing, has the wrong type, or (for `path_prefix`) is not a clean path.
+    Unknown,
+}
+
+impl Truth {
+    fn from_bool(b: bool) -> Truth {
+        if b {
+            Truth::True
+        } else {
+            Truth::False
+        }
+    }
+}
+
+/// A number from a bundle, exact when it was written as an integer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    fn of(n: &Number) -> Option<Num> {
+        if let Some(i) = n.as_i64() {
+            Some(Num::Int(i128::from(i)))
+        } else if let Some(u) = n.as_u64() {
+            Some(Num::Int(i128::from(u)))
+        } else {
+            n.as_f64().filter(|f| f.is_finite()).map(Num::Float)
+        }
+    }
+
+    /// Total order between two JSON numbers (no NaN in JSON).
+    fn cmp(self, other: Num) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => a.cmp(&b),
+            (a, b) => {
+                let (x, y) = (a.as_f64(), b.as_f64());
+                x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+            }
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+/// A scalar to compare with (`equals`, `one_of`).
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Null,
+    Bool(bool),
+    Num(Num),
+    Str(Box<str>),
+}
+
+impl Scalar {
+    fn of(v: &Value) -> Option<Scalar> {
+        match v {
+            Value::Null => Some(Scalar::Null),
+            Value::Bool(b) => Some(Scalar::Bool(*b)),
+            Value::Number(n) => Num::of(n).map(Scalar::Num),
+            Value::String(s) => Some(Scalar::Str(s.as_str().into())),
+            Value::Array(_) | Value::Object(_) => None,
+        }
+    }
+
+    fn test(&self, v: &Value) -> Truth {
+        match (self, v) {
+            (Scalar::Null, Value::Null) => Truth::True,
+            (Scalar::Bool(a), Value::Bool(b)) => Truth::from_bool(a == b),
+            (Scalar::Num(a), Value::Number(b)) => match Num::of(b) {
+                Some(b) => Truth::from_bool(a.cmp(b).is_eq()),
+                None => Truth::Unknown,
+            },
+            (Scalar::Str(a), Value::String(b)) => Truth::from_bool(**a == **b),
+            _ => Truth::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum OneOf {
+    Strings(FxHashSet<Box<str>>),
+    Numbers(Box<[Num]>),
+    Bools { t: bool, f: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bounds {
+    min: Option<Num>,
+    max: Option<Num>,
+    exclusive_min: Option<Num>,
+    exclusive_max: Option<Num>,
+}
+
+/// One token of a compiled glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GlobToken {
+    Char(char),
+    /// `?`: one character other than `/`.
+    One,
+    /// `*`: any run of characters other than `/`.
+    Star,
+    /// `**`: any run of characters.
+    DoubleStar,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Test {
+    Equals(Scalar),
+    OneOf(OneOf),
+    Bounds(Bounds),
+    Prefix(Box<str>),
+    /// Without a trailing `/` (except the root `/` itself).
+    PathPrefix(Box<str>),
+    Glob(Box<[GlobToken]>),
+    Present(bool),
+}
+
+/// One compiled condition.
+#[derive(Debug, Clone, PartialEq)]
+struct Condition {
+    pointer: Box<[Box<str>]>,
+    test: Test,
+}
+
+/// A rule's compiled conditions (all must hold).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    list: Box<[Condition]>,
+}
+
+impl Conditions {
+    /// Evaluates every condition against the call's arguments (`None`: the call has none).
+    pub fn eval(&self, arguments: Option<&Value>) -> Truth {
+        let mut unknown = false;
+        for c in self.list.iter() {
+            match c.eval(arguments) {
+                Truth::False => return Truth::False,
+                Truth::Unknown => unknown = true,
+                Truth::True => {}
+            }
+        }
+        if unknown {
+            Truth::Unknown
+        } else {
+            Truth::True
+        }
+    }
+
+    /// Number of conditions.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none (never, for a compiled rule: an empty list is refused).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+impl Condition {
+    fn eval(&self, arguments: Option<&Value>) -> Truth {
+        let found = arguments.and_then(|a| lookup(a, &self.pointer));
+        if let Test::Present(want) = self.test {
+            let present = found.is_some_and(|v| !v.is_null());
+            return Truth::from_bool(present == want);
+        }
+        let Some(v) = found else { return Truth::Unknown };
+        match &self.test {
+            Test::Present(_) => Truth::Unknown,
+            Test::Equals(s) => s.test(v),
+            Test::OneOf(set) => match (set, v) {
+                (OneOf::Strings(set), Value::String(s)) => Truth::from_bool(set.contains(s.as_str())),
+                (OneOf::Numbers(list), Value::Number(n)) => match Num::of(n) {
+                    Some(n) => Truth::from_bool(list.iter().any(|x| x.cmp(n).is_eq())),
+                    None => Truth::Unknown,
+                },
+                (OneOf::Bools { t, f }, Value::Bool(b)) => Truth::from_bool(if *b { *t } else { *f }),
+                _ => Truth::Unknown,
+            },
+            Test::Bounds(b) => {
+                let Some(n) = v.as_number().and_then(Num::of) else { return Truth::Unknown };
+                let ok = b.min.is_none_or(|m| n.cmp(m).is_ge())
+                    && b.max.is_none_or(|m| n.cmp(m).is_le())
+                    && b.exclusive_min.is_none_or(|m| n.cmp(m).is_gt())
+                    && b.exclusive_max.is_none_or(|m| n.cmp(m).is_lt());
+                Truth::from_bool(ok)
+            }
+            Test::Prefix(p) => match v {
+                Value::String(s) => Truth::from_bool(s.starts_with(&**p)),
+                _ => Truth::Unknown,
+            },
+            Test::PathPrefix(p) => match v {
+                Value::String(s) if clean_path(s) => Truth::from_bool(under(s, p)),
+                _ => Truth::Unknown,
+            },
+            Test::Glob(tokens) => match v {
+                Value::String(s) => Truth::from_bool(glob_match(tokens, s)),
+                _ => Truth::Unknown,
+            },
+        }
+    }
+}
+
+/// The value at a pre-parsed JSON Pointer: object members by name, array elements by decimal index (no sign, no
+/// leading zero).
+fn lookup<'v>(root: &'v Value, pointer: &[Box<str>]) -> Option<&'v Value> {
+    let mut v = root;
+    for token in pointer {
+        v = match v {
+            Value::Object(map) => map.get(&**token)?,
+            Value::Array(list) => {
+                let t: &str = token;
+                if t.is_empty() || (t.len() > 1 && t.starts_with('0')) || !t.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                list.get(t.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// An absolute path with no empty, `.` or `..` segments (a trailing `/` is allowed), no `\` and no control
+/// characters.
+fn clean_path(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('/') else { return false };
+    if s.chars().any(|c| c == '\\' || c.is_control()) {
+        return false;
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// `s` is `prefix` or below it (segment boundary). `prefix` has no trailing `/` unless it is `/`.
+fn under(s: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match s.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Glob match by dynamic programming over (pattern position): linear in the input times the pattern length, never
+/// exponential.
+fn glob_match(tokens: &[GlobToken], s: &str) -> bool {
+    let n = tokens.len();
+    // reach[i]: the pattern prefix of length i matches the input read so far.
+    let mut reach = vec![false; n + 1];
+    reach[0] = true;
+    close_stars(tokens, &mut reach);
+    for c in s.chars() {
+        let mut next = vec![false; n + 1];
+        for (i, t) in tokens.iter().enumerate() {
+            if !reach[i] {
+                continue;
+            }
+            match t {
+                GlobToken::Char(x) if *x == c => next[i + 1] = true,
+                GlobToken::Char(_) => {}
+                GlobToken::One if c != '/' => next[i + 1] = true,
+                GlobToken::One => {}
+                GlobToken::Star if c != '/' => next[i] = true,
+                GlobToken::Star => {}
+                GlobToken::DoubleStar => next[i] = true,
+            }
+        }
+        close_stars(tokens, &mut next);
+        if !next.iter().any(|&r| r) {
+            return false;
+        }
+        reach = next;
+    }
+    reach[n]
+}
+
+/// A star may match the empty string: propagate reachability across stars.
+fn close_stars(tokens: &[GlobToken], reach: &mut [bool]) {
+    for (i, t) in tokens.iter().enumerate() {
+        if reach[i] && matches!(t, GlobToken::Star | GlobToken::DoubleStar) {
+            reach[i + 1] = true;
+        }
+    }
+}
+
+/// Parses a glob: `**` (any run), `*` (any run without `/`), `?` (one character but `/`), anything else literal.
+/// Used for argument globs and for MCP resource URI patterns.
+pub(crate) fn parse_glob(raw: &str) -> Result<Box<[GlobToken]>, String> {
+    if raw.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if raw.len() > MAX_PATTERN {
+        return Err(format!("too long (at most {MAX_PATTERN} bytes)"));
+    }
+    if raw.chars().any(|c| c.is_control()) {
+        return Err("must not contain control characters".into());
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                if chars.peek() == Some(&'*') {
+                    return Err("\"***\" is not a pattern: use \"*\" or \"**\"".into());
+                }
+                GlobToken::DoubleStar
+            }
+            '*' => GlobToken::Star,
+            '?' => GlobToken::One,
+            c => GlobToken::Char(c),
+        });
+    }
+    Ok(out.into_boxed_slice())
+}
+
+/// Matches a glob from [`parse_glob`].
+pub(crate) fn glob_matches(tokens: &[GlobToken], s: &str) -> bool {
+    glob_match(tokens, s)
+}
+
+/// Whether a glob has no wildcard (an exact string).
+pub(crate) fn glob_literal(tokens: &[GlobToken]) -> Option<String> {
+    tokens
+        .iter()
+        .map(|t| match t {
+            GlobToken::Char(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Number of literal characters before the first wildcard (the more, the more specific).
+pub(crate) fn glob_literal_prefix(tokens: &[GlobToken]) -> usize {
+    tokens.iter().take_while(|t| matches!(t, GlobToken::Char(_))).count()
+}
+
+/// Parses a JSON Pointer into its unescaped tokens. The whole document (`""`) is refused: conditions name an
+/// argument.
+fn parse_pointer(raw: &str) -> Result<Box<[Box<str>]>, String> {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(format!("invalid argument pointer \"{raw}\": a JSON Pointer such as \"/amount\""));
+    };
+    let mut out = Vec::new();
+    for token in rest.split('/') {
+        let mut t = String::with_capacity(token.len());
+        let mut chars = token.chars();
+        while let Some(c) = chars.next() {
+            if c == '~' {
+                match chars.next() {
+                    Some('0') => t.push('~'),
+                    Some('1') => t.push('/'),
+                    _ => {
+                        return Err(format!(
+                            "invalid argument pointer \"{raw}\": \"~\" must be followed by \"0\" or \"1\""
+                        ))
+                    }
+                }
+            } else {
+                t.push(c);
+            }
+        }
+        out.push(t.into_boxed_str());
+    }
+    Ok(out.into_boxed_slice())
+}
+
+/// Compiles a rule's `conditions`; errors are located under `at` (`/rules/N/conditions`).
+pub fn compile_conditions(list: &[ArgCondition], at: &str) -> Result<Conditions, Vec<ValidationError>> {
+    let mut errs = Vec::new();
+    if list.is_empty() {
+        errs.push(ValidationError::new(at, "empty list: omit the field to match everything"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        let loc = format!("{at}/{i}");
+        match compile_one(c, &loc) {
+            Ok(c) => out.push(c),
+            Err(e) => errs.push(e),
+        }
+    }
+    if errs.is_empty() {
+        Ok(Conditions { list: out.into_boxed_slice() })
+    } else {
+        Err(errs)
+    }
+}
+
+const TESTS: &str =
+    "one of \"equals\", \"one_of\", \"min\"/\"max\"/\"exclusive_min\"/\"exclusive_max\", \"prefix\", \"path_prefix\", \"glob\", \"present\"";
+
+fn compile_one(c: &ArgCondition, loc: &str) -> Result<Condition, ValidationError> {
+    let pointer = parse_pointer(&c.argument).map_err(|m| ValidationError::new(format!("{loc}/argument"), m))?;
+    let numeric = c.min.is_some() || c.max.is_some() || c.exclusive_min.is_some() || c.exclusive_max.is_some();
+    let kinds = [
+        c.equals.is_some(),
+        c.one_of.is_some(),
+        numeric,
+        c.prefix.is_some(),
+        c.path_prefix.is_some(),
+        c.glob.is_some(),
+        c.present.is_some(),
+    ];
+    match kinds.iter().filter(|&&k| k).count() {
+        0 => return Err(ValidationError::new(loc, format!("no test: give {TESTS}"))),
+        1 => {}
+        _ => return Err(ValidationError::new(loc, format!("more than one test: give exactly {TESTS}"))),
+    }
+    let test = if let Some(v) = &c.equals {
+        Test::Equals(Scalar::of(v).ok_or_else(|| {
+            ValidationError::new(format!("{loc}/equals"), "must be a string, number, boolean or null")
+        })?)
+    } else if let Some(list) = &c.one_of {
+        Test::OneOf(one_of(list, &format!("{loc}/one_of"))?)
+    } else if numeric {
+        let num = |n: &Option<Number>, field: &str| -> Result<Option<Num>, ValidationError> {
+            match n {
+                None => Ok(None),
+                Some(n) => Num::of(n)
+                    .map(Some)
+                    .ok_or_else(|| ValidationError::new(format!("{loc}/{field}"), "not a finite number")),
+            }
+        };
+        let b = Bounds {
+            min: num(&c.min, "min")?,
+            max: num(&c.max, "max")?,
+            exclusive_min: num(&c.exclusive_min, "exclusive_min")?,
+            exclusive_max: num(&c.exclusive_max, "exclusive_max")?,
+        };
+        let lows = [b.min, b.exclusive_min];
+        let highs = [b.max, b.exclusive_max];
+        for lo in lows.iter().flatten() {
+            for hi in highs.iter().flatten() {
+                if lo.cmp(*hi).is_gt() {
+                    return Err(ValidationError::new(loc, "empty range: the lower bound is above the upper bound"));
+                }
+            }
+        }
+        Test::Bounds(b)
+    } else if let Some(p) = &c.prefix {
+        if p.is_empty() || p.len() > MAX_PATTERN {
+            return Err(ValidationError::new(
+                format!("{loc}/prefix"),
+                format!("must be 1 to {MAX_PATTERN} bytes (an empty prefix matches every string: use \"present\")"),
+            ));
+        }
+        Test::Prefix(p.as_str().into())
+    } else if let Some(p) = &c.path_prefix {
+        let trimmed = if p.len() > 1 { p.strip_suffix('/').unwrap_or(p) } else { p };
+        if !clean_path(trimmed) || trimmed.len() > MAX_PATTERN {
+            return Err(ValidationError::new(
+                format!("{loc}/path_prefix"),
+                format!(
+                    "invalid path \"{p}\": an absolute path without empty, \".\" or \"..\" segments, \"\\\" or control characters"
+                ),
+            ));
+        }
+        Test::PathPrefix(trimmed.into())
+    } else if let Some(g) = &c.glob {
+        let tokens = parse_glob(g)
+            .map_err(|m| ValidationError::new(format!("{loc}/glob"), format!("invalid glob \"{g}\": {m}")))?;
+        Test::Glob(tokens)
+    } else if let Some(p) = c.present {
+        Test::Present(p)
+    } else {
+        return Err(ValidationError::new(loc, format!("no test: give {TESTS}")));
+    };
+    Ok(Condition { pointer, test })
+}
+
+fn one_of(list: &[Value], at: &str) -> Result<OneOf, ValidationError> {
+    let same = "must be a non-empty list of strings, or of numbers, or of booleans (one type)";
+    match list.first() {
+        None => Err(ValidationError::new(at, same)),
+        Some(Value::String(_)) => list
+            .iter()
+            .map(|v| v.as_str().map(Box::from))
+            .collect::<Option<FxHashSet<Box<str>>>>()
+            .map(OneOf::Strings)
+            .ok_or_else(|| ValidationError::new(at, same)),
+        Some(Value::Number(_)) => list
+            .iter()
+            .map(|v| v.as_number().and_then(Num::of))
+            .collect::<Option<Vec<Num>>>()
+            .map(|v| OneOf::Numbers(v.into_boxed_slice()))
+            .ok_or_else(|| ValidationError::new(at, same)),
+        Some(Value::Bool(_)) => {
+            let mut t = false;
+            let mut f = false;
+            for v in list {
+                match v {
+                    Value::Bool(true) => t = true,
+                    Value::Bool(false) => f = true,
+                    _ => return Err(ValidationError::new(at, same)),
+                }
+            }
+            Ok(OneOf::Bools { t, f })
+        }
+        Some(_) => Err(ValidationError::new(at, same)),
+    }
+}
+
+/// The canonical JSON text of a value (see the module documentation).
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+/// Lower-case hex SHA-256 of the canonical form of the arguments (`{}` when there are none).
+pub fn arguments_digest(arguments: Option<&Value>) -> String {
+    let text = match arguments {
+        Some(v) => canonical_json(v),
+        None => "{}".to_string(),
+    };
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in digest.iter() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(list) => {
+            out.push('[');
+            for (i, item) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push('{');
+            for (i, (k, item)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_number(n: &Number, out: &mut String) {
+    if let Some(i) = n.as_i64() {
+        let _ = write!(out, "{i}");
+    } else if let Some(u) = n.as_u64() {
+        let _ = write!(out, "{u}");
+    } else if let Some(f) = n.as_f64() {
+        out.push_str(&es_number(f));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// ECMAScript `Number.prototype.toString` for a finite double (what RFC 8785 prescribes).
+pub fn es_number(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return "0".to_string();
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    // Shortest round-trip digits, from serde_json's float formatting (already in the filter, unlike core's
+    // `{:e}`): "ddd.ddd" or "d.ddde±x". Normalize to digits without leading/trailing zeros and the position `n` of
+    // the decimal point (value = 0.DIGITS × 10^n).
+    let text = serde_json::Number::from_f64(x.abs()).map(|n| n.to_string()).unwrap_or_default();
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.trim_start_matches('+').parse::<i32>().unwrap_or(0)),
+        None => (text.as_str(), 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    if digits.is_empty() {
+        return "0".to_string();
+    }
+    let n = int.len() as i32 + exp - lead as i32;
+    let k = digits.len() as i32;
+    let body = if k <= n && n <= 21 {
+        format!("{digits}{}", "0".repeat((n - k) as usize))
+    } else if 0 < n && n <= 21 {
+        let (a, b) = digits.split_at(n as usize);
+        format!("{a}.{b}")
+    } else if -6 < n && n <= 0 {
+        format!("0.{}{digits}", "0".repeat((-n) as usize))
+    } else {
+        let e = n - 1;
+        let esign = if e < 0 { '-' } else { '+' };
+        let (first, rest) = digits.split_at(1);
+        if rest.is_empty() {
+            format!("{first}e{esign}{}", e.abs())
+        } else {
+            format!("{first}.{rest}e{esign}{}", e.abs())
+        }
+    };
+    format!("{sign}{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn es_numbers() {
+        for (x, want) in [
+            (1.5, "1.5"),
+            (100.0, "100"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (1e-7, "1e-7"),
+            (0.000001, "0.000001"),
+            (-0.0, "0"),
+            (123.456, "123.456"),
+            (-2.5e-10, "-2.5e-10"),
+            (1.2345e25, "1.2345e+25"),
+            (0.1, "0.1"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(es_number(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let g = |p: &str, s: &str| glob_matches(&parse_glob(p).unwrap(), s);
+        assert!(g("/srv/*/r.csv", "/srv/a/r.csv"));
+        assert!(!g("/srv/*/r.csv", "/srv/a/b/r.csv"));
+        assert!(g("/srv/**", "/srv/a/b/r.csv"));
+        assert!(g("/srv/**.csv", "/srv/a/b/r.csv"));
+        assert!(!g("/srv/?", "/srv/ab"));
+        assert!(g("a*b*c", "aXXbYYc"));
+        assert!(!g("a*b*c", "aXXbYY"));
+        assert!(g(&"*a".repeat(20), &"a".repeat(200)));
+        assert!(!g(&"*a".repeat(20), &"a".repeat(19)));
+    }
+
+    #[test]
+    fn paths() {
+        assert!(clean_path("/srv/data/x"));
+        assert!(clean_path("/srv/data/"));
+        assert!(!clean_path("/srv/../etc"));
+        assert!(!clean_path("/srv//etc"));
+        assert!(!clean_path("srv"));
+        assert!(!clean_path("/srv/./x"));
+        assert!(!clean_path("/srv\\x"));
+        assert!(under("/srv/data/x", "/srv/data"));
+        assert!(under("/srv/data", "/srv/data"));
+        assert!(!under("/srv/database", "/srv/data"));
+    }
+}

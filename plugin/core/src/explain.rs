@@ -1,0 +1,401 @@
+//! Why `decide` decided as it did: the chain of reasons for one decision, for `warden eval` and `warden test`.
+//!
+//! [`explain`] runs [`decide`] and then walks the bundle's rules with decide's own pieces: the same candidate
+//! lists from the compiled index (`decide::for_each_candidate_list`) and the same selector checks (`decide::miss`),
+//! so there is still one implementation of policy semantics. It is for offline
+//! tools: it allocates freely and visits every rule, which the request path never does.
+//!
+//! Each rule gets one [`RuleVerdict`]: it decided; it matched but was outranked (deny before step-up before allow,
+//! then bundle order); it was a candidate but a selector failed (expired, sensitivity, environment, task purpose,
+//! issuer); or the index never offered it, because it does not select this agent or this tool. When the decision
+//! came before the rules (identity, revocation, task expiry, unknown tool) the rules were not consulted and the
+//! explanation says so.
+
+use crate::bundle::Effect;
+use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule};
+use crate::decide::{decide, for_each_candidate_list, miss, Miss};
+use crate::decision::{Decision, Reason};
+use crate::facts::{Facts, Identity};
+use crate::index::{Candidates, ALL_TOOLS};
+use crate::time::format_rfc3339;
+
+/// What happened to one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleVerdict {
+    /// It matched and named the decision.
+    Decided,
+    /// It matched, but a rule of higher precedence decided.
+    Outranked,
+    /// It applies to this agent and tool, but one of its other selectors failed.
+    NotMatched,
+    /// It does not select this agent, or not this tool.
+    NotSelected,
+}
+
+impl RuleVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleVerdict::Decided => "decided",
+            RuleVerdict::Outranked => "outranked",
+            RuleVerdict::NotMatched => "not_matched",
+            RuleVerdict::NotSelected => "not_selected",
+        }
+    }
+}
+
+/// One rule's part in the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrace {
+    pub id: String,
+    pub effect: Effect,
+    pub verdict: RuleVerdict,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// The chain of reasons behind a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The decision itself, exactly as `decide` returns it.
+    pub decision: Decision,
+    /// The checks before the rules, in precedence order, each in words.
+    pub steps: Vec<String>,
+    /// Every rule in bundle order; empty when the decision came before the rules.
+    pub rules: Vec<RuleTrace>,
+    /// The outcome in words: which rule or default decided, and the reason code.
+    pub conclusion: String,
+}
+
+impl Explanation {
+    /// One line per step and per rule.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = self.steps.clone();
+        for r in &self.rules {
+            out.push(format!("rule {} ({}): {}: {}", r.id, r.effect.as_str(), r.verdict.as_str(), r.detail));
+        }
+        out.push(self.conclusion.clone());
+        out
+    }
+}
+
+fn list(items: &[Box<str>]) -> String {
+    items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+}
+
+fn describe_miss(m: Miss, rule: &CompiledRule, facts: &Facts, agent_issuer: &str, purpose: Option<&str>) -> String {
+    match m {
+        Miss::Expired => {
+            format!("expired at {}", rule.expires_at.map_or_else(String::new, format_rfc3339))
+        }
+        Miss::Sensitivity => "does not select tools of this sensitivity".to_string(),
+        Miss::Environment => format!(
+            "environment {:?} is not one of [{}]",
+            facts.environment,
+            rule.environments.as_deref().map_or_else(String::new, list)
+        ),
+        Miss::NoTaskPurpose => format!(
+            "needs a task purpose in [{}], and the request has none",
+            rule.task_purposes.as_deref().map_or_else(String::new, list)
+        ),
+        Miss::TaskPurpose => format!(
+            "task purpose {:?} is not one of [{}]",
+            purpose.unwrap_or(""),
+            rule.task_purposes.as_deref().map_or_else(String::new, list)
+        ),
+        Miss::Issuer => format!(
+            "issuer {agent_issuer:?} is not one of [{}]",
+            rule.issuers.as_deref().map_or_else(String::new, list)
+        ),
+        Miss::NoDelegation => format!(
+            "needs a delegator in [{}], and the request is not delegated",
+            rule.delegators.as_deref().map_or_else(String::new, list)
+        ),
+        Miss::Delegator => {
+            format!("the delegator is not one of [{}]", rule.delegators.as_deref().map_or_else(String::new, list))
+        }
+        Miss::DelegationDepth => {
+            format!("delegation is deeper than {}", rule.max_delegation_depth.unwrap_or(0))
+        }
+        Miss::SenderBinding => "needs sender binding (mTLS peer = agent id), and the request has none".to_string(),
+    }
+}
+
+fn finish(decision: Decision, steps: Vec<String>, rules: Vec<RuleTrace>) -> Explanation {
+    let by = match (&decision.rule, decision.reason) {
+        (Some(rule), _) => format!("rule {rule}"),
+        (None, Reason::NoMatchingRule) => "default: no rule matched".to_string(),
+        (None, _) => "default".to_string(),
+    };
+    let conclusion = format!(
+        "decision: {} ({}) by {by}, bundle revision {}",
+        decision.outcome.as_str(),
+        decision.reason.code(),
+        decision.revision
+    );
+    Explanation { decision, steps, rules, conclusion }
+}
+
+/// Decides, and explains the decision (see the module doc).
+pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation {
+    let decision = decide(bundle, facts, now);
+    let mut steps = Vec::new();
+
+    // Identity.
+    let agent = match &facts.identity {
+        Identity::Missing => {
+            steps.push("identity: no agent token was presented: deny (401) before any rule".to_string());
+            return finish(decision, steps, Vec::new());
+        }
+        Identity::Invalid(f) => {
+            steps.push(format!("identity: the agent token was refused ({}): deny (401) before any rule", f.code()));
+            return finish(decision, steps, Vec::new());
+        }
+        Identity::Verified(agent) => agent,
+    };
+    let mut who = format!("identity: agent {:?} from issuer {:?}", agent.id, agent.issuer);
+    if let Some(t) = &agent.task {
+        who.push_str(&format!(", task {:?}", t.id));
+        if let Some(p) = &t.purpose {
+            who.push_str(&format!(" (purpose {p:?})"));
+        }
+        if let Some(e) = t.expires_at {
+            who.push_str(&format!(" until {}", format_rfc3339(e)));
+        }
+    }
+    steps.push(who);
+
+    // Revocations and task expiry: what decide concluded.
+    let stop = match decision.reason {
+        Reason::RevokedAgent => Some(format!("revocations: agent {:?} is revoked", agent.id)),
+        Reason::RevokedTask => {
+            Some(format!("revocations: task {:?} is revoked", agent.task.as_ref().map_or("", |t| t.id.as_str())))
+        }
+        Reason::RevokedToken => {
+            Some(format!("revocations: token id {:?} is revoked", agent.token_id.as_deref().unwrap_or("")))
+        }
+        Reason::TaskExpired => Some("task: its expires_at has passed".to_string()),
+        _ => None,
+    };
+    if let Some(stop) = stop {
+        steps.push(format!("{stop}: deny before any rule"));
+        return finish(decision, steps, Vec::new());
+    }
+    steps.push("revocations: agent, task and token id are not revoked; the task has not expired".to_string());
+
+    // Tool.
+    let Some(tool) = facts.tool else {
+        steps.push(format!(
+            "tool: the request reaches no tool in the catalog; defaults.unknown_tool is {}",
+            bundle.unknown_tool.as_str()
+        ));
+        return finish(decision, steps, Vec::new());
+    };
+    let Some(tool_entry) = bundle.tools.get(tool.0 as usize) else {
+        steps.push("tool: an index from another bundle: deny".to_string());
+        return finish(decision, steps, Vec::new());
+    };
+    steps.push(format!("tool: {:?} (sensitivity {})", &*tool_entry.id, tool_entry.sensitivity.as_str()));
+    steps.push(format!("environment: {:?}, clock {}", facts.environment, format_rfc3339(now)));
+    let rules_consulted = matches!(
+        decision.reason,
+        Reason::AllowedByRule
+            | Reason::AllowedByException
+            | Reason::DeniedByRule
+            | Reason::StepUpRequired
+            | Reason::NoMatchingRule
+    );
+    if !rules_consulted {
+        return finish(decision, steps, Vec::new());
+    }
+
+    // Rules: the candidates decide looks at, for this tool and this agent.
+    let tool_bit = sensitivity_bit(tool_entry.sensitivity);
+    let exact = bundle.agents.exact(&agent.id);
+    let mut candidate = vec![false; bundle.rules.len()];
+    for_each_candidate_list(bundle, tool.0, exact.class, &agent.id, |list| {
+        for &r in list {
+            if let Some(c) = candidate.get_mut(r as usize) {
+                *c = true;
+            }
+        }
+    });
+    // Rules that select this agent for some tool (to tell "not this agent" from "not this tool").
+    let mut selects_agent = vec![false; bundle.rules.len()];
+    for scope in std::iter::once(ALL_TOOLS).chain((0..bundle.tools.len() as u32).map(Candidates::tool_scope)) {
+        let mut mark = |class: u32| {
+            for &r in bundle.candidates.get(scope, class) {
+                if let Some(s) = selects_agent.get_mut(r as usize) {
+                    *s = true;
+                }
+            }
+        };
+        mark(crate::index::ANY_AGENT);
+        if let Some(c) = exact.class {
+            mark(c);
+        }
+        bundle.agents.for_each_prefix_class(&agent.id, &mut mark);
+    }
+
+    let purpose = agent.task.as_ref().and_then(|t| t.purpose.as_deref());
+    let decided_index = decision.rule.as_deref().and_then(|id| bundle.rules.iter().position(|r| &*r.id == id));
+    let decided_key = decided_index.and_then(|i| bundle.rules.get(i).map(|r| (effect_rank(r.effect), i)));
+    let mut rules = Vec::with_capacity(bundle.rules.len());
+    for (i, rule) in bundle.rules.iter().enumerate() {
+        let (verdict, detail) = if !candidate.get(i).copied().unwrap_or(false) {
+            if selects_agent.get(i).copied().unwrap_or(false) {
+                (RuleVerdict::NotSelected, format!("does not select tool {:?}", &*tool_entry.id))
+            } else {
+                (RuleVerdict::NotSelected, format!("does not select agent {:?}", agent.id))
+            }
+        } else if let Some(m) = miss(rule, agent, &facts.environment, tool_bit, now) {
+            (RuleVerdict::NotMatched, describe_miss(m, rule, facts, &agent.issuer, purpose))
+        } else if Some(i) == decided_index {
+            let why = match rule.effect {
+                Effect::Deny => "a matching deny rule wins over step-up and allow",
+                Effect::StepUp => "no deny rule matched; step-up needs an approval",
+                Effect::Allow if rule.exception => "no deny or step-up rule matched; a time-boxed exception",
+                Effect::Allow => "no deny or step-up rule matched",
+            };
+            (RuleVerdict::Decided, format!("matched; {why}"))
+        } else {
+            let outranked_by = match decided_key {
+                Some((rank, _)) if rank < effect_rank(rule.effect) => "a rule of stronger effect decided",
+                _ => "an earlier rule of the same effect decided",
+            };
+            (RuleVerdict::Outranked, format!("matched, but {outranked_by}"))
+        };
+        rules.push(RuleTrace { id: rule.id.to_string(), effect: rule.effect, verdict, detail });
+    }
+    finish(decision, steps, rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Bundle;
+    use crate::compile::compile;
+    use crate::facts::{Agent, Task, TokenFailure};
+    use crate::time::parse_rfc3339;
+
+    fn bundle() -> CompiledBundle {
+        let b: Bundle = serde_json::from_value(serde_json::json!({
+            "format": "warden.bundle/v1", "revision": 7,
+            "issued_at": "2026-11-01T00:00:00Z", "expires_at": "2027-11-01T00:00:00Z",
+            "owner": "sec", "authority": "policy.example",
+            "tools": [
+                {"id": "crm.read", "sensitivity": "read"},
+                {"id": "crm.write", "sensitivity": "write"},
+                {"id": "pay.refund", "sensitivity": "payment"}
+            ],
+            "rules": [
+                {"id": "no-writes", "effect": "deny", "agents": ["spiffe://d/support/*"], "sensitivities": ["write"]},
+                {"id": "refund-step-up", "effect": "step_up", "tools": ["pay.refund"], "task_purposes": ["refund"]},
+                {"id": "old", "effect": "allow", "tools": ["crm.*"], "expires_at": "2026-11-02T00:00:00Z"},
+                {"id": "read-prod", "effect": "allow", "agents": ["spiffe://d/support/*"], "tools": ["crm.*"],
+                 "environments": ["prod"]},
+                {"id": "read-any", "effect": "allow", "agents": ["*"], "tools": ["crm.read"]},
+                {"id": "bot-only", "effect": "allow", "agents": ["spiffe://d/other/bot"]}
+            ],
+            "revocations": {"agents": ["spiffe://d/support/revoked"]}
+        }))
+        .unwrap();
+        compile(&b).unwrap()
+    }
+
+    fn agent(id: &str, purpose: Option<&str>) -> Identity {
+        Identity::Verified(Agent {
+            id: id.into(),
+            trust_domain: "d".into(),
+            issuer: "i".into(),
+            token_id: None,
+            expires_at: i64::MAX,
+            task: purpose.map(|p| Task { id: "t".into(), purpose: Some(p.into()), expires_at: None }),
+            delegation: None,
+            sender_bound: false,
+        })
+    }
+
+    fn facts(b: &CompiledBundle, identity: Identity, tool: &str, env: &str) -> Facts {
+        Facts { environment: env.into(), identity, tool: b.tool_by_id(tool) }
+    }
+
+    fn verdicts(e: &Explanation) -> Vec<(&str, RuleVerdict)> {
+        e.rules.iter().map(|r| (r.id.as_str(), r.verdict)).collect()
+    }
+
+    const NOW: &str = "2026-11-28T10:00:00Z";
+
+    #[test]
+    fn every_rule_gets_its_verdict() {
+        use RuleVerdict::*;
+        let b = bundle();
+        let now = parse_rfc3339(NOW).unwrap();
+        let e = explain(&b, &facts(&b, agent("spiffe://d/support/a", None), "crm.read", "prod"), now);
+        assert_eq!(e.decision.rule.as_deref(), Some("read-prod"));
+        assert_eq!(
+            verdicts(&e),
+            vec![
+                ("no-writes", NotMatched),
+                ("refund-step-up", NotSelected),
+                ("old", NotMatched),
+                ("read-prod", Decided),
+                ("read-any", Outranked),
+                ("bot-only", NotSelected),
+            ]
+        );
+        let detail = |id: &str| e.rules.iter().find(|r| r.id == id).unwrap().detail.clone();
+        assert_eq!(detail("no-writes"), "does not select tools of this sensitivity");
+        assert_eq!(detail("old"), "expired at 2026-11-02T00:00:00Z");
+        assert_eq!(detail("read-any"), "matched, but an earlier rule of the same effect decided");
+        assert_eq!(detail("bot-only"), "does not select agent \"spiffe://d/support/a\"");
+        assert_eq!(detail("refund-step-up"), "does not select tool \"crm.read\"");
+        assert_eq!(e.lines().last().unwrap(), "decision: allow (allowed_by_rule) by rule read-prod, bundle revision 7");
+
+        let e = explain(&b, &facts(&b, agent("spiffe://d/support/a", None), "crm.write", "staging"), now);
+        assert_eq!(e.decision.rule.as_deref(), Some("no-writes"));
+        assert_eq!(e.rules[0].detail, "matched; a matching deny rule wins over step-up and allow");
+        let read_prod = e.rules.iter().find(|r| r.id == "read-prod").unwrap();
+        assert_eq!(read_prod.detail, "environment \"staging\" is not one of [\"prod\"]");
+
+        let e = explain(&b, &facts(&b, agent("spiffe://d/x", None), "pay.refund", "prod"), now);
+        assert_eq!(e.rules[1].detail, "needs a task purpose in [\"refund\"], and the request has none");
+        assert_eq!(e.conclusion, "decision: deny (no_matching_rule) by default: no rule matched, bundle revision 7");
+    }
+
+    #[test]
+    fn decisions_before_the_rules_consult_no_rule() {
+        let b = bundle();
+        let now = parse_rfc3339(NOW).unwrap();
+        for (identity, tool, want) in [
+            (Identity::Missing, "crm.read", "identity_missing"),
+            (Identity::Invalid(TokenFailure::Expired), "crm.read", "token_expired"),
+            (agent("spiffe://d/support/revoked", None), "crm.read", "revoked_agent"),
+            (agent("spiffe://d/support/a", None), "no.such.tool", "unknown_tool"),
+        ] {
+            let e = explain(&b, &facts(&b, identity, tool, "prod"), now);
+            assert_eq!(e.decision.reason.code(), want);
+            assert!(e.rules.is_empty(), "{want}: {:?}", e.rules);
+        }
+    }
+
+    #[test]
+    fn the_explained_decision_is_decides() {
+        let b = bundle();
+        for t in ["2026-11-01T12:00:00Z", NOW] {
+            let now = parse_rfc3339(t).unwrap();
+            for id in ["spiffe://d/support/a", "spiffe://d/other/bot", "spiffe://d/x", "spiffe://d/support/revoked"] {
+                for purpose in [None, Some("refund")] {
+                    for tool in ["crm.read", "crm.write", "pay.refund", "none"] {
+                        for env in ["prod", "dev"] {
+                            let f = facts(&b, agent(id, purpose), tool, env);
+                            let e = explain(&b, &f, now);
+                            assert_eq!(e.decision, decide(&b, &f, now));
+                            let decided = e.rules.iter().filter(|r| r.verdict == RuleVerdict::Decided).count();
+                            assert_eq!(decided, usize::from(e.decision.rule.is_some()), "{id} {tool} {env}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
