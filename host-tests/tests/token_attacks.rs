@@ -3,8 +3,9 @@
 //! the RFC 6750 challenge on 401s, that nothing of the token is echoed, and that the VM did not fail.
 //!
 //! Needs the Python environment of `host-tests/tests/requirements.txt` (`python3 -m venv .venv &&
-//! .venv/bin/pip install -r host-tests/tests/requirements.txt` at the workspace root; `WARDEN_PYTHON` overrides the
-//! interpreter) and `warden.wasm` (see `support::wasm_path`).
+//! .venv/bin/pip install -r host-tests/tests/requirements.txt` at the workspace root, which `scripts/python-env.sh`
+//! does; `WARDEN_TEST_PYTHON` or `WARDEN_PYTHON` names another interpreter) and `warden.wasm` (see
+//! `support::wasm_path`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod support;
@@ -28,8 +29,10 @@ struct Minted {
 }
 
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("WARDEN_PYTHON") {
-        return PathBuf::from(p);
+    for var in ["WARDEN_TEST_PYTHON", "WARDEN_PYTHON"] {
+        if let Some(p) = std::env::var_os(var) {
+            return PathBuf::from(p);
+        }
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
 }
@@ -42,7 +45,8 @@ fn minted() -> &'static Minted {
         let out = Command::new(&py).arg(&script).arg(T0.to_string()).output().unwrap_or_else(|e| {
             panic!(
                 "cannot run {} ({e}). Create the environment at the workspace root:\n  python3 -m venv .venv && \
-                 .venv/bin/pip install -r host-tests/tests/requirements.txt\n(or set WARDEN_PYTHON)",
+                 .venv/bin/pip install -r host-tests/tests/requirements.txt\n(or run scripts/python-env.sh, or set \
+                 WARDEN_TEST_PYTHON)",
                 py.display()
             )
         });
@@ -248,8 +252,7 @@ fn cases() -> Vec<Case> {
         c("cnf-bound token, peer certificate differs", "cnf_ok", 401, "token_cnf_mismatch")
             .peer_with_digest(SUPPORT, &other_digest),
         // Delegation.
-        c("nested act naming an admin grants nothing", "nested_act_grant", 403, "no_matching_rule")
-            .call(Call::Delete),
+        c("nested act naming an admin grants nothing", "nested_act_grant", 403, "no_matching_rule").call(Call::Delete),
         c("act deeper than the issuer allows", "act_too_deep", 401, "token_delegation_too_deep"),
         c("act at an issuer without delegation", "act_on_svid_issuer", 401, "token_delegation_not_allowed"),
         c("act without sub", "act_without_sub", 401, "token_missing_claim"),
@@ -323,7 +326,10 @@ fn token_attack_suite() {
         let reason = if c.status == 200 {
             records_in(&x.logs).first().map(|r| r["reason"].as_str().unwrap_or("").to_string()).unwrap_or_default()
         } else if x.is_local_reply() {
-            serde_json::from_slice::<Value>(&x.body).ok().and_then(|b| b["reason"].as_str().map(str::to_string)).unwrap_or_default()
+            serde_json::from_slice::<Value>(&x.body)
+                .ok()
+                .and_then(|b| b["reason"].as_str().map(str::to_string))
+                .unwrap_or_default()
         } else {
             String::new()
         };

@@ -346,7 +346,7 @@ fn every_failure_has_its_own_error() {
             envelope::sign(&payload_with(|v| v["extra"] = json!(1)), &k.ed),
             EnvelopeError::BadPayload {
                 detail: kid("unknown field `extra`, expected one of `format`, `revision`, `issued_at`, `expires_at`, \
-                    `owner`, `authority`, `issuers`, `tools`, `rules`, `revocations`, `defaults` at line 1 column 78"),
+                    `owner`, `authority`, `issuers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults` at line 1 column 78"),
             },
         ),
         (
