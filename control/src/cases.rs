@@ -127,22 +127,6 @@ struct Expect {
 }
 
 /// Every token failure, for reading codes back.
-const TOKEN_FAILURES: [TokenFailure; 13] = [
-    TokenFailure::Malformed,
-    TokenFailure::TooLarge,
-    TokenFailure::UnknownIssuer,
-    TokenFailure::AlgorithmNotAllowed,
-    TokenFailure::UnknownKey,
-    TokenFailure::BadSignature,
-    TokenFailure::Expired,
-    TokenFailure::NotYetValid,
-    TokenFailure::IssuedInFuture,
-    TokenFailure::LifetimeTooLong,
-    TokenFailure::WrongAudience,
-    TokenFailure::MissingClaim,
-    TokenFailure::Ambiguous,
-];
-
 fn time(value: &str, field: &str) -> std::result::Result<i64, String> {
     parse_rfc3339(value).ok_or_else(|| format!("{field} {value:?} is not an RFC 3339 UTC time"))
 }
@@ -160,10 +144,10 @@ fn facts(case: &Case, defaults: &Defaults, bundle: &CompiledBundle) -> std::resu
         .ok_or("no environment: set `environment` in the case or in `defaults`")?;
     let identity = match &case.agent {
         AgentFacts::Code(code) if code == "missing" => Identity::Missing,
-        AgentFacts::Code(code) => match TOKEN_FAILURES.iter().find(|f| f.code() == code) {
-            Some(f) => Identity::Invalid(*f),
+        AgentFacts::Code(code) => match TokenFailure::from_code(code) {
+            Some(f) => Identity::Invalid(f),
             None => {
-                let codes: Vec<&str> = TOKEN_FAILURES.iter().map(|f| f.code()).collect();
+                let codes: Vec<&str> = TokenFailure::ALL.iter().map(|f| f.code()).collect();
                 return Err(format!(
                     "agent {code:?} is not \"missing\" nor a token failure code ({})",
                     codes.join(", ")

@@ -241,6 +241,51 @@ impl TxnFailure {
 }
 
 impl TokenFailure {
+    /// Every failure, Transaction Token ones included (for tools that take a reason code as input).
+    pub const ALL: [TokenFailure; 36] = [
+        TokenFailure::Malformed,
+        TokenFailure::TooLarge,
+        TokenFailure::UnknownIssuer,
+        TokenFailure::AlgorithmNotAllowed,
+        TokenFailure::UnknownKey,
+        TokenFailure::BadSignature,
+        TokenFailure::Expired,
+        TokenFailure::NotYetValid,
+        TokenFailure::IssuedInFuture,
+        TokenFailure::LifetimeTooLong,
+        TokenFailure::WrongAudience,
+        TokenFailure::MissingClaim,
+        TokenFailure::Ambiguous,
+        TokenFailure::WrongType,
+        TokenFailure::WrongProfile,
+        TokenFailure::NotSpiffeId,
+        TokenFailure::DelegationNotAllowed,
+        TokenFailure::DelegationTooDeep,
+        TokenFailure::SenderNotMtls,
+        TokenFailure::SenderMismatch,
+        TokenFailure::CnfMismatch,
+        TokenFailure::Txn(TxnFailure::Malformed),
+        TokenFailure::Txn(TxnFailure::TooLarge),
+        TokenFailure::Txn(TxnFailure::UnknownIssuer),
+        TokenFailure::Txn(TxnFailure::WrongProfile),
+        TokenFailure::Txn(TxnFailure::AlgorithmNotAllowed),
+        TokenFailure::Txn(TxnFailure::UnknownKey),
+        TokenFailure::Txn(TxnFailure::BadSignature),
+        TokenFailure::Txn(TxnFailure::WrongType),
+        TokenFailure::Txn(TxnFailure::NotYetValid),
+        TokenFailure::Txn(TxnFailure::IssuedInFuture),
+        TokenFailure::Txn(TxnFailure::LifetimeTooLong),
+        TokenFailure::Txn(TxnFailure::WrongAudience),
+        TokenFailure::Txn(TxnFailure::MissingClaim),
+        TokenFailure::Txn(TxnFailure::AgentMismatch),
+        TokenFailure::Txn(TxnFailure::Ambiguous),
+    ];
+
+    /// The failure whose [`code`](Self::code) is `code`.
+    pub fn from_code(code: &str) -> Option<TokenFailure> {
+        Self::ALL.into_iter().find(|f| f.code() == code)
+    }
+
     /// The stable reason code.
     pub fn code(self) -> &'static str {
         match self {
@@ -267,5 +312,22 @@ impl TokenFailure {
             TokenFailure::CnfMismatch => "token_cnf_mismatch",
             TokenFailure::Txn(t) => t.code(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_and_round_trips() {
+        let mut codes: Vec<&str> = TokenFailure::ALL.iter().map(|f| f.code()).collect();
+        for f in TokenFailure::ALL {
+            assert_eq!(TokenFailure::from_code(f.code()), Some(f));
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), TokenFailure::ALL.len(), "two failures share a code");
+        assert_eq!(TokenFailure::from_code("token_nonsense"), None);
     }
 }

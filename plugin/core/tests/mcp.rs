@@ -14,6 +14,13 @@ use warden_core::mcp::{
     decide_body, decide_message, parse_body, tool_visibility, McpKind, McpServerIdx, McpTarget, Visibility,
 };
 
+/// (name, body, batches allowed, `Ok(summary)` or `Err(code)`).
+type ParseCase<'a> = (&'a str, Vec<u8>, bool, Result<String, &'a str>);
+/// (name, agent, server host, body, (outcome, reason, rule)).
+type DecideCase<'a> = (&'a str, &'a str, &'a str, String, (&'a str, &'a str, &'a str));
+/// (name, change to the bundle, expected validation errors).
+type ValidationCase<'a> = (&'a str, Box<dyn Fn(&mut Value)>, Vec<&'a str>);
+
 const BOT: &str = "spiffe://acme.example/agents/support/bot-1";
 const FIN: &str = "spiffe://acme.example/agents/finance/reconciler";
 
@@ -81,7 +88,7 @@ fn call(name: &str, args: Value) -> String {
 fn parsing_is_strict() {
     // (name, body, batches allowed, Ok(summary) or Err(code))
     let ok = |s: &str| Ok::<String, &str>(s.to_string());
-    let cases: Vec<(&str, Vec<u8>, bool, Result<String, &str>)> = vec![
+    let cases: Vec<ParseCase<'_>> = vec![
         ("a tool call", call("refund", json!({"amount": 5})).into_bytes(), false, ok("tools/call refund id=1")),
         ("string id", br#"{"jsonrpc":"2.0","id":"a-1","method":"ping"}"#.to_vec(), false, ok("ping - id=\"a-1\"")),
         ("notification", br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(), false, {
@@ -312,7 +319,7 @@ fn servers_and_bindings_resolve() {
 }
 
 /// (agent, server host, body) → (outcome, reason, rule).
-fn check(b: &CompiledBundle, cases: Vec<(&str, &str, &str, String, (&str, &str, &str))>) {
+fn check(b: &CompiledBundle, cases: Vec<DecideCase<'_>>) {
     for (name, who_id, host, body, want) in cases {
         let path = if host.starts_with("mcp.pay") { "/mcp" } else { "/" };
         let s = server(b, host, path);
@@ -518,7 +525,7 @@ fn mcp_validation_errors() {
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Vec<&str>)> = vec![
+    let cases: Vec<ValidationCase<'_>> = vec![
         ("valid", Box::new(|_| {}), vec![]),
         ("bad server name", Box::new(|v| v["mcp_servers"][0]["name"] = json!("Pay")), vec![
             "/mcp_servers/0/name: invalid id \"Pay\": use lower-case letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit",
