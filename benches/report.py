@@ -219,6 +219,7 @@ def report():
     add("|---|---:|---:|")
     for k, label in [("headers_allow", "headers-only allow (same EdDSA token)"), ("deny", "deny (403)"),
                      ("unauthenticated", "no token (401)"),
+                     ("mcp_tools_call_2kb", "MCP `tools/call`, 2 KB body (`benches/mcp.rs`)"),
                      ("host_floor", "host floor: same request, do-nothing filter (`test_filter.wasm`)")]:
         add(f"| {label} | {fmt_ns(m.get(f'wasm/{k}/1'))} | {fmt_ns(m.get(f'wasm/{k}/4'))} |")
     add("")
@@ -243,7 +244,11 @@ def report():
                     verdict(amax <= 10_000) if amax else verdict(None),
                     "reused token served from the filter's token cache" if cached
                     else "the module measured has no token cache: every request verifies its token"))
-    targets.append(("MCP `tools/call` 2 KB ≤ 25 µs", "—", verdict(None), "not benchmarked here yet"))
+    mcp = [m.get("wasm/mcp_tools_call_2kb/1"), m.get("wasm/mcp_tools_call_2kb/4")]
+    mmax = max(mcp) if all(mcp) else None
+    targets.append(("MCP `tools/call` 2 KB ≤ 25 µs (slower of 1 / 4 VMs)", fmt_ns(mmax),
+                    verdict(mmax <= 25_000) if mmax else verdict(None),
+                    "same EdDSA token (cache hit); headers continue, decided at the end of the body"))
     hits = [m.get(f"tokens/cache_hit/{a}") for a in ALGS]
     native_hit = max(hits) if all(hits) else None
     if cached:

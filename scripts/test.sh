@@ -25,12 +25,18 @@ fi
 echo "== building warden.wasm and the host's test filter (wasm32-wasip1, profile wasm)"
 cargo build --locked -p warden-filter -p warden-test-filter --target wasm32-wasip1 --profile wasm
 
+# The tests find the artifacts through these (whatever CARGO_TARGET_DIR is).
+target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+export WARDEN_WASM="$target/wasm32-wasip1/wasm/warden.wasm"
+export WARDEN_TEST_FILTER_WASM="$target/wasm32-wasip1/wasm/test_filter.wasm"
+export WARDEN_BIN="$target/debug/warden"
+
 echo "== Python test environment (.venv)"
 py=$(scripts/python-env.sh)
 export WARDEN_TEST_PYTHON="$py"
 
 echo "== cargo test (workspace)"
-cargo test --locked --workspace --all-targets "$@"
+cargo test --locked --workspace --all-targets --no-fail-fast "$@"
 
 echo "== pytest (deployment files)"
 "$py" -m pytest envoy/tests -q

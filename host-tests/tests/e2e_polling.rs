@@ -4,7 +4,7 @@
 //! staleness (503 `bundle_expired`, then recovery).
 //!
 //! Run: `cargo build -p warden-filter --target wasm32-wasip1 --profile wasm` then
-//! `CARGO_TARGET_DIR=/work/target-host cargo test -p warden-host --test e2e_polling`.
+//! `cargo test -p warden-host --test e2e_polling`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support_polling;
