@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::args::{compile_conditions, Conditions};
 use crate::bundle::{Bundle, Effect, Sensitivity, FORMAT_V1};
-use crate::fxhash::FxHashSet;
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::identity::IssuerSet;
 use crate::index::{parse_agent_pattern, AgentIndex, Candidates, ALL_TOOLS, ANY_AGENT};
 use crate::mcp::McpIndex;
@@ -242,6 +242,16 @@ enum ToolSelection {
     Some(Vec<u32>),
 }
 
+/// A JSON-pointer location (`{parent}{field}/{index}`), formatted only when an error reports it: a valid bundle
+/// reports none, so nothing is formatted for it.
+struct Loc<'a>(&'a dyn fmt::Display, &'static str, usize);
+
+impl fmt::Display for Loc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}/{}", self.0, self.1, self.2)
+    }
+}
+
 /// Validates `bundle` and builds its indexed form. Reports every problem at once.
 pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let mut errs: Vec<ValidationError> = Vec::new();
@@ -287,7 +297,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let mut tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild> = HashMap::default();
     let mut routes = RouteTable::default();
     for (ti, tool) in bundle.tools.iter().enumerate() {
-        let at = format!("/tools/{ti}");
+        let at = Loc(&"", "/tools", ti);
         if !valid_id(&tool.id) {
             err(format!("{at}/id"), bad_id(&tool.id));
         } else if let Some(first) = tool_ids.get(&tool.id) {
@@ -296,7 +306,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
             tool_ids.insert(tool.id.clone(), ToolIdx(ti as u32));
         }
         for (hi, m) in tool.http.iter().enumerate() {
-            let hat = format!("{at}/http/{hi}");
+            let hat = Loc(&at, "/http", hi);
             let host = match &m.host {
                 None => Some(HostPattern::Any),
                 Some(h) => match route::parse_host(h) {
@@ -330,12 +340,24 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
                 {
                     let other = bundle.tools.get(oti as usize).map(|t| t.id.as_str()).unwrap_or("");
                     err(
-                        hat,
+                        hat.to_string(),
                         format!(
                             "ambiguous route: same host, method and path as /tools/{oti}/http/{ohi} (tool \"{other}\")"
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    // Namespace selectors (`ns.*`): every namespace prefix of every tool id (`a` and `a.b` for `a.b.c`) to its
+    // tools, so that each selector is one lookup.
+    let mut namespaces: FxHashMap<&str, Vec<u32>> = FxHashMap::default();
+    for (ti, tool) in bundle.tools.iter().enumerate() {
+        let id = tool.id.as_str();
+        for (p, b) in id.bytes().enumerate() {
+            if b == b'.' && p + 1 < id.len() {
+                namespaces.entry(&id[..p]).or_default().push(ti as u32);
             }
         }
     }
@@ -347,7 +369,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     // (scope, class, rule) triples for the index.
     let mut triples: Vec<(u32, u32, u32)> = Vec::new();
     for (ri, rule) in bundle.rules.iter().enumerate() {
-        let at = format!("/rules/{ri}");
+        let at = Loc(&"", "/rules", ri);
         if !valid_id(&rule.id) {
             err(format!("{at}/id"), bad_id(&rule.id));
         } else if let Some(first) = rule_ids.get(rule.id.as_str()) {
@@ -415,32 +437,29 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
                 let mut picked: Vec<u32> = Vec::new();
                 let mut selection_ok = true;
                 for (si, sel) in list.iter().enumerate() {
-                    let loc = format!("{at}/tools/{si}");
+                    let loc = || format!("{at}/tools/{si}");
                     if let Some(ns) = sel.strip_suffix(".*") {
                         if !valid_id(ns) {
                             selection_ok = false;
-                            err(loc, bad_tool_selector(sel));
+                            err(loc(), bad_tool_selector(sel));
                             continue;
                         }
-                        let before = picked.len();
-                        for (ti, t) in bundle.tools.iter().enumerate() {
-                            if t.id.len() > ns.len() + 1 && t.id.starts_with(ns) && t.id.as_bytes()[ns.len()] == b'.' {
-                                picked.push(ti as u32);
+                        match namespaces.get(ns) {
+                            Some(tools) => picked.extend_from_slice(tools),
+                            None => {
+                                selection_ok = false;
+                                err(loc(), format!("pattern \"{sel}\" matches no tool"));
                             }
-                        }
-                        if picked.len() == before {
-                            selection_ok = false;
-                            err(loc, format!("pattern \"{sel}\" matches no tool"));
                         }
                     } else if !valid_id(sel) {
                         selection_ok = false;
-                        err(loc, bad_tool_selector(sel));
+                        err(loc(), bad_tool_selector(sel));
                     } else {
                         match tool_ids.get(sel) {
                             Some(t) => picked.push(t.0),
                             None => {
                                 selection_ok = false;
-                                err(loc, format!("unknown tool \"{sel}\""));
+                                err(loc(), format!("unknown tool \"{sel}\""));
                             }
                         }
                     }
@@ -451,7 +470,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
                     bundle.tools.get(ti as usize).is_some_and(|t| sens_mask & sensitivity_bit(t.sensitivity) != 0)
                 });
                 if picked.is_empty() && selection_ok && sens_ok && rule.sensitivities.is_some() {
-                    err(at.clone(), "selects no tool: none of its tools has one of its sensitivities".into());
+                    err(at.to_string(), "selects no tool: none of its tools has one of its sensitivities".into());
                 }
                 ToolSelection::Some(picked)
             }
@@ -472,10 +491,10 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         };
 
         // Environments, task purposes, issuers.
-        let environments = string_list(&rule.environments, &format!("{at}/environments"), &mut err);
-        let task_purposes = string_list(&rule.task_purposes, &format!("{at}/task_purposes"), &mut err);
-        let rule_issuers = string_list(&rule.issuers, &format!("{at}/issuers"), &mut err);
-        let delegators = string_list(&rule.delegators, &format!("{at}/delegators"), &mut err);
+        let environments = string_list(&rule.environments, format_args!("{at}/environments"), &mut err);
+        let task_purposes = string_list(&rule.task_purposes, format_args!("{at}/task_purposes"), &mut err);
+        let rule_issuers = string_list(&rule.issuers, format_args!("{at}/issuers"), &mut err);
+        let delegators = string_list(&rule.delegators, format_args!("{at}/delegators"), &mut err);
         if let Some(list) = &rule.delegators {
             for (di, d) in list.iter().enumerate() {
                 if d.len() > 1 && d[..d.len() - 1].contains('*') {
@@ -618,7 +637,11 @@ fn bad_tool_selector(sel: &str) -> String {
     format!("invalid tool selector \"{sel}\": use a tool id, \"namespace.*\" or \"*\"")
 }
 
-fn string_list(list: &Option<Vec<String>>, at: &str, err: &mut impl FnMut(String, String)) -> Option<Box<[Box<str>]>> {
+fn string_list(
+    list: &Option<Vec<String>>,
+    at: fmt::Arguments<'_>,
+    err: &mut impl FnMut(String, String),
+) -> Option<Box<[Box<str>]>> {
     let list = list.as_ref()?;
     if list.is_empty() {
         err(at.to_string(), EMPTY_LIST.into());

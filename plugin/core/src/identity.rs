@@ -2,8 +2,8 @@
 //!
 //! # Issuers
 //!
-//! [`IssuerSet::compile`] checks the bundle's `issuers` and parses every JWK into a `jsonwebtoken::DecodingKey` once;
-//! the request path never parses a key. Each key gets the algorithms it may verify: the issuer's allowlist
+//! [`IssuerSet::compile`] checks the bundle's `issuers` and parses every JWK once, into the verifying key of its own
+//! signature crate (`ed25519_dalek`, `p256`, `p384`, `rsa`); the request path never parses a key. Each key gets the algorithms it may verify: the issuer's allowlist
 //! restricted to the algorithms its key type fits (`OKP`/`Ed25519` → `EdDSA`, `EC`/`P-256` → `ES256`, `EC`/`P-384`
 //! → `ES384`, `RSA` → `RS*`/`PS*`). `none` and `HS*` are refused at compile time, as are symmetric (`oct`) keys,
 //! private key material, a key whose own `alg` does not fit its type or is not allowlisted, and a key that fits none
@@ -17,7 +17,9 @@
 //! 3. issuer: the *unverified* `iss` is read only to pick the issuer (`UnknownIssuer`; no `iss`: `MissingClaim`);
 //! 4. header: `alg` in the issuer's allowlist (`AlgorithmNotAllowed`, which is also what `none` and `HS*` get),
 //!    `kid` present and one of the issuer's keys (`UnknownKey`), the key fits `alg` (`AlgorithmNotAllowed`);
-//! 5. signature (`BadSignature`), by `jsonwebtoken::crypto::verify` with the pre-parsed key;
+//! 5. signature (`BadSignature`): the decoded signature bytes checked with the pre-parsed key (Ed25519 strictly:
+//!    `verify_strict`; ES256/ES384 signatures are the raw JOSE `r || s`; RS*/PS* as PKCS#1 v1.5 / PSS with the
+//!    algorithm's SHA-2);
 //! 6. only now, on signed content: the issuer's **profile** (a `txn_token` issuer's token is never an agent token:
 //!    `WrongProfile`, and the reverse in the `Txn-Token` header), the profile's `typ` (`WrongType`; RFC 8725
 //!    section 3.11, the three profiles' `typ` sets are disjoint), the profile's required claims with their types
@@ -50,7 +52,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -111,9 +113,56 @@ impl fmt::Debug for CompiledIssuer {
 }
 
 struct IssuerKey {
-    key: DecodingKey,
+    key: VerifyKey,
     /// The issuer's algorithms this key's type fits.
     algorithms: Vec<Algorithm>,
+}
+
+/// An issuer key, parsed once by its own signature crate.
+enum VerifyKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Rsa(rsa::PublicKey),
+}
+
+impl VerifyKey {
+    /// Whether `signature` (already base64-decoded) signs `input` under this key with `alg`. An algorithm that does
+    /// not fit the key type fails (the caller has already checked that it fits).
+    fn verify(&self, alg: Algorithm, input: &[u8], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier as _;
+        use sha2::{Digest as _, Sha256, Sha384, Sha512};
+        match (self, alg) {
+            (VerifyKey::Ed25519(k), Algorithm::EdDSA) => {
+                ed25519_dalek::Signature::from_slice(signature).is_ok_and(|s| k.verify_strict(input, &s).is_ok())
+            }
+            (VerifyKey::P256(k), Algorithm::ES256) => {
+                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|s| k.verify(input, &s).is_ok())
+            }
+            (VerifyKey::P384(k), Algorithm::ES384) => {
+                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|s| k.verify(input, &s).is_ok())
+            }
+            (VerifyKey::Rsa(k), Algorithm::RS256) => {
+                k.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(input), signature).is_ok()
+            }
+            (VerifyKey::Rsa(k), Algorithm::RS384) => {
+                k.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(input), signature).is_ok()
+            }
+            (VerifyKey::Rsa(k), Algorithm::RS512) => {
+                k.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(input), signature).is_ok()
+            }
+            (VerifyKey::Rsa(k), Algorithm::PS256) => {
+                k.verify(rsa::Pss::<Sha256>::new(), &Sha256::digest(input), signature).is_ok()
+            }
+            (VerifyKey::Rsa(k), Algorithm::PS384) => {
+                k.verify(rsa::Pss::<Sha384>::new(), &Sha384::digest(input), signature).is_ok()
+            }
+            (VerifyKey::Rsa(k), Algorithm::PS512) => {
+                k.verify(rsa::Pss::<Sha512>::new(), &Sha512::digest(input), signature).is_ok()
+            }
+            _ => false,
+        }
+    }
 }
 
 impl IssuerSet {
@@ -427,25 +476,21 @@ fn compile_key(
             let x = exact("x", 32)?;
             let raw: [u8; 32] = x.as_slice().try_into().map_err(|_| "\"x\" must be 32 bytes".to_string())?;
             match ed25519_dalek::VerifyingKey::from_bytes(&raw) {
-                Ok(k) if !k.is_weak() => {}
+                Ok(k) if !k.is_weak() => (KeyType::Ed25519, VerifyKey::Ed25519(k)),
                 _ => return Err("\"x\" is not a valid Ed25519 public key".to_string()),
             }
-            // jsonwebtoken's EdDSA verifier reads the key bytes as the raw 32-byte public key (its `from_ed_der`
-            // stores them as given); the length was checked above, which its verifier relies on.
-            (KeyType::Ed25519, DecodingKey::from_ed_der(&x))
         }
         ("EC", Some("P-256")) => {
             let sec1 = [vec![0x04], exact("x", 32)?, exact("y", 32)?].concat();
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+            let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| "\"x\"/\"y\" is not a point on P-256".to_string())?;
-            // The ECDSA verifiers read the key bytes as an uncompressed SEC1 point.
-            (KeyType::P256, DecodingKey::from_ec_der(&sec1))
+            (KeyType::P256, VerifyKey::P256(k))
         }
         ("EC", Some("P-384")) => {
             let sec1 = [vec![0x04], exact("x", 48)?, exact("y", 48)?].concat();
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+            let k = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| "\"x\"/\"y\" is not a point on P-384".to_string())?;
-            (KeyType::P384, DecodingKey::from_ec_der(&sec1))
+            (KeyType::P384, VerifyKey::P384(k))
         }
         ("RSA", _) => {
             let n = bytes("n")?;
@@ -458,7 +503,12 @@ fn compile_key(
             if !(2..=33).contains(&e_bits) || e.last().is_none_or(|b| b & 1 == 0) {
                 return Err("RSA exponent \"e\" must be odd, at least 3 and at most 33 bits".to_string());
             }
-            (KeyType::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
+            let k = rsa::PublicKey::new(
+                rsa::BoxedUint::from_be_slice_vartime(&n),
+                rsa::BoxedUint::from_be_slice_vartime(&e),
+            )
+            .map_err(|_| "\"n\"/\"e\" is not a valid RSA public key (the modulus must be odd)".to_string())?;
+            (KeyType::Rsa, VerifyKey::Rsa(k))
         }
         ("OKP", c) | ("EC", c) => {
             return Err(format!(
@@ -641,9 +691,8 @@ fn check_signed(issuers: &IssuerSet, token: &str) -> Result<Signed, TokenFailure
         return Err(TokenFailure::BadSignature);
     }
     let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-    match jsonwebtoken::crypto::verify(signature_b64, signing_input, &key.key, alg) {
-        Ok(true) => {}
-        _ => return Err(TokenFailure::BadSignature),
+    if !key.key.verify(alg, signing_input, &signature) {
+        return Err(TokenFailure::BadSignature);
     }
     Ok(Signed { issuer: index, typ: header.typ, claims, payload_len: payload.len() })
 }

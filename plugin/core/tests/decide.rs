@@ -472,3 +472,38 @@ fn accessors() {
     assert_eq!(rules[5], ("bot1-update-exception", "allow", true));
     assert!(b.revoked_signing_keys().is_empty());
 }
+
+#[test]
+fn namespace_selectors_match_whole_segments_at_every_depth() {
+    let mut bundle = common::base();
+    bundle["tools"] = json!([
+        {"id": "a.b.c", "sensitivity": "read"},
+        {"id": "a.bc", "sensitivity": "read"},
+        {"id": "ab.c", "sensitivity": "read"},
+        {"id": "a.b.d.e", "sensitivity": "read"},
+        {"id": "x.y", "sensitivity": "read"}
+    ]);
+    bundle["rules"] = json!([
+        {"id": "deep", "effect": "allow", "agents": [format!("{A}/support/*")], "tools": ["a.b.*"]},
+        {"id": "top", "effect": "step_up", "agents": [format!("{A}/support/*")], "tools": ["x.*", "a.b.d.*"]},
+        {"id": "all-a", "effect": "allow", "agents": [format!("{A}/other/*")], "tools": ["a.*"]}
+    ]);
+    let b = compiled(bundle);
+    let cases = [
+        ("support/bot-1", "a.b.c", "deep"),
+        ("support/bot-1", "a.b.d.e", "top"),
+        ("support/bot-1", "x.y", "top"),
+        ("support/bot-1", "a.bc", "default"),
+        ("support/bot-1", "ab.c", "default"),
+        ("other/bot-2", "a.b.c", "all-a"),
+        ("other/bot-2", "a.bc", "all-a"),
+        ("other/bot-2", "a.b.d.e", "all-a"),
+        ("other/bot-2", "ab.c", "default"),
+        ("other/bot-2", "x.y", "default"),
+    ];
+    for (agent, tool, rule) in cases {
+        let facts = Facts { environment: "prod".into(), identity: v(ag(agent)), tool: b.tool_by_id(tool) };
+        let d = decide(&b, &facts, now());
+        assert_eq!(d.rule_id(), rule, "{agent} on {tool}");
+    }
+}

@@ -1198,10 +1198,11 @@ fn cache_skips_the_signature_only() {
     assert_eq!(cache.verify(&bundle, &bound, None, NOW), Err(TokenFailure::SenderNotMtls));
     let other = peer(Some("spiffe://acme.example/agents/other"), None);
     assert_eq!(cache.verify(&bundle, &bound, Some(&other), NOW), Err(TokenFailure::SenderMismatch));
-    // A token that differs in one byte of its signature is not a hit.
+    // A token that differs in one byte of its signature is not a hit. (The last character of a 64-byte signature
+    // carries 2 bits, the other 4 must be zero: 'A' and 'Q' are both canonical, 'B' would be malformed base64.)
     let mut forged = bound.clone();
     let last = forged.pop().unwrap();
-    forged.push(if last == 'A' { 'B' } else { 'A' });
+    forged.push(if last == 'A' { 'Q' } else { 'A' });
     assert_eq!(cache.verify(&bundle, &forged, Some(&p), NOW), Err(TokenFailure::BadSignature));
     // Failures are not cached.
     assert_eq!(cache.len(), 1);
@@ -1372,4 +1373,66 @@ fn issuer_profile_errors() {
     assert!(serde_json::from_value::<Issuer>(v).unwrap_err().to_string().contains("missing field `profile`"));
     let v = with(base(1), |m| set(m, "profile", json!("jwt")));
     assert!(serde_json::from_value::<Issuer>(v).unwrap_err().to_string().contains("unknown variant `jwt`"));
+}
+
+/// Every RSA algorithm and ES384 verify with the pre-parsed key and the algorithm's own hash and padding; a
+/// signature made for one algorithm never passes under another's header.
+#[test]
+fn every_algorithm_verifies_with_its_own_hash_and_padding() {
+    use p384::ecdsa::signature::Signer as _;
+    const RSA_ALL: &str = "https://rsa.acme.example";
+    const P384: &str = "https://p384.acme.example";
+    let w = world();
+    let es384 = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();
+    let point = es384.verifying_key().to_sec1_point(false);
+    let (x, y) = point.as_bytes()[1..].split_at(48);
+    let issuers: Vec<Issuer> = serde_json::from_value(json!([
+        {
+            "id": "rsa-all", "iss": RSA_ALL, "audiences": ["warden"],
+            "jwks": {"keys": [with(w.rs.public.clone(), |k| drop(k.remove("alg")))]},
+            "algorithms": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
+            "max_token_lifetime_seconds": 600, "profile": "spiffe_jwt_svid"
+        },
+        {
+            "id": "p384", "iss": P384, "audiences": ["warden"],
+            "jwks": {"keys": [{"kty": "EC", "crv": "P-384", "kid": "es384-1",
+                "x": b64(x), "y": b64(y)}]},
+            "algorithms": ["ES384"], "max_token_lifetime_seconds": 600, "profile": "spiffe_jwt_svid"
+        }
+    ]))
+    .unwrap();
+    let set = IssuerSet::compile(&issuers).unwrap();
+    let split = |t: &str| {
+        let dot = t.rfind('.').unwrap();
+        (t[..dot].to_string(), t[dot + 1..].to_string())
+    };
+
+    let algs =
+        [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+    let tokens: Vec<String> =
+        algs.iter().map(|a| mint_typ(&w.rs, *a, Some("rs-1"), Some("JWT"), &claims(RSA_ALL))).collect();
+    for (a, token) in algs.iter().zip(&tokens) {
+        assert_eq!(identity::verify(&set, token, NOW), Ok(agent("rsa-all", NOW + 290)), "{a:?}");
+        for (b, other) in algs.iter().zip(&tokens) {
+            if a != b {
+                let forged = format!("{}.{}", split(token).0, split(other).1);
+                assert_eq!(identity::verify(&set, &forged, NOW), Err(TokenFailure::BadSignature), "{b:?} as {a:?}");
+            }
+        }
+    }
+
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"ES384","kid":"es384-1","typ":"JWT"}"#),
+        b64(claims(P384).to_string().as_bytes())
+    );
+    let sig: p384::ecdsa::Signature = es384.sign(input.as_bytes());
+    let good = format!("{input}.{}", b64(&sig.to_bytes()));
+    assert_eq!(identity::verify(&set, &good, NOW), Ok(agent("p384", NOW + 290)));
+    // Another message's signature, and a truncated one, are bad signatures.
+    let other: p384::ecdsa::Signature = es384.sign(b"another message");
+    let wrong = format!("{input}.{}", b64(&other.to_bytes()));
+    assert_eq!(identity::verify(&set, &wrong, NOW), Err(TokenFailure::BadSignature));
+    let short = format!("{input}.{}", b64(&sig.to_bytes()[..95]));
+    assert_eq!(identity::verify(&set, &short, NOW), Err(TokenFailure::BadSignature));
 }
