@@ -51,7 +51,7 @@ impl BundleSource {
                 eprintln!("{name}: refused: {e}");
                 return Ok(None);
             }
-            name_payload(&bytes)
+            files::jws_segment_text(&bytes, 1)
         } else {
             String::from_utf8(bytes).map_err(|e| anyhow!("{name}: not UTF-8 text: {e}"))?
         };
@@ -63,16 +63,6 @@ impl BundleSource {
             }
         }
     }
-}
-
-fn name_payload(signed: &[u8]) -> String {
-    use base64::Engine as _;
-    let text = String::from_utf8_lossy(signed);
-    let segment = text.trim_end().split('.').nth(1).unwrap_or("");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 /// An expected outcome for --expect.

@@ -127,6 +127,19 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(
     file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Segment `index` of a JWS compact serialization (0 the header, 1 the payload) decoded as text, for showing and
+/// locating what a signed bundle holds; empty when it is not there or not base64url. Never a trust decision: callers
+/// verify the JWS first or only use this to explain a refusal.
+pub fn jws_segment_text(signed: &[u8], index: usize) -> String {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(signed);
+    let segment = text.trim_end().split('.').nth(index).unwrap_or("");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 /// Does this file look like a signed bundle (JWS compact) rather than bundle JSON?
 pub fn looks_signed(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{')

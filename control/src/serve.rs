@@ -432,7 +432,7 @@ impl Server {
             Ok(v) => v,
             Err(e) => return Response::error(422, "not_verified", e.to_string()),
         };
-        let payload = segment_payload(body);
+        let payload = files::jws_segment_text(body, 1);
         if let Err(diagnostics) = lint::check("bundle", &payload) {
             return Response::json(
                 422,
@@ -542,16 +542,6 @@ impl Server {
 
 fn method_not_allowed(allow: &str) -> Response {
     Response::error(405, "method_not_allowed", format!("allowed methods: {allow}")).with("Allow", allow.to_string())
-}
-
-fn segment_payload(signed: &[u8]) -> String {
-    use base64::Engine as _;
-    let text = String::from_utf8_lossy(signed);
-    let segment = text.trim_end().split('.').nth(1).unwrap_or("");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 /// Compares two digests without an early exit (both are SHA-256 outputs, so the length leaks nothing).

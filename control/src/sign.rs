@@ -136,13 +136,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Status> {
 /// A segment of a JWS that already verified, decoded as text: 0 the header, 1 the payload (for locating validation
 /// errors in it). For the header, just its `alg`.
 fn segment_text(signed: &[u8], index: usize) -> String {
-    use base64::Engine as _;
-    let text = String::from_utf8_lossy(signed);
-    let segment = text.trim_end().split('.').nth(index).unwrap_or("");
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let decoded = files::jws_segment_text(signed, index);
     if index == 0 {
         let header: serde_json::Value = serde_json::from_str(&decoded).unwrap_or_default();
         return header.get("alg").and_then(|a| a.as_str()).unwrap_or("").to_string();

@@ -271,8 +271,9 @@ impl WardenHttp {
             return Action::Continue;
         }
         list.started = true;
-        if status.as_deref() != Some("200") {
-            // Not a tool list (an HTTP error of the server): nothing to filter.
+        if status.as_deref().is_some_and(|s| !s.starts_with('2')) {
+            // An HTTP error of the server carries no tool list: nothing to filter. Every 2xx (and a response without
+            // a status) goes through the filter, so an unusual success status cannot carry an unfiltered list.
             if let Some(f) = self.mcp.as_mut() {
                 f.list = None;
             }
