@@ -25,58 +25,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use serde_json::{json, Value};
-use warden_benches::generate_json;
-use warden_benches::host::{config, request, send, start, upstream};
+use warden_benches::host::{config, send, start, upstream};
+use warden_benches::mcp::{bundle, post, refund_call, AGENT, BODY_BYTES};
 use warden_benches::tokens::{claims, Alg, Keys};
-use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream, UpstreamResponse};
-
-const RULES: usize = 10_000;
-const MCP_HOST: &str = "mcp.bench.example";
-const MCP_PATH: &str = "/mcp";
-const AGENT: &str = "spiffe://bench.example/agents/support/refund-bot-1";
-/// The size of the timed body, in bytes.
-const BODY_BYTES: usize = 2048;
-
-/// The generated bundle plus the MCP server, the refund tool and its two argument rules (after every other rule).
-fn bundle() -> Value {
-    let mut b = generate_json(RULES);
-    b["mcp_servers"] = json!([{"name": "payments", "host": MCP_HOST, "path": MCP_PATH}]);
-    let Some(tools) = b["tools"].as_array_mut() else { panic!("generated bundle has no tools") };
-    tools.push(json!({"id": "mcp.refund", "sensitivity": "write", "mcp": [{"server": "payments", "tool": "refund"}]}));
-    let Some(rules) = b["rules"].as_array_mut() else { panic!("generated bundle has no rules") };
-    rules.extend([
-        json!({"id": "refund-small", "effect": "allow", "agents": ["spiffe://bench.example/agents/support/*"],
-               "tools": ["mcp.refund"], "owner": "team@bench.example",
-               "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100},
-                              {"argument": "/currency", "one_of": ["EUR", "USD"]}]}),
-        json!({"id": "refund-large", "effect": "step_up", "agents": ["spiffe://bench.example/agents/support/*"],
-               "tools": ["mcp.refund"], "owner": "team@bench.example",
-               "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}]}),
-    ]);
-    b
-}
-
-/// A `tools/call` of `refund` for `amount`, its `note` padding the body to exactly [`BODY_BYTES`].
-fn refund_call(id: i64, amount: i64) -> Vec<u8> {
-    let with_note = |note: &str| {
-        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "refund", "arguments": {
-            "order": "o-2026-118842", "amount": amount, "currency": "EUR", "reason": "damaged_in_transit",
-            "note": note}}})
-        .to_string()
-    };
-    let bare = with_note("").len();
-    assert!(bare < BODY_BYTES, "the call without its note is already {bare} bytes");
-    let text = "Customer reports the parcel arrived with a crushed corner and a cracked screen; photos attached \
-                to the ticket, courier confirmed the damage. ";
-    let note: String = text.chars().cycle().take(BODY_BYTES - bare).collect();
-    let body = with_note(&note).into_bytes();
-    assert_eq!(body.len(), BODY_BYTES);
-    body
-}
-
-fn post(token: &str, body: &[u8]) -> HttpRequest {
-    request("POST", MCP_HOST, MCP_PATH, Some(token)).header("content-type", "application/json").body(body.to_vec())
-}
+use warden_host::{Exchange, Plugin, RecordingUpstream, UpstreamResponse};
 
 fn recording() -> RecordingUpstream {
     RecordingUpstream::new(

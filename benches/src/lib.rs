@@ -9,7 +9,7 @@
 //!
 //! - [`peer`]: the policy of the peer comparison (Warden, Cedar, regorus) and the requests they must agree on.
 //! - [`tokens`]: token issuer keys per algorithm, agent tokens, signed bundles.
-//! - [`host`]: `warden.wasm` in the host.
+//! - [`host`]: `warden.wasm` in the host; [`mcp`]: the MCP `tools/call` request of the MCP bench.
 //! - [`record_figure`]: figures that are not timings (module size, linear memory), kept next to criterion's
 //!   output for `benches/report.py`.
 
@@ -22,6 +22,7 @@ use warden_core::decision::Outcome;
 use warden_core::facts::{Agent, Facts, Identity, Task};
 
 pub mod host;
+pub mod mcp;
 pub mod peer;
 pub mod tokens;
 

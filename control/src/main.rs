@@ -1,4 +1,5 @@
-//! `warden`: the command-line tool for policy owners (keygen, lint, test, sign, verify, eval, serve).
+//! `warden`: the command-line tool for policy owners (keygen, lint, test, sign, verify, eval, serve, approve,
+//! report).
 //!
 //! Arguments are parsed by clap into [`Cli`], each subcommand lives in its own module and returns a [`Status`];
 //! errors that are not the checked thing failing (bad arguments, unreadable files) travel as `anyhow` errors and end
@@ -8,12 +9,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approve;
 mod cases;
 mod eval;
 mod files;
 mod keygen;
 mod lint;
 mod locate;
+mod report;
 mod serve;
 mod sign;
 
@@ -30,10 +33,11 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  the checked thing failed: lint errors, failing policy tests, a bundle that does not verify,
-     a refused signing, or an `eval --expect` that did not hold
-  2  usage or I/O error: bad arguments, unreadable or malformed input files, a port that cannot be bound";
+     a refused signing, an `eval --expect` that did not hold, or a bundle `report` cannot validate
+  2  usage or I/O error: bad arguments, unreadable or malformed input files, a port that cannot be bound,
+     or an approval `approve` refuses to mint";
 
-/// Warden policy tool: author, test, sign, verify and publish policy bundles.
+/// Warden policy tool: author, test, sign, verify, review and publish policy bundles.
 #[derive(Debug, Parser)]
 #[command(name = "warden", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
@@ -50,6 +54,8 @@ enum Command {
     Verify(sign::VerifyArgs),
     Eval(eval::Args),
     Serve(serve::Args),
+    Approve(approve::Args),
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign::verify(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Approve(args) => approve::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

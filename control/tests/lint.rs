@@ -23,7 +23,7 @@ const BAD: &str = r#"{
       "id": "r2",
       "effect": "allow",
       "agents": ["spiffe://a/*/b"],
-      "exception": {"approver": "ciso", "ticket": "SEC-1"}
+      "exception": {"approver": "ciso", "ticket": "SEC-1", "granted_at": "2026-11-01T00:00:00Z"}
     }
   ]
 }

@@ -14,6 +14,9 @@ print(json.dumps({
     "issuers": [{"id": "acme-workload", "iss": "https://spire.acme.example", "audiences": ["warden"],
                  "jwks": {"keys": [issuer_public]}, "algorithms": ["EdDSA"], "max_token_lifetime_seconds": 900,
                  "profile": "spiffe_jwt_svid"}],
+    # No approval is minted in this test; the step-up rule needs an approver all the same.
+    "approvers": [{"id": "demo-approvals", "iss": "https://approvals.acme.example", "jwks": {"keys": [issuer_public]},
+                   "algorithms": ["EdDSA"], "max_approval_age_seconds": 300}],
     "mcp_servers": [{"name": "demo", "path": "/mcp"}],
     "tools": [
         {"id": "demo.lookup", "sensitivity": "read", "mcp": [{"server": "demo", "tool": "lookup"}]},
@@ -26,7 +29,8 @@ print(json.dumps({
         {"id": "refund-small", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
          "tools": ["demo.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100}]},
         {"id": "refund-large", "effect": "step_up", "agents": ["spiffe://acme.example/agents/support/*"],
-         "tools": ["demo.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}]},
+         "tools": ["demo.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+         "step_up": {"approvers": ["demo-approvals"]}},
         {"id": "no-wipe", "effect": "deny", "tools": ["demo.wipe"]},
     ],
 }, indent=1))

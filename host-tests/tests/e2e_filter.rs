@@ -96,8 +96,14 @@ fn allow_reaches_the_upstream_with_identity_headers_and_without_forged_ones() {
         "reason": "allowed_by_rule",
         "bundles": {"warden": {"revision": REVISION}},
         "latency_ns": r["latency_ns"].clone(),
+        "vm": r["vm"].clone(),
+        "approval": null,
+        "exception": null,
+        "shadow": null,
+        "arguments_digest": null,
     });
     assert_eq!(r, expected);
+    assert!(r["vm"].as_str().is_some_and(|v| v.starts_with("vm-")), "vm: {r}");
 
     // The token never reaches the logs, in whole or in part (its signature is the secret-looking part).
     let signature = tok.rsplit('.').next().unwrap();

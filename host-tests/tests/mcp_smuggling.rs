@@ -41,7 +41,8 @@ fn mcp_bundle() -> Value {
         json!({"id": "refund-small", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
                "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100}]}),
         json!({"id": "refund-large", "effect": "step_up", "agents": ["spiffe://acme.example/agents/support/*"],
-               "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}]}),
+               "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+               "step_up": {"approvers": [APPROVER_ID]}}),
         json!({"id": "no-wipe", "effect": "deny", "tools": ["mcp.wipe"]}),
     ]);
     b

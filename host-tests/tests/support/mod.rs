@@ -49,10 +49,17 @@ pub const TASK_PURPOSE: &str = "customer-support";
 pub const EXCEPTION_BOT: &str = "spiffe://acme.example/agents/support/bot-2";
 pub const EXCEPTION_ENDS: i64 = T0 + 600;
 pub const REVOKED_JTI: &str = "jti-revoked";
+/// The approval service of the test bundle, and the longest approval its step-up rule accepts.
+pub const APPROVER_ID: &str = "payments-approvals";
+pub const APPROVER_ISS: &str = "https://approvals.acme.example";
+pub const APPROVER_KID: &str = "payments-approvals-test";
+pub const APPROVAL_MAX_AGE: i64 = 300;
+/// When the exception of [`EXCEPTION_BOT`] was granted.
+pub const EXCEPTION_GRANTED: i64 = T0 - 86_400;
 pub const REVOKED_TASK: &str = "T-revoked";
 
 /// Every field of the decision record, as the filter documents it (lib.rs, README "Decision records").
-pub const RECORD_FIELDS: [&str; 17] = [
+pub const RECORD_FIELDS: [&str; 22] = [
     "type",
     "decision_id",
     "timestamp",
@@ -70,6 +77,11 @@ pub const RECORD_FIELDS: [&str; 17] = [
     "reason",
     "bundles",
     "latency_ns",
+    "vm",
+    "approval",
+    "exception",
+    "shadow",
+    "arguments_digest",
 ];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -113,6 +125,8 @@ pub struct IssuerKey {
     pub kid: String,
     pub encoding: EncodingKey,
     pub public: Value,
+    /// The private JWK as `warden keygen` writes it (for `warden approve --key`).
+    pub private: Value,
 }
 
 impl IssuerKey {
@@ -126,7 +140,12 @@ impl IssuerKey {
         let mut der =
             vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&seed);
-        IssuerKey { kid: kid.to_string(), encoding: EncodingKey::from_ed_der(&der), public: key.public_jwk() }
+        IssuerKey {
+            kid: kid.to_string(),
+            encoding: EncodingKey::from_ed_der(&der),
+            public: key.public_jwk(),
+            private: key.private_jwk(),
+        }
     }
 }
 
@@ -136,6 +155,8 @@ pub struct World {
     pub authority: SigningKey,
     /// The agent token issuer the bundle trusts.
     pub issuer: IssuerKey,
+    /// The approval service the bundle trusts for step-up rules ([`APPROVER_ID`]).
+    pub approver: IssuerKey,
 }
 
 pub fn world() -> &'static World {
@@ -143,6 +164,7 @@ pub fn world() -> &'static World {
     W.get_or_init(|| World {
         authority: SigningKey::generate(envelope::Algorithm::EdDSA, AUTHORITY_KID).expect("authority key"),
         issuer: IssuerKey::generate(ISSUER_KID),
+        approver: IssuerKey::generate(APPROVER_KID),
     })
 }
 
@@ -191,11 +213,20 @@ pub fn bundle() -> Value {
             {"id": "support-no-writes", "effect": "deny",
              "agents": ["spiffe://acme.example/agents/support/*"], "tools": ["crm.contacts.update"]},
             {"id": "refunds-need-approval", "effect": "step_up",
-             "agents": ["spiffe://acme.example/agents/support/*"], "sensitivities": ["payment"]},
+             "agents": ["spiffe://acme.example/agents/support/*"], "sensitivities": ["payment"],
+             "step_up": {"approvers": [APPROVER_ID], "max_age_seconds": APPROVAL_MAX_AGE}},
             {"id": "bot-2-cleanup-exception", "effect": "allow", "agents": [EXCEPTION_BOT],
              "tools": ["admin.users.delete"], "expires_at": rfc3339(EXCEPTION_ENDS),
-             "exception": {"approver": "ciso@acme.example", "ticket": "SEC-1234"}}
+             "exception": {"approver": "ciso@acme.example", "ticket": "SEC-1234",
+                           "granted_at": rfc3339(EXCEPTION_GRANTED)}}
         ],
+        "approvers": [{
+            "id": APPROVER_ID,
+            "iss": APPROVER_ISS,
+            "jwks": {"keys": [world().approver.public.clone()]},
+            "algorithms": ["EdDSA"],
+            "max_approval_age_seconds": 600
+        }],
         "revocations": {"agents": [REVOKED_BOT], "tasks": [REVOKED_TASK], "token_ids": [REVOKED_JTI]},
         "defaults": {"unknown_tool": "deny"}
     })
@@ -366,8 +397,10 @@ pub fn records_in(logs: &[LogEntry]) -> Vec<Value> {
 pub fn record(x: &Exchange) -> Value {
     let lines: Vec<&LogEntry> = x.logs.iter().filter(|l| l.message.contains("\"warden.decision\"")).collect();
     assert_eq!(lines.len(), 1, "expected one decision record in {:#?}", x.logs);
-    assert_eq!(lines[0].level, LogLevel::Info, "decision record level");
     let from_log: Value = serde_json::from_str(&lines[0].message).expect("record is JSON");
+    // Requests an exception allowed are logged a level higher.
+    let level = if from_log["exception"].is_null() { LogLevel::Info } else { LogLevel::Warn };
+    assert_eq!(lines[0].level, level, "decision record level: {from_log}");
     let state = x.filter_state_str("wasm.warden_decision").expect("record in filter state wasm.warden_decision");
     let from_state: Value = serde_json::from_str(&state).expect("filter state record is JSON");
     assert_eq!(from_log, from_state, "log record and filter-state record differ");

@@ -28,6 +28,9 @@ pub struct Bundle {
     /// Token issuers whose agent tokens are trusted.
     #[serde(default)]
     pub issuers: Vec<Issuer>,
+    /// Approval services whose step-up approvals are trusted (see [`Approver`]).
+    #[serde(default)]
+    pub approvers: Vec<Approver>,
     /// MCP servers (Streamable HTTP endpoints) whose JSON-RPC bodies the gateway reads to find the tool.
     #[serde(default)]
     pub mcp_servers: Vec<McpServer>,
@@ -43,6 +46,64 @@ pub struct Bundle {
     /// What happens when nothing more specific applies.
     #[serde(default)]
     pub defaults: Defaults,
+    /// Limits every time-boxed exception of the bundle must respect.
+    #[serde(default)]
+    pub exception_policy: ExceptionPolicy,
+}
+
+/// A trusted approval service: it mints approval tokens (JWS, `typ` `warden-approval+jwt`) that let one step-up call
+/// through. See `policies/README.md`, "Step-up approvals", for the token's claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approver {
+    /// Identifier used by step-up rules and in decision records (`[a-z0-9][a-z0-9._-]*`).
+    pub id: String,
+    /// The exact `iss` claim value of its approvals.
+    pub iss: String,
+    /// Public verification keys as a JWKS; every key needs a `kid`.
+    pub jwks: Jwks,
+    /// Accepted `alg` values (asymmetric only).
+    pub algorithms: Vec<String>,
+    /// Longest accepted approval lifetime (`exp - iat`) in seconds, 1 to 86 400. A step-up rule may ask for less.
+    pub max_approval_age_seconds: u64,
+    /// Allowed clock skew in seconds for `exp`, `nbf` and `iat` (at most 300). Default 30.
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+}
+
+/// What a `step_up` rule requires of the approval that lets a call through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUp {
+    /// Ids of the [`Approver`]s whose approvals count for this rule (at least one).
+    pub approvers: Vec<String>,
+    /// Longest accepted approval lifetime for this rule in seconds; at most the approvers' own limit. Absent: the
+    /// approver's `max_approval_age_seconds`.
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+}
+
+/// Bundle-wide limits on time-boxed exceptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionPolicy {
+    /// Longest an exception may run, from its `granted_at` to the rule's `expires_at`, in days (1 to 365). Default 30.
+    #[serde(default = "default_max_exception_days")]
+    pub max_duration_days: u32,
+    /// Gateway environments where exceptions may apply at all (e.g. `["staging", "dev"]`: never in prod). Absent:
+    /// every environment. An exception rule without an `environments` selector applies in exactly these.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+}
+
+fn default_max_exception_days() -> u32 {
+    30
+}
+
+impl Default for ExceptionPolicy {
+    fn default() -> Self {
+        ExceptionPolicy { max_duration_days: default_max_exception_days(), environments: None }
+    }
 }
 
 /// A trusted token issuer.
@@ -186,6 +247,10 @@ pub struct Tool {
     /// MCP tools, resources, prompts and methods that reach this tool.
     #[serde(default)]
     pub mcp: Vec<McpMatch>,
+    /// Decision records carry this tool's call arguments in clear (`arguments`), not only their digest. Default
+    /// false: arguments may hold personal data.
+    #[serde(default)]
+    pub log_arguments: bool,
 }
 
 /// An MCP server: requests to this host and path prefix are MCP (JSON-RPC 2.0 over Streamable HTTP) and are
@@ -318,6 +383,16 @@ pub struct Rule {
     /// Present on time-boxed exceptions: an allow rule that must carry `expires_at`.
     #[serde(default)]
     pub exception: Option<Exception>,
+    /// Required on `step_up` rules (refused on others): which approvals let a call through.
+    #[serde(default)]
+    pub step_up: Option<StepUp>,
+    /// Shadow rule: evaluated and logged (`shadow` in the decision record, `would_deny` / `would_step_up` /
+    /// `would_allow`), never enforced; the request is decided as if the rule were absent. Default false.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Controls this rule implements, as free tags for the policy report (e.g. `OWASP-ASI02`, `NIST-AI-RMF:GOVERN-1.2`).
+    #[serde(default)]
+    pub controls: Option<Vec<String>>,
     /// Conditions on the call's arguments (MCP `tools/call` / `prompts/get` arguments); all must hold.
     #[serde(default)]
     pub conditions: Option<Vec<ArgCondition>>,
@@ -370,6 +445,9 @@ pub struct Exception {
     pub approver: String,
     /// Ticket reference.
     pub ticket: String,
+    /// RFC 3339 time the exception was granted; `expires_at - granted_at` may not exceed
+    /// `exception_policy.max_duration_days`.
+    pub granted_at: String,
 }
 
 /// Revoked identities. Revocation wins over every rule.

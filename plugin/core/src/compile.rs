@@ -9,12 +9,20 @@
 //!   list instead of being copied to every tool;
 //! - agent patterns are interned into classes and each candidate list is keyed by class (see `index`), so `decide`
 //!   does work proportional to the agent id's segments and the few candidate rules, never to the number of rules;
-//! - HTTP routes go into a host → method → segment-trie table (see `route`).
+//! - HTTP routes go into a host → method → segment-trie table (see `route`);
+//! - shadow rules (`shadow: true`) go into a separate candidate index that only [`crate::decide::shadow`] walks, so
+//!   the enforced decision never sees them and a bundle without shadow rules pays nothing for the feature;
+//! - approvers' keys are parsed once ([`crate::approval::ApproverSet`]); each `step_up` rule keeps its approvers
+//!   and its effective approval lifetime, each exception its grant (`not_before` = `granted_at`, before which it
+//!   does not match) and, without an `environments` selector of its own, `exception_policy.environments`;
+//! - rule ids map to rule indexes, for the accessors the filter uses after a decision
+//!   ([`CompiledBundle::step_up_requirement`], [`CompiledBundle::exception_of`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::approval::ApproverSet;
 use crate::args::{compile_conditions, Conditions};
 use crate::bundle::{Bundle, Effect, Sensitivity, FORMAT_V1};
 use crate::fxhash::{FxHashMap, FxHashSet};
@@ -40,16 +48,22 @@ pub struct CompiledBundle {
     pub authority: String,
     /// The trusted token issuers with their keys parsed.
     pub issuers: IssuerSet,
+    /// The trusted approval services (step-up approvals) with their keys parsed.
+    pub approvers: ApproverSet,
     pub(crate) revoked_signing_keys: Vec<String>,
     pub(crate) unknown_tool: Effect,
     pub(crate) tools: Vec<CompiledTool>,
     pub(crate) tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild>,
     pub(crate) rules: Vec<CompiledRule>,
+    /// Rule id → index in `rules`.
+    pub(crate) rule_index: FxHashMap<Box<str>, u32>,
     pub(crate) routes: RouteTable,
     /// Agent classes and revoked agents.
     pub(crate) agents: AgentIndex,
-    /// Candidate rules by (tool or every tool, agent class).
+    /// Candidate rules by (tool or every tool, agent class), shadow rules left out.
     pub(crate) candidates: Candidates,
+    /// The shadow rules' candidates, the same way; `None` when the bundle has no shadow rule.
+    pub(crate) shadow_candidates: Option<Candidates>,
     pub(crate) revoked_tasks: FxHashSet<Box<str>>,
     pub(crate) revoked_tokens: FxHashSet<Box<str>>,
     /// MCP servers and what their messages reach.
@@ -60,14 +74,39 @@ pub struct CompiledBundle {
 pub(crate) struct CompiledTool {
     pub(crate) id: Box<str>,
     pub(crate) sensitivity: Sensitivity,
+    pub(crate) log_arguments: bool,
+}
+
+/// A `step_up` rule's requirement, compiled.
+#[derive(Debug)]
+pub(crate) struct CompiledStepUp {
+    /// Indexes into the bundle's [`ApproverSet`], in the rule's order.
+    pub(crate) approvers: Box<[u32]>,
+    /// Effective longest approval lifetime: the rule's `max_age_seconds`, else the smallest of its approvers'.
+    pub(crate) max_age: u64,
+}
+
+/// An exception's grant, compiled (its `expires_at` is the rule's).
+#[derive(Debug)]
+pub(crate) struct CompiledException {
+    pub(crate) approver: Box<str>,
+    pub(crate) ticket: Box<str>,
+    pub(crate) granted_at: i64,
 }
 
 #[derive(Debug)]
 pub(crate) struct CompiledRule {
     pub(crate) id: Arc<str>,
     pub(crate) effect: Effect,
-    pub(crate) exception: bool,
+    /// Present on time-boxed exceptions.
+    pub(crate) exception: Option<Box<CompiledException>>,
     pub(crate) expires_at: Option<i64>,
+    /// The rule does not match before this time (an exception's `granted_at`).
+    pub(crate) not_before: Option<i64>,
+    /// Present on `step_up` rules.
+    pub(crate) step_up: Option<Box<CompiledStepUp>>,
+    /// A shadow rule: only in the shadow candidate index.
+    pub(crate) shadow: bool,
     /// Bit per [`Sensitivity`] (see `sensitivity_bit`); all bits when the rule has no sensitivity selector.
     pub(crate) sensitivities: u8,
     pub(crate) environments: Option<Box<[Box<str>]>>,
@@ -104,6 +143,31 @@ pub struct RuleInfo<'a> {
     pub exception: bool,
     /// Seconds since the epoch, when the rule expires.
     pub expires_at: Option<i64>,
+    /// Whether the rule is a shadow rule (evaluated and logged, never enforced).
+    pub shadow: bool,
+}
+
+/// What approval lets a call through a `step_up` rule: what the step-up reply states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpRequirement<'a> {
+    /// The approvers whose approvals count, as (`id`, `iss`), in the rule's order.
+    pub approvers: Vec<(&'a str, &'a str)>,
+    /// Longest accepted approval lifetime (`exp - iat`) in seconds: the rule's `max_age_seconds`, else the smallest
+    /// `max_approval_age_seconds` of its approvers.
+    pub max_age_seconds: u64,
+}
+
+/// A time-boxed exception's grant: it matches from `granted_at` (inclusive) to `expires_at` (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExceptionInfo<'a> {
+    /// Who approved the exception.
+    pub approver: &'a str,
+    /// The ticket reference.
+    pub ticket: &'a str,
+    /// Seconds since the epoch.
+    pub granted_at: i64,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
 }
 
 impl CompiledBundle {
@@ -128,6 +192,49 @@ impl CompiledBundle {
         self.tools.get(t.0 as usize).map(|tool| tool.sensitivity).unwrap_or(Sensitivity::Admin)
     }
 
+    /// Whether decision records carry this tool's arguments in clear (`log_arguments`; false for an index from
+    /// another bundle).
+    pub fn logs_arguments(&self, t: ToolIdx) -> bool {
+        self.tools.get(t.0 as usize).is_some_and(|tool| tool.log_arguments)
+    }
+
+    fn rule(&self, rule_id: &str) -> Option<&CompiledRule> {
+        self.rule_index.get(rule_id).and_then(|&i| self.rules.get(i as usize))
+    }
+
+    pub(crate) fn step_up_of(&self, rule_id: &str) -> Option<&CompiledStepUp> {
+        self.rule(rule_id).and_then(|r| r.step_up.as_deref())
+    }
+
+    /// What approval a `step_up` rule requires (`None` for another rule or an unknown id).
+    pub fn step_up_requirement(&self, rule_id: &str) -> Option<StepUpRequirement<'_>> {
+        let step_up = self.step_up_of(rule_id)?;
+        let approvers = step_up
+            .approvers
+            .iter()
+            .filter_map(|&a| self.approvers.get(a))
+            .map(|a| (a.id.as_str(), a.iss.as_str()))
+            .collect();
+        Some(StepUpRequirement { approvers, max_age_seconds: step_up.max_age })
+    }
+
+    /// The grant of a time-boxed exception (`None` for another rule or an unknown id).
+    pub fn exception_of(&self, rule_id: &str) -> Option<ExceptionInfo<'_>> {
+        let rule = self.rule(rule_id)?;
+        let exception = rule.exception.as_deref()?;
+        Some(ExceptionInfo {
+            approver: &exception.approver,
+            ticket: &exception.ticket,
+            granted_at: exception.granted_at,
+            expires_at: rule.expires_at.unwrap_or(i64::MIN),
+        })
+    }
+
+    /// Whether the bundle has shadow rules (when it has none, [`crate::decide::shadow`] returns at once).
+    pub fn has_shadow_rules(&self) -> bool {
+        self.shadow_candidates.is_some()
+    }
+
     /// Number of tools in the catalog.
     pub fn tool_count(&self) -> usize {
         self.tools.len()
@@ -149,8 +256,9 @@ impl CompiledBundle {
             id: &r.id,
             effect: r.effect,
             owner: r.owner.as_deref(),
-            exception: r.exception,
+            exception: r.exception.is_some(),
             expires_at: r.expires_at,
+            shadow: r.shadow,
         })
     }
 }
@@ -293,6 +401,50 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     };
     let issuer_ids: FxHashSet<&str> = bundle.issuers.iter().map(|i| i.id.as_str()).collect();
 
+    // Approvers: keys and settings are the approval module's to check. Step-up rules name them by id.
+    let approvers = match ApproverSet::compile(&bundle.approvers) {
+        Ok(set) => Some(set),
+        Err(list) => {
+            for e in list {
+                err(e.location, e.message);
+            }
+            None
+        }
+    };
+    let mut approver_ids: FxHashMap<&str, (u32, u64)> = FxHashMap::default();
+    for (ai, a) in bundle.approvers.iter().enumerate() {
+        approver_ids.entry(a.id.as_str()).or_insert((ai as u32, a.max_approval_age_seconds));
+    }
+    let known_approvers = Known(&bundle.approvers);
+
+    // Exception policy.
+    let policy = &bundle.exception_policy;
+    let max_days = policy.max_duration_days;
+    let max_days_ok = (1..=MAX_EXCEPTION_DAYS).contains(&max_days);
+    if !max_days_ok {
+        err(
+            "/exception_policy/max_duration_days".into(),
+            format!("must be 1 to {MAX_EXCEPTION_DAYS}, found {max_days}"),
+        );
+    }
+    let exception_envs: Option<Box<[Box<str>]>> = match &policy.environments {
+        None => None,
+        Some(list) => {
+            if list.is_empty() {
+                err(
+                    "/exception_policy/environments".into(),
+                    "empty list: omit the field to allow exceptions in every environment".into(),
+                );
+            }
+            for (i, e) in list.iter().enumerate() {
+                if e.is_empty() {
+                    err(format!("/exception_policy/environments/{i}"), EMPTY_STRING.into());
+                }
+            }
+            Some(list.iter().map(|e| e.as_str().into()).collect())
+        }
+    };
+
     // Tool catalog and routes.
     let mut tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild> = HashMap::default();
     let mut routes = RouteTable::default();
@@ -366,8 +518,9 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let mut rule_ids: HashMap<&str, usize> = HashMap::new();
     let mut classes = AgentIndex::new();
     let mut compiled_rules: Vec<CompiledRule> = Vec::with_capacity(bundle.rules.len());
-    // (scope, class, rule) triples for the index.
+    // (scope, class, rule) triples for the index, and for the shadow rules' index.
     let mut triples: Vec<(u32, u32, u32)> = Vec::new();
+    let mut shadow_triples: Vec<(u32, u32, u32)> = Vec::new();
     for (ri, rule) in bundle.rules.iter().enumerate() {
         let at = Loc(&"", "/rules", ri);
         if !valid_id(&rule.id) {
@@ -532,6 +685,8 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
                 parsed
             }
         };
+        let mut exception = None;
+        let mut not_before = None;
         if let Some(exc) = &rule.exception {
             if rule.effect != Effect::Allow {
                 err(
@@ -548,9 +703,91 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
             if exc.ticket.trim().is_empty() {
                 err(format!("{at}/exception/ticket"), EMPTY_STRING.into());
             }
+            let granted_at = parse_rfc3339(&exc.granted_at);
+            if granted_at.is_none() {
+                err(format!("{at}/exception/granted_at"), bad_time(&exc.granted_at));
+            }
+            if let (Some(g), Some(e)) = (granted_at, rule_expires) {
+                let limit = i64::from(max_days) * DAY;
+                if e <= g {
+                    err(format!("{at}/exception/granted_at"), "must be earlier than expires_at".into());
+                } else if max_days_ok && e - g > limit {
+                    err(
+                        format!("{at}/expires_at"),
+                        format!(
+                            "the exception lasts {} from granted_at, longer than exception_policy.max_duration_days \
+                             ({max_days} days)",
+                            duration(e - g)
+                        ),
+                    );
+                }
+            }
+            if let (Some(allowed), Some(list)) = (&policy.environments, &rule.environments) {
+                for (ei, env) in list.iter().enumerate() {
+                    if !env.is_empty() && !allowed.contains(env) {
+                        err(
+                            format!("{at}/environments/{ei}"),
+                            format!(
+                                "environment \"{env}\" is not allowed for exceptions: exception_policy.environments is \
+                                 [{}]",
+                                quoted(allowed)
+                            ),
+                        );
+                    }
+                }
+            }
+            not_before = granted_at;
+            exception = Some(Box::new(CompiledException {
+                approver: exc.approver.as_str().into(),
+                ticket: exc.ticket.as_str().into(),
+                granted_at: granted_at.unwrap_or(i64::MAX),
+            }));
+        }
+        // An exception without an environment selector applies only where exceptions may apply.
+        let environments = match (environments, &exception_envs) {
+            (None, Some(allowed)) if exception.is_some() => Some(allowed.clone()),
+            (envs, _) => envs,
+        };
+
+        // Step-up.
+        let step_up = match (&rule.step_up, rule.effect) {
+            (None, Effect::StepUp) => {
+                err(
+                    format!("{at}/step_up"),
+                    "missing: a step_up rule must name the approvers whose approvals let a call through".into(),
+                );
+                None
+            }
+            (None, _) => None,
+            (Some(_), effect @ (Effect::Allow | Effect::Deny)) => {
+                err(
+                    format!("{at}/step_up"),
+                    format!("only step_up rules can have step_up; this rule's effect is \"{}\"", effect.as_str()),
+                );
+                None
+            }
+            (Some(s), Effect::StepUp) => {
+                compile_step_up(s, format_args!("{at}/step_up"), &approver_ids, known_approvers, &mut err).map(Box::new)
+            }
+        };
+
+        // Controls (free tags for reports).
+        if let Some(list) = &rule.controls {
+            if list.is_empty() {
+                err(
+                    format!("{at}/controls"),
+                    "empty list: omit the field when the rule implements no tagged control".into(),
+                );
+            }
+            for (ci, c) in list.iter().enumerate() {
+                if c.trim().is_empty() {
+                    err(format!("{at}/controls/{ci}"), EMPTY_STRING.into());
+                }
+            }
         }
 
         let rule_idx = ri as u32;
+        let triples = if rule.shadow { &mut shadow_triples } else { &mut triples };
         match &selection {
             ToolSelection::All => triples.extend(agent_classes.iter().map(|&c| (ALL_TOOLS, c, rule_idx))),
             ToolSelection::Some(picked) => {
@@ -563,8 +800,11 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         compiled_rules.push(CompiledRule {
             id: Arc::from(rule.id.as_str()),
             effect: rule.effect,
-            exception: rule.exception.is_some(),
+            exception,
             expires_at: rule_expires,
+            not_before,
+            step_up,
+            shadow: rule.shadow,
             sensitivities: sens_mask,
             environments,
             task_purposes,
@@ -600,7 +840,8 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         );
     }
 
-    let (Some(issuers), Some(issued_at), Some(expires_at), true) = (issuers, issued_at, expires_at, errs.is_empty())
+    let (Some(issuers), Some(approvers), Some(issued_at), Some(expires_at), true) =
+        (issuers, approvers, issued_at, expires_at, errs.is_empty())
     else {
         return Err(ValidationErrors(errs));
     };
@@ -608,9 +849,15 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let key = |r: u32| -> u64 {
         compiled_rules.get(r as usize).map(|rule| rule.floor_key(r)).unwrap_or(((u64::MAX >> 32) << 32) | u64::from(r))
     };
-    let tools =
-        bundle.tools.iter().map(|t| CompiledTool { id: t.id.as_str().into(), sensitivity: t.sensitivity }).collect();
+    let tools = bundle
+        .tools
+        .iter()
+        .map(|t| CompiledTool { id: t.id.as_str().into(), sensitivity: t.sensitivity, log_arguments: t.log_arguments })
+        .collect();
     let candidates = Candidates::build(triples, key);
+    let shadow_candidates =
+        if compiled_rules.iter().any(|r| r.shadow) { Some(Candidates::build(shadow_triples, key)) } else { None };
+    let rule_index = compiled_rules.iter().enumerate().map(|(i, r)| (Box::from(&*r.id), i as u32)).collect();
 
     Ok(CompiledBundle {
         revision: bundle.revision,
@@ -619,17 +866,107 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         owner: bundle.owner.clone(),
         authority: bundle.authority.clone(),
         issuers,
+        approvers,
         revoked_signing_keys: bundle.revocations.signing_keys.clone(),
         unknown_tool: bundle.defaults.unknown_tool,
         tools,
         tool_ids,
         rules: compiled_rules,
+        rule_index,
         routes,
         agents: classes,
         candidates,
+        shadow_candidates,
         revoked_tasks,
         revoked_tokens,
         mcp,
+    })
+}
+
+/// Largest `exception_policy.max_duration_days`.
+pub const MAX_EXCEPTION_DAYS: u32 = 365;
+
+const DAY: i64 = 86_400;
+
+/// A duration in words: `31 days`, `30 days 01:00:00`, `1 day`.
+fn duration(seconds: i64) -> String {
+    let (days, rest) = (seconds / DAY, seconds % DAY);
+    let unit = if days == 1 { "day" } else { "days" };
+    if rest == 0 {
+        format!("{days} {unit}")
+    } else {
+        format!("{days} {unit} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    }
+}
+
+/// `"a", "b"`.
+fn quoted(list: &[String]) -> String {
+    list.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// The bundle's approver ids, for messages (formatted only when an error reports them).
+#[derive(Clone, Copy)]
+struct Known<'a>(&'a [crate::bundle::Approver]);
+
+impl fmt::Display for Known<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("the bundle has no approvers");
+        }
+        f.write_str("known approvers: ")?;
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "\"{}\"", a.id)?;
+        }
+        Ok(())
+    }
+}
+
+/// A rule's `step_up`: its approvers must be known, and its `max_age_seconds` at most theirs.
+fn compile_step_up(
+    step_up: &crate::bundle::StepUp,
+    at: fmt::Arguments<'_>,
+    approver_ids: &FxHashMap<&str, (u32, u64)>,
+    known: Known<'_>,
+    err: &mut impl FnMut(String, String),
+) -> Option<CompiledStepUp> {
+    if step_up.approvers.is_empty() {
+        err(format!("{at}/approvers"), "at least one approver is required".into());
+    }
+    let mut picked: Vec<u32> = Vec::with_capacity(step_up.approvers.len());
+    let mut smallest: Option<u64> = None;
+    let mut all_known = true;
+    for (ai, id) in step_up.approvers.iter().enumerate() {
+        match approver_ids.get(id.as_str()) {
+            Some(&(index, _)) if picked.contains(&index) => {
+                err(format!("{at}/approvers/{ai}"), format!("duplicate approver \"{id}\""));
+            }
+            Some(&(index, max_age)) => {
+                picked.push(index);
+                smallest = Some(smallest.map_or(max_age, |m| m.min(max_age)));
+            }
+            None => {
+                all_known = false;
+                err(format!("{at}/approvers/{ai}"), format!("unknown approver \"{id}\" ({known})"));
+            }
+        }
+    }
+    match (step_up.max_age_seconds, smallest) {
+        (Some(0), _) => err(format!("{at}/max_age_seconds"), "must be at least 1".into()),
+        (Some(n), Some(limit)) if all_known && n > limit => err(
+            format!("{at}/max_age_seconds"),
+            format!(
+                "must be at most {limit}, the smallest max_approval_age_seconds of the rule's approvers, found {n}"
+            ),
+        ),
+        _ => {}
+    }
+    let smallest = smallest?;
+    Some(CompiledStepUp {
+        approvers: picked.into_boxed_slice(),
+        max_age: step_up.max_age_seconds.map_or(smallest, |n| n.min(smallest)),
     })
 }
 

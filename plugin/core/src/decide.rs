@@ -14,9 +14,20 @@
 //! `invalid_arguments` (a call that cannot be checked is not sent to an approver either). [`decide`] is
 //! [`decide_with_args`] without arguments.
 //!
-//! A rule past its `expires_at` does not match. Among matching rules of the same effect the earliest in the bundle
-//! names the decision. The candidate rules come from the compiled index (tool × agent class), so the cost does not
-//! depend on the number of rules in the bundle. Nothing is allocated except the clone of the deciding rule's id.
+//! A rule past its `expires_at` does not match, nor an exception before its `granted_at`. Among matching rules of
+//! the same effect the earliest in the bundle names the decision. The candidate rules come from the compiled index
+//! (tool × agent class), so the cost does not depend on the number of rules in the bundle. Nothing is allocated
+//! except the clone of the deciding rule's id.
+//!
+//! A step-up decision is final only once the caller has checked the call's approval (`approval::verify`, then
+//! `Decision::with_approval`).
+//!
+//! # Shadow rules
+//!
+//! Rules with `shadow: true` sit in their own candidate index and take no part in [`decide`], [`decide_with_args`]
+//! or [`decide_listing`]: the request is decided as if they were absent. [`shadow`] decides again with them
+//! included (same precedence) and returns that decision when it differs from the enforced one, for the decision
+//! record (`would_deny`, `would_step_up`, `would_allow`); with no shadow rule in the bundle it returns at once.
 
 use serde_json::Value;
 
@@ -26,6 +37,15 @@ use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule}
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Agent, Facts, Identity};
 use crate::index::{Candidates, ExactAgent, ALL_TOOLS, ANY_AGENT};
+
+/// Which rules a decision consults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    /// The enforced rules (shadow rules left out).
+    Enforced,
+    /// The enforced rules and the shadow rules.
+    WithShadow,
+}
 
 /// How argument conditions are read.
 #[derive(Debug, Clone, Copy)]
@@ -39,18 +59,30 @@ enum Args<'v> {
 
 /// Decides one request. `now` is seconds since the epoch, from the caller's clock.
 pub fn decide(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Decision {
-    decide_inner(bundle, facts, Args::Call(None), now)
+    decide_inner(bundle, facts, Args::Call(None), now, Pool::Enforced)
 }
 
 /// Decides one call with its arguments (an MCP `tools/call`'s `arguments`), for rules with `conditions`.
 pub fn decide_with_args(bundle: &CompiledBundle, facts: &Facts, arguments: Option<&Value>, now: i64) -> Decision {
-    decide_inner(bundle, facts, Args::Call(arguments), now)
+    decide_inner(bundle, facts, Args::Call(arguments), now, Pool::Enforced)
 }
 
 /// Decides whether a tool could be called at all, reading argument conditions optimistically (see [`Args`]). For
 /// filtering `tools/list`; never for letting a call through.
 pub fn decide_listing(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Decision {
-    decide_inner(bundle, facts, Args::Listing, now)
+    decide_inner(bundle, facts, Args::Listing, now, Pool::Enforced)
+}
+
+/// What the bundle's shadow rules would change: the decision with shadow rules included, when it differs from the
+/// enforced one ([`decide_with_args`] with the same `arguments`) in outcome, reason or rule; `None` when it does
+/// not, or when the bundle has no shadow rule (checked first, in constant time). Never enforced: for the record.
+pub fn shadow(bundle: &CompiledBundle, facts: &Facts, arguments: Option<&Value>, now: i64) -> Option<Decision> {
+    if !bundle.has_shadow_rules() {
+        return None;
+    }
+    let enforced = decide_inner(bundle, facts, Args::Call(arguments), now, Pool::Enforced);
+    let with_shadow = decide_inner(bundle, facts, Args::Call(arguments), now, Pool::WithShadow);
+    (with_shadow != enforced).then_some(with_shadow)
 }
 
 /// The checks before any tool or rule: identity, revocations, task expiry. `Err` is the refusal.
@@ -88,7 +120,7 @@ pub(crate) fn decide_gate<'f>(
     Ok((agent, exact))
 }
 
-fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64) -> Decision {
+fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64, pool: Pool) -> Decision {
     let done = |outcome: Outcome, reason: Reason| Decision { outcome, reason, rule: None, revision: bundle.revision };
     let (agent, exact) = match decide_gate(bundle, facts, now) {
         Ok(found) => found,
@@ -109,7 +141,7 @@ fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64
     // Best (lowest precedence key) matching rule over every candidate list. Lists are sorted by each rule's
     // lowest possible key (`CompiledRule::floor_key`): a step-up rule with conditions may deny.
     let mut best: Option<(u64, &CompiledRule, Outcome, Reason)> = None;
-    let consider = |candidates: &[u32]| {
+    let mut consider = |candidates: &[u32]| {
         for &r in candidates {
             let Some(rule) = bundle.rules.get(r as usize) else { continue };
             let floor = rule.floor_key(r);
@@ -130,7 +162,12 @@ fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64
             }
         }
     };
-    for_each_candidate_list(bundle, tool_idx.0, exact.class, &agent.id, consider);
+    for_each_list(bundle, &bundle.candidates, tool_idx.0, exact.class, &agent.id, &mut consider);
+    if pool == Pool::WithShadow {
+        if let Some(shadow) = &bundle.shadow_candidates {
+            for_each_list(bundle, shadow, tool_idx.0, exact.class, &agent.id, &mut consider);
+        }
+    }
 
     match best {
         None => done(Outcome::Deny, Reason::NoMatchingRule),
@@ -148,7 +185,7 @@ fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Outcome, Reaso
         let (outcome, reason) = match rule.effect {
             Effect::Deny => (Outcome::Deny, Reason::DeniedByRule),
             Effect::StepUp => (Outcome::StepUp, Reason::StepUpRequired),
-            Effect::Allow if rule.exception => (Outcome::Allow, Reason::AllowedByException),
+            Effect::Allow if rule.exception.is_some() => (Outcome::Allow, Reason::AllowedByException),
             Effect::Allow => (Outcome::Allow, Reason::AllowedByRule),
         };
         Some((effect_rank(rule.effect), outcome, reason))
@@ -177,20 +214,34 @@ fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Outcome, Reaso
 /// Calls `f` with every candidate list for a tool and an agent: the lists of the `*` class, of the agent's exact id
 /// (`exact_class`, from the same lookup that checks revocation) and of each matching `prefix/*`, each for the tool
 /// and for "every tool". `decide` and `explain` both walk the rules through this, so they see the same candidates.
+/// The enforced rules only; [`for_each_list`] walks another index (the shadow rules').
 #[inline]
 pub(crate) fn for_each_candidate_list<'b>(
     bundle: &'b CompiledBundle,
     tool: u32,
     exact_class: Option<u32>,
     agent_id: &str,
+    f: impl FnMut(&'b [u32]),
+) {
+    for_each_list(bundle, &bundle.candidates, tool, exact_class, agent_id, f);
+}
+
+/// [`for_each_candidate_list`] over the lists of `candidates`.
+#[inline]
+pub(crate) fn for_each_list<'b>(
+    bundle: &CompiledBundle,
+    candidates: &'b Candidates,
+    tool: u32,
+    exact_class: Option<u32>,
+    agent_id: &str,
     mut f: impl FnMut(&'b [u32]),
 ) {
     let scope = Candidates::tool_scope(tool);
-    let all_tools = bundle.candidates.has_all_tools();
+    let all_tools = candidates.has_all_tools();
     let mut visit = |class: u32| {
-        f(bundle.candidates.get(scope, class));
+        f(candidates.get(scope, class));
         if all_tools {
-            f(bundle.candidates.get(ALL_TOOLS, class));
+            f(candidates.get(ALL_TOOLS, class));
         }
     };
     visit(ANY_AGENT);
@@ -205,6 +256,8 @@ pub(crate) fn for_each_candidate_list<'b>(
 pub(crate) enum Miss {
     /// The rule's `expires_at` has passed.
     Expired,
+    /// An exception before its `granted_at`.
+    NotYetGranted,
     /// The tool's sensitivity is not among the rule's (rules that select every tool).
     Sensitivity,
     Environment,
@@ -225,12 +278,15 @@ fn matches(rule: &CompiledRule, agent: &Agent, environment: &str, tool_bit: u8, 
     miss(rule, agent, environment, tool_bit, now).is_none()
 }
 
-/// The selectors that are not indexed: expiry, sensitivity (for rules that select every tool), environment, task
-/// purpose, issuer. `None` when the rule matches.
+/// The selectors that are not indexed: expiry and grant time, sensitivity (for rules that select every tool),
+/// environment, task purpose, issuer, delegation, sender binding. `None` when the rule matches.
 #[inline]
 pub(crate) fn miss(rule: &CompiledRule, agent: &Agent, environment: &str, tool_bit: u8, now: i64) -> Option<Miss> {
     if rule.expires_at.is_some_and(|e| e <= now) {
         return Some(Miss::Expired);
+    }
+    if rule.not_before.is_some_and(|g| now < g) {
+        return Some(Miss::NotYetGranted);
     }
     if rule.sensitivities & tool_bit == 0 {
         return Some(Miss::Sensitivity);

@@ -1,7 +1,9 @@
-//! What `decide` returns: the effect, a stable reason code, the rule that made it and the bundle revision.
+//! What `decide` returns: the effect, a stable reason code, the rule that made it and the bundle revision; and how a
+//! step-up decision is settled by the call's approval ([`Decision::with_approval`]).
 
 use std::sync::Arc;
 
+use crate::approval::{ApprovalFailure, VerifiedApproval};
 use crate::facts::TokenFailure;
 
 /// The effect of a decision.
@@ -59,6 +61,10 @@ pub enum Reason {
     /// An MCP life-cycle method (`initialize`, `tools/list`, notifications, ...) that no tool binds: the server's
     /// `lifecycle` effect applied.
     McpLifecycle,
+    /// A step-up rule matched and the call's approval verified (see [`Decision::with_approval`]).
+    AllowedByApproval,
+    /// A step-up rule matched and the presented approval was refused; the code is the failure's (`approval_*`).
+    ApprovalRefused(ApprovalFailure),
 }
 
 impl Reason {
@@ -82,6 +88,8 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::InvalidArguments => "invalid_arguments",
             Reason::McpLifecycle => "mcp_lifecycle",
+            Reason::AllowedByApproval => "allowed_by_approval",
+            Reason::ApprovalRefused(f) => f.code(),
         }
     }
 }
@@ -124,8 +132,23 @@ impl Decision {
                 | Reason::RevokedToken
                 | Reason::TaskExpired
                 | Reason::InvalidArguments
-                | Reason::McpLifecycle,
+                | Reason::McpLifecycle
+                | Reason::AllowedByApproval
+                | Reason::ApprovalRefused(_),
             ) => 403,
+        }
+    }
+
+    /// Settles a step-up decision with the result of [`crate::approval::verify`] for the presented approval: a
+    /// verified approval allows (`allowed_by_approval`), a refused one keeps the step-up with the failure as reason
+    /// (`approval_*`, 403). The rule and revision stay. Any other decision is returned unchanged.
+    pub fn with_approval(self, approval: Result<&VerifiedApproval, ApprovalFailure>) -> Decision {
+        if self.outcome != Outcome::StepUp {
+            return self;
+        }
+        match approval {
+            Ok(_) => Decision { outcome: Outcome::Allow, reason: Reason::AllowedByApproval, ..self },
+            Err(failure) => Decision { outcome: Outcome::StepUp, reason: Reason::ApprovalRefused(failure), ..self },
         }
     }
 }

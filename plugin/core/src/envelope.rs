@@ -375,9 +375,20 @@ impl SigningKey {
 
 /// Signs `payload` (the bundle JSON bytes) into a JWS compact serialization.
 pub fn sign(payload: &[u8], key: &SigningKey) -> String {
-    let header = json!({ "alg": key.alg().as_str(), "kid": key.kid, "typ": TYPE }).to_string();
+    sign_typed(payload, key, TYPE)
+}
+
+/// Signs `payload` into a JWS compact serialization whose protected header is `{"alg","kid","typ"}` with this
+/// `typ` (e.g. [`crate::approval::APPROVAL_TYP`] for step-up approvals).
+pub fn sign_typed(payload: &[u8], key: &SigningKey, typ: &str) -> String {
+    let header = json!({ "alg": key.alg().as_str(), "kid": key.kid, "typ": typ }).to_string();
+    sign_with_header(header.as_bytes(), payload, key)
+}
+
+/// Signs `payload` under an exact protected header (the JSON bytes, taken as given).
+pub(crate) fn sign_with_header(header: &[u8], payload: &[u8], key: &SigningKey) -> String {
     let mut out = String::with_capacity(header.len() * 2 + payload.len() * 4 / 3 + 100);
-    out.push_str(&b64(header.as_bytes()));
+    out.push_str(&b64(header));
     out.push('.');
     out.push_str(&b64(payload));
     let signature: Vec<u8> = match &key.secret {

@@ -10,11 +10,16 @@
 //! issuer); or the index never offered it, because it does not select this agent or this tool. When the decision
 //! came before the rules (identity, revocation, task expiry, unknown tool) the rules were not consulted and the
 //! explanation says so.
+//!
+//! Shadow rules are walked through their own index, like `decide::shadow`, and are always reported as such: a
+//! shadow rule that matches gets [`RuleVerdict::Shadow`] (never `Decided` or `Outranked`: it is not enforced), and
+//! its detail says whether it would have decided. [`Explanation::shadow`] is `decide::shadow`'s answer, and the
+//! conclusion names it when shadow rules would have decided otherwise.
 
 use crate::bundle::Effect;
 use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule};
-use crate::decide::{decide, for_each_candidate_list, miss, Miss};
-use crate::decision::{Decision, Reason};
+use crate::decide::{decide, for_each_candidate_list, for_each_list, miss, shadow, Miss};
+use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Facts, Identity};
 use crate::index::{Candidates, ALL_TOOLS};
 use crate::time::format_rfc3339;
@@ -30,6 +35,8 @@ pub enum RuleVerdict {
     NotMatched,
     /// It does not select this agent, or not this tool.
     NotSelected,
+    /// A shadow rule that matched: evaluated, never enforced.
+    Shadow,
 }
 
 impl RuleVerdict {
@@ -39,6 +46,7 @@ impl RuleVerdict {
             RuleVerdict::Outranked => "outranked",
             RuleVerdict::NotMatched => "not_matched",
             RuleVerdict::NotSelected => "not_selected",
+            RuleVerdict::Shadow => "shadow",
         }
     }
 }
@@ -62,6 +70,8 @@ pub struct Explanation {
     pub steps: Vec<String>,
     /// Every rule in bundle order; empty when the decision came before the rules.
     pub rules: Vec<RuleTrace>,
+    /// What shadow rules would have decided, when that differs from the decision (see `decide::shadow`).
+    pub shadow: Option<Decision>,
     /// The outcome in words: which rule or default decided, and the reason code.
     pub conclusion: String,
 }
@@ -87,6 +97,10 @@ fn describe_miss(m: Miss, rule: &CompiledRule, facts: &Facts, agent_issuer: &str
         Miss::Expired => {
             format!("expired at {}", rule.expires_at.map_or_else(String::new, format_rfc3339))
         }
+        Miss::NotYetGranted => format!(
+            "an exception granted from {}, not yet in force",
+            rule.exception.as_ref().map_or_else(String::new, |e| format_rfc3339(e.granted_at))
+        ),
         Miss::Sensitivity => "does not select tools of this sensitivity".to_string(),
         Miss::Environment => format!(
             "environment {:?} is not one of [{}]",
@@ -120,19 +134,40 @@ fn describe_miss(m: Miss, rule: &CompiledRule, facts: &Facts, agent_issuer: &str
     }
 }
 
-fn finish(decision: Decision, steps: Vec<String>, rules: Vec<RuleTrace>) -> Explanation {
-    let by = match (&decision.rule, decision.reason) {
+fn decided_by(decision: &Decision) -> String {
+    match (&decision.rule, decision.reason) {
         (Some(rule), _) => format!("rule {rule}"),
         (None, Reason::NoMatchingRule) => "default: no rule matched".to_string(),
         (None, _) => "default".to_string(),
-    };
-    let conclusion = format!(
-        "decision: {} ({}) by {by}, bundle revision {}",
+    }
+}
+
+/// `would_deny`, `would_step_up`, `would_allow`: how records name a shadow decision.
+fn would(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Allow => "would_allow",
+        Outcome::Deny => "would_deny",
+        Outcome::StepUp => "would_step_up",
+    }
+}
+
+fn finish(decision: Decision, steps: Vec<String>, rules: Vec<RuleTrace>, shadow: Option<Decision>) -> Explanation {
+    let mut conclusion = format!(
+        "decision: {} ({}) by {}, bundle revision {}",
         decision.outcome.as_str(),
         decision.reason.code(),
+        decided_by(&decision),
         decision.revision
     );
-    Explanation { decision, steps, rules, conclusion }
+    if let Some(s) = &shadow {
+        conclusion.push_str(&format!(
+            "; shadow: {} ({}) by {}, not enforced",
+            would(s.outcome),
+            s.reason.code(),
+            decided_by(s)
+        ));
+    }
+    Explanation { decision, steps, rules, shadow, conclusion }
 }
 
 /// Decides, and explains the decision (see the module doc).
@@ -144,11 +179,11 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
     let agent = match &facts.identity {
         Identity::Missing => {
             steps.push("identity: no agent token was presented: deny (401) before any rule".to_string());
-            return finish(decision, steps, Vec::new());
+            return finish(decision, steps, Vec::new(), None);
         }
         Identity::Invalid(f) => {
             steps.push(format!("identity: the agent token was refused ({}): deny (401) before any rule", f.code()));
-            return finish(decision, steps, Vec::new());
+            return finish(decision, steps, Vec::new(), None);
         }
         Identity::Verified(agent) => agent,
     };
@@ -178,7 +213,7 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
     };
     if let Some(stop) = stop {
         steps.push(format!("{stop}: deny before any rule"));
-        return finish(decision, steps, Vec::new());
+        return finish(decision, steps, Vec::new(), None);
     }
     steps.push("revocations: agent, task and token id are not revoked; the task has not expired".to_string());
 
@@ -188,11 +223,11 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             "tool: the request reaches no tool in the catalog; defaults.unknown_tool is {}",
             bundle.unknown_tool.as_str()
         ));
-        return finish(decision, steps, Vec::new());
+        return finish(decision, steps, Vec::new(), None);
     };
     let Some(tool_entry) = bundle.tools.get(tool.0 as usize) else {
         steps.push("tool: an index from another bundle: deny".to_string());
-        return finish(decision, steps, Vec::new());
+        return finish(decision, steps, Vec::new(), None);
     };
     steps.push(format!("tool: {:?} (sensitivity {})", &*tool_entry.id, tool_entry.sensitivity.as_str()));
     steps.push(format!("environment: {:?}, clock {}", facts.environment, format_rfc3339(now)));
@@ -205,43 +240,51 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             | Reason::NoMatchingRule
     );
     if !rules_consulted {
-        return finish(decision, steps, Vec::new());
+        return finish(decision, steps, Vec::new(), None);
     }
+    let shadow_decision = shadow(bundle, facts, None, now);
 
-    // Rules: the candidates decide looks at, for this tool and this agent.
+    // Rules: the candidates decide looks at (and shadow looks at), for this tool and this agent.
     let tool_bit = sensitivity_bit(tool_entry.sensitivity);
     let exact = bundle.agents.exact(&agent.id);
     let mut candidate = vec![false; bundle.rules.len()];
-    for_each_candidate_list(bundle, tool.0, exact.class, &agent.id, |list| {
+    let mut mark_candidates = |list: &[u32]| {
         for &r in list {
             if let Some(c) = candidate.get_mut(r as usize) {
                 *c = true;
             }
         }
-    });
+    };
+    for_each_candidate_list(bundle, tool.0, exact.class, &agent.id, &mut mark_candidates);
+    if let Some(shadow_index) = &bundle.shadow_candidates {
+        for_each_list(bundle, shadow_index, tool.0, exact.class, &agent.id, &mut mark_candidates);
+    }
     // Rules that select this agent for some tool (to tell "not this agent" from "not this tool").
     let mut selects_agent = vec![false; bundle.rules.len()];
-    for scope in std::iter::once(ALL_TOOLS).chain((0..bundle.tools.len() as u32).map(Candidates::tool_scope)) {
-        let mut mark = |class: u32| {
-            for &r in bundle.candidates.get(scope, class) {
-                if let Some(s) = selects_agent.get_mut(r as usize) {
-                    *s = true;
+    for index in std::iter::once(&bundle.candidates).chain(bundle.shadow_candidates.as_ref()) {
+        for scope in std::iter::once(ALL_TOOLS).chain((0..bundle.tools.len() as u32).map(Candidates::tool_scope)) {
+            let mut mark = |class: u32| {
+                for &r in index.get(scope, class) {
+                    if let Some(s) = selects_agent.get_mut(r as usize) {
+                        *s = true;
+                    }
                 }
+            };
+            mark(crate::index::ANY_AGENT);
+            if let Some(c) = exact.class {
+                mark(c);
             }
-        };
-        mark(crate::index::ANY_AGENT);
-        if let Some(c) = exact.class {
-            mark(c);
+            bundle.agents.for_each_prefix_class(&agent.id, &mut mark);
         }
-        bundle.agents.for_each_prefix_class(&agent.id, &mut mark);
     }
 
     let purpose = agent.task.as_ref().and_then(|t| t.purpose.as_deref());
     let decided_index = decision.rule.as_deref().and_then(|id| bundle.rules.iter().position(|r| &*r.id == id));
     let decided_key = decided_index.and_then(|i| bundle.rules.get(i).map(|r| (effect_rank(r.effect), i)));
     let mut rules = Vec::with_capacity(bundle.rules.len());
+    let shadow_rule = shadow_decision.as_ref().and_then(|d| d.rule.as_deref());
     for (i, rule) in bundle.rules.iter().enumerate() {
-        let (verdict, detail) = if !candidate.get(i).copied().unwrap_or(false) {
+        let (verdict, mut detail) = if !candidate.get(i).copied().unwrap_or(false) {
             if selects_agent.get(i).copied().unwrap_or(false) {
                 (RuleVerdict::NotSelected, format!("does not select tool {:?}", &*tool_entry.id))
             } else {
@@ -249,11 +292,20 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             }
         } else if let Some(m) = miss(rule, agent, &facts.environment, tool_bit, now) {
             (RuleVerdict::NotMatched, describe_miss(m, rule, facts, &agent.issuer, purpose))
+        } else if rule.shadow {
+            let detail = match &shadow_decision {
+                Some(d) if shadow_rule == Some(&*rule.id) => {
+                    format!("matched; it would have decided {} ({})", would(d.outcome), d.reason.code())
+                }
+                Some(_) => "matched; a rule of higher precedence would have decided before it".to_string(),
+                None => "matched; it would not have changed the decision".to_string(),
+            };
+            (RuleVerdict::Shadow, detail)
         } else if Some(i) == decided_index {
             let why = match rule.effect {
                 Effect::Deny => "a matching deny rule wins over step-up and allow",
                 Effect::StepUp => "no deny rule matched; step-up needs an approval",
-                Effect::Allow if rule.exception => "no deny or step-up rule matched; a time-boxed exception",
+                Effect::Allow if rule.exception.is_some() => "no deny or step-up rule matched; a time-boxed exception",
                 Effect::Allow => "no deny or step-up rule matched",
             };
             (RuleVerdict::Decided, format!("matched; {why}"))
@@ -264,9 +316,12 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             };
             (RuleVerdict::Outranked, format!("matched, but {outranked_by}"))
         };
+        if rule.shadow {
+            detail = format!("shadow rule, not enforced: {detail}");
+        }
         rules.push(RuleTrace { id: rule.id.to_string(), effect: rule.effect, verdict, detail });
     }
-    finish(decision, steps, rules)
+    finish(decision, steps, rules, shadow_decision)
 }
 
 #[cfg(test)]
@@ -282,6 +337,10 @@ mod tests {
             "format": "warden.bundle/v1", "revision": 7,
             "issued_at": "2026-11-01T00:00:00Z", "expires_at": "2027-11-01T00:00:00Z",
             "owner": "sec", "authority": "policy.example",
+            "approvers": [{"id": "fin", "iss": "https://approvals.example", "algorithms": ["EdDSA"],
+                           "max_approval_age_seconds": 300,
+                           "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "a1",
+                                              "x": "mJJ3AQtTHziLV5zcv6xZ3w-RcEFeArJaETx2QGOuDQU"}]}}],
             "tools": [
                 {"id": "crm.read", "sensitivity": "read"},
                 {"id": "crm.write", "sensitivity": "write"},
@@ -289,7 +348,8 @@ mod tests {
             ],
             "rules": [
                 {"id": "no-writes", "effect": "deny", "agents": ["spiffe://d/support/*"], "sensitivities": ["write"]},
-                {"id": "refund-step-up", "effect": "step_up", "tools": ["pay.refund"], "task_purposes": ["refund"]},
+                {"id": "refund-step-up", "effect": "step_up", "tools": ["pay.refund"], "task_purposes": ["refund"],
+                 "step_up": {"approvers": ["fin"]}},
                 {"id": "old", "effect": "allow", "tools": ["crm.*"], "expires_at": "2026-11-02T00:00:00Z"},
                 {"id": "read-prod", "effect": "allow", "agents": ["spiffe://d/support/*"], "tools": ["crm.*"],
                  "environments": ["prod"]},
@@ -397,5 +457,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shadow_rules_are_reported_as_such() {
+        let b: Bundle = serde_json::from_value(serde_json::json!({
+            "format": "warden.bundle/v1", "revision": 8,
+            "issued_at": "2026-11-01T00:00:00Z", "expires_at": "2027-11-01T00:00:00Z",
+            "owner": "sec", "authority": "policy.example",
+            "tools": [{"id": "crm.read", "sensitivity": "read"}, {"id": "crm.write", "sensitivity": "write"}],
+            "rules": [
+                {"id": "shadow-no-reads", "effect": "deny", "tools": ["crm.read"], "shadow": true},
+                {"id": "shadow-bot", "effect": "deny", "agents": ["spiffe://d/bot"], "shadow": true},
+                {"id": "shadow-prod", "effect": "deny", "environments": ["prod"], "shadow": true},
+                {"id": "read", "effect": "allow", "tools": ["crm.*"]}
+            ]
+        }))
+        .unwrap();
+        let b = compile(&b).unwrap();
+        let now = parse_rfc3339(NOW).unwrap();
+        let e = explain(&b, &facts(&b, agent("spiffe://d/a", None), "crm.read", "dev"), now);
+        assert_eq!(e.decision.rule.as_deref(), Some("read"));
+        assert_eq!(e.shadow.as_ref().and_then(|d| d.rule.as_deref()), Some("shadow-no-reads"));
+        assert_eq!(
+            verdicts(&e),
+            vec![
+                ("shadow-no-reads", RuleVerdict::Shadow),
+                ("shadow-bot", RuleVerdict::NotSelected),
+                ("shadow-prod", RuleVerdict::NotMatched),
+                ("read", RuleVerdict::Decided),
+            ]
+        );
+        assert_eq!(
+            e.rules[0].detail,
+            "shadow rule, not enforced: matched; it would have decided would_deny (denied_by_rule)"
+        );
+        assert_eq!(e.rules[1].detail, "shadow rule, not enforced: does not select agent \"spiffe://d/a\"");
+        assert_eq!(e.rules[2].detail, "shadow rule, not enforced: environment \"dev\" is not one of [\"prod\"]");
+        assert_eq!(
+            e.conclusion,
+            "decision: allow (allowed_by_rule) by rule read, bundle revision 8; shadow: would_deny (denied_by_rule) \
+             by rule shadow-no-reads, not enforced"
+        );
+
+        // Two shadow denies: the first decides the shadow decision, the second would not have.
+        let e = explain(&b, &facts(&b, agent("spiffe://d/bot", None), "crm.read", "prod"), now);
+        assert_eq!(
+            e.rules[1].detail,
+            "shadow rule, not enforced: matched; a rule of higher precedence would have decided before it"
+        );
+
+        // A shadow rule that changes nothing.
+        let e = explain(&b, &facts(&b, agent("spiffe://d/a", None), "crm.write", "dev"), now);
+        assert!(e.shadow.is_none());
+        assert_eq!(e.conclusion, "decision: allow (allowed_by_rule) by rule read, bundle revision 8");
     }
 }

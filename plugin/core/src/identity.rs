@@ -7,7 +7,8 @@
 //! restricted to the algorithms its key type fits (`OKP`/`Ed25519` → `EdDSA`, `EC`/`P-256` → `ES256`, `EC`/`P-384`
 //! → `ES384`, `RSA` → `RS*`/`PS*`). `none` and `HS*` are refused at compile time, as are symmetric (`oct`) keys,
 //! private key material, a key whose own `alg` does not fit its type or is not allowlisted, and a key that fits none
-//! of the issuer's algorithms.
+//! of the issuer's algorithms. The same key code parses the keys of the bundle's approval services
+//! ([`crate::approval::ApproverSet`]).
 //!
 //! # Verification order ([`verify`])
 //!
@@ -112,14 +113,26 @@ impl fmt::Debug for CompiledIssuer {
     }
 }
 
-struct IssuerKey {
-    key: VerifyKey,
+pub(crate) struct IssuerKey {
+    pub(crate) key: VerifyKey,
     /// The issuer's algorithms this key's type fits.
-    algorithms: Vec<Algorithm>,
+    pub(crate) algorithms: Vec<Algorithm>,
 }
 
-/// An issuer key, parsed once by its own signature crate.
-enum VerifyKey {
+/// Whose keys and algorithms are being compiled: issuers (agent tokens) or approvers (step-up approvals, see
+/// [`crate::approval`]), for the error locations and messages.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyOwner<'a> {
+    /// JSON pointer of the entry, e.g. `/issuers/2`.
+    pub(crate) at: &'a str,
+    /// `issuer` or `approver`.
+    pub(crate) noun: &'static str,
+    /// What its keys sign, e.g. `agent tokens`.
+    pub(crate) signs: &'static str,
+}
+
+/// An issuer or approver key, parsed once by its own signature crate.
+pub(crate) enum VerifyKey {
     Ed25519(ed25519_dalek::VerifyingKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
@@ -129,7 +142,7 @@ enum VerifyKey {
 impl VerifyKey {
     /// Whether `signature` (already base64-decoded) signs `input` under this key with `alg`. An algorithm that does
     /// not fit the key type fails (the caller has already checked that it fits).
-    fn verify(&self, alg: Algorithm, input: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verify(&self, alg: Algorithm, input: &[u8], signature: &[u8]) -> bool {
         use p256::ecdsa::signature::Verifier as _;
         use sha2::{Digest as _, Sha256, Sha384, Sha512};
         match (self, alg) {
@@ -195,7 +208,9 @@ impl IssuerSet {
                     err(format!("/issuers/{i}/audiences/{k}"), "must not be empty".to_string());
                 }
             }
-            let algorithms = compile_algorithms(i, &issuer.algorithms, &mut err);
+            let owner_at = format!("/issuers/{i}");
+            let owner = KeyOwner { at: &owner_at, noun: "issuer", signs: "agent tokens" };
+            let algorithms = compile_algorithms(owner, &issuer.algorithms, &mut err);
             if issuer.max_token_lifetime_seconds == 0 {
                 err(at("max_token_lifetime_seconds"), "must be at least 1".to_string());
             }
@@ -206,7 +221,7 @@ impl IssuerSet {
             let skew = i64::try_from(issuer.clock_skew_seconds.min(MAX_CLOCK_SKEW_SECONDS)).unwrap_or(0);
             compile_claims(i, &issuer.claims, &mut err);
             compile_profile(i, issuer, &mut err);
-            let keys = compile_keys(i, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
+            let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
             if !issuer.iss.is_empty() && !set.by_iss.contains_key(&issuer.iss) {
                 set.by_iss.insert(issuer.iss.clone(), set.issuers.len());
             }
@@ -252,13 +267,13 @@ impl IssuerSet {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
-fn parse_algorithm(alg: &str) -> Option<Algorithm> {
+pub(crate) fn parse_algorithm(alg: &str) -> Option<Algorithm> {
     Some(match alg {
         "EdDSA" => Algorithm::EdDSA,
         "ES256" => Algorithm::ES256,
@@ -273,13 +288,18 @@ fn parse_algorithm(alg: &str) -> Option<Algorithm> {
     })
 }
 
-fn compile_algorithms(i: usize, names: &[String], err: &mut impl FnMut(String, String)) -> Vec<Algorithm> {
+pub(crate) fn compile_algorithms(
+    owner: KeyOwner<'_>,
+    names: &[String],
+    err: &mut impl FnMut(String, String),
+) -> Vec<Algorithm> {
+    let at = owner.at;
     if names.is_empty() {
-        err(format!("/issuers/{i}/algorithms"), "at least one algorithm is required".to_string());
+        err(format!("{at}/algorithms"), "at least one algorithm is required".to_string());
     }
     let mut out = Vec::new();
     for (k, name) in names.iter().enumerate() {
-        let location = format!("/issuers/{i}/algorithms/{k}");
+        let location = format!("{at}/algorithms/{k}");
         match parse_algorithm(name) {
             Some(alg) if out.contains(&alg) => err(location, format!("duplicate algorithm {name:?}")),
             Some(alg) => out.push(alg),
@@ -288,7 +308,7 @@ fn compile_algorithms(i: usize, names: &[String], err: &mut impl FnMut(String, S
             }
             None if name.starts_with("HS") => err(
                 location,
-                format!("{name:?} is symmetric (HMAC): agent tokens must be signed with an asymmetric key"),
+                format!("{name:?} is symmetric (HMAC): {} must be signed with an asymmetric key", owner.signs),
             ),
             None => err(
                 location,
@@ -401,24 +421,25 @@ impl KeyType {
 
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-fn compile_keys(
-    i: usize,
+pub(crate) fn compile_keys(
+    owner: KeyOwner<'_>,
     jwks: &[Value],
     algorithm_names: &[String],
     algorithms: &[Algorithm],
     err: &mut impl FnMut(String, String),
 ) -> HashMap<String, IssuerKey> {
+    let at = owner.at;
     let mut keys = HashMap::new();
     if jwks.is_empty() {
-        err(format!("/issuers/{i}/jwks/keys"), "at least one key is required".to_string());
+        err(format!("{at}/jwks/keys"), "at least one key is required".to_string());
     }
     let mut first_at: HashMap<String, usize> = HashMap::new();
     for (k, jwk) in jwks.iter().enumerate() {
-        let location = format!("/issuers/{i}/jwks/keys/{k}");
-        match compile_key(jwk, algorithm_names, algorithms) {
+        let location = format!("{at}/jwks/keys/{k}");
+        match compile_key(jwk, algorithm_names, algorithms, owner.noun) {
             Ok((kid, key)) => {
                 if let Some(first) = first_at.get(&kid) {
-                    err(location, format!("duplicate kid {kid:?} (also /issuers/{i}/jwks/keys/{first})"));
+                    err(location, format!("duplicate kid {kid:?} (also {at}/jwks/keys/{first})"));
                 } else {
                     first_at.insert(kid.clone(), k);
                     keys.insert(kid, key);
@@ -434,6 +455,7 @@ fn compile_key(
     jwk: &Value,
     algorithm_names: &[String],
     algorithms: &[Algorithm],
+    noun: &str,
 ) -> Result<(String, IssuerKey), String> {
     let obj = jwk.as_object().ok_or("a JWK must be a JSON object")?;
     let text = |name: &str| -> Result<Option<&str>, String> {
@@ -456,9 +478,9 @@ fn compile_key(
     };
     let kty_name = text("kty")?.ok_or("\"kty\" is missing")?;
     if kty_name == "oct" {
-        return Err("symmetric key (kty \"oct\") is never accepted: issuer keys must be public keys".to_string());
+        return Err(format!("symmetric key (kty \"oct\") is never accepted: {noun} keys must be public keys"));
     }
-    let kid = text("kid")?.ok_or("\"kid\" is missing: every issuer key needs a key id")?;
+    let kid = text("kid")?.ok_or_else(|| format!("\"kid\" is missing: every {noun} key needs a key id"))?;
     if kid.is_empty() {
         return Err("\"kid\" must not be empty".to_string());
     }
@@ -526,13 +548,13 @@ fn compile_key(
             return Err(format!("key \"alg\" {alg_name:?} does not fit {}", kty.describe()));
         }
         if !algorithms.contains(&alg) && !algorithms.is_empty() {
-            return Err(format!("key \"alg\" {alg_name:?} is not in the issuer's algorithms"));
+            return Err(format!("key \"alg\" {alg_name:?} is not in the {noun}'s algorithms"));
         }
         usable.retain(|a| *a == alg);
     }
     if usable.is_empty() && !algorithms.is_empty() {
         return Err(format!(
-            "{} fits none of the issuer's algorithms [{}]",
+            "{} fits none of the {noun}'s algorithms [{}]",
             kty.describe(),
             algorithm_names.join(", ")
         ));
@@ -573,19 +595,19 @@ pub fn trust_domain(agent_id: &str) -> &str {
 }
 
 #[derive(Deserialize)]
-struct TokenHeader {
-    alg: String,
+pub(crate) struct TokenHeader {
+    pub(crate) alg: String,
     #[serde(default)]
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
     #[serde(default)]
-    crit: Option<Value>,
+    pub(crate) crit: Option<Value>,
     #[serde(default)]
-    typ: Option<String>,
+    pub(crate) typ: Option<String>,
 }
 
 /// A JSON object's top-level members, refusing duplicate names (a parser differential on `iss` or `sub` is an
 /// attack; serde_json's `Value` would silently keep the last).
-struct Claims(BTreeMap<String, Value>);
+pub(crate) struct Claims(pub(crate) BTreeMap<String, Value>);
 
 impl<'de> Deserialize<'de> for Claims {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

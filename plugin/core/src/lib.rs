@@ -9,8 +9,14 @@
 //! 3. per request, [`path::normalize`] gives the one normalized path, [`compile::CompiledBundle::resolve_http`] finds
 //!    the tool, [`identity`] verifies the agent's token, and [`decide::decide`] returns a [`decision::Decision`].
 //!
+//! A `step_up` decision is settled by the caller: [`approval::verify`] checks the approval token presented with the
+//! retried call against the rule's [`compile::CompiledBundle::step_up_requirement`], and
+//! [`decision::Decision::with_approval`] turns the result into the final decision. Shadow rules never take part in
+//! [`decide::decide`]; [`decide::shadow`] tells what they would have decided, for the decision record.
+//!
 //! Offline tools (`warden eval`, `warden test`) use [`explain::explain`] for the chain of reasons behind a decision.
 
+pub mod approval;
 pub mod args;
 pub mod bundle;
 pub mod compile;

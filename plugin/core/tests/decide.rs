@@ -31,13 +31,14 @@ fn decide_bundle(unknown_tool: &str) -> Value {
     v["rules"] = json!([
         {"id": "quarantine", "effect": "deny", "agents": [format!("{A}/quarantine/*")]},
         {"id": "deny-admin", "effect": "deny", "sensitivities": ["admin"]},
-        {"id": "refund-step-up", "effect": "step_up", "agents": [format!("{A}/finance/*")], "tools": ["pay.refunds.create"]},
+        {"id": "refund-step-up", "effect": "step_up", "agents": [format!("{A}/finance/*")], "tools": ["pay.refunds.create"],
+         "step_up": {"approvers": ["approvals"]}},
         {"id": "support-read", "effect": "allow", "agents": [format!("{A}/support/*")], "sensitivities": ["read"],
          "environments": ["prod", "staging"]},
         {"id": "contacts-any-agent", "effect": "allow", "agents": [format!("{A}/*")], "tools": ["crm.contacts.read"]},
         {"id": "bot1-update-exception", "effect": "allow", "agents": [format!("{A}/support/bot-1")],
          "tools": ["crm.contacts.update"], "expires_at": "2026-12-15T00:00:00Z",
-         "exception": {"approver": "ciso@acme.example", "ticket": "SEC-42"}},
+         "exception": {"approver": "ciso@acme.example", "ticket": "SEC-42", "granted_at": "2026-11-20T00:00:00Z"}},
         {"id": "kb-until-mid-november", "effect": "allow", "tools": ["kb.read"], "expires_at": "2026-11-15T00:00:00Z"},
         {"id": "notes-for-case-review", "effect": "allow", "agents": ["*"], "tools": ["crm.notes.read"],
          "task_purposes": ["case-review"]},
@@ -485,7 +486,8 @@ fn namespace_selectors_match_whole_segments_at_every_depth() {
     ]);
     bundle["rules"] = json!([
         {"id": "deep", "effect": "allow", "agents": [format!("{A}/support/*")], "tools": ["a.b.*"]},
-        {"id": "top", "effect": "step_up", "agents": [format!("{A}/support/*")], "tools": ["x.*", "a.b.d.*"]},
+        {"id": "top", "effect": "step_up", "agents": [format!("{A}/support/*")], "tools": ["x.*", "a.b.d.*"],
+         "step_up": {"approvers": ["approvals"]}},
         {"id": "all-a", "effect": "allow", "agents": [format!("{A}/other/*")], "tools": ["a.*"]}
     ]);
     let b = compiled(bundle);

@@ -351,7 +351,7 @@ fn every_failure_has_its_own_error() {
             envelope::sign(&[b"{\"extra\":1,".as_slice(), &payload()[1..]].concat(), &k.ed),
             EnvelopeError::BadPayload {
                 detail: kid("unknown field `extra`, expected one of `format`, `revision`, `issued_at`, `expires_at`, \
-                    `owner`, `authority`, `issuers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults` at line 1 column 8"),
+                    `owner`, `authority`, `issuers`, `approvers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults`, `exception_policy` at line 1 column 8"),
             },
         ),
         (

@@ -29,6 +29,7 @@ fn mcp_bundle() -> Value {
         "format": "warden.bundle/v1", "revision": 9,
         "issued_at": "2026-11-01T00:00:00Z", "expires_at": "2027-12-31T00:00:00Z",
         "owner": "security@acme.example", "authority": "policy.acme.example",
+        "approvers": [common::approver()],
         "mcp_servers": [
             {"name": "payments", "host": "mcp.pay.acme.example", "path": "/mcp"},
             {"name": "docs", "host": "*.docs.acme.example", "path": "/", "batches": true},
@@ -58,7 +59,8 @@ fn mcp_bundle() -> Value {
              "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100},
                             {"argument": "/currency", "one_of": ["USD", "EUR"]}]},
             {"id": "refund-large", "effect": "step_up", "agents": ["spiffe://acme.example/agents/*"],
-             "tools": ["pay.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}]},
+             "tools": ["pay.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+             "step_up": {"approvers": ["approvals"]}},
             {"id": "no-admin", "effect": "deny", "sensitivities": ["admin"]},
             {"id": "reads", "effect": "allow", "agents": ["spiffe://acme.example/agents/*"], "sensitivities": ["read"]},
             {"id": "write-under-inbox", "effect": "allow", "agents": [FIN], "tools": ["docs.write"],
@@ -628,7 +630,7 @@ fn conditional_step_up_ranks_with_denies_only_when_unknown() {
     let mut v = mcp_bundle();
     v["rules"] = json!([
         {"id": "a-allow", "effect": "allow", "tools": ["pay.refund"]},
-        {"id": "b-step", "effect": "step_up", "tools": ["pay.refund"],
+        {"id": "b-step", "effect": "step_up", "tools": ["pay.refund"], "step_up": {"approvers": ["approvals"]},
          "conditions": [{"argument": "/amount", "min": 100}]},
         {"id": "c-deny", "effect": "deny", "tools": ["pay.refund"], "conditions": [{"argument": "/to", "equals": "x"}]}
     ]);

@@ -280,19 +280,23 @@ fn rule_errors() {
             "invalid timestamp \"next week\": expected RFC 3339 in UTC, like \"2026-11-28T10:00:00Z\"",
         )]),
         ("exception without expires_at", |v| {
-            v["rules"][0]["exception"] = json!({"approver": "ciso@acme.example", "ticket": "SEC-1"})
+            v["rules"][0]["exception"] =
+                json!({"approver": "ciso@acme.example", "ticket": "SEC-1", "granted_at": "2026-12-01T00:00:00Z"})
         }, &[("/rules/0/expires_at", "missing: an exception must have expires_at")]),
         ("exception on a deny rule", |v| {
-            v["rules"][1]["exception"] = json!({"approver": "ciso@acme.example", "ticket": "SEC-1"});
+            v["rules"][1]["exception"] =
+                json!({"approver": "ciso@acme.example", "ticket": "SEC-1", "granted_at": "2026-12-15T00:00:00Z"});
             v["rules"][1]["expires_at"] = json!("2027-01-01T00:00:00Z");
         }, &[("/rules/1/exception", "only allow rules can be exceptions; this rule's effect is \"deny\"")]),
         ("exception on a step-up rule", |v| {
             v["rules"][1]["effect"] = json!("step_up");
-            v["rules"][1]["exception"] = json!({"approver": "ciso@acme.example", "ticket": "SEC-1"});
+            v["rules"][1]["step_up"] = json!({"approvers": ["approvals"]});
+            v["rules"][1]["exception"] =
+                json!({"approver": "ciso@acme.example", "ticket": "SEC-1", "granted_at": "2026-12-15T00:00:00Z"});
             v["rules"][1]["expires_at"] = json!("2027-01-01T00:00:00Z");
         }, &[("/rules/1/exception", "only allow rules can be exceptions; this rule's effect is \"step_up\"")]),
         ("exception without approver or ticket", |v| {
-            v["rules"][0]["exception"] = json!({"approver": " ", "ticket": ""});
+            v["rules"][0]["exception"] = json!({"approver": " ", "ticket": "", "granted_at": "2026-12-15T00:00:00Z"});
             v["rules"][0]["expires_at"] = json!("2027-01-01T00:00:00Z");
         }, &[("/rules/0/exception/approver", "must not be empty"), ("/rules/0/exception/ticket", "must not be empty")]),
     ];
@@ -374,4 +378,218 @@ fn issuer_errors_come_through_compile() {
         "{errs:?}"
     );
     assert!(errs.iter().all(|e| !e.location.starts_with("/rules")), "a known issuer id stays known: {errs:?}");
+}
+
+#[test]
+fn approver_errors() {
+    type Case = (&'static str, fn(&mut Value), &'static [(&'static str, &'static str)]);
+    let cases: &[Case] = &[
+        ("bad id", |v| v["approvers"][0]["id"] = json!("Fin"), &[(
+            "/approvers/0/id",
+            "bad approver id \"Fin\": use [a-z0-9][a-z0-9._-]*",
+        )]),
+        ("duplicate id and iss", |v| {
+            let dup = v["approvers"][0].clone();
+            v["approvers"].as_array_mut().unwrap().push(dup);
+        }, &[
+            ("/approvers/1/id", "duplicate approver id \"approvals\" (also /approvers/0/id)"),
+            ("/approvers/1/iss", "duplicate iss \"https://approvals.acme.example\" (also /approvers/0/iss)"),
+        ]),
+        ("empty iss", |v| v["approvers"][0]["iss"] = json!(""), &[("/approvers/0/iss", "must not be empty")]),
+        ("symmetric and unsupported algorithms", |v| v["approvers"][0]["algorithms"] = json!(["EdDSA", "HS256", "none", "XS1"]), &[
+            ("/approvers/0/algorithms/1", "\"HS256\" is symmetric (HMAC): approvals must be signed with an asymmetric key"),
+            ("/approvers/0/algorithms/2", "\"none\" is never accepted: tokens must be signed"),
+            ("/approvers/0/algorithms/3", "unsupported algorithm \"XS1\" (supported: EdDSA, ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512)"),
+        ]),
+        ("no algorithms", |v| v["approvers"][0]["algorithms"] = json!([]), &[
+            ("/approvers/0/algorithms", "at least one algorithm is required"),
+        ]),
+        ("key without kid", |v| {
+            v["approvers"][0]["jwks"]["keys"][0].as_object_mut().unwrap().remove("kid");
+        }, &[("/approvers/0/jwks/keys/0", "\"kid\" is missing: every approver key needs a key id")]),
+        ("symmetric key", |v| v["approvers"][0]["jwks"]["keys"] = json!([{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]), &[
+            ("/approvers/0/jwks/keys/0", "symmetric key (kty \"oct\") is never accepted: approver keys must be public keys"),
+        ]),
+        ("key fits no algorithm", |v| v["approvers"][0]["algorithms"] = json!(["ES256"]), &[
+            ("/approvers/0/jwks/keys/0", "key \"alg\" \"EdDSA\" is not in the approver's algorithms"),
+        ]),
+        ("no keys", |v| v["approvers"][0]["jwks"]["keys"] = json!([]), &[
+            ("/approvers/0/jwks/keys", "at least one key is required"),
+        ]),
+        ("max age zero", |v| v["approvers"][0]["max_approval_age_seconds"] = json!(0), &[
+            ("/approvers/0/max_approval_age_seconds", "must be 1 to 86400, found 0"),
+        ]),
+        ("max age over a day", |v| v["approvers"][0]["max_approval_age_seconds"] = json!(86401), &[
+            ("/approvers/0/max_approval_age_seconds", "must be 1 to 86400, found 86401"),
+        ]),
+        ("skew", |v| v["approvers"][0]["clock_skew_seconds"] = json!(301), &[
+            ("/approvers/0/clock_skew_seconds", "must be at most 300, found 301"),
+        ]),
+    ];
+    for (name, mutate, expected) in cases {
+        check(name, *mutate, expected);
+    }
+}
+
+fn step_up_rule(step_up: Value) -> Value {
+    json!({"id": "refunds", "effect": "step_up", "tools": ["pay.refunds.create"], "step_up": step_up})
+}
+
+fn second_approver(v: &mut Value) {
+    let mut other = v["approvers"][0].clone();
+    other["id"] = json!("treasury");
+    other["iss"] = json!("https://treasury.acme.example");
+    other["max_approval_age_seconds"] = json!(120);
+    v["approvers"].as_array_mut().unwrap().push(other);
+}
+
+#[test]
+fn step_up_errors() {
+    type Case = (&'static str, fn(&mut Value), &'static [(&'static str, &'static str)]);
+    let cases: &[Case] = &[
+        ("valid", |v| push_rule(v, step_up_rule(json!({"approvers": ["approvals"], "max_age_seconds": 600}))), &[]),
+        (
+            "step_up rule without step_up",
+            |v| push_rule(v, json!({"id": "refunds", "effect": "step_up", "tools": ["pay.refunds.create"]})),
+            &[(
+                "/rules/2/step_up",
+                "missing: a step_up rule must name the approvers whose approvals let a call through",
+            )],
+        ),
+        (
+            "step_up on an allow rule",
+            |v| v["rules"][0]["step_up"] = json!({"approvers": ["approvals"]}),
+            &[("/rules/0/step_up", "only step_up rules can have step_up; this rule's effect is \"allow\"")],
+        ),
+        (
+            "step_up on a deny rule",
+            |v| v["rules"][1]["step_up"] = json!({"approvers": ["approvals"]}),
+            &[("/rules/1/step_up", "only step_up rules can have step_up; this rule's effect is \"deny\"")],
+        ),
+        (
+            "no approvers",
+            |v| push_rule(v, step_up_rule(json!({"approvers": []}))),
+            &[("/rules/2/step_up/approvers", "at least one approver is required")],
+        ),
+        (
+            "unknown and duplicate approvers",
+            |v| {
+                second_approver(v);
+                push_rule(v, step_up_rule(json!({"approvers": ["approvals", "nope", "approvals"]})));
+            },
+            &[
+                (
+                    "/rules/2/step_up/approvers/1",
+                    "unknown approver \"nope\" (known approvers: \"approvals\", \"treasury\")",
+                ),
+                ("/rules/2/step_up/approvers/2", "duplicate approver \"approvals\""),
+            ],
+        ),
+        (
+            "no approvers in the bundle",
+            |v| {
+                v["approvers"] = json!([]);
+                push_rule(v, step_up_rule(json!({"approvers": ["approvals"]})));
+            },
+            &[("/rules/2/step_up/approvers/0", "unknown approver \"approvals\" (the bundle has no approvers)")],
+        ),
+        (
+            "max age zero",
+            |v| push_rule(v, step_up_rule(json!({"approvers": ["approvals"], "max_age_seconds": 0}))),
+            &[("/rules/2/step_up/max_age_seconds", "must be at least 1")],
+        ),
+        (
+            "max age above the smallest approver's",
+            |v| {
+                second_approver(v);
+                push_rule(v, step_up_rule(json!({"approvers": ["approvals", "treasury"], "max_age_seconds": 121})));
+            },
+            &[(
+                "/rules/2/step_up/max_age_seconds",
+                "must be at most 120, the smallest max_approval_age_seconds of the rule's approvers, found 121",
+            )],
+        ),
+        (
+            "controls",
+            |v| {
+                v["rules"][0]["controls"] = json!(["OWASP-ASI02", " "]);
+                v["rules"][1]["controls"] = json!([]);
+            },
+            &[
+                ("/rules/0/controls/1", "must not be empty"),
+                ("/rules/1/controls", "empty list: omit the field when the rule implements no tagged control"),
+            ],
+        ),
+    ];
+    for (name, mutate, expected) in cases {
+        check(name, *mutate, expected);
+    }
+}
+
+fn exception_rule(granted_at: &str, expires_at: &str) -> Value {
+    json!({"id": "temp", "effect": "allow", "tools": ["crm.contacts.update"], "expires_at": expires_at,
+           "exception": {"approver": "ciso@acme.example", "ticket": "SEC-7", "granted_at": granted_at}})
+}
+
+#[test]
+fn exception_errors() {
+    type Case = (&'static str, fn(&mut Value), &'static [(&'static str, &'static str)]);
+    let cases: &[Case] = &[
+        ("exactly 30 days", |v| push_rule(v, exception_rule("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z")), &[]),
+        ("one second over 30 days", |v| push_rule(v, exception_rule("2026-12-01T00:00:00Z", "2026-12-31T00:00:01Z")), &[(
+            "/rules/2/expires_at",
+            "the exception lasts 30 days 00:00:01 from granted_at, longer than exception_policy.max_duration_days (30 days)",
+        )]),
+        ("a policy of 90 days", |v| {
+            v["exception_policy"] = json!({"max_duration_days": 90});
+            push_rule(v, exception_rule("2026-12-01T00:00:00Z", "2027-03-01T00:00:00Z"));
+        }, &[]),
+        ("over a policy of 7 days", |v| {
+            v["exception_policy"] = json!({"max_duration_days": 7});
+            push_rule(v, exception_rule("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z"));
+        }, &[(
+            "/rules/2/expires_at",
+            "the exception lasts 30 days from granted_at, longer than exception_policy.max_duration_days (7 days)",
+        )]),
+        ("granted after expiry", |v| push_rule(v, exception_rule("2026-12-31T00:00:00Z", "2026-12-31T00:00:00Z")), &[(
+            "/rules/2/exception/granted_at",
+            "must be earlier than expires_at",
+        )]),
+        ("bad granted_at", |v| push_rule(v, exception_rule("yesterday", "2026-12-31T00:00:00Z")), &[(
+            "/rules/2/exception/granted_at",
+            "invalid timestamp \"yesterday\": expected RFC 3339 in UTC, like \"2026-11-28T10:00:00Z\"",
+        )]),
+        ("policy days out of range", |v| v["exception_policy"] = json!({"max_duration_days": 0}), &[(
+            "/exception_policy/max_duration_days",
+            "must be 1 to 365, found 0",
+        )]),
+        ("policy days over a year", |v| v["exception_policy"] = json!({"max_duration_days": 366}), &[(
+            "/exception_policy/max_duration_days",
+            "must be 1 to 365, found 366",
+        )]),
+        ("policy environments", |v| v["exception_policy"] = json!({"environments": []}), &[(
+            "/exception_policy/environments",
+            "empty list: omit the field to allow exceptions in every environment",
+        )]),
+        ("policy environment empty", |v| v["exception_policy"] = json!({"environments": ["staging", ""]}), &[(
+            "/exception_policy/environments/1",
+            "must not be empty",
+        )]),
+        ("exception in a forbidden environment", |v| {
+            v["exception_policy"] = json!({"environments": ["staging", "dev"]});
+            let mut rule = exception_rule("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z");
+            rule["environments"] = json!(["staging", "prod"]);
+            push_rule(v, rule);
+        }, &[(
+            "/rules/2/environments/1",
+            "environment \"prod\" is not allowed for exceptions: exception_policy.environments is [\"staging\", \"dev\"]",
+        )]),
+        ("plain rules may select any environment", |v| {
+            v["exception_policy"] = json!({"environments": ["staging"]});
+            v["rules"][0]["environments"] = json!(["prod"]);
+        }, &[]),
+    ];
+    for (name, mutate, expected) in cases {
+        check(name, *mutate, expected);
+    }
 }

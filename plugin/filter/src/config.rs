@@ -14,6 +14,10 @@ use warden_core::envelope::TrustedKeys;
 pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
 /// Default header that carries the Transaction Token (task context).
 pub const DEFAULT_TXN_TOKEN_HEADER: &str = "txn-token";
+
+/// Default header carrying a step-up approval token (bare JWS, or `Bearer <jws>`). The filter's own header: always
+/// removed before the request goes upstream.
+pub const DEFAULT_APPROVAL_HEADER: &str = "x-warden-approval";
 /// Default grace after the active bundle's `expires_at` before the filter fails closed.
 pub const DEFAULT_BUNDLE_GRACE_SECONDS: u64 = 300;
 /// Upper bound of `bundle_grace_seconds` (one day): a stale bundle must not keep old revocations alive for long.
@@ -72,6 +76,8 @@ pub struct Config {
     pub token_header: String,
     /// Lower-case name of the header carrying the Transaction Token (bare JWT, or `Bearer <jwt>`).
     pub txn_token_header: String,
+    /// Lower-case name of the header carrying a step-up approval (bare JWS, or `Bearer <jws>`); never forwarded.
+    pub approval_header: String,
     /// A signed bundle (JWS compact serialization) given inline.
     pub inline_bundle: Option<String>,
     pub bundle_grace_seconds: u64,
@@ -112,6 +118,7 @@ impl fmt::Debug for Config {
             .field("mode", &self.mode)
             .field("token_header", &self.token_header)
             .field("txn_token_header", &self.txn_token_header)
+            .field("approval_header", &self.approval_header)
             .field("inline_bundle", &self.inline_bundle.as_ref().map(String::len))
             .field("bundle_grace_seconds", &self.bundle_grace_seconds)
             .field("forward_identity_headers", &self.forward_identity_headers)
@@ -157,6 +164,8 @@ struct RawConfig {
     token_header: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     txn_token_header: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    approval_header: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     inline_bundle: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -246,6 +255,17 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             format!("`{txn_token_header}` is also `token_header`: the two tokens need their own headers"),
         ));
     }
+    let approval_header = match optional_string("approval_header", raw.approval_header)? {
+        None => DEFAULT_APPROVAL_HEADER.to_string(),
+        Some(h) if h.eq_ignore_ascii_case(DEFAULT_APPROVAL_HEADER) => DEFAULT_APPROVAL_HEADER.to_string(),
+        Some(h) => check_header_name("approval_header", &h)?,
+    };
+    if approval_header == token_header || approval_header == txn_token_header {
+        return Err(ConfigError::field(
+            "approval_header",
+            format!("`{approval_header}` already carries another token: the approval needs its own header"),
+        ));
+    }
     let inline_bundle = match optional_string("inline_bundle", raw.inline_bundle)? {
         Some(b) if b.trim().is_empty() => return Err(ConfigError::field("inline_bundle", "must not be empty")),
         other => other.map(|b| b.trim().to_string()),
@@ -300,6 +320,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         mode,
         token_header,
         txn_token_header,
+        approval_header,
         inline_bundle,
         bundle_grace_seconds,
         forward_identity_headers: forward_identity_headers.unwrap_or(true),
@@ -480,6 +501,7 @@ mod tests {
         assert_eq!(c.mode, Mode::Enforce);
         assert_eq!(c.token_header, "authorization");
         assert_eq!(c.txn_token_header, "txn-token");
+        assert_eq!(c.approval_header, "x-warden-approval");
         assert_eq!(c.inline_bundle, None);
         assert_eq!(c.bundle_grace_seconds, 300);
         assert!(c.forward_identity_headers);
@@ -588,6 +610,7 @@ mod tests {
         let mut v = minimal();
         v["mode"] = json!("shadow");
         v["token_header"] = json!("X-Agent-Token");
+        v["approval_header"] = json!("X-Approval");
         v["inline_bundle"] = json!(" a.b.c\n");
         v["bundle_grace_seconds"] = json!(0);
         v["forward_identity_headers"] = json!(false);
@@ -595,6 +618,7 @@ mod tests {
         let c = parse(v.to_string().as_bytes()).unwrap();
         assert_eq!(c.mode, Mode::Shadow);
         assert_eq!(c.token_header, "x-agent-token");
+        assert_eq!(c.approval_header, "x-approval");
         assert_eq!(c.inline_bundle.as_deref(), Some("a.b.c"));
         assert_eq!(c.bundle_grace_seconds, 0);
         assert!(!c.forward_identity_headers);
@@ -615,7 +639,7 @@ mod tests {
             (
                 b"{\"environment\": \"prod\", \"controls\": {}}".to_vec(),
                 "unknown field `controls`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
-                 `token_header`, `txn_token_header`, `inline_bundle`, `bundle_grace_seconds`, \
+                 `token_header`, `txn_token_header`, `approval_header`, `inline_bundle`, `bundle_grace_seconds`, \
                  `forward_identity_headers`, `log_decisions`, `control`, `allow_on_headers_stop_iteration`, \
                  `max_body_bytes` at line 1 column 34",
             ),
@@ -651,6 +675,15 @@ mod tests {
                 with("token_header", json!("X-Warden-Agent")),
                 "field `token_header`: `X-Warden-Agent`: `x-warden-*` headers belong to the filter",
             ),
+            (
+                with("approval_header", json!("Txn-Token")),
+                "field `approval_header`: `txn-token` already carries another token: the approval needs its own header",
+            ),
+            (
+                with("approval_header", json!("x-warden-agent")),
+                "field `approval_header`: `x-warden-agent`: `x-warden-*` headers belong to the filter",
+            ),
+            (with("approval_header", json!("a b")), "field `approval_header`: `a b` is not an HTTP header name"),
             (with("inline_bundle", json!("")), "field `inline_bundle`: must not be empty"),
             (with("inline_bundle", json!({})), "field `inline_bundle`: expected a string, got an object"),
             (

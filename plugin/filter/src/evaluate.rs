@@ -6,15 +6,16 @@
 
 use std::sync::Arc;
 
-use warden_core::compile::CompiledBundle;
-use warden_core::decide::decide;
+use warden_core::compile::{CompiledBundle, ToolIdx};
+use warden_core::decide::{self, decide};
 use warden_core::decision::{Decision, Outcome, Reason};
 use warden_core::facts::{Agent, Facts, Identity, PeerIdentity, TokenFailure, TxnFailure};
+use warden_core::approval::ApprovalFailure;
 use warden_core::identity::TokenCache;
 use warden_core::{identity, path};
 
 use crate::active::Active;
-use crate::config::{Config, DEFAULT_TXN_TOKEN_HEADER, RESERVED_HEADER_PREFIX};
+use crate::config::{Config, DEFAULT_APPROVAL_HEADER, DEFAULT_TXN_TOKEN_HEADER, RESERVED_HEADER_PREFIX};
 
 /// A request pseudo-header as found in the header map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,19 +63,26 @@ pub struct RequestHeaders<'h> {
     pub token: TokenHeader<'h>,
     /// The Transaction Token header (task context).
     pub txn_token: TokenHeader<'h>,
+    /// The step-up approval header.
+    pub approval: TokenHeader<'h>,
     /// Names of client-supplied `x-warden-*` headers (removed before the request goes upstream).
     pub reserved: Vec<&'h str>,
 }
 
 /// One pass over the header pairs (`get_http_request_headers_bytes`: values as bytes, so that a non-UTF-8 value from
-/// a client cannot trap the SDK). `token_header` is lower case; the Transaction Token is looked for in the default
-/// `txn-token` header (see [`scan_with`]).
+/// a client cannot trap the SDK). `token_header` is lower case; the Transaction Token and the approval are looked for
+/// in their default headers (see [`scan_with`]).
 pub fn scan<'h>(headers: &'h [(String, Vec<u8>)], token_header: &str) -> RequestHeaders<'h> {
-    scan_with(headers, token_header, DEFAULT_TXN_TOKEN_HEADER)
+    scan_with(headers, token_header, DEFAULT_TXN_TOKEN_HEADER, DEFAULT_APPROVAL_HEADER)
 }
 
-/// [`scan`] with the configured Transaction Token header (lower case).
-pub fn scan_with<'h>(headers: &'h [(String, Vec<u8>)], token_header: &str, txn_header: &str) -> RequestHeaders<'h> {
+/// [`scan`] with the configured Transaction Token and approval headers (lower case).
+pub fn scan_with<'h>(
+    headers: &'h [(String, Vec<u8>)],
+    token_header: &str,
+    txn_header: &str,
+    approval_header: &str,
+) -> RequestHeaders<'h> {
     let mut r = RequestHeaders::default();
     let add = |h: TokenHeader<'h>, value: &'h [u8]| match h {
         TokenHeader::Absent => TokenHeader::One(value),
@@ -87,6 +95,7 @@ pub fn scan_with<'h>(headers: &'h [(String, Vec<u8>)], token_header: &str, txn_h
             ":authority" => r.authority.set(value),
             n if n.eq_ignore_ascii_case(token_header) => r.token = add(r.token, value),
             n if n.eq_ignore_ascii_case(txn_header) => r.txn_token = add(r.txn_token, value),
+            n if n.eq_ignore_ascii_case(approval_header) => r.approval = add(r.approval, value),
             n if is_reserved(n) && !r.reserved.contains(&n) => r.reserved.push(n),
             _ => {}
         }
@@ -115,7 +124,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn from_decision(d: Decision) -> Verdict {
+    pub fn from_decision(d: Decision) -> Verdict {
         Verdict {
             outcome: d.outcome,
             status: d.http_status(),
@@ -135,6 +144,23 @@ impl Verdict {
     /// The rule id, or `default`.
     pub fn rule_id(&self) -> &str {
         self.rule.as_deref().unwrap_or("default")
+    }
+
+    /// A step-up verdict after its approval was checked (`Decision::with_approval`); other verdicts unchanged.
+    pub fn with_approval(self, result: Result<&warden_core::approval::VerifiedApproval, ApprovalFailure>) -> Verdict {
+        let revision = self.revision;
+        let d = Decision {
+            outcome: self.outcome,
+            reason: self.reason_kind,
+            rule: self.rule.clone(),
+            revision: revision.unwrap_or(0),
+        };
+        Verdict { revision, ..Verdict::from_decision(d.with_approval(result)) }
+    }
+
+    /// A step-up that still waits for an approval (none was presented, or it was refused).
+    pub fn is_step_up(&self) -> bool {
+        self.outcome == Outcome::StepUp
     }
 
     /// Whether the request is let through in enforce mode.
@@ -157,6 +183,95 @@ pub struct Evaluation<'a> {
     pub path: String,
     /// The new `:path` when normalization changed it (what is matched is what is forwarded).
     pub rewrite_path: Option<String>,
+    /// The tool as an index into the deciding bundle (for step-up and record lookups).
+    pub tool_idx: Option<ToolIdx>,
+    /// Approvals, exceptions, shadow rules and arguments, for the record.
+    pub gov: Governance,
+}
+
+/// What the decision record says beyond the decision: the approval that let a step-up through, the exception that
+/// allowed, what a shadow rule would have decided, and the call's arguments (digest, and in clear where the tool
+/// opts in).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Governance {
+    pub approval: Option<ApprovalRecord>,
+    pub exception: Option<ExceptionRecord>,
+    pub shadow: Option<ShadowRecord>,
+    /// Lower-case hex SHA-256 of the call's canonical arguments (MCP) or raw body (HTTP step-up).
+    pub arguments_digest: Option<String>,
+    /// The arguments in clear: only for tools with `log_arguments`.
+    pub arguments: Option<serde_json::Value>,
+}
+
+/// The accepted approval of a step-up call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalRecord {
+    /// The approval's `jti`.
+    pub id: String,
+    /// The bundle's approver id.
+    pub approver: String,
+    /// The approval's `sub`: the person who approved.
+    pub approved_by: Option<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// The exception rule that allowed a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExceptionRecord {
+    pub ticket: String,
+    pub approver: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// What the bundle's shadow rules would have decided, when it differs from the enforced decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShadowRecord {
+    /// `would_allow`, `would_deny` or `would_step_up`.
+    pub decision: &'static str,
+    pub rule: String,
+    pub reason: &'static str,
+}
+
+impl ShadowRecord {
+    pub fn from_decision(d: &Decision) -> ShadowRecord {
+        ShadowRecord {
+            decision: match d.outcome {
+                Outcome::Allow => "would_allow",
+                Outcome::Deny => "would_deny",
+                Outcome::StepUp => "would_step_up",
+            },
+            rule: d.rule_id().to_string(),
+            reason: d.reason.code(),
+        }
+    }
+}
+
+impl ExceptionRecord {
+    /// The exception behind an `allowed_by_exception` verdict.
+    pub fn for_verdict(bundle: &CompiledBundle, v: &Verdict) -> Option<ExceptionRecord> {
+        if v.reason_kind != Reason::AllowedByException {
+            return None;
+        }
+        let e = bundle.exception_of(v.rule.as_deref()?)?;
+        Some(ExceptionRecord {
+            ticket: e.ticket.to_string(),
+            approver: e.approver.to_string(),
+            expires_at: warden_core::time::format_rfc3339(e.expires_at),
+        })
+    }
+}
+
+impl ApprovalRecord {
+    pub fn new(a: &warden_core::approval::VerifiedApproval) -> ApprovalRecord {
+        ApprovalRecord {
+            id: a.id.clone(),
+            approver: a.approver.clone(),
+            approved_by: a.approved_by.clone(),
+            expires_at: warden_core::time::format_rfc3339(a.expires_at),
+        }
+    }
 }
 
 /// Evaluates one request at `now` (seconds since the epoch), without an mTLS peer and without a token cache.
@@ -193,6 +308,8 @@ pub fn evaluate_with<'a>(
             Some(Ok(n)) => Some(n.request_path()).filter(|p| p != raw_path),
             _ => None,
         },
+        tool_idx: None,
+        gov: Governance::default(),
     };
 
     let Some(active) = active else { return ev };
@@ -239,9 +356,12 @@ pub fn evaluate_with<'a>(
     let tool = bundle.resolve_http(host, method, &normalized.path);
     let facts = Facts { environment: config.environment.clone(), identity, tool };
     let decision = decide(bundle, &facts, now);
+    ev.gov.shadow = decide::shadow(bundle, &facts, None, now).map(|d| ShadowRecord::from_decision(&d));
 
     ev.verdict = Verdict::from_decision(decision);
+    ev.gov.exception = ExceptionRecord::for_verdict(bundle, &ev.verdict);
     ev.tool = tool.map(|t| bundle.tool_id(t));
+    ev.tool_idx = tool;
     if let Identity::Verified(agent) = facts.identity {
         ev.agent = Some(agent);
     }

@@ -12,12 +12,15 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 
-use warden_core::facts::PeerIdentity;
+use warden_core::approval::{body_digest, ApprovalFailure, CallBinding};
+use warden_core::compile::CompiledBundle;
+use warden_core::facts::{Agent, PeerIdentity};
 use warden_core::identity::TokenCache;
 
 use crate::active::{self, Active, Candidate};
+use crate::approval::{self, Presented, StepUpCall, StepUpInfo};
 use crate::config::{Config, Control, Mode};
-use crate::evaluate::{evaluate_with, scan_with};
+use crate::evaluate::{evaluate_with, scan_with, ApprovalRecord, Evaluation, Governance, Verdict};
 use crate::ids::IdGen;
 use crate::metrics::Metrics;
 use crate::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
@@ -25,6 +28,7 @@ use crate::record::{self, RecordContext};
 use crate::reply;
 
 mod mcp_flow;
+mod step_up_flow;
 
 /// The filter-state key the decision record is written to (Envoy: `%FILTER_STATE(wasm.warden_decision:PLAIN)%`).
 pub const DECISION_PROPERTY: &str = "warden_decision";
@@ -39,6 +43,8 @@ struct Shared {
     metrics: Rc<Metrics>,
     /// This VM's verified-token cache (hits skip signature verification only); cleared when a bundle activates.
     tokens: Rc<RefCell<TokenCache>>,
+    /// This VM's id in decision records (`vm-` and 8 random hex digits).
+    vm: Rc<str>,
 }
 
 /// The root context: one per VM (per worker thread).
@@ -126,10 +132,13 @@ impl RootContext for WardenRoot {
                 return false;
             }
         };
-        let (ids, metrics) = match &self.shared {
-            Some(shared) => (Rc::clone(&shared.ids), Rc::clone(&shared.metrics)),
+        let (ids, metrics, vm) = match &self.shared {
+            Some(shared) => (Rc::clone(&shared.ids), Rc::clone(&shared.metrics), Rc::clone(&shared.vm)),
             None => match IdGen::from_entropy() {
-                Ok(ids) => (Rc::new(ids), Rc::new(Metrics::define())),
+                Ok(ids) => {
+                    let vm: Rc<str> = Rc::from(format!("vm-{:08x}", ids.next_u64() >> 32));
+                    (Rc::new(ids), Rc::new(Metrics::define()), vm)
+                }
                 Err(e) => {
                     log(LogLevel::Critical, &format!("warden: cannot seed decision ids from host randomness: {e}"));
                     return false;
@@ -190,7 +199,7 @@ impl RootContext for WardenRoot {
             None => Rc::new(RefCell::new(TokenCache::default())),
         };
         self.shared =
-            Some(Shared { config: Rc::new(config), active: loaded.active.map(Rc::new), ids, metrics, tokens });
+            Some(Shared { config: Rc::new(config), active: loaded.active.map(Rc::new), ids, metrics, tokens, vm });
         // A VM that starts after others (a new worker, a reconfiguration) takes their bundle at once.
         self.adopt_shared(now);
         true
@@ -210,7 +219,7 @@ impl RootContext for WardenRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK traps on it.
-        Some(Box::new(WardenHttp { shared: self.shared.clone(), mcp: None }))
+        Some(Box::new(WardenHttp { shared: self.shared.clone(), mcp: None, step_up: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -490,6 +499,8 @@ pub struct WardenHttp {
     shared: Option<Shared>,
     /// An MCP request waiting for (or decided on) its body.
     mcp: Option<mcp_flow::McpFlow>,
+    /// An HTTP step-up waiting for the body its approval binds to.
+    step_up: Option<step_up_flow::StepUpFlow>,
 }
 
 impl Context for WardenHttp {}
@@ -504,10 +515,16 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.step_up.is_some() {
+            return self.step_up_body(body_size, end_of_stream);
+        }
         self.mcp_request_body(body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.step_up.is_some() {
+            return self.step_up_trailers();
+        }
         self.mcp_request_trailers()
     }
 
@@ -523,11 +540,11 @@ impl HttpContext for WardenHttp {
         let config = &shared.config;
         let start_ns = unix_nanos(self.get_current_time());
         let headers = self.get_http_request_headers_bytes();
-        let request = scan_with(&headers, &config.token_header, &config.txn_token_header);
+        let request = scan_with(&headers, &config.token_header, &config.txn_token_header, &config.approval_header);
         let peer = self.mtls_peer();
         // The cache is only borrowed here, never across a host call; if it were busy, verify without it.
         let mut tokens = shared.tokens.try_borrow_mut().ok();
-        let ev = evaluate_with(
+        let mut ev = evaluate_with(
             shared.active.as_deref(),
             config,
             &request,
@@ -550,50 +567,45 @@ impl HttpContext for WardenHttp {
         ) {
             return action;
         }
-        let let_through = ev.verdict.allows() || config.mode == Mode::Shadow;
 
-        if let_through {
-            for name in &request.reserved {
-                self.set_http_request_header(name, None);
+        let mut step_up = None;
+        if let (true, Some(active), Some(agent)) = (ev.verdict.is_step_up(), shared.active.clone(), ev.agent.clone()) {
+            let presented = Presented::from_header(request.approval);
+            if !end_of_stream && config.mode == Mode::Enforce {
+                // The approval binds to the body: hold the request until it is complete.
+                return self.hold_for_body(&shared, &request, ev, active, agent, presented, decision_id, start_ns);
             }
-            if let Some(path) = &ev.rewrite_path {
-                self.set_http_request_header(":path", Some(path));
-            }
-            if config.forward_identity_headers {
-                self.add_http_request_header("x-warden-decision-id", &decision_id);
-                if let Some(agent) = &ev.agent {
-                    if header_safe(&agent.id) {
-                        self.add_http_request_header("x-warden-agent", &agent.id);
-                    }
-                    if let Some(task) = agent.task.as_ref().filter(|t| header_safe(&t.id)) {
-                        self.add_http_request_header("x-warden-task", &task.id);
-                    }
-                }
+            if end_of_stream {
+                let check = StepUpCheck {
+                    bundle: &active.bundle,
+                    agent: &agent,
+                    tool: ev.tool,
+                    digest: body_digest(b""),
+                    digest_of: "body",
+                    presented: &presented,
+                    decision_id: &decision_id,
+                    now: unix_secs(start_ns),
+                };
+                let (verdict, info) = self.settle_step_up(&shared, ev.verdict.clone(), check, &mut ev.gov);
+                ev.verdict = verdict;
+                step_up = info;
             }
         }
-
-        let latency_ns = unix_nanos(self.get_current_time()).saturating_sub(start_ns);
-        let ctx = RecordContext {
-            decision_id: &decision_id,
-            time_ns: start_ns,
-            environment: &config.environment,
-            mode: config.mode,
-            latency_ns,
-        };
-        shared.metrics.decision(record::decision_label(&ev.verdict, config.mode));
-        let line = record::build(&ev, &ctx);
-        if config.log_decisions {
-            log(LogLevel::Info, &line);
-        }
-        let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
-
-        if let_through {
-            return Action::Continue;
-        }
-        let reply = reply::build(&ev.verdict, &decision_id);
-        self.send_http_response(u32::from(reply.status), reply.header_pairs(), Some(&reply.body));
-        Action::Pause
+        self.conclude(&shared, &request.reserved, &ev, &decision_id, start_ns, step_up.as_ref())
     }
+}
+
+/// A step-up approval to check: the call it must bind to and what the request presented.
+pub(super) struct StepUpCheck<'a> {
+    bundle: &'a CompiledBundle,
+    agent: &'a Agent,
+    tool: Option<&'a str>,
+    /// Lower-case hex SHA-256 of the arguments (MCP) or the body (HTTP).
+    digest: String,
+    digest_of: &'static str,
+    presented: &'a Presented,
+    decision_id: &'a str,
+    now: i64,
 }
 
 impl WardenHttp {
@@ -609,6 +621,172 @@ impl WardenHttp {
         let digest = text("sha256_peer_certificate_digest");
         PeerIdentity::from_envoy(uri_san.as_deref(), digest.as_deref())
     }
+
+    /// Checks the approval of a step-up verdict and claims it (single use); the verdict after that, and what the
+    /// step-up reply must say when the call still needs an approval.
+    fn settle_step_up(
+        &self,
+        shared: &Shared,
+        verdict: Verdict,
+        c: StepUpCheck<'_>,
+        gov: &mut Governance,
+    ) -> (Verdict, Option<StepUpInfo>) {
+        let rule = verdict.rule_id().to_string();
+        let call = CallBinding {
+            agent: &c.agent.id,
+            task: c.agent.task.as_ref().map(|t| t.id.as_str()),
+            tool: c.tool.unwrap_or_default(),
+            arguments_digest: &c.digest,
+        };
+        let result = approval::check(c.bundle, &rule, c.presented, &call, c.now)
+            .map(|r| r.and_then(|a| claim_used(&a).map(|()| a)));
+        let info = || {
+            StepUpInfo::new(
+                c.bundle,
+                &StepUpCall {
+                    call: CallBinding { ..call },
+                    digest_of: c.digest_of,
+                    decision_id: c.decision_id,
+                    rule: &rule,
+                    header: &shared.config.approval_header,
+                },
+            )
+        };
+        let out = match &result {
+            None => (verdict, Some(info())),
+            Some(Ok(a)) => {
+                shared.metrics.approval_accepted();
+                gov.approval = Some(ApprovalRecord::new(a));
+                (verdict.with_approval(Ok(a)), None)
+            }
+            Some(Err(f)) => {
+                shared.metrics.approval_refused(f.code());
+                (verdict.with_approval(Err(*f)), Some(info()))
+            }
+        };
+        gov.arguments_digest = Some(c.digest);
+        out
+    }
+
+    /// Header changes for a request that (may) go upstream: client-supplied `x-warden-*` and the approval removed,
+    /// the normalized path, and the verified identity.
+    fn prepare_upstream(
+        &self,
+        shared: &Shared,
+        reserved: &[&str],
+        rewrite_path: Option<&str>,
+        decision_id: &str,
+        agent: Option<&Agent>,
+    ) {
+        for name in reserved {
+            self.set_http_request_header(name, None);
+        }
+        self.set_http_request_header(&shared.config.approval_header, None);
+        if let Some(path) = rewrite_path {
+            self.set_http_request_header(":path", Some(path));
+        }
+        if shared.config.forward_identity_headers {
+            self.add_http_request_header("x-warden-decision-id", decision_id);
+            if let Some(agent) = agent {
+                if header_safe(&agent.id) {
+                    self.add_http_request_header("x-warden-agent", &agent.id);
+                }
+                if let Some(task) = agent.task.as_ref().filter(|t| header_safe(&t.id)) {
+                    self.add_http_request_header("x-warden-task", &task.id);
+                }
+            }
+        }
+    }
+
+    /// Writes the decision record (log and filter state) and counts the decision. Requests an exception allowed
+    /// are logged at warn, whatever `log_decisions` says.
+    fn write_record(
+        &self,
+        shared: &Shared,
+        ev: &Evaluation<'_>,
+        decision_id: &str,
+        start_ns: u64,
+        mcp: Option<&crate::mcp::McpRecord>,
+    ) {
+        let config = &shared.config;
+        let latency_ns = unix_nanos(self.get_current_time()).saturating_sub(start_ns);
+        let ctx = RecordContext {
+            decision_id,
+            time_ns: start_ns,
+            environment: &config.environment,
+            vm: &shared.vm,
+            mode: config.mode,
+            latency_ns,
+        };
+        shared.metrics.decision(record::decision_label(&ev.verdict, config.mode), ev.verdict.reason);
+        if let Some(shadow) = &ev.gov.shadow {
+            shared.metrics.shadow(shadow.decision);
+        }
+        let line = match mcp {
+            Some(m) => record::build_mcp(ev, &ctx, m),
+            None => record::build(ev, &ctx),
+        };
+        if ev.gov.exception.is_some() {
+            shared.metrics.exception_used();
+            log(LogLevel::Warn, &line);
+        } else if config.log_decisions {
+            log(LogLevel::Info, &line);
+        }
+        let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
+    }
+
+    /// Acts on a decided HTTP request: continue (allow, or anything in shadow mode) or a local reply.
+    fn conclude(
+        &self,
+        shared: &Shared,
+        reserved: &[&str],
+        ev: &Evaluation<'_>,
+        decision_id: &str,
+        start_ns: u64,
+        step_up: Option<&StepUpInfo>,
+    ) -> Action {
+        if ev.verdict.allows() || shared.config.mode == Mode::Shadow {
+            self.prepare_upstream(shared, reserved, ev.rewrite_path.as_deref(), decision_id, ev.agent.as_ref());
+        }
+        self.conclude_prepared(shared, ev, decision_id, start_ns, step_up)
+    }
+
+    /// [`WardenHttp::conclude`] for a request whose upstream headers were prepared already.
+    fn conclude_prepared(
+        &self,
+        shared: &Shared,
+        ev: &Evaluation<'_>,
+        decision_id: &str,
+        start_ns: u64,
+        step_up: Option<&StepUpInfo>,
+    ) -> Action {
+        self.write_record(shared, ev, decision_id, start_ns, None);
+        if ev.verdict.allows() || shared.config.mode == Mode::Shadow {
+            return Action::Continue;
+        }
+        let reply = reply::build(&ev.verdict, decision_id, step_up.filter(|_| ev.verdict.is_step_up()));
+        self.send_http_response(u32::from(reply.status), reply.header_pairs(), Some(&reply.body));
+        Action::Pause
+    }
+}
+
+/// Records an approval as used in the process-wide record (compare-and-swap; a missing record is created with a
+/// CAS value Envoy never hands out for it, so two workers creating it at once cannot both succeed).
+fn claim_used(a: &warden_core::approval::VerifiedApproval) -> Result<(), ApprovalFailure> {
+    let id = approval::used_id(a);
+    let now = unix_secs(unix_nanos(proxy_wasm::hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)));
+    for _ in 0..16 {
+        let current = shared_get(approval::USED_KEY);
+        let next = approval::claim(current.as_ref().map(|(v, _)| v.as_slice()), &id, a.expires_at, now)?;
+        // Envoy inserts a missing key whatever the CAS; an existing one needs the CAS it was read with.
+        let cas = current.map_or(u32::MAX, |(_, cas)| cas);
+        match hostcalls::set_shared_data(approval::USED_KEY, Some(&next), Some(cas)) {
+            Ok(()) => return Ok(()),
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return Err(ApprovalFailure::StoreUnavailable),
+        }
+    }
+    Err(ApprovalFailure::StoreUnavailable)
 }
 
 /// Visible ASCII and spaces only: a value that cannot smuggle a header line or confuse the upstream's parser.

@@ -16,6 +16,7 @@
 //! | `bundle_keys` | JWKS object, required | | pinned public keys of the authority (`{"keys": [...]}`, each with `kid`) |
 //! | `mode` | `"enforce"` \| `"shadow"` | `enforce` | shadow: decide and log, never block |
 //! | `token_header` | string | `authorization` | header carrying the agent token (lowercased; not `x-warden-*`) |
+//! | `approval_header` | string | `x-warden-approval` | header carrying a step-up approval on retry; never forwarded |
 //! | `inline_bundle` | string | none | a signed bundle (JWS compact); the initial bundle when `control` is set too |
 //! | `control` | object | none | the control endpoint to poll (below); `inline_bundle` or `control` is required |
 //! | `bundle_grace_seconds` | integer 0..=86400 | 300 | how long past `expires_at` the bundle is still enforced |
@@ -53,8 +54,10 @@
 //!
 //! Gauges `warden.bundle.revision`, `warden.bundle.age_seconds`; counters `warden.bundle.fetch.success`,
 //! `warden.bundle.fetch.not_modified`, `warden.bundle.fetch.failure.<cause>` (causes in [`poll::Cause`]),
-//! `warden.bundle.activations` (per VM), `warden.decisions.<allow|deny|step_up|would_deny|would_step_up>`. Ids are
-//! defined once per VM in the first `on_configure`.
+//! `warden.bundle.activations` (per VM), `warden.decisions.<allow|deny|step_up|would_deny|would_step_up>`,
+//! `warden.approvals.accepted`, `warden.exceptions.used`, `warden.shadow.<would_allow|would_deny|would_step_up>`. Ids
+//! are defined once per VM in the first `on_configure`; `warden.reasons.<reason>` and
+//! `warden.approvals.refused.<code>` the first time the code occurs on the VM.
 //!
 //! # Requests (`on_http_request_headers`)
 //!
@@ -71,6 +74,13 @@
 //! | token unusable (not `Bearer <token68>`; a non-`authorization` header may carry the bare token) | 401 | `token_malformed` |
 //! | token refused by the bundle's issuers | 401 | the token failure code (`token_expired`, …) |
 //! | otherwise `decide` | 403 (deny, step-up) or continue | the decision's reason code |
+//! | a step-up whose approval (`approval_header`) binds to this call and was not used before | continue | `allowed_by_approval` |
+//! | a step-up with a refused approval | 403 | the approval failure code (`approval_wrong_arguments`, …) |
+//!
+//! Step-up (`filter::step_up_flow`, pure parts in [`approval`]): the approval binds to the SHA-256 of the body, so a
+//! step-up call with a body is held like an MCP body (below) until it is complete; the reply carries an `approval`
+//! object saying what to bind to, who may approve and for how long. Used approvals are recorded process-wide in
+//! shared data ([`approval::USED_KEY`]).
 //!
 //! Continue (allow, or anything in shadow mode): every client-supplied `x-warden-*` header is removed; `:path` is
 //! replaced by the normalized path (plus the query) when they differ, so what was matched is what goes upstream; and
@@ -105,17 +115,21 @@
 //! `method`, `path` (normalized, no query; the raw path without query if it could not be normalized), `host`
 //! (`:authority` as sent), `decision` (`allow` | `deny` | `step_up`, in shadow mode `would_deny` | `would_step_up`),
 //! `mode` (`enforce` | `shadow`), `rule` (id or `default`), `reason`, `bundles` (`{"warden":{"revision":N}}`, `{}` with
-//! no active bundle), `latency_ns` (host clock delta; often 0 in Envoy). Token contents are never recorded.
+//! no active bundle), `latency_ns` (host clock delta; often 0 in Envoy), `vm` (this worker VM's id), `approval`
+//! (`{"id","approver","approved_by","expires_at"}` or null), `exception` (`{"ticket","approver","expires_at"}` or null;
+//! such records are logged at warn), `shadow` (what shadow rules would have decided, or null), `arguments_digest`
+//! (or null); `arguments` only for tools with `log_arguments`. Token contents are never recorded.
 //!
 //! # Code map
 //!
-//! [`config`] parses the configuration; [`active`] verifies and compiles bundles (inline, fetched, shared) and
+//! [`config`] parses the configuration; [`approval`] reads and single-uses step-up approvals; [`active`] verifies and compiles bundles (inline, fetched, shared) and
 //! classifies refusals; [`poll`] is the pure polling logic (lease, schedule, backoff, response classification,
 //! shared record); [`evaluate`] scans the headers once and produces the [`evaluate::Verdict`]; [`reply`] and
 //! [`record`] turn it into bytes; [`ids`] makes decision ids and random numbers; `filter` and `metrics` are the only
 //! modules that talk to the host.
 
 pub mod active;
+pub mod approval;
 pub mod config;
 pub mod evaluate;
 mod filter;

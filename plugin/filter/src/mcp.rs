@@ -8,11 +8,10 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use warden_core::args::arguments_digest;
 use warden_core::decision::{Decision, Outcome, Reason};
-use warden_core::facts::Agent;
 use warden_core::mcp::{self as core_mcp, McpBody, McpError, Visibility};
 
+use crate::approval::StepUpInfo;
 use crate::evaluate::Verdict;
 use crate::reply::Reply;
 
@@ -136,29 +135,6 @@ pub fn parse_refusal(e: &McpError, revision: Option<u64>) -> Verdict {
     refusal(400, e.code(), revision)
 }
 
-/// What a step-up approval must bind to.
-#[derive(Debug, Clone, Serialize)]
-pub struct Approval<'a> {
-    pub agent: Option<&'a str>,
-    pub task: Option<&'a str>,
-    pub tool: Option<&'a str>,
-    /// Lower-case hex SHA-256 of the canonical JSON of the call's arguments (`warden_core::args`).
-    pub arguments_digest: String,
-    pub decision_id: &'a str,
-}
-
-impl<'a> Approval<'a> {
-    pub fn new(agent: Option<&'a Agent>, tool: Option<&'a str>, arguments: Option<&Value>, id: &'a str) -> Self {
-        Approval {
-            agent: agent.map(|a| a.id.as_str()),
-            task: agent.and_then(|a| a.task.as_ref()).map(|t| t.id.as_str()),
-            tool,
-            arguments_digest: arguments_digest(arguments),
-            decision_id: id,
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct RpcError<'a> {
     jsonrpc: &'static str,
@@ -181,7 +157,7 @@ struct ErrorData<'a> {
     rule: &'a str,
     revision: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    approval: Option<&'a Approval<'a>>,
+    approval: Option<&'a StepUpInfo>,
 }
 
 /// The JSON-RPC error reply for a refused MCP body: one error object with the request's `id` (`null` when the body
@@ -191,7 +167,7 @@ pub fn error_reply(
     v: &Verdict,
     decision_id: &str,
     body: Option<&McpBody>,
-    approval: Option<&Approval<'_>>,
+    approval: Option<&StepUpInfo>,
 ) -> Option<Reply> {
     let code = match (v.outcome, v.reason_kind) {
         (Outcome::StepUp, _) => CODE_STEP_UP,

@@ -4,6 +4,9 @@
 //! name again (another VM, a reconfiguration) reaches the same stat. Every update ignores the host's status: a
 //! metric must never cost a request (the SDK only returns the statuses it expects for these calls).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
@@ -19,7 +22,16 @@ pub struct Metrics {
     fetch_failure: [Option<u32>; Cause::ALL.len()],
     activations: Option<u32>,
     decisions: [Option<u32>; DECISIONS.len()],
+    approvals_accepted: Option<u32>,
+    exceptions_used: Option<u32>,
+    shadow: [Option<u32>; SHADOW.len()],
+    /// Counters whose name depends on a reason code, defined the first time the code occurs on this VM (Envoy
+    /// returns the same stat for the same name): `warden.reasons.<code>`, `warden.approvals.refused.<code>`.
+    by_name: RefCell<HashMap<(&'static str, &'static str), Option<u32>>>,
 }
+
+/// Labels of `warden.shadow.<label>`: what a shadow rule would have decided where it differs from the decision.
+pub const SHADOW: [&str; 3] = ["would_allow", "would_deny", "would_step_up"];
 
 /// Decision labels with a counter `warden.decisions.<label>` (the record's `decision` field).
 pub const DECISIONS: [&str; 5] = ["allow", "deny", "step_up", "would_deny", "would_step_up"];
@@ -46,6 +58,10 @@ impl Metrics {
             fetch_failure,
             activations: define(MetricType::Counter, "warden.bundle.activations"),
             decisions,
+            approvals_accepted: define(MetricType::Counter, "warden.approvals.accepted"),
+            exceptions_used: define(MetricType::Counter, "warden.exceptions.used"),
+            shadow: SHADOW.map(|label| define(MetricType::Counter, &format!("warden.shadow.{label}"))),
+            by_name: RefCell::new(HashMap::new()),
         }
     }
 
@@ -61,10 +77,40 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, label: &str) {
+    /// One decided request: `warden.decisions.<label>` and `warden.reasons.<reason>`.
+    pub fn decision(&self, label: &str, reason: &'static str) {
         if let Some(i) = DECISIONS.iter().position(|d| *d == label) {
             Metrics::increment(self.decisions[i]);
         }
+        self.increment_named("warden.reasons.", reason);
+    }
+
+    /// A step-up approval let a call through.
+    pub fn approval_accepted(&self) {
+        Metrics::increment(self.approvals_accepted);
+    }
+
+    /// A presented approval was refused (`warden.approvals.refused.<code>`).
+    pub fn approval_refused(&self, code: &'static str) {
+        self.increment_named("warden.approvals.refused.", code);
+    }
+
+    /// An exception rule allowed a request.
+    pub fn exception_used(&self) {
+        Metrics::increment(self.exceptions_used);
+    }
+
+    /// A shadow rule would have decided otherwise.
+    pub fn shadow(&self, label: &str) {
+        if let Some(i) = SHADOW.iter().position(|d| *d == label) {
+            Metrics::increment(self.shadow[i]);
+        }
+    }
+
+    fn increment_named(&self, prefix: &'static str, code: &'static str) {
+        let Ok(mut by_name) = self.by_name.try_borrow_mut() else { return };
+        let id = *by_name.entry((prefix, code)).or_insert_with(|| define(MetricType::Counter, &format!("{prefix}{code}")));
+        Metrics::increment(id);
     }
 
     pub fn fetch_success(&self) {

@@ -8,7 +8,7 @@ use warden_core::decision::Outcome;
 use warden_core::time::format_rfc3339;
 
 use crate::config::Mode;
-use crate::evaluate::{Evaluation, Verdict};
+use crate::evaluate::{ApprovalRecord, Evaluation, ExceptionRecord, ShadowRecord, Verdict};
 
 /// The `type` of every decision record.
 pub const RECORD_TYPE: &str = "warden.decision";
@@ -20,6 +20,8 @@ pub struct RecordContext<'a> {
     /// Host time when the request headers arrived, nanoseconds since the epoch.
     pub time_ns: u64,
     pub environment: &'a str,
+    /// The worker VM that decided (random per VM, stable for its life).
+    pub vm: &'a str,
     pub mode: Mode,
     /// Host time spent deciding (may be 0: Envoy's clock advances per event loop iteration).
     pub latency_ns: u64,
@@ -32,6 +34,7 @@ struct Record<'a> {
     decision_id: &'a str,
     timestamp: String,
     environment: &'a str,
+    vm: &'a str,
     agent: Option<&'a str>,
     issuer: Option<&'a str>,
     /// RFC 8693: the party the agent acts for (the token's `sub`); only on delegated requests.
@@ -51,6 +54,17 @@ struct Record<'a> {
     reason: &'static str,
     bundles: Bundles,
     latency_ns: u64,
+    /// The approval that let a step-up call through (`id` is its `jti`), else null.
+    approval: Option<&'a ApprovalRecord>,
+    /// The exception that allowed the request (ticket, approver, expiry), else null.
+    exception: Option<&'a ExceptionRecord>,
+    /// What the bundle's shadow rules would have decided, when that differs from the decision; else null.
+    shadow: Option<&'a ShadowRecord>,
+    /// SHA-256 (hex) of the call's canonical arguments (MCP calls) or of the body (HTTP step-up), else null.
+    arguments_digest: Option<&'a str>,
+    /// The arguments in clear, only for tools whose bundle entry sets `log_arguments`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a serde_json::Value>,
     /// MCP requests only: server, method, tool / resource / prompt name.
     #[serde(skip_serializing_if = "Option::is_none")]
     mcp: Option<&'a crate::mcp::McpRecord>,
@@ -111,6 +125,7 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         decision_id: ctx.decision_id,
         timestamp: timestamp(ctx.time_ns),
         environment: ctx.environment,
+        vm: ctx.vm,
         agent: agent.map(|a| a.id.as_str()),
         issuer: agent.map(|a| a.issuer.as_str()),
         delegator: agent.and_then(|a| a.delegation.as_ref()).map(|d| d.delegator.as_str()),
@@ -131,6 +146,11 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         reason: ev.verdict.reason,
         bundles: Bundles { warden: ev.verdict.revision.map(|revision| BundleRecord { revision }) },
         latency_ns: ctx.latency_ns,
+        approval: ev.gov.approval.as_ref(),
+        exception: ev.gov.exception.as_ref(),
+        shadow: ev.gov.shadow.as_ref(),
+        arguments_digest: ev.gov.arguments_digest.as_deref(),
+        arguments: ev.gov.arguments.as_ref(),
         mcp,
     };
     serde_json::to_string(&record).unwrap_or_default()
@@ -153,6 +173,8 @@ mod tests {
             host: "crm.internal",
             path: "/v1/contacts/42".to_string(),
             rewrite_path: None,
+            tool_idx: None,
+            gov: Default::default(),
         }
     }
 
@@ -161,6 +183,7 @@ mod tests {
             decision_id: "0f8e2c1a-5b7d-4c3e-9a1b-2c3d4e5f6a7b",
             time_ns: 1_795_860_000_123_456_789,
             environment: "prod",
+            vm: "vm-5f3a9c21",
             mode,
             latency_ns: 4200,
         }
@@ -200,6 +223,7 @@ mod tests {
                 "decision_id": "0f8e2c1a-5b7d-4c3e-9a1b-2c3d4e5f6a7b",
                 "timestamp": "2026-11-28T10:00:00.123Z",
                 "environment": "prod",
+                "vm": "vm-5f3a9c21",
                 "agent": "spiffe://acme.example/agents/support/bot-1",
                 "issuer": "acme-workload",
                 "task": {"id": "task-9", "purpose": "support"},
@@ -212,7 +236,11 @@ mod tests {
                 "rule": "support-reads",
                 "reason": "allowed_by_rule",
                 "bundles": {"warden": {"revision": 7}},
-                "latency_ns": 4200
+                "latency_ns": 4200,
+                "approval": null,
+                "exception": null,
+                "shadow": null,
+                "arguments_digest": null
             })
         );
     }
@@ -230,7 +258,7 @@ mod tests {
         assert_eq!(v["decision"], "deny");
         assert_eq!(v["reason"], "no_active_bundle");
         assert_eq!(v["bundles"], json!({}));
-        assert_eq!(v.as_object().map(|o| o.len()), Some(17));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(22));
     }
 
     #[test]
@@ -244,11 +272,11 @@ mod tests {
         let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
         assert_eq!(v["delegator"], "https://login.acme.example/users/alice");
         assert_eq!(v["delegation_chain"], json!(["spiffe://acme.example/agents/planner"]));
-        assert_eq!(v.as_object().map(|o| o.len()), Some(19));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(24));
         a.delegation.as_mut().unwrap().chain.clear();
         let ev = evaluation(verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("r"), Some(7)), Some(a));
         let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
-        assert_eq!(v.as_object().map(|o| o.len()), Some(18));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(23));
         assert!(v.get("delegation_chain").is_none());
     }
 

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use warden_core::decision::Reason;
 
+use crate::approval::StepUpInfo;
 use crate::evaluate::Verdict;
 
 /// A local reply, ready for `send_http_response`.
@@ -27,20 +28,25 @@ struct Body<'a> {
     reason: &'static str,
     rule: &'a str,
     revision: Option<u64>,
+    /// Step-up replies: what the approval must bind to, who may give it, and where it goes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a StepUpInfo>,
 }
 
-/// Builds the reply for a verdict that is not let through (`verdict.status != 200`).
+/// Builds the reply for a verdict that is not let through (`verdict.status != 200`); a step-up reply carries
+/// `approval` ([`StepUpInfo`]).
 ///
 /// Headers: `content-type: application/json`, `cache-control: no-store`, `x-warden-decision-id`, and on 401 a
 /// `www-authenticate` challenge (RFC 6750): `Bearer realm="warden"` when no token was presented, else
 /// `Bearer error="invalid_token", error_description="<reason>"`.
-pub fn build(verdict: &Verdict, decision_id: &str) -> Reply {
+pub fn build(verdict: &Verdict, decision_id: &str, step_up: Option<&StepUpInfo>) -> Reply {
     let body = Body {
         decision_id,
         decision: verdict.outcome.as_str(),
         reason: verdict.reason,
         rule: verdict.rule_id(),
         revision: verdict.revision,
+        approval: step_up,
     };
     let body = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
     let mut headers = vec![
@@ -73,7 +79,7 @@ mod tests {
     }
 
     fn check(v: Verdict, want_status: u16, want_body: Value, want_challenge: Option<&str>) {
-        let r = build(&v, ID);
+        let r = build(&v, ID, None);
         assert_eq!(r.status, want_status);
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body, want_body);

@@ -49,6 +49,13 @@ fn bundle() -> Value {
             "max_token_lifetime_seconds": 900, "profile": "spiffe_jwt_svid",
             "claims": {"agent_id": "sub", "task_id": "task_id", "task_purpose": "task_purpose"}
         }],
+        "approvers": [{
+            "id": "payments-approvals",
+            "iss": "https://approvals.acme.example",
+            "jwks": {"keys": [serde_json::from_str::<Value>(ISSUER_PUBLIC_JWK).unwrap()]},
+            "algorithms": ["EdDSA"],
+            "max_approval_age_seconds": 300
+        }],
         "tools": [
             {"id": "crm.contacts.read", "sensitivity": "read",
              "http": [{"host": "crm.acme.example", "methods": ["GET"], "path": "/contacts/{id}"}]},
@@ -60,7 +67,8 @@ fn bundle() -> Value {
         "rules": [
             {"id": "support-no-writes", "effect": "deny",
              "agents": ["spiffe://acme.example/agents/support/*"], "sensitivities": ["write"]},
-            {"id": "refunds-step-up", "effect": "step_up", "agents": ["*"], "tools": ["pay.refunds.create"]},
+            {"id": "refunds-step-up", "effect": "step_up", "agents": ["*"], "tools": ["pay.refunds.create"],
+             "step_up": {"approvers": ["payments-approvals"]}},
             {"id": "support-reads", "effect": "allow",
              "agents": ["spiffe://acme.example/agents/support/*"], "tools": ["crm.*"], "environments": ["prod"]}
         ]
@@ -153,12 +161,13 @@ fn run_at(l: &Loaded, h: &[(String, Vec<u8>)], at: i64) -> Seen {
         decision_id: "00000000-0000-4000-8000-000000000001",
         time_ns: u64::try_from(at).unwrap() * 1_000_000_000,
         environment: &l.config.environment,
+        vm: "vm-00000001",
         mode: l.config.mode,
         latency_ns: 0,
     };
     let record: Value = serde_json::from_str(&record::build(&ev, &ctx)).unwrap();
     let body = (!ev.verdict.allows())
-        .then(|| serde_json::from_slice(&reply::build(&ev.verdict, ctx.decision_id).body).unwrap());
+        .then(|| serde_json::from_slice(&reply::build(&ev.verdict, ctx.decision_id, None).body).unwrap());
     Seen {
         status: ev.verdict.status,
         reason: ev.verdict.reason,
@@ -340,6 +349,7 @@ fn an_allowed_request_is_recorded_in_full() {
             "decision_id": "00000000-0000-4000-8000-000000000001",
             "timestamp": "2026-12-01T00:00:00.000Z",
             "environment": "prod",
+            "vm": "vm-00000001",
             "agent": SUPPORT_BOT,
             "issuer": "acme-workload",
             "task": {"id": "T-1042", "purpose": "customer-support"},
@@ -352,7 +362,11 @@ fn an_allowed_request_is_recorded_in_full() {
             "rule": "support-reads",
             "reason": "allowed_by_rule",
             "bundles": {"warden": {"revision": 7}},
-            "latency_ns": 0
+            "latency_ns": 0,
+            "approval": null,
+            "exception": null,
+            "shadow": null,
+            "arguments_digest": null
         })
     );
     let line = seen.record.to_string();

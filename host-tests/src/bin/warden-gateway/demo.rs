@@ -34,6 +34,7 @@ const BUNDLE_FILE: &str = "finance-agent.json";
 const AUTHORITY_KEY: &str = "keys/TEST-ONLY-authority.jwk.json";
 const AUTHORITY_JWKS: &str = "keys/TEST-ONLY-authority.jwks.json";
 const ISSUER_KEY: &str = "keys/TEST-ONLY-issuer-acme-workload.jwk.json";
+const APPROVER_KEY: &str = "keys/TEST-ONLY-approver-payments.jwk.json";
 const ISSUER: &str = "https://spire.acme.example";
 const AGENTS: &str = "spiffe://acme.example/agents/";
 const ENVIRONMENT: &str = "prod";
@@ -269,7 +270,7 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
     let minter = Minter::from_jwk(&read_json(&examples, ISSUER_KEY)?)?;
     let forger = forged_minter(&read_json(&examples, ISSUER_KEY)?)?;
     let mut rows = Vec::new();
-    let mut step_up_body = None;
+    let mut step_up: Option<(String, Vec<(String, String)>, Vec<u8>)> = None;
     let mut unexpected = 0;
     for (i, sc) in scenarios(exception_active).iter().enumerate() {
         let token = match sc.credential {
@@ -314,7 +315,7 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
             (text(&record["decision"]), text(&record["rule"]), text(&record["reason"]))
         };
         if reason == "step_up_required" || decision == "step_up" {
-            step_up_body = Some(String::from_utf8_lossy(&response.body).into_owned());
+            step_up = Some((String::from_utf8_lossy(&response.body).into_owned(), headers.clone(), body.clone()));
         }
         let upstream_saw = match reply_body["saw"]["x-warden-agent"].as_str() {
             Some(a) => format!("agent {}", short(a)),
@@ -339,8 +340,11 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
     }
     print_table(&["#", "scenario", "agent", "request", "status", "decision", "rule", "reason", "upstream saw"], &rows);
     println!();
-    if let Some(b) = step_up_body {
-        println!("The step-up reply the agent receives (row 5):\n  {b}\n");
+    if let Some((reply, headers, body)) = &step_up {
+        println!("The step-up reply the agent receives (row 5):\n  {reply}\n");
+        if let Some(warden) = &opts.warden {
+            unexpected += approve_and_retry(warden, &examples, gateway.addr(), reply, headers, body)?;
+        }
     }
     let n = lock(&records).len();
     println!(
@@ -536,6 +540,72 @@ fn warden_sign(warden: &Path, bundle: &[u8], key: &Path) -> Result<String> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// The approval service's part, played by `warden approve` with the TEST approver key: it mints an approval from the
+/// step-up reply; the agent retries the same call with it (allowed once), then replays it (refused). Returns the
+/// number of unexpected outcomes.
+fn approve_and_retry(
+    warden: &Path,
+    examples: &Path,
+    gateway: SocketAddr,
+    reply: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<usize> {
+    let parsed: Value = serde_json::from_str(reply).context("the step-up reply is not JSON")?;
+    let iss = parsed["approval"]["approvers"][0]["iss"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the step-up reply names no approver"))?
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("warden-demo-approve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let reply_path = dir.join("step-up-reply.json");
+    let out = (|| {
+        std::fs::write(&reply_path, reply).with_context(|| format!("cannot write {}", reply_path.display()))?;
+        Command::new(warden)
+            .arg("approve")
+            .arg("--from")
+            .arg(&reply_path)
+            .arg("--key")
+            .arg(examples.join(APPROVER_KEY))
+            .args(["--iss", &iss, "--approved-by", "treasury-oncall@acme.example", "--ttl", "120"])
+            .output()
+            .with_context(|| format!("cannot run {}", warden.display()))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if !out.status.success() {
+        bail!("`warden approve` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let approval = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!(
+        "The approval service approves that exact call: `warden approve --from <reply> --key {APPROVER_KEY}` mints a\n\
+         120 s approval bound to agent, task, tool and the body's SHA-256; the agent retries with `x-warden-approval`:"
+    );
+    let mut unexpected = 0;
+    for (attempt, want) in [("retry with the approval", 200), ("the same approval again", 403)] {
+        let mut h = headers.to_vec();
+        h.push(("x-warden-approval".to_string(), approval.clone()));
+        let r = match http_call::request(gateway, &h, body) {
+            CallResult::Response(r) => r,
+            CallResult::Reset => bail!("{attempt}: the gateway reset the connection"),
+        };
+        let status = r.status().unwrap_or(0);
+        let b: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let what = if status == 200 {
+            "allow (allowed_by_approval): the refund reached the tool".to_string()
+        } else {
+            format!("{} ({})", b["decision"].as_str().unwrap_or("-"), b["reason"].as_str().unwrap_or("-"))
+        };
+        let mark = if status == want { "" } else { " !" };
+        println!("  {attempt}: {status} {what}{mark}");
+        if status != want {
+            unexpected += 1;
+        }
+    }
+    println!();
+    Ok(unexpected)
 }
 
 /// What `warden serve` answered to an upload, in a few words.

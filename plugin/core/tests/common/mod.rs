@@ -22,7 +22,19 @@ pub fn workload_jwk() -> Value {
            "x": "mJJ3AQtTHziLV5zcv6xZ3w-RcEFeArJaETx2QGOuDQU"})
 }
 
-/// A valid bundle: four tools (one per sensitivity), one issuer, two rules.
+/// The public key of the test approval service (the workload key's public part under another `kid`).
+pub fn approver_jwk() -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "kid": "acme-approvals-test-1", "alg": "EdDSA", "use": "sig",
+           "x": "mJJ3AQtTHziLV5zcv6xZ3w-RcEFeArJaETx2QGOuDQU"})
+}
+
+/// The approver `approvals` (what `step_up` rules of the fixtures name).
+pub fn approver() -> Value {
+    json!({"id": "approvals", "iss": "https://approvals.acme.example", "jwks": {"keys": [approver_jwk()]},
+           "algorithms": ["EdDSA"], "max_approval_age_seconds": 600})
+}
+
+/// A valid bundle: four tools (one per sensitivity), one issuer, one approver, two rules.
 pub fn base() -> Value {
     json!({
         "format": "warden.bundle/v1",
@@ -39,6 +51,7 @@ pub fn base() -> Value {
             "algorithms": ["EdDSA"],
             "max_token_lifetime_seconds": 900, "profile": "spiffe_jwt_svid"
         }],
+        "approvers": [approver()],
         "tools": [
             {"id": "crm.contacts.read", "sensitivity": "read",
              "http": [{"host": "crm.acme.example", "methods": ["GET"], "path": "/contacts/{id}"}]},

@@ -12,18 +12,19 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::traits::HttpContext;
+use proxy_wasm::types::Action;
+use warden_core::args::arguments_digest;
+use warden_core::decide;
 use warden_core::facts::{Agent, Facts, Identity};
 use warden_core::mcp::{self as core_mcp, McpBody, McpServerIdx};
 
-use super::{header_safe, log, unix_nanos, unix_secs, Shared, WardenHttp, DECISION_PROPERTY};
+use super::{unix_secs, Shared, StepUpCheck, WardenHttp};
 use crate::active::Active;
+use crate::approval::{Presented, StepUpInfo};
 use crate::config::Mode;
-use crate::evaluate::{Evaluation, RequestHeaders, Verdict};
-use crate::mcp::{self, Approval, HeaderValue, McpRecord};
-use crate::record::{self, RecordContext};
+use crate::evaluate::{Evaluation, ExceptionRecord, Governance, RequestHeaders, ShadowRecord, Verdict};
+use crate::mcp::{self, HeaderValue, McpRecord};
 use crate::reply;
 
 /// An MCP request waiting for its body.
@@ -39,6 +40,10 @@ pub(crate) struct McpFlow {
     rewrite_path: Option<String>,
     header_method: Option<String>,
     header_name: Option<String>,
+    /// The step-up approval the request presented.
+    presented: Presented,
+    /// Client-supplied `x-warden-*` header names (removed before the request goes upstream).
+    reserved: Vec<String>,
     /// Set once decided: later callbacks pass through.
     done: bool,
     /// An allowed `tools/list` whose response is filtered.
@@ -113,6 +118,8 @@ impl WardenHttp {
             rewrite_path: ev.rewrite_path.clone(),
             header_method: owned(h.method),
             header_name: owned(h.name),
+            presented: Presented::from_header(request.approval),
+            reserved: request.reserved.iter().map(|r| r.to_string()).collect(),
             done: false,
             list: None,
         };
@@ -146,7 +153,7 @@ impl WardenHttp {
         if let Some(v) = early {
             let let_through = v.allows() || !enforce;
             if let_through {
-                self.prepare_upstream(shared, request, &flow);
+                self.prepare_mcp_upstream(shared, &flow);
             }
             flow.done = true;
             let mcp_record = McpRecord {
@@ -156,35 +163,21 @@ impl WardenHttp {
                 messages: 0,
                 batch: false,
             };
-            self.mcp_finish(shared, &flow, v, None, None, &mcp_record);
+            self.mcp_finish(shared, &flow, Finish::refusal(v), None, &mcp_record);
             self.mcp = Some(flow);
             return Some(if let_through { Action::Continue } else { Action::Pause });
         }
 
         // The body decides.
-        self.prepare_upstream(shared, request, &flow);
+        self.prepare_mcp_upstream(shared, &flow);
         self.mcp = Some(flow);
         Some(if config.allow_on_headers_stop_iteration { Action::Pause } else { Action::Continue })
     }
 
-    /// Header changes for a request that (may) go upstream: forged `x-warden-*` removed, the normalized path, and
-    /// the verified identity.
-    fn prepare_upstream(&self, shared: &Shared, request: &RequestHeaders<'_>, flow: &McpFlow) {
-        for name in &request.reserved {
-            self.set_http_request_header(name, None);
-        }
-        if let Some(path) = &flow.rewrite_path {
-            self.set_http_request_header(":path", Some(path));
-        }
-        if shared.config.forward_identity_headers {
-            self.add_http_request_header("x-warden-decision-id", &flow.decision_id);
-            if header_safe(&flow.agent.id) {
-                self.add_http_request_header("x-warden-agent", &flow.agent.id);
-            }
-            if let Some(task) = flow.agent.task.as_ref().filter(|t| header_safe(&t.id)) {
-                self.add_http_request_header("x-warden-task", &task.id);
-            }
-        }
+    /// Header changes for a request that (may) go upstream (see [`WardenHttp::prepare_upstream`]).
+    fn prepare_mcp_upstream(&self, shared: &Shared, flow: &McpFlow) {
+        let reserved: Vec<&str> = flow.reserved.iter().map(String::as_str).collect();
+        self.prepare_upstream(shared, &reserved, flow.rewrite_path.as_deref(), &flow.decision_id, Some(&flow.agent));
     }
 
     /// A body chunk of an MCP request: buffer until the end, then decide.
@@ -201,7 +194,7 @@ impl WardenHttp {
         let limit = usize::try_from(shared.config.max_body_bytes).unwrap_or(usize::MAX);
         let mut list = None;
         let action = if body_size > limit {
-            self.mcp_finish(&shared, &flow, mcp::refusal(413, "mcp_body_too_large", revision), None, None, &rec)
+            self.mcp_finish(&shared, &flow, Finish::refusal(mcp::refusal(413, "mcp_body_too_large", revision)), None, &rec)
         } else if !end_of_stream {
             self.mcp = Some(flow);
             return Action::Pause;
@@ -210,7 +203,7 @@ impl WardenHttp {
                 if body_size == 0 { Vec::new() } else { self.get_http_request_body(0, body_size).unwrap_or_default() };
             let batches = flow.active.bundle.mcp_batches(flow.server);
             match core_mcp::parse_body(&bytes, batches) {
-                Err(e) => self.mcp_finish(&shared, &flow, mcp::parse_refusal(&e, revision), None, None, &rec),
+                Err(e) => self.mcp_finish(&shared, &flow, Finish::refusal(mcp::parse_refusal(&e, revision)), None, &rec),
                 Ok(body) => {
                     rec.messages = body.messages.len();
                     rec.batch = body.batch;
@@ -220,9 +213,13 @@ impl WardenHttp {
                         name: flow.header_name.as_deref().map_or(HeaderValue::Absent, HeaderValue::One),
                     };
                     match mcp::headers_agree(&h, &body) {
-                        Err(code) => {
-                            self.mcp_finish(&shared, &flow, mcp::refusal(400, code, revision), Some(&body), None, &rec)
-                        }
+                        Err(code) => self.mcp_finish(
+                            &shared,
+                            &flow,
+                            Finish::refusal(mcp::refusal(400, code, revision)),
+                            Some(&body),
+                            &rec,
+                        ),
                         Ok(()) => {
                             let facts = Facts {
                                 environment: shared.config.environment.clone(),
@@ -234,12 +231,41 @@ impl WardenHttp {
                             let msg = body.messages.get(bd.message);
                             rec.method = msg.map(|m| m.method().to_string()).unwrap_or_default();
                             rec.name = msg.and_then(|m| m.name()).map(str::to_string);
-                            let tool = msg.and_then(|m| match flow.active.bundle.resolve_mcp(flow.server, m) {
-                                core_mcp::McpTarget::Tool(t) => Some(flow.active.bundle.tool_id(t).to_string()),
+                            let bundle = &flow.active.bundle;
+                            let tool_idx = msg.and_then(|m| match bundle.resolve_mcp(flow.server, m) {
+                                core_mcp::McpTarget::Tool(t) => Some(t),
                                 _ => None,
                             });
+                            let tool = tool_idx.map(|t| bundle.tool_id(t));
                             let args = msg.and_then(|m| m.arguments());
-                            let v = mcp::verdict(bd.decision);
+                            let mut gov = Governance::default();
+                            let mut v = mcp::verdict(bd.decision);
+                            let mut step_up = None;
+                            if let Some(t) = tool_idx {
+                                let facts = Facts { tool: Some(t), ..facts };
+                                gov.shadow = decide::shadow(bundle, &facts, args, now)
+                                    .map(|d| ShadowRecord::from_decision(&d));
+                                gov.arguments_digest = Some(arguments_digest(args));
+                                if bundle.logs_arguments(t) {
+                                    gov.arguments = args.cloned();
+                                }
+                            }
+                            gov.exception = ExceptionRecord::for_verdict(bundle, &v);
+                            if v.is_step_up() {
+                                let check = StepUpCheck {
+                                    bundle,
+                                    agent: &flow.agent,
+                                    tool,
+                                    digest: arguments_digest(args),
+                                    digest_of: "arguments",
+                                    presented: &flow.presented,
+                                    decision_id: &flow.decision_id,
+                                    now,
+                                };
+                                let (settled, info) = self.settle_step_up(&shared, v, check, &mut gov);
+                                v = settled;
+                                step_up = info;
+                            }
                             if let (Some(m), false) = (body.messages.first(), body.batch) {
                                 if v.allows() && m.method() == "tools/list" {
                                     if let Some(id) = &m.id {
@@ -247,7 +273,8 @@ impl WardenHttp {
                                     }
                                 }
                             }
-                            self.mcp_finish(&shared, &flow, v, Some(&body), Some((tool.as_deref(), args)), &rec)
+                            let finish = Finish { verdict: v, gov, step_up, tool };
+                            self.mcp_finish(&shared, &flow, finish, Some(&body), &rec)
                         }
                     }
                 }
@@ -331,7 +358,7 @@ impl WardenHttp {
         let rec =
             McpRecord { server: flow.active.bundle.mcp_server_name(flow.server).to_string(), ..McpRecord::default() };
         let v = mcp::refusal(400, "mcp_trailers", Some(flow.active.bundle.revision));
-        let action = self.mcp_finish(&shared, &flow, v, None, None, &rec);
+        let action = self.mcp_finish(&shared, &flow, Finish::refusal(v), None, &rec);
         self.mcp = Some(McpFlow { done: true, ..flow });
         action
     }
@@ -341,49 +368,47 @@ impl WardenHttp {
         &self,
         shared: &Shared,
         flow: &McpFlow,
-        v: Verdict,
+        finish: Finish<'_>,
         body: Option<&McpBody>,
-        call: Option<(Option<&str>, Option<&serde_json::Value>)>,
         rec: &McpRecord,
     ) -> Action {
         let config = &shared.config;
-        let let_through = v.allows() || config.mode == Mode::Shadow;
-        let tool = call.and_then(|(t, _)| t);
+        let let_through = finish.verdict.allows() || config.mode == Mode::Shadow;
         let ev = Evaluation {
-            verdict: v,
+            verdict: finish.verdict,
             agent: Some(flow.agent.clone()),
-            tool,
+            tool: finish.tool,
             method: &flow.method,
             host: &flow.host,
             path: flow.path.clone(),
             rewrite_path: flow.rewrite_path.clone(),
+            tool_idx: None,
+            gov: finish.gov,
         };
-        let latency_ns = unix_nanos(self.get_current_time()).saturating_sub(flow.start_ns);
-        let ctx = RecordContext {
-            decision_id: &flow.decision_id,
-            time_ns: flow.start_ns,
-            environment: &config.environment,
-            mode: config.mode,
-            latency_ns,
-        };
-        shared.metrics.decision(record::decision_label(&ev.verdict, config.mode));
-        let line = record::build_mcp(&ev, &ctx, rec);
-        if config.log_decisions {
-            log(LogLevel::Info, &line);
-        }
-        let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
+        self.write_record(shared, &ev, &flow.decision_id, flow.start_ns, Some(rec));
         if let_through {
             return Action::Continue;
         }
-        let approval = match (ev.verdict.outcome, call) {
-            (warden_core::decision::Outcome::StepUp, Some((t, args))) => {
-                Some(Approval::new(Some(&flow.agent), t, args, &flow.decision_id))
-            }
-            _ => None,
-        };
-        let reply = mcp::error_reply(&ev.verdict, &flow.decision_id, body, approval.as_ref())
-            .unwrap_or_else(|| reply::build(&ev.verdict, &flow.decision_id));
+        let step_up = finish.step_up.as_ref().filter(|_| ev.verdict.is_step_up());
+        let reply = mcp::error_reply(&ev.verdict, &flow.decision_id, body, step_up)
+            .unwrap_or_else(|| reply::build(&ev.verdict, &flow.decision_id, step_up));
         self.send_http_response(u32::from(reply.status), reply.header_pairs(), Some(&reply.body));
         Action::Pause
+    }
+}
+
+/// How an MCP request ends: the verdict, what the record says beyond it, the step-up reply's `approval` object, and
+/// the tool the deciding message reached.
+struct Finish<'a> {
+    verdict: Verdict,
+    gov: Governance,
+    step_up: Option<StepUpInfo>,
+    tool: Option<&'a str>,
+}
+
+impl Finish<'_> {
+    /// A refusal of the request's shape, or a decision at the header phase: nothing beyond the verdict.
+    fn refusal(verdict: Verdict) -> Finish<'static> {
+        Finish { verdict, gov: Governance::default(), step_up: None, tool: None }
     }
 }
