@@ -158,6 +158,14 @@ pub fn bundle_json(revision: u64, tools: Vec<Value>, rules: Vec<Value>, revoked_
             "clock_skew_seconds": 30,
             "profile": "spiffe_jwt_svid"
         }],
+        "approvers": [{
+            "id": "bench-approvals",
+            "iss": "https://approvals.bench.example",
+            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "bench-approvals-1", "alg": "EdDSA",
+                "x": "mJJ3AQtTHziLV5zcv6xZ3w-RcEFeArJaETx2QGOuDQU"}]},
+            "algorithms": ["EdDSA"],
+            "max_approval_age_seconds": 300
+        }],
         "tools": tools,
         "rules": rules,
         "revocations": {"agents": revoked_agents, "tasks": ["task-0000"], "token_ids": ["jti-0000"]},
@@ -249,6 +257,9 @@ fn rule(id: String, effect: &str, agent: String, tool: String, environments: Opt
     });
     if let Some(envs) = environments {
         r["environments"] = json!(envs);
+    }
+    if effect == "step_up" {
+        r["step_up"] = json!({"approvers": ["bench-approvals"]});
     }
     r
 }

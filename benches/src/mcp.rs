@@ -31,7 +31,8 @@ pub fn bundle() -> Value {
                               {"argument": "/currency", "one_of": ["EUR", "USD"]}]}),
         json!({"id": "refund-large", "effect": "step_up", "agents": ["spiffe://bench.example/agents/support/*"],
                "tools": ["mcp.refund"], "owner": "team@bench.example",
-               "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}]}),
+               "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+               "step_up": {"approvers": ["bench-approvals"]}}),
     ]);
     b
 }

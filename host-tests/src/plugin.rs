@@ -155,8 +155,11 @@ pub enum HostError {
 
 type HttpCallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
-#[derive(Clone)]
+/// The module's callbacks, looked up once when the VM is created. A `TypedFunc` is never cloned on the request
+/// path (a clone copies its registered `FuncType`: several atomic reference counts up and down again); `call`
+/// borrows it from here.
 pub(crate) struct Funcs {
+    pub initialize: Option<TypedFunc<(), ()>>,
     pub context_create: Option<TypedFunc<(i32, i32), ()>>,
     pub vm_start: Option<TypedFunc<(i32, i32), i32>>,
     pub configure: Option<TypedFunc<(i32, i32), i32>>,
@@ -190,17 +193,18 @@ pub struct Worker {
 impl Worker {
     /// Calls a guest export. Ok(None) when the module lacks it; Err(()) when the VM is failed or
     /// the call trapped (which fails the VM and logs Envoy's `Function: … failed` line).
+    /// `pick` chooses the callback from the VM's [`Funcs`] (borrowed, not cloned).
     pub(crate) fn call<P: WasmParams, R: WasmResults>(
         &mut self,
         name: &'static str,
-        f: Option<TypedFunc<P, R>>,
+        pick: impl FnOnce(&Funcs) -> Option<&TypedFunc<P, R>>,
         ctx: u32,
         params: P,
     ) -> Result<Option<R>, ()> {
         if self.failed.is_some() {
             return Err(());
         }
-        let Some(f) = f else { return Ok(None) };
+        let Some(f) = pick(&self.funcs) else { return Ok(None) };
         let s = self.store.data_mut();
         let (prev_current, prev_effective) = (s.current_context, s.effective_context);
         s.current_context = ctx;
@@ -316,7 +320,7 @@ impl Worker {
                 }
             }
             Event::QueueReady { root_context, queue } => {
-                let f = self.funcs.queue_ready.clone();
+                let f = |f: &Funcs| f.queue_ready.as_ref();
                 let _ = self.call("proxy_on_queue_ready", f, root_context, (root_context as i32, queue as i32));
                 self.run_deferred();
             }
@@ -337,7 +341,7 @@ impl Worker {
             }
         };
         self.store.data_mut().call_response = Some(view);
-        let f = self.funcs.http_call_response.clone();
+        let f = |f: &Funcs| f.http_call_response.as_ref();
         let _ = self.call("proxy_on_http_call_response", f, root, (root as i32, token as i32, args.0, args.1, args.2));
         self.store.data_mut().call_response = None;
         self.run_deferred();
@@ -384,8 +388,7 @@ impl Worker {
             if let Some(t) = s.tick.as_mut() {
                 t.due = now + t.period;
             }
-            let f = self.funcs.tick.clone();
-            let _ = self.call("proxy_on_tick", f, root, root as i32);
+            let _ = self.call("proxy_on_tick", |f| f.tick.as_ref(), root, root as i32);
             self.run_deferred();
             fired = true;
         }
@@ -466,6 +469,7 @@ impl Plugin {
             store.data_mut().allocate = Some(allocate);
             let initialize: Option<TypedFunc<(), ()>> = func!("_initialize");
             let funcs = Funcs {
+                initialize,
                 context_create: func!("proxy_on_context_create"),
                 vm_start: func!("proxy_on_vm_start"),
                 configure: func!("proxy_on_configure"),
@@ -493,7 +497,7 @@ impl Plugin {
                 send_wait: config.send_wait,
                 deadline_ticks,
             };
-            w.boot(initialize, &config)?;
+            w.boot(&config)?;
             workers.push(w);
         }
         Ok(Plugin { workers, shared, clock: config.clock, next_worker: 0 })
@@ -763,8 +767,18 @@ impl Plugin {
     }
 }
 
+type StartFn = fn(&Funcs) -> Option<&TypedFunc<(i32, i32), i32>>;
+
+fn vm_start(f: &Funcs) -> Option<&TypedFunc<(i32, i32), i32>> {
+    f.vm_start.as_ref()
+}
+
+fn configure(f: &Funcs) -> Option<&TypedFunc<(i32, i32), i32>> {
+    f.configure.as_ref()
+}
+
 impl Worker {
-    fn boot(&mut self, initialize: Option<TypedFunc<(), ()>>, config: &PluginConfig) -> Result<(), StartError> {
+    fn boot(&mut self, config: &PluginConfig) -> Result<(), StartError> {
         let vm = self.index;
         let trapped = |w: &Worker, callback: &'static str| StartError::Trapped {
             vm,
@@ -773,19 +787,18 @@ impl Worker {
             logs: w.store.data().logs.clone(),
         };
         self.store.data_mut().phase = Phase::Initialize;
-        let r = self.call("_initialize", initialize, 0, ());
+        let r = self.call("_initialize", |f| f.initialize.as_ref(), 0, ());
         self.store.data_mut().phase = Phase::Other;
         if r.is_err() {
             return Err(trapped(self, "_initialize"));
         }
         let root = self.store.data().root_context;
-        let f = self.funcs.context_create.clone();
-        if self.call("proxy_on_context_create", f, root, (root as i32, 0)).is_err() {
+        if self.call("proxy_on_context_create", |f| f.context_create.as_ref(), root, (root as i32, 0)).is_err() {
             return Err(trapped(self, "proxy_on_context_create"));
         }
         for (callback, f, len, phase) in [
-            ("proxy_on_vm_start", self.funcs.vm_start.clone(), config.vm_configuration.len(), Phase::VmStart),
-            ("proxy_on_configure", self.funcs.configure.clone(), config.plugin_configuration.len(), Phase::Configure),
+            ("proxy_on_vm_start", vm_start as StartFn, config.vm_configuration.len(), Phase::VmStart),
+            ("proxy_on_configure", configure as StartFn, config.plugin_configuration.len(), Phase::Configure),
         ] {
             self.store.data_mut().phase = phase;
             let r = self.call(callback, f, root, (root as i32, len as i32));

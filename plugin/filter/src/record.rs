@@ -303,4 +303,40 @@ mod tests {
         assert_eq!(timestamp(1_795_860_000_999_999_999), "2026-11-28T10:00:00.999Z");
         assert_eq!(timestamp(1_000_000), "1970-01-01T00:00:00.001Z");
     }
+
+    #[test]
+    fn governance_fields_are_recorded() {
+        let mut ev = evaluation(
+            verdict(Outcome::Allow, 200, Reason::AllowedByApproval, Some("refunds-need-approval"), Some(7)),
+            Some(agent()),
+        );
+        ev.gov.approval = Some(ApprovalRecord {
+            id: "a-1".into(),
+            approver: "payments-approvals".into(),
+            approved_by: Some("alice@acme.example".into()),
+            expires_at: "2026-11-28T10:05:00Z".into(),
+        });
+        ev.gov.shadow =
+            Some(ShadowRecord { decision: "would_deny", rule: "candidate".into(), reason: "denied_by_rule" });
+        ev.gov.arguments_digest = Some("cd".repeat(32));
+        ev.gov.arguments = Some(json!({"amount": 5}));
+        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        assert_eq!(
+            v["approval"],
+            json!({"id": "a-1", "approver": "payments-approvals", "approved_by": "alice@acme.example",
+                   "expires_at": "2026-11-28T10:05:00Z"})
+        );
+        assert_eq!(v["shadow"], json!({"decision": "would_deny", "rule": "candidate", "reason": "denied_by_rule"}));
+        assert_eq!(v["arguments_digest"], "cd".repeat(32));
+        assert_eq!(v["arguments"], json!({"amount": 5}));
+        assert_eq!(v["reason"], "allowed_by_approval");
+        assert_eq!(v["exception"], Value::Null);
+        ev.gov.exception = Some(ExceptionRecord {
+            ticket: "SEC-1".into(),
+            approver: "ciso@acme.example".into(),
+            expires_at: "2026-12-01T00:00:00Z".into(),
+        });
+        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        assert_eq!(v["exception"]["ticket"], "SEC-1");
+    }
 }

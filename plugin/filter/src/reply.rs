@@ -145,4 +145,39 @@ mod tests {
             None,
         );
     }
+
+    #[test]
+    fn a_step_up_reply_says_what_the_approval_must_bind_to() {
+        let info = StepUpInfo {
+            agent: Some("spiffe://acme.example/agents/support/bot-1".into()),
+            task: Some("T-1".into()),
+            tool: Some("billing.refunds.create".into()),
+            arguments_digest: "ab".repeat(32),
+            digest_of: "body",
+            decision_id: ID.into(),
+            rule: "refunds-need-approval".into(),
+            approvers: vec![crate::approval::ApproverRef {
+                id: "payments-approvals".into(),
+                iss: "https://approvals.acme.example".into(),
+            }],
+            max_age_seconds: 300,
+            header: "x-warden-approval".into(),
+        };
+        let v = verdict(Outcome::StepUp, 403, Reason::StepUpRequired, Some("refunds-need-approval"), Some(3));
+        let r = build(&v, ID, Some(&info));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body["approval"],
+            json!({"agent": "spiffe://acme.example/agents/support/bot-1", "task": "T-1",
+                   "tool": "billing.refunds.create", "arguments_digest": "ab".repeat(32), "digest_of": "body",
+                   "decision_id": ID, "rule": "refunds-need-approval",
+                   "approvers": [{"id": "payments-approvals", "iss": "https://approvals.acme.example"}],
+                   "max_age_seconds": 300, "header": "x-warden-approval"})
+        );
+        assert_eq!(r.status, 403);
+        // Without the object (a deny), the body has no `approval`.
+        let deny = verdict(Outcome::Deny, 403, Reason::DeniedByRule, Some("r"), Some(3));
+        let body: Value = serde_json::from_slice(&build(&deny, ID, None).body).unwrap();
+        assert!(body.get("approval").is_none());
+    }
 }
