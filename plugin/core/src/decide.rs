@@ -67,7 +67,7 @@ pub fn decide_with_args(bundle: &CompiledBundle, facts: &Facts, arguments: Optio
     decide_inner(bundle, facts, Args::Call(arguments), now, Pool::Enforced)
 }
 
-/// Decides whether a tool could be called at all, reading argument conditions optimistically (see [`Args`]). For
+/// Decides whether a tool could be called at all, reading argument conditions optimistically (see `Args`). For
 /// filtering `tools/list`; never for letting a call through.
 pub fn decide_listing(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Decision {
     decide_inner(bundle, facts, Args::Listing, now, Pool::Enforced)
