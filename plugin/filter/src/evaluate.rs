@@ -65,7 +65,8 @@ pub struct RequestHeaders<'h> {
     pub txn_token: TokenHeader<'h>,
     /// The step-up approval header.
     pub approval: TokenHeader<'h>,
-    /// Names of client-supplied `x-warden-*` headers (removed before the request goes upstream).
+    /// Names of the headers removed before the request goes upstream: client-supplied `x-warden-*` ones and the
+    /// approval header (a credential for the gateway, not for the tool).
     pub reserved: Vec<&'h str>,
 }
 
@@ -95,7 +96,12 @@ pub fn scan_with<'h>(
             ":authority" => r.authority.set(value),
             n if n.eq_ignore_ascii_case(token_header) => r.token = add(r.token, value),
             n if n.eq_ignore_ascii_case(txn_header) => r.txn_token = add(r.txn_token, value),
-            n if n.eq_ignore_ascii_case(approval_header) => r.approval = add(r.approval, value),
+            n if n.eq_ignore_ascii_case(approval_header) => {
+                r.approval = add(r.approval, value);
+                if !r.reserved.contains(&n) {
+                    r.reserved.push(n);
+                }
+            }
             n if is_reserved(n) && !r.reserved.contains(&n) => r.reserved.push(n),
             _ => {}
         }

@@ -668,8 +668,8 @@ impl WardenHttp {
         out
     }
 
-    /// Header changes for a request that (may) go upstream: client-supplied `x-warden-*` and the approval removed,
-    /// the normalized path, and the verified identity.
+    /// Header changes for a request that (may) go upstream: the `reserved` headers removed (client-supplied
+    /// `x-warden-*`, the approval), the normalized path, and the verified identity.
     fn prepare_upstream(
         &self,
         shared: &Shared,
@@ -681,7 +681,6 @@ impl WardenHttp {
         for name in reserved {
             self.set_http_request_header(name, None);
         }
-        self.set_http_request_header(&shared.config.approval_header, None);
         if let Some(path) = rewrite_path {
             self.set_http_request_header(":path", Some(path));
         }
