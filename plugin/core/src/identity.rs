@@ -46,7 +46,7 @@
 //! # Cache
 //!
 //! [`TokenCache`] keeps tokens that passed steps 1 to 5 (by their exact bytes), so that a hit skips the signature
-//! check and nothing else; see its documentation.
+//! check, and reuses an agent token's step 6 only where it cannot come out differently; see its documentation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -1020,14 +1020,18 @@ pub const DEFAULT_CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Per-VM cache of tokens whose signature verified, keyed by the exact token text (hash, then full comparison).
 ///
-/// A hit skips steps 1 to 5 (size, structure, issuer, header, signature) and nothing else: the profile, claims,
-/// expiry, `nbf`, lifetime, audience, delegation and sender binding are checked again against the current time and
-/// the current request, and revocations are `decide`'s, which runs on every request. Entries are dropped once the
+/// A hit skips steps 1 to 5 (size, structure, issuer, header, signature). Step 6 (profile, claims, expiry, `nbf`,
+/// lifetime, audience, delegation, sender binding) is checked again against the current time and the current
+/// request, except that an agent token's last successful step 6 is reused when the request comes over a connection
+/// with the same mTLS peer at the same time or later: every time check of step 6 only gets easier to pass as time goes
+/// on, and the entry is dropped at `exp`. Revocations are `decide`'s, which runs on every request. Entries are dropped once the
 /// token expires, and all at once when the bundle changes (new keys, new issuers). Bounded in entries and bytes: when
 /// full, expired entries go first, then the one that expires soonest.
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: HashMap<Box<str>, CacheEntry>,
+    /// Keyed by the token text: tokens only get in after their signature verified, so a client cannot choose
+    /// colliding keys, and the fast hash is fine.
+    entries: HashMap<Box<str>, CacheEntry, crate::fxhash::FxBuild>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -1043,6 +1047,16 @@ struct CacheEntry {
     /// The token's `exp`: the entry is dropped from then on.
     expires_at: i64,
     bytes: usize,
+    /// The agent token's step-6 result for one peer (not for Transaction Tokens, whose result depends on the agent).
+    memo: Option<Memo>,
+}
+
+/// An agent that passed step 6 at `at` over a connection with this peer.
+#[derive(Debug)]
+struct Memo {
+    at: i64,
+    peer: Option<PeerIdentity>,
+    agent: Agent,
 }
 
 impl Default for TokenCache {
@@ -1054,7 +1068,7 @@ impl Default for TokenCache {
 impl TokenCache {
     /// An empty cache holding at most `max_entries` tokens and about `max_bytes` bytes.
     pub fn new(max_entries: usize, max_bytes: usize) -> TokenCache {
-        TokenCache { entries: HashMap::new(), bytes: 0, max_entries, max_bytes, bundle: None, hits: 0, misses: 0 }
+        TokenCache { entries: HashMap::default(), bytes: 0, max_entries, max_bytes, bundle: None, hits: 0, misses: 0 }
     }
 
     /// Drops every entry (a new bundle was activated).
@@ -1102,12 +1116,20 @@ impl TokenCache {
     ) -> Result<Agent, TokenFailure> {
         self.sync(bundle);
         let issuers = &bundle.issuers;
-        if let Some(signed) = self.lookup(token, now) {
-            return check_agent(issuers, signed, peer, now);
+        if let Some(entry) = self.lookup(token, now) {
+            // The checks of step 6 only get easier to pass as time goes on (`nbf`, `iat` in the past, lifetime), and
+            // the entry is gone at `exp`: an agent checked at or before `now` for the same peer is still good.
+            if let Some(memo) = entry.memo.as_ref().filter(|m| m.at <= now && m.peer.as_ref() == peer) {
+                return Ok(memo.agent.clone());
+            }
+            let agent = check_agent(issuers, &entry.signed, peer, now)?;
+            entry.memo = Some(Memo { at: now, peer: peer.cloned(), agent: agent.clone() });
+            return Ok(agent);
         }
         let signed = check_signed(issuers, token)?;
         let agent = check_agent(issuers, &signed, peer, now)?;
-        self.insert(token, signed, agent.expires_at, now);
+        let memo = Memo { at: now, peer: peer.cloned(), agent: agent.clone() };
+        self.insert(token, signed, Some(memo), agent.expires_at, now);
         Ok(agent)
     }
 
@@ -1121,32 +1143,31 @@ impl TokenCache {
     ) -> Result<Task, TokenFailure> {
         self.sync(bundle);
         let issuers = &bundle.issuers;
-        if let Some(signed) = self.lookup(token, now) {
-            return check_txn(issuers, signed, agent, now).map_err(txn_failure);
+        if let Some(entry) = self.lookup(token, now) {
+            return check_txn(issuers, &entry.signed, agent, now).map_err(txn_failure);
         }
         let signed = check_signed(issuers, token).map_err(txn_failure)?;
         let task = check_txn(issuers, &signed, agent, now).map_err(txn_failure)?;
         let expires_at = task.expires_at.unwrap_or(now);
-        self.insert(token, signed, expires_at, now);
+        self.insert(token, signed, None, expires_at, now);
         Ok(task)
     }
 
-    fn lookup(&mut self, token: &str, now: i64) -> Option<&Signed> {
-        match self.entries.get(token).map(|e| e.expires_at) {
-            None => {
-                self.misses += 1;
-                None
-            }
-            Some(exp) if now >= exp => {
-                self.remove(token);
-                self.misses += 1;
-                None
-            }
+    /// The live entry of `token` (one hash of the token); an expired one is dropped.
+    fn lookup(&mut self, token: &str, now: i64) -> Option<&mut CacheEntry> {
+        let expired = match self.entries.get_mut(token) {
+            None => false,
+            Some(e) if now >= e.expires_at => true,
             Some(_) => {
                 self.hits += 1;
-                self.entries.get(token).map(|e| &e.signed)
+                return self.entries.get_mut(token);
             }
+        };
+        if expired {
+            self.remove(token);
         }
+        self.misses += 1;
+        None
     }
 
     fn remove(&mut self, token: &str) {
@@ -1155,7 +1176,7 @@ impl TokenCache {
         }
     }
 
-    fn insert(&mut self, token: &str, signed: Signed, expires_at: i64, now: i64) {
+    fn insert(&mut self, token: &str, signed: Signed, memo: Option<Memo>, expires_at: i64, now: i64) {
         if now >= expires_at {
             return;
         }
@@ -1178,6 +1199,6 @@ impl TokenCache {
             self.remove(&soonest);
         }
         self.bytes = self.bytes.saturating_add(bytes);
-        self.entries.insert(token.into(), CacheEntry { signed, expires_at, bytes });
+        self.entries.insert(token.into(), CacheEntry { signed, expires_at, bytes, memo });
     }
 }

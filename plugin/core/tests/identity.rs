@@ -1191,6 +1191,15 @@ fn cache_skips_the_signature_only() {
     assert_eq!(cache.verify(&bundle, &token, None, NOW + 310), good);
     assert_eq!(cache.verify(&bundle, &token, None, NOW + 320), Err(TokenFailure::Expired));
     assert!(cache.is_empty());
+    // A hit reuses an earlier check only forwards in time: a clock that went back is checked again.
+    let early = svid(&with(claims(SPIRE), |c| {
+        c.insert("iat".into(), json!(NOW + 25));
+        c.insert("jti".into(), json!("tok-early"));
+    }));
+    assert!(cache.verify(&bundle, &early, None, NOW).is_ok(), "iat within the 30 s skew");
+    assert!(cache.verify(&bundle, &early, None, NOW + 5).is_ok());
+    assert_eq!(cache.verify(&bundle, &early, None, NOW - 10), Err(TokenFailure::IssuedInFuture));
+    assert!(cache.verify(&bundle, &early, None, NOW).is_ok());
     // Sender binding is checked again on a hit.
     let bound = mint(&world().es, Algorithm::ES256, Some("bound-1"), &claims(BOUND));
     let p = peer(Some(AGENT), None);
@@ -1204,8 +1213,8 @@ fn cache_skips_the_signature_only() {
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'Q' } else { 'A' });
     assert_eq!(cache.verify(&bundle, &forged, Some(&p), NOW), Err(TokenFailure::BadSignature));
-    // Failures are not cached.
-    assert_eq!(cache.len(), 1);
+    // Failures are not cached (the entries are `early` and `bound`).
+    assert_eq!(cache.len(), 2);
     // Txn-Tokens go through the same cache; the agent match is checked again on a hit.
     let me = agent("acme-idp", NOW + 290);
     let t = txn(&txn_claims(AGENT));
