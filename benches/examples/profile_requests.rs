@@ -45,7 +45,9 @@ fn main() {
                 "headers_allow" => {
                     (plugin, Box::new(move || request(allow.method, &allow.host, &allow.path, Some(&allow_token))), 200)
                 }
-                "deny" => (plugin, Box::new(move || request(deny.method, &deny.host, &deny.path, Some(&deny_token))), 403),
+                "deny" => {
+                    (plugin, Box::new(move || request(deny.method, &deny.host, &deny.path, Some(&deny_token))), 403)
+                }
                 _ => (plugin, Box::new(move || request(allow.method, &allow.host, &allow.path, None)), 401),
             }
         }

@@ -187,8 +187,31 @@ fn take_nul_terminated(bytes: &[u8], pos: &mut usize, len: usize) -> Option<Vec<
 pub fn deserialize_headers(bytes: &[u8]) -> Headers {
     deserialize_pairs(bytes)
         .into_iter()
-        .map(|(k, v)| (String::from_utf8_lossy(&k).to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .map(|(k, v)| {
+            let mut k = lossy_string(k);
+            k.make_ascii_lowercase();
+            (k, lossy_string(v))
+        })
         .collect()
+}
+
+/// `String::from_utf8_lossy(&bytes).into_owned()` without the copy (and with the fast validator) when the bytes
+/// are valid UTF-8, as they nearly always are.
+pub(crate) fn lossy_string(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// Whether `stored` equals `raw` as the hostcalls see a key: lossy UTF-8, then ASCII-lowercased (what
+/// `read_string(..).to_ascii_lowercase()` gives), without building that string when `raw` is valid UTF-8.
+pub(crate) fn key_eq(stored: &str, raw: &[u8]) -> bool {
+    if std::str::from_utf8(raw).is_ok() {
+        stored.len() == raw.len() && stored.bytes().zip(raw).all(|(a, b)| a == b.to_ascii_lowercase())
+    } else {
+        *stored == String::from_utf8_lossy(raw).to_ascii_lowercase()
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module};
 use crate::shared::lock;
 use crate::vm::VmState;
 
+/// Set (to anything but `0`) to have the engine write a perf map of the compiled guest code, so that
+/// `perf record` / `perf report` name the guest's functions (names need a module built with `strip = false`).
+pub const PERFMAP_ENV: &str = "WARDEN_WASM_PERFMAP";
+
 /// How often the background thread bumps the engine epoch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -48,6 +52,10 @@ impl HostEngine {
     fn build() -> anyhow::Result<HostEngine> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // For profiling the guest with `perf`: the compiled functions' names go to /tmp/perf-<pid>.map.
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         crate::hostcalls::add_to_linker(&mut linker)?;

@@ -3,17 +3,23 @@
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{
-    buffer_type, deserialize_headers, map_type, serialize_pairs, stream_type, Headers, LogLevel, MetricType, Status,
+    buffer_type, deserialize_headers, key_eq, map_type, serialize_pairs, stream_type, Headers, LogLevel, MetricType,
+    Status,
 };
 use crate::http_call::spawn_call;
 use crate::properties;
 use crate::stream::LocalReply;
 use crate::vm::{
-    read, read_string, return_bytes, status_of, unrestricted, write_u32, write_u64, CallResponseView, Deferred, Fault,
-    HResult, PendingCall, Phase, TickTimer, VmState,
+    read, read_string, return_bytes, slice, status_of, unrestricted, write_u32, write_u64, CallResponseView, Deferred,
+    Fault, HResult, PendingCall, Phase, TickTimer, VmState,
 };
 
 type C<'a> = Caller<'a, VmState>;
+
+fn lowercase(mut s: String) -> String {
+    s.make_ascii_lowercase();
+    s
+}
 
 /// Where a header map lives for a hostcall.
 enum MapRef {
@@ -212,21 +218,24 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
         |mut c: C, map: i32, kp: i32, kn: i32, ret_ptr: i32, ret_len: i32| {
             status_of((|| -> HResult {
                 unrestricted(&c, "proxy_get_header_map_value")?;
-                let key = read_string(&mut c, kp, kn)?.to_ascii_lowercase();
-                let r = map_ref(c.data(), map)?;
-                let value = map_get(c.data(), &r)
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| v.clone())
-                    .ok_or(Status::NotFound)?;
-                return_bytes(&mut c, value.as_bytes(), ret_ptr, ret_len)
+                let value = {
+                    // The key is compared in guest memory, as `read_string(..).to_ascii_lowercase()` would be.
+                    let key = slice(&c, kp, kn)?;
+                    let r = map_ref(c.data(), map)?;
+                    map_get(c.data(), &r)
+                        .iter()
+                        .find(|(k, _)| key_eq(k, key))
+                        .map(|(_, v)| v.as_bytes().to_vec())
+                        .ok_or(Status::NotFound)?
+                };
+                return_bytes(&mut c, &value, ret_ptr, ret_len)
             })())
         },
     )?;
     l.func_wrap("env", "proxy_add_header_map_value", |mut c: C, map: i32, kp: i32, kn: i32, vp: i32, vn: i32| {
         status_of((|| -> HResult {
             unrestricted(&c, "proxy_add_header_map_value")?;
-            let key = read_string(&mut c, kp, kn)?.to_ascii_lowercase();
+            let key = lowercase(read_string(&mut c, kp, kn)?);
             let value = read_string(&mut c, vp, vn)?;
             let r = map_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
@@ -238,7 +247,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
     l.func_wrap("env", "proxy_replace_header_map_value", |mut c: C, map: i32, kp: i32, kn: i32, vp: i32, vn: i32| {
         status_of((|| -> HResult {
             unrestricted(&c, "proxy_replace_header_map_value")?;
-            let key = read_string(&mut c, kp, kn)?.to_ascii_lowercase();
+            let key = lowercase(read_string(&mut c, kp, kn)?);
             let value = read_string(&mut c, vp, vn)?;
             let r = map_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
@@ -260,7 +269,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
     l.func_wrap("env", "proxy_remove_header_map_value", |mut c: C, map: i32, kp: i32, kn: i32| {
         status_of((|| -> HResult {
             unrestricted(&c, "proxy_remove_header_map_value")?;
-            let key = read_string(&mut c, kp, kn)?.to_ascii_lowercase();
+            let key = lowercase(read_string(&mut c, kp, kn)?);
             let r = map_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
                 m.retain(|(k, _)| *k != key);

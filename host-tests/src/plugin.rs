@@ -320,8 +320,8 @@ impl Worker {
                 }
             }
             Event::QueueReady { root_context, queue } => {
-                let f = |f: &Funcs| f.queue_ready.as_ref();
-                let _ = self.call("proxy_on_queue_ready", f, root_context, (root_context as i32, queue as i32));
+                let args = (root_context as i32, queue as i32);
+                let _ = self.call("proxy_on_queue_ready", |f| f.queue_ready.as_ref(), root_context, args);
                 self.run_deferred();
             }
         }
@@ -341,8 +341,8 @@ impl Worker {
             }
         };
         self.store.data_mut().call_response = Some(view);
-        let f = |f: &Funcs| f.http_call_response.as_ref();
-        let _ = self.call("proxy_on_http_call_response", f, root, (root as i32, token as i32, args.0, args.1, args.2));
+        let args = (root as i32, token as i32, args.0, args.1, args.2);
+        let _ = self.call("proxy_on_http_call_response", |f| f.http_call_response.as_ref(), root, args);
         self.store.data_mut().call_response = None;
         self.run_deferred();
     }
@@ -466,7 +466,7 @@ impl Plugin {
                 .or_else(|| func!("malloc"))
                 .ok_or(StartError::MissingExport { vm: index, export: "proxy_on_memory_allocate" })?;
             store.data_mut().memory = Some(memory);
-            store.data_mut().allocate = Some(allocate);
+            store.data_mut().allocate = Some(Arc::new(allocate));
             let initialize: Option<TypedFunc<(), ()>> = func!("_initialize");
             let funcs = Funcs {
                 initialize,
@@ -743,9 +743,17 @@ impl Plugin {
 
     /// Returns and clears the captured logs.
     pub fn take_logs(&mut self) -> Vec<LogEntry> {
-        let all = self.logs();
+        let mut all: Vec<LogEntry> = Vec::new();
         for w in &mut self.workers {
-            w.store.data_mut().logs.clear();
+            let logs = std::mem::take(&mut w.store.data_mut().logs);
+            if all.is_empty() {
+                all = logs;
+            } else {
+                all.extend(logs);
+            }
+        }
+        if self.workers.len() > 1 {
+            all.sort_by_key(|l| l.seq);
         }
         all
     }

@@ -1,6 +1,7 @@
 //! `proxy_get_property`: Envoy's attributes with Envoy's encodings (strings raw, numbers 8-byte
 //! LE, bools 1 byte, timestamps i64 ns, maps as pairs), and filter state (`wasm.<name>`).
 
+use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
 use crate::abi::{serialize_pairs, Headers, Status};
@@ -34,7 +35,7 @@ fn joined(map: &Headers) -> Vec<(String, String)> {
     out
 }
 
-fn header_attr(map: &Headers, rest: &[String]) -> HResult<Vec<u8>> {
+fn header_attr(map: &Headers, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
     let j = joined(map);
     match rest.first() {
         Some(name) => {
@@ -58,11 +59,11 @@ fn json_value(v: &serde_json::Value) -> HResult<Vec<u8>> {
     }
 }
 
-fn request(st: &StreamData, rest: &[String]) -> HResult<Vec<u8>> {
+fn request(st: &StreamData, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
     let h = &st.maps[0];
     let get = |k: &str| header_value(h, k).unwrap_or("").as_bytes().to_vec();
     let path = header_value(h, ":path").unwrap_or("");
-    match rest.first().map(String::as_str) {
+    match rest.first().map(|x| x.as_ref()) {
         Some("path") => Ok(get(":path")),
         Some("url_path") => s(path.split('?').next().unwrap_or("")),
         Some("query") => s(path.split_once('?').map(|(_, q)| q).unwrap_or("")),
@@ -83,11 +84,11 @@ fn request(st: &StreamData, rest: &[String]) -> HResult<Vec<u8>> {
     }
 }
 
-fn response(st: &StreamData, rest: &[String]) -> HResult<Vec<u8>> {
+fn response(st: &StreamData, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
     let Some(headers) = st.flows[1].forwarded_headers.as_ref() else {
         return not_found();
     };
-    match rest.first().map(String::as_str) {
+    match rest.first().map(|x| x.as_ref()) {
         Some("code") => match header_value(headers, ":status").and_then(|v| v.parse().ok()) {
             Some(code) => int(code),
             None => not_found(),
@@ -100,13 +101,13 @@ fn response(st: &StreamData, rest: &[String]) -> HResult<Vec<u8>> {
     }
 }
 
-fn connection(st: &StreamData, rest: &[String]) -> HResult<Vec<u8>> {
+fn connection(st: &StreamData, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
     let tls = st.info.tls.as_ref();
     let opt = |v: Option<&String>| match v {
         Some(v) => s(v),
         None => not_found(),
     };
-    match rest.first().map(String::as_str) {
+    match rest.first().map(|x| x.as_ref()) {
         Some("id") => int(st.info.connection_id as i64),
         Some("mtls") => Ok(vec![tls.is_some_and(|t| t.peer_certificate_presented()) as u8]),
         Some("requested_server_name") => s(tls.and_then(|t| t.requested_server_name.as_deref()).unwrap_or("")),
@@ -121,8 +122,8 @@ fn connection(st: &StreamData, rest: &[String]) -> HResult<Vec<u8>> {
 
 /// Resolves a NUL-joined property path for the effective context.
 pub(crate) fn get(vm: &VmState, path: &[u8]) -> HResult<Vec<u8>> {
-    let segs: Vec<String> = path.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-    let first = segs.first().map(String::as_str).unwrap_or("");
+    let segs: Vec<Cow<str>> = path.split(|b| *b == 0).map(String::from_utf8_lossy).collect();
+    let first = segs.first().map(|x| x.as_ref()).unwrap_or("");
     let rest = &segs[1.min(segs.len())..];
     let settings = &vm.settings;
     let stream = vm.stream();
@@ -140,7 +141,7 @@ pub(crate) fn get(vm: &VmState, path: &[u8]) -> HResult<Vec<u8>> {
         "response" => response(st, rest),
         "source" | "destination" => {
             let addr = if first == "source" { st.info.source_address } else { st.info.destination_address };
-            match rest.first().map(String::as_str) {
+            match rest.first().map(|x| x.as_ref()) {
                 Some("address") => s(&addr.to_string()),
                 Some("port") => int(addr.port() as i64),
                 _ => not_found(),
@@ -148,7 +149,7 @@ pub(crate) fn get(vm: &VmState, path: &[u8]) -> HResult<Vec<u8>> {
         }
         "connection" => connection(st, rest),
         "connection_id" => int(st.info.connection_id as i64),
-        "filter_state" => match rest.first().and_then(|k| st.filter_state.get(k)) {
+        "filter_state" => match rest.first().and_then(|k| st.filter_state.get(k.as_ref())) {
             Some(v) => Ok(v.clone()),
             None => not_found(),
         },
@@ -156,7 +157,7 @@ pub(crate) fn get(vm: &VmState, path: &[u8]) -> HResult<Vec<u8>> {
             let mut v = &st.info.metadata;
             for seg in rest {
                 v = match v {
-                    serde_json::Value::Object(m) => match m.get(seg) {
+                    serde_json::Value::Object(m) => match m.get(seg.as_ref()) {
                         Some(x) => x,
                         None => return not_found(),
                     },

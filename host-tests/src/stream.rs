@@ -132,50 +132,93 @@ impl HttpRequest {
     /// The request header map as Envoy's HCM hands it to filters: pseudo-headers first, keys
     /// lowercased, `x-forwarded-proto` and `x-request-id` added when missing.
     pub fn header_map(&self) -> Headers {
-        let mut map: Headers = vec![
-            (":authority".into(), self.authority.clone()),
-            (":path".into(), self.path.clone()),
-            (":method".into(), self.method.clone()),
-            (":scheme".into(), self.scheme.clone()),
-        ];
-        for (k, v) in &self.headers {
-            map.push((k.to_ascii_lowercase(), v.clone()));
+        self.clone_parts().header_map()
+    }
+
+    fn clone_parts(&self) -> RequestParts {
+        RequestParts {
+            authority: self.authority.clone(),
+            path: self.path.clone(),
+            method: self.method.clone(),
+            scheme: self.scheme.clone(),
+            headers: self.headers.clone(),
+            body_len: self.body.len(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// The parts of the header map, moved out of a request that is being sent (its strings are not copied).
+    fn take_parts(&mut self) -> RequestParts {
+        RequestParts {
+            authority: std::mem::take(&mut self.authority),
+            path: std::mem::take(&mut self.path),
+            method: std::mem::take(&mut self.method),
+            scheme: self.scheme.clone(),
+            headers: std::mem::take(&mut self.headers),
+            body_len: self.body.len(),
+            request_id: self.request_id.take(),
+        }
+    }
+}
+
+/// A body cut into the chunks it arrives in (one chunk when no sizes are given; nothing for an empty body).
+fn body_pieces(body: &[u8], chunks: Option<&[usize]>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    match chunks {
+        Some(sizes) if !body.is_empty() => {
+            let mut pos = 0;
+            for &n in sizes {
+                let end = (pos + n).min(body.len());
+                out.push(body[pos..end].to_vec());
+                pos = end;
+            }
+            if pos < body.len() {
+                out.push(body[pos..].to_vec());
+            }
+        }
+        _ if !body.is_empty() => out.push(body.to_vec()),
+        _ => {}
+    }
+    out
+}
+
+/// What [`HttpRequest::header_map`] is built from.
+struct RequestParts {
+    authority: String,
+    path: String,
+    method: String,
+    scheme: String,
+    headers: Headers,
+    body_len: usize,
+    request_id: Option<String>,
+}
+
+impl RequestParts {
+    fn header_map(self) -> Headers {
+        let mut map: Headers = Vec::with_capacity(self.headers.len() + 7);
+        map.push((":authority".into(), self.authority));
+        map.push((":path".into(), self.path));
+        map.push((":method".into(), self.method));
+        map.push((":scheme".into(), self.scheme.clone()));
+        for (mut k, v) in self.headers {
+            k.make_ascii_lowercase();
+            map.push((k, v));
         }
         let has = |m: &Headers, k: &str| m.iter().any(|(mk, _)| mk == k);
-        if !self.body.is_empty() && !has(&map, "content-length") && !has(&map, "transfer-encoding") {
-            map.push(("content-length".into(), self.body.len().to_string()));
+        if self.body_len != 0 && !has(&map, "content-length") && !has(&map, "transfer-encoding") {
+            map.push(("content-length".into(), self.body_len.to_string()));
         }
         if !has(&map, "x-forwarded-proto") {
-            map.push(("x-forwarded-proto".into(), self.scheme.clone()));
+            map.push(("x-forwarded-proto".into(), self.scheme));
         }
         if !has(&map, "x-request-id") {
-            let id = self.request_id.clone().unwrap_or_else(|| {
+            let id = self.request_id.unwrap_or_else(|| {
                 let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                 format!("00000000-0000-4000-8000-{n:012x}")
             });
             map.push(("x-request-id".into(), id));
         }
         map
-    }
-
-    fn body_pieces(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        match &self.body_chunks {
-            Some(sizes) if !self.body.is_empty() => {
-                let mut pos = 0;
-                for &n in sizes {
-                    let end = (pos + n).min(self.body.len());
-                    out.push(self.body[pos..end].to_vec());
-                    pos = end;
-                }
-                if pos < self.body.len() {
-                    out.push(self.body[pos..].to_vec());
-                }
-            }
-            _ if !self.body.is_empty() => out.push(self.body.clone()),
-            _ => {}
-        }
-        out
     }
 }
 
@@ -408,6 +451,9 @@ pub(crate) struct StreamData {
     pub callbacks: Vec<CallbackRecord>,
     pub log_seq_start: u64,
     pub upstream_called: bool,
+    /// What the upstream was given, moved out of the request flow (`flows[0].forwarded_*`) when the upstream is
+    /// called: the flow is complete then and does not change any more. `forwarded()` reads it from here after.
+    pub upstream_request: Option<ForwardedRequest>,
     pub created: bool,
 }
 
@@ -550,11 +596,15 @@ impl StreamData {
             callbacks: Vec::new(),
             log_seq_start,
             upstream_called: false,
+            upstream_request: None,
             created: false,
         }
     }
 
     pub(crate) fn forwarded(&self) -> Option<ForwardedRequest> {
+        if let Some(r) = &self.upstream_request {
+            return Some(r.clone());
+        }
         let f = &self.flows[0];
         f.forwarded_headers.as_ref().map(|h| ForwardedRequest {
             headers: h.clone(),
@@ -622,14 +672,14 @@ impl Worker {
             return Action::Continue;
         }
         let name = CB_NAMES[d][kind];
-        let f = self.funcs.clone();
+        let c = ctx as i32;
         let r = match (d, kind) {
-            (0, 0) => self.call3(name, f.request_headers, ctx, a, b),
-            (0, 1) => self.call3(name, f.request_body, ctx, a, b),
-            (0, _) => self.call2(name, f.request_trailers, ctx, a),
-            (_, 0) => self.call3(name, f.response_headers, ctx, a, b),
-            (_, 1) => self.call3(name, f.response_body, ctx, a, b),
-            (_, _) => self.call2(name, f.response_trailers, ctx, a),
+            (0, 0) => self.call(name, |f| f.request_headers.as_ref(), ctx, (c, a, b)),
+            (0, 1) => self.call(name, |f| f.request_body.as_ref(), ctx, (c, a, b)),
+            (0, _) => self.call(name, |f| f.request_trailers.as_ref(), ctx, (c, a)),
+            (_, 0) => self.call(name, |f| f.response_headers.as_ref(), ctx, (c, a, b)),
+            (_, 1) => self.call(name, |f| f.response_body.as_ref(), ctx, (c, a, b)),
+            (_, _) => self.call(name, |f| f.response_trailers.as_ref(), ctx, (c, a)),
         };
         let fail_open = self.settings.fail_open;
         let Some(st) = self.st(ctx) else {
@@ -656,27 +706,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    fn call3(
-        &mut self,
-        name: &'static str,
-        f: Option<wasmtime::TypedFunc<(i32, i32, i32), i32>>,
-        ctx: u32,
-        a: i32,
-        b: i32,
-    ) -> Result<Option<i32>, ()> {
-        self.call(name, f, ctx, (ctx as i32, a, b))
-    }
-
-    fn call2(
-        &mut self,
-        name: &'static str,
-        f: Option<wasmtime::TypedFunc<(i32, i32), i32>>,
-        ctx: u32,
-        a: i32,
-    ) -> Result<Option<i32>, ()> {
-        self.call(name, f, ctx, (ctx as i32, a))
     }
 
     /// After a local reply or close in the same callback, any return value counts as stop.
@@ -954,6 +983,10 @@ impl Worker {
 
     /// Creates a stream context (`proxy_on_context_create(id, root)`); nothing is sent yet.
     pub fn open_stream(&mut self, req: &HttpRequest) -> StreamId {
+        self.open_stream_with(req, req.header_map())
+    }
+
+    fn open_stream_with(&mut self, req: &HttpRequest, header_map: Headers) -> StreamId {
         let s = self.store.data_mut();
         let ctx = s.next_context;
         s.next_context += 1;
@@ -967,7 +1000,7 @@ impl Worker {
             connection_id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         let seq = s.log_seq.load(Ordering::Relaxed);
-        let mut data = StreamData::new(info, req.header_map(), seq);
+        let mut data = StreamData::new(info, header_map, seq);
         if self.failed.is_some() {
             if self.settings.fail_open {
                 data.bypass = true;
@@ -978,8 +1011,10 @@ impl Worker {
         let root = s.root_context;
         s.streams.insert(ctx, data);
         if self.failed.is_none() {
-            let f = self.funcs.context_create.clone();
-            if self.call("proxy_on_context_create", f, ctx, (ctx as i32, root as i32)).is_err() {
+            if self
+                .call("proxy_on_context_create", |f| f.context_create.as_ref(), ctx, (ctx as i32, root as i32))
+                .is_err()
+            {
                 let fail_open = self.settings.fail_open;
                 if let Some(st) = self.st(ctx) {
                     st.trapped = true;
@@ -1010,12 +1045,20 @@ impl Worker {
 
     /// Upstream response headers (`:status` is put first; keys lowercased).
     pub fn response_headers(&mut self, ctx: u32, status: u16, headers: &Headers, eos: bool) {
+        self.response_headers_owned(ctx, status, headers.clone(), eos);
+    }
+
+    fn response_headers_owned(&mut self, ctx: u32, status: u16, headers: Headers, eos: bool) {
         let Some(st) = self.st(ctx) else { return };
         if st.local_reply.is_some() || st.reset.is_some() {
             return;
         }
-        let mut map: Headers = vec![(":status".into(), status.to_string())];
-        map.extend(headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+        let mut map: Headers = Vec::with_capacity(headers.len() + 1);
+        map.push((":status".into(), status.to_string()));
+        map.extend(headers.into_iter().map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            (k, v)
+        }));
         st.maps[2] = map;
         self.flow_headers(ctx, 1, eos);
     }
@@ -1034,38 +1077,46 @@ impl Worker {
 
     /// Feeds an upstream response through the response flow.
     fn feed_response(&mut self, ctx: u32, resp: UpstreamResponse) {
-        let mut headers = resp.headers.clone();
+        let UpstreamResponse { status, mut headers, body, body_chunks, trailers } = resp;
         let has = |h: &Headers, k: &str| h.iter().any(|(hk, _)| hk.eq_ignore_ascii_case(k));
-        if !resp.body.is_empty() && !has(&headers, "content-length") && !has(&headers, "transfer-encoding") {
-            headers.push(("content-length".into(), resp.body.len().to_string()));
+        if !body.is_empty() && !has(&headers, "content-length") && !has(&headers, "transfer-encoding") {
+            headers.push(("content-length".into(), body.len().to_string()));
         }
-        let eos = resp.body.is_empty() && resp.trailers.is_empty();
-        self.response_headers(ctx, resp.status, &headers, eos);
-        let pieces =
-            HttpRequest { body: resp.body.clone(), body_chunks: resp.body_chunks.clone(), ..HttpRequest::get("/") }
-                .body_pieces();
+        let eos = body.is_empty() && trailers.is_empty();
+        self.response_headers_owned(ctx, status, headers, eos);
+        let pieces = match body_chunks {
+            Some(sizes) => body_pieces(&body, Some(&sizes)),
+            None if body.is_empty() => Vec::new(),
+            None => vec![body],
+        };
         let n = pieces.len();
         for (i, p) in pieces.into_iter().enumerate() {
-            self.response_body(ctx, &p, i + 1 == n && resp.trailers.is_empty());
+            self.flow_data(ctx, 1, p, i + 1 == n && trailers.is_empty());
         }
-        if !resp.trailers.is_empty() {
-            self.response_trailers(ctx, resp.trailers.clone());
+        if !trailers.is_empty() {
+            self.response_trailers(ctx, trailers);
         }
     }
 
     /// Runs a whole request through the filter and the upstream; see [`crate::Plugin::send`].
-    pub fn send(&mut self, req: HttpRequest, upstream: &mut dyn Upstream) -> Exchange {
-        let id = self.open_stream(&req);
+    pub fn send(&mut self, mut req: HttpRequest, upstream: &mut dyn Upstream) -> Exchange {
+        let map = req.take_parts().header_map();
+        let id = self.open_stream_with(&req, map);
         let ctx = id.context_id;
-        let pieces = req.body_pieces();
+        let body = std::mem::take(&mut req.body);
+        let pieces = match req.body_chunks.take() {
+            Some(sizes) => body_pieces(&body, Some(&sizes)),
+            None if body.is_empty() => Vec::new(),
+            None => vec![body],
+        };
         let eos = pieces.is_empty() && req.trailers.is_empty();
         self.request_headers(ctx, eos);
         let n = pieces.len();
         for (i, p) in pieces.into_iter().enumerate() {
-            self.request_body(ctx, &p, i + 1 == n && req.trailers.is_empty());
+            self.flow_data(ctx, 0, p, i + 1 == n && req.trailers.is_empty());
         }
         if !req.trailers.is_empty() {
-            self.request_trailers(ctx, req.trailers.clone());
+            self.request_trailers(ctx, req.trailers);
         }
         self.drive(ctx, upstream);
         self.finish_stream(ctx)
@@ -1083,8 +1134,18 @@ impl Worker {
             }
             if st.local_reply.is_none() && st.flows[0].complete && !st.upstream_called {
                 st.upstream_called = true;
-                let fwd = st.forwarded().unwrap_or_default();
-                let resp = upstream.respond(&fwd);
+                let f = &mut st.flows[0];
+                let fwd = f.forwarded_headers.take().map(|headers| ForwardedRequest {
+                    headers,
+                    body: std::mem::take(&mut f.forwarded_body),
+                    trailers: std::mem::take(&mut f.forwarded_trailers),
+                    complete: f.complete,
+                });
+                let resp = match &fwd {
+                    Some(r) => upstream.respond(r),
+                    None => upstream.respond(&ForwardedRequest::default()),
+                };
+                st.upstream_request = fwd;
                 self.feed_response(ctx, resp);
                 continue;
             }
@@ -1107,16 +1168,13 @@ impl Worker {
                 st.access_log = true;
                 st.live = [true, false, st.flows[1].state != FlowState::NotStarted, !st.maps[3].is_empty()];
             }
-            let f = self.funcs.log.clone();
-            let _ = self.call("proxy_on_log", f, ctx, ctx as i32);
+            let _ = self.call("proxy_on_log", |f| f.log.as_ref(), ctx, ctx as i32);
             if let Some(st) = self.st(ctx) {
                 st.access_log = false;
                 st.live = [false; 4];
             }
-            let f = self.funcs.done.clone();
-            let _ = self.call("proxy_on_done", f, ctx, ctx as i32);
-            let f = self.funcs.delete.clone();
-            let _ = self.call("proxy_on_delete", f, ctx, ctx as i32);
+            let _ = self.call("proxy_on_done", |f| f.done.as_ref(), ctx, ctx as i32);
+            let _ = self.call("proxy_on_delete", |f| f.delete.as_ref(), ctx, ctx as i32);
             // Actions deferred from the end callbacks have no stream left to act on.
             self.store.data_mut().deferred.retain(|a| {
                 !matches!(a, Deferred::Continue { context, .. } | Deferred::Close { context } | Deferred::LocalReply { context, .. } if *context == ctx)
@@ -1145,28 +1203,43 @@ impl Worker {
             };
         };
         let logs = s.logs.iter().filter(|l| l.seq >= st.log_seq_start).cloned().collect();
-        let resp = &st.flows[1];
-        let outcome = match &st.reset {
-            Some(details) => Outcome::Reset { details: details.clone() },
-            None if resp.complete => Outcome::Completed,
+        // The stream is gone from the VM: its parts move into the exchange.
+        let mut st = st;
+        let outcome = match st.reset.take() {
+            Some(details) => Outcome::Reset { details },
+            None if st.flows[1].complete => Outcome::Completed,
             None => Outcome::Hung { at: st.stop_point() },
         };
-        let sent = resp.forwarded_headers.clone().unwrap_or_default();
+        let forwarded = match st.upstream_request.take() {
+            Some(f) => Some(f),
+            None => {
+                let f = &mut st.flows[0];
+                f.forwarded_headers.take().map(|headers| ForwardedRequest {
+                    headers,
+                    body: std::mem::take(&mut f.forwarded_body),
+                    trailers: std::mem::take(&mut f.forwarded_trailers),
+                    complete: f.complete,
+                })
+            }
+        };
+        let resp = &mut st.flows[1];
+        let mut sent = resp.forwarded_headers.take().unwrap_or_default();
         let status = header_value(&sent, ":status").and_then(|v| v.parse().ok());
+        sent.retain(|(k, _)| k != ":status");
         Exchange {
             outcome,
             worker: index,
             context_id: ctx,
             status,
-            headers: sent.into_iter().filter(|(k, _)| k != ":status").collect(),
-            body: resp.forwarded_body.clone(),
-            trailers: resp.forwarded_trailers.clone(),
-            local_reply: st.local_reply.clone(),
-            forwarded: st.forwarded(),
+            headers: sent,
+            body: std::mem::take(&mut resp.forwarded_body),
+            trailers: std::mem::take(&mut resp.forwarded_trailers),
+            local_reply: st.local_reply.take(),
+            forwarded,
             upstream_called: st.upstream_called,
-            filter_state: st.filter_state.clone(),
+            filter_state: std::mem::take(&mut st.filter_state),
             logs,
-            callbacks: st.callbacks.clone(),
+            callbacks: std::mem::take(&mut st.callbacks),
             trapped: st.trapped,
             filter_skipped: st.bypass,
         }

@@ -1,6 +1,7 @@
 //! Per-VM host state kept in the wasmtime `Store`, and bounds-checked guest-memory helpers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +14,31 @@ use crate::clock::Clock;
 use crate::http_call::HttpResponse;
 use crate::shared::SharedState;
 use crate::stream::StreamData;
+
+/// Hashes the small integer keys of a VM's tables (context ids, http-call tokens, metric ids) with one
+/// multiplication: the std default (SipHash) costs more than the lookup itself, and the stream table is looked up
+/// dozens of times per request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A table keyed by a VM-local integer id.
+pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
 /// One captured log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +116,9 @@ pub(crate) struct VmState {
     pub index: usize,
     pub limits: StoreLimits,
     pub memory: Option<Memory>,
-    pub allocate: Option<TypedFunc<i32, i32>>,
+    /// The guest allocator, behind an `Arc` so that `return_bytes` can hold it while calling it with the store
+    /// (cloning a `TypedFunc` itself copies its registered `FuncType`, several reference counts).
+    pub allocate: Option<Arc<TypedFunc<i32, i32>>>,
     pub settings: Arc<Settings>,
     pub shared: Arc<SharedState>,
     pub clock: Clock,
@@ -101,13 +129,13 @@ pub(crate) struct VmState {
     pub effective_context: u32,
     pub root_context: u32,
     pub next_context: u32,
-    pub streams: HashMap<u32, StreamData>,
+    pub streams: IdMap<StreamData>,
     pub tick: Option<TickTimer>,
     pub last_http_token: u32,
-    pub http_calls: HashMap<u32, PendingCall>,
+    pub http_calls: IdMap<PendingCall>,
     pub call_response: Option<CallResponseView>,
     pub status: (u32, String),
-    pub metric_ids: HashMap<u32, (MetricType, String)>,
+    pub metric_ids: IdMap<(MetricType, String)>,
     pub next_metric: [u32; 3],
     pub deferred: Vec<Deferred>,
 }
@@ -136,13 +164,13 @@ impl VmState {
             effective_context: 0,
             root_context: 1,
             next_context: 2,
-            streams: HashMap::new(),
+            streams: IdMap::default(),
             tick: None,
             last_http_token: 0,
-            http_calls: HashMap::new(),
+            http_calls: IdMap::default(),
             call_response: None,
             status: (0, String::new()),
-            metric_ids: HashMap::new(),
+            metric_ids: IdMap::default(),
             next_metric: [0, 1, 2],
             deferred: Vec::new(),
         }
@@ -223,7 +251,15 @@ pub(crate) fn read(c: &mut Caller<'_, VmState>, ptr: i32, len: i32) -> HResult<V
 }
 
 pub(crate) fn read_string(c: &mut Caller<'_, VmState>, ptr: i32, len: i32) -> HResult<String> {
-    Ok(String::from_utf8_lossy(&read(c, ptr, len)?).into_owned())
+    Ok(crate::abi::lossy_string(read(c, ptr, len)?))
+}
+
+/// Borrows `len` bytes of guest memory (no copy); InvalidMemoryAccess when out of bounds.
+pub(crate) fn slice<'a>(c: &'a Caller<'_, VmState>, ptr: i32, len: i32) -> HResult<&'a [u8]> {
+    let mem = memory(c)?;
+    let data = mem.data(c);
+    let r = range(ptr, len as u32 as usize, data.len())?;
+    Ok(&data[r])
 }
 
 pub(crate) fn write(c: &mut Caller<'_, VmState>, ptr: i32, bytes: &[u8]) -> HResult {
@@ -250,7 +286,7 @@ pub(crate) fn return_bytes(c: &mut Caller<'_, VmState>, bytes: &[u8], ptr_ptr: i
         write_u32(c, ptr_ptr, 0)?;
         return write_u32(c, len_ptr, 0);
     }
-    let alloc = c.data().allocate.clone().ok_or(Fault::Status(Status::InvalidMemoryAccess))?;
+    let alloc = Arc::clone(c.data().allocate.as_ref().ok_or(Fault::Status(Status::InvalidMemoryAccess))?);
     let previous = c.data().phase;
     let ptr = alloc.call(&mut *c, bytes.len() as i32).map_err(Fault::Trap)?;
     c.data_mut().phase = previous;

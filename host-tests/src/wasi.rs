@@ -40,7 +40,7 @@ fn fd_write(c: &mut C, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> Resu
         out.extend(read(c, ptr as i32, len as i32)?);
     }
     let n = out.len() as u32;
-    let mut msg = String::from_utf8_lossy(&out).into_owned();
+    let mut msg = crate::abi::lossy_string(out);
     if msg.ends_with('\n') {
         msg.pop();
     }

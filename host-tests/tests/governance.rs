@@ -78,12 +78,7 @@ fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
         .args(extra)
         .output()
         .expect("run warden approve");
-    assert!(
-        out.status.success(),
-        "warden approve failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "warden approve failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
     String::from_utf8(out.stdout).expect("utf-8 token").trim().to_string()
 }
