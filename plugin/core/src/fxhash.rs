@@ -26,10 +26,38 @@ fn mix(state: u64, word: u64) -> u64 {
 
 #[inline]
 fn word(bytes: &[u8]) -> u64 {
+    // A full word is one load; a variable-length `copy_from_slice` would be a `memcpy` call in wasm.
+    if let Ok(full) = <[u8; 8]>::try_from(bytes) {
+        return u64::from_le_bytes(full);
+    }
     let mut w = [0u8; 8];
-    let n = bytes.len().min(8);
-    w[..n].copy_from_slice(&bytes[..n]);
+    for (d, s) in w.iter_mut().zip(bytes) {
+        *d = *s;
+    }
     u64::from_le_bytes(w)
+}
+
+/// Whether two byte strings are equal, eight bytes per step (wasm's `memcmp` goes byte by byte).
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        if word(p) != word(q) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
+}
+
+/// The 64-bit hash of `bytes` with this hasher.
+#[inline]
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 impl Hasher for FxHasher {
@@ -84,3 +112,30 @@ impl Hasher for FxHasher {
 pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 pub(crate) type FxHashSet<K> = HashSet<K, FxBuild>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let text: Vec<u8> = (0u8..=40).collect();
+        for n in 0..text.len() {
+            let a = &text[..n];
+            assert!(same_bytes(a, a));
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!same_bytes(a, &b), "differs at {i} of {n}");
+            }
+            assert!(!same_bytes(a, &text[..n + 1]));
+        }
+    }
+
+    #[test]
+    fn words_pad_with_zeros() {
+        assert_eq!(word(b"abcdefgh"), u64::from_le_bytes(*b"abcdefgh"));
+        assert_eq!(word(b"abc"), u64::from_le_bytes(*b"abc\0\0\0\0\0"));
+        assert_ne!(hash_bytes(b"token-a"), hash_bytes(b"token-b"));
+    }
+}

@@ -577,7 +577,8 @@ pub fn bearer_token(header_value: &str) -> Result<&str, TokenFailure> {
         return Err(TokenFailure::Malformed);
     }
     let token = &header_value[7..];
-    if token.is_empty() || token.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80) {
+    // Visible ASCII only (no whitespace, control characters or non-ASCII): one range check per byte.
+    if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return Err(TokenFailure::Malformed);
     }
     Ok(token)
@@ -1029,9 +1030,10 @@ pub const DEFAULT_CACHE_BYTES: usize = 2 * 1024 * 1024;
 /// full, expired entries go first, then the one that expires soonest.
 #[derive(Debug)]
 pub struct TokenCache {
-    /// Keyed by the token text: tokens only get in after their signature verified, so a client cannot choose
-    /// colliding keys, and the fast hash is fine.
-    entries: HashMap<Box<str>, CacheEntry, crate::fxhash::FxBuild>,
+    /// Keyed by the fast hash of the token text, each entry holding the text it was made for: a lookup whose hash
+    /// matches but whose text differs is a miss (and the entry is replaced if that token verifies), never a hit.
+    /// Tokens only get in after their signature verified, so a client cannot fill the cache with chosen keys.
+    entries: HashMap<u64, CacheEntry, crate::fxhash::FxBuild>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -1043,6 +1045,8 @@ pub struct TokenCache {
 
 #[derive(Debug)]
 struct CacheEntry {
+    /// The exact token text.
+    token: Box<str>,
     signed: Signed,
     /// The token's `exp`: the entry is dropped from then on.
     expires_at: i64,
@@ -1155,23 +1159,25 @@ impl TokenCache {
 
     /// The live entry of `token` (one hash of the token); an expired one is dropped.
     fn lookup(&mut self, token: &str, now: i64) -> Option<&mut CacheEntry> {
-        let expired = match self.entries.get_mut(token) {
+        let key = crate::fxhash::hash_bytes(token.as_bytes());
+        let expired = match self.entries.get_mut(&key) {
+            Some(e) if !crate::fxhash::same_bytes(e.token.as_bytes(), token.as_bytes()) => false,
             None => false,
             Some(e) if now >= e.expires_at => true,
             Some(_) => {
                 self.hits += 1;
-                return self.entries.get_mut(token);
+                return self.entries.get_mut(&key);
             }
         };
         if expired {
-            self.remove(token);
+            self.remove(key);
         }
         self.misses += 1;
         None
     }
 
-    fn remove(&mut self, token: &str) {
-        if let Some(e) = self.entries.remove(token) {
+    fn remove(&mut self, key: u64) {
+        if let Some(e) = self.entries.remove(&key) {
             self.bytes = self.bytes.saturating_sub(e.bytes);
         }
     }
@@ -1186,19 +1192,22 @@ impl TokenCache {
             return;
         }
         if self.entries.len() >= self.max_entries || self.bytes.saturating_add(bytes) > self.max_bytes {
-            let expired: Vec<Box<str>> =
-                self.entries.iter().filter(|(_, e)| now >= e.expires_at).map(|(k, _)| k.clone()).collect();
+            let expired: Vec<u64> =
+                self.entries.iter().filter(|(_, e)| now >= e.expires_at).map(|(k, _)| *k).collect();
             for k in expired {
-                self.remove(&k);
+                self.remove(k);
             }
         }
         while self.entries.len() >= self.max_entries || self.bytes.saturating_add(bytes) > self.max_bytes {
-            let Some(soonest) = self.entries.iter().min_by_key(|(_, e)| e.expires_at).map(|(k, _)| k.clone()) else {
+            let Some(soonest) = self.entries.iter().min_by_key(|(_, e)| e.expires_at).map(|(k, _)| *k) else {
                 break;
             };
-            self.remove(&soonest);
+            self.remove(soonest);
         }
+        let key = crate::fxhash::hash_bytes(token.as_bytes());
+        // A different token with the same hash is replaced.
+        self.remove(key);
         self.bytes = self.bytes.saturating_add(bytes);
-        self.entries.insert(token.into(), CacheEntry { signed, expires_at, bytes, memo });
+        self.entries.insert(key, CacheEntry { token: token.into(), signed, expires_at, bytes, memo });
     }
 }

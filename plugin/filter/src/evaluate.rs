@@ -203,7 +203,7 @@ pub struct Governance {
     pub approval: Option<ApprovalRecord>,
     pub exception: Option<ExceptionRecord>,
     pub shadow: Option<ShadowRecord>,
-    /// Lower-case hex SHA-256 of the call's canonical arguments (MCP) or raw body (HTTP step-up).
+    /// Step-up calls: lower-case hex SHA-256 of the canonical arguments (MCP) or raw body (HTTP) the approval binds to.
     pub arguments_digest: Option<String>,
     /// The arguments in clear: only for tools with `log_arguments`.
     pub arguments: Option<serde_json::Value>,

@@ -3,12 +3,11 @@
 //! Field names follow OPA's decision logs where they mean the same thing (`decision_id`, `timestamp`, `path`,
 //! `bundles.<name>.revision`). Token contents are never recorded.
 
-use serde::Serialize;
 use warden_core::decision::Outcome;
 use warden_core::time::format_rfc3339;
 
 use crate::config::Mode;
-use crate::evaluate::{ApprovalRecord, Evaluation, ExceptionRecord, ShadowRecord, Verdict};
+use crate::evaluate::{Evaluation, Verdict};
 
 /// The `type` of every decision record.
 pub const RECORD_TYPE: &str = "warden.decision";
@@ -27,66 +26,6 @@ pub struct RecordContext<'a> {
     pub latency_ns: u64,
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    decision_id: &'a str,
-    timestamp: String,
-    environment: &'a str,
-    vm: &'a str,
-    agent: Option<&'a str>,
-    issuer: Option<&'a str>,
-    /// RFC 8693: the party the agent acts for (the token's `sub`); only on delegated requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delegator: Option<&'a str>,
-    /// Prior actors (nested `act`), nearest first; recorded, never used to decide. Only when there are any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delegation_chain: Option<&'a [String]>,
-    task: Option<TaskRecord<'a>>,
-    tool: Option<&'a str>,
-    method: &'a str,
-    path: &'a str,
-    host: &'a str,
-    decision: &'static str,
-    mode: &'static str,
-    rule: &'a str,
-    reason: &'static str,
-    bundles: Bundles,
-    latency_ns: u64,
-    /// The approval that let a step-up call through (`id` is its `jti`), else null.
-    approval: Option<&'a ApprovalRecord>,
-    /// The exception that allowed the request (ticket, approver, expiry), else null.
-    exception: Option<&'a ExceptionRecord>,
-    /// What the bundle's shadow rules would have decided, when that differs from the decision; else null.
-    shadow: Option<&'a ShadowRecord>,
-    /// SHA-256 (hex) of the call's canonical arguments (MCP calls) or of the body (HTTP step-up), else null.
-    arguments_digest: Option<&'a str>,
-    /// The arguments in clear, only for tools whose bundle entry sets `log_arguments`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a serde_json::Value>,
-    /// MCP requests only: server, method, tool / resource / prompt name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mcp: Option<&'a crate::mcp::McpRecord>,
-}
-
-#[derive(Serialize)]
-struct TaskRecord<'a> {
-    id: &'a str,
-    purpose: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Bundles {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warden: Option<BundleRecord>,
-}
-
-#[derive(Serialize)]
-struct BundleRecord {
-    revision: u64,
-}
-
 /// The `decision` field: `allow`, `deny`, `step_up`; in shadow mode a request that would not have gone through is
 /// `would_deny` or `would_step_up` (shadow never records a refusal as an allow).
 pub fn decision_label(verdict: &Verdict, mode: Mode) -> &'static str {
@@ -100,12 +39,38 @@ pub fn decision_label(verdict: &Verdict, mode: Mode) -> &'static str {
 
 /// `2026-11-28T10:00:00.123Z` from nanoseconds since the epoch.
 pub fn timestamp(time_ns: u64) -> String {
+    let mut out = String::with_capacity(24);
+    push_timestamp(&mut out, time_ns);
+    out
+}
+
+fn push_timestamp(out: &mut String, time_ns: u64) {
     let secs = i64::try_from(time_ns / 1_000_000_000).unwrap_or(i64::MAX);
     let millis = (time_ns / 1_000_000) % 1000;
-    let mut s = format_rfc3339(secs);
-    s.pop(); // the trailing `Z`
-    s.push_str(&format!(".{millis:03}Z"));
-    s
+    let date = format_rfc3339(secs);
+    out.push_str(date.strip_suffix('Z').unwrap_or(&date));
+    out.push('.');
+    push_digits(out, millis, 3);
+    out.push('Z');
+}
+
+/// `n` in decimal with at least `width` digits.
+fn push_digits(out: &mut String, n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(buf.len().saturating_sub(width));
+    for &b in &buf[start..] {
+        out.push(char::from(b));
+    }
 }
 
 /// The record as one line of JSON.
@@ -118,47 +83,203 @@ pub fn build_mcp(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: &crate::mcp:
     build_with(ev, ctx, Some(mcp))
 }
 
+/// A JSON object written field by field: the record is written on every request, and a generic serializer spent
+/// more on it than the decision itself. Strings are escaped as RFC 8259 requires (`"`, `\`, control characters);
+/// everything else is copied as is.
+struct Obj<'o> {
+    out: &'o mut String,
+    first: bool,
+}
+
+impl<'o> Obj<'o> {
+    fn open(out: &'o mut String) -> Obj<'o> {
+        out.push('{');
+        Obj { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        push_str(self.out, k);
+        self.out.push(':');
+        self.out
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        let out = self.key(k);
+        push_str(out, v);
+    }
+
+    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self.key(k).push_str("null"),
+        }
+    }
+
+    fn num(&mut self, k: &str, v: u64) {
+        let out = self.key(k);
+        push_digits(out, v, 1);
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+/// `v` as a JSON string.
+fn push_str(out: &mut String, v: &str) {
+    out.push('"');
+    let bytes = v.as_bytes();
+    // Ids, paths and codes almost never need escaping: one pass to check, one copy.
+    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push_str(v);
+        out.push('"');
+        return;
+    }
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(v.get(plain..i).unwrap_or_default());
+        match escape {
+            Some(e) => out.push_str(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            }
+        }
+        plain = i + 1;
+    }
+    out.push_str(v.get(plain..).unwrap_or_default());
+    out.push('"');
+}
+
 fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::mcp::McpRecord>) -> String {
     let agent = ev.agent.as_ref();
-    let record = Record {
-        kind: RECORD_TYPE,
-        decision_id: ctx.decision_id,
-        timestamp: timestamp(ctx.time_ns),
-        environment: ctx.environment,
-        vm: ctx.vm,
-        agent: agent.map(|a| a.id.as_str()),
-        issuer: agent.map(|a| a.issuer.as_str()),
-        delegator: agent.and_then(|a| a.delegation.as_ref()).map(|d| d.delegator.as_str()),
-        delegation_chain: agent
-            .and_then(|a| a.delegation.as_ref())
-            .map(|d| d.chain.as_slice())
-            .filter(|c| !c.is_empty()),
-        task: agent
-            .and_then(|a| a.task.as_ref())
-            .map(|t| TaskRecord { id: t.id.as_str(), purpose: t.purpose.as_deref() }),
-        tool: ev.tool,
-        method: ev.method,
-        path: &ev.path,
-        host: ev.host,
-        decision: decision_label(&ev.verdict, ctx.mode),
-        mode: ctx.mode.as_str(),
-        rule: ev.verdict.rule_id(),
-        reason: ev.verdict.reason,
-        bundles: Bundles { warden: ev.verdict.revision.map(|revision| BundleRecord { revision }) },
-        latency_ns: ctx.latency_ns,
-        approval: ev.gov.approval.as_ref(),
-        exception: ev.gov.exception.as_ref(),
-        shadow: ev.gov.shadow.as_ref(),
-        arguments_digest: ev.gov.arguments_digest.as_deref(),
-        arguments: ev.gov.arguments.as_ref(),
-        mcp,
-    };
-    serde_json::to_string(&record).unwrap_or_default()
+    let mut out = String::with_capacity(640);
+    let mut o = Obj::open(&mut out);
+    o.str("type", RECORD_TYPE);
+    o.str("decision_id", ctx.decision_id);
+    {
+        // Digits, `-`, `:`, `T`, `.` and `Z`: nothing to escape.
+        let out = o.key("timestamp");
+        out.push('"');
+        push_timestamp(out, ctx.time_ns);
+        out.push('"');
+    }
+    o.str("environment", ctx.environment);
+    o.str("vm", ctx.vm);
+    o.opt_str("agent", agent.map(|a| a.id.as_str()));
+    o.opt_str("issuer", agent.map(|a| a.issuer.as_str()));
+    if let Some(d) = agent.and_then(|a| a.delegation.as_ref()) {
+        // RFC 8693: the party the agent acts for (the token's `sub`); prior actors only when there are any.
+        o.str("delegator", &d.delegator);
+        if !d.chain.is_empty() {
+            let out = o.key("delegation_chain");
+            out.push('[');
+            for (i, actor) in d.chain.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_str(out, actor);
+            }
+            out.push(']');
+        }
+    }
+    match agent.and_then(|a| a.task.as_ref()) {
+        Some(t) => {
+            let mut task = Obj::open(o.key("task"));
+            task.str("id", &t.id);
+            task.opt_str("purpose", t.purpose.as_deref());
+            task.close();
+        }
+        None => o.key("task").push_str("null"),
+    }
+    o.opt_str("tool", ev.tool);
+    o.str("method", ev.method);
+    o.str("path", &ev.path);
+    o.str("host", ev.host);
+    o.str("decision", decision_label(&ev.verdict, ctx.mode));
+    o.str("mode", ctx.mode.as_str());
+    o.str("rule", ev.verdict.rule_id());
+    o.str("reason", ev.verdict.reason);
+    {
+        let mut bundles = Obj::open(o.key("bundles"));
+        if let Some(revision) = ev.verdict.revision {
+            let mut warden = Obj::open(bundles.key("warden"));
+            warden.num("revision", revision);
+            warden.close();
+        }
+        bundles.close();
+    }
+    o.num("latency_ns", ctx.latency_ns);
+    match &ev.gov.approval {
+        Some(a) => {
+            let mut approval = Obj::open(o.key("approval"));
+            approval.str("id", &a.id);
+            approval.str("approver", &a.approver);
+            approval.opt_str("approved_by", a.approved_by.as_deref());
+            approval.str("expires_at", &a.expires_at);
+            approval.close();
+        }
+        None => o.key("approval").push_str("null"),
+    }
+    match &ev.gov.exception {
+        Some(e) => {
+            let mut exception = Obj::open(o.key("exception"));
+            exception.str("ticket", &e.ticket);
+            exception.str("approver", &e.approver);
+            exception.str("expires_at", &e.expires_at);
+            exception.close();
+        }
+        None => o.key("exception").push_str("null"),
+    }
+    match &ev.gov.shadow {
+        Some(sh) => {
+            let mut shadow = Obj::open(o.key("shadow"));
+            shadow.str("decision", sh.decision);
+            shadow.str("rule", &sh.rule);
+            shadow.str("reason", sh.reason);
+            shadow.close();
+        }
+        None => o.key("shadow").push_str("null"),
+    }
+    o.opt_str("arguments_digest", ev.gov.arguments_digest.as_deref());
+    if let Some(args) = &ev.gov.arguments {
+        // Opted in per tool: arbitrary JSON, written by serde_json (escaping included).
+        let text = serde_json::to_string(args).unwrap_or_else(|_| "null".to_string());
+        o.key("arguments").push_str(&text);
+    }
+    if let Some(m) = mcp {
+        let mut rec = Obj::open(o.key("mcp"));
+        rec.str("server", &m.server);
+        rec.str("method", &m.method);
+        rec.opt_str("name", m.name.as_deref());
+        rec.num("messages", u64::try_from(m.messages).unwrap_or(u64::MAX));
+        let out = rec.key("batch");
+        out.push_str(if m.batch { "true" } else { "false" });
+        rec.close();
+    }
+    o.close();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluate::{ApprovalRecord, ExceptionRecord, ShadowRecord};
     use serde_json::{json, Value};
     use std::sync::Arc;
     use warden_core::decision::Reason;
@@ -338,5 +459,36 @@ mod tests {
         });
         let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
         assert_eq!(v["exception"]["ticket"], "SEC-1");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_requires() {
+        let mut samples: Vec<String> = vec![
+            String::new(),
+            "plain /v1/contacts/42".into(),
+            "quote \" backslash \\ slash /".into(),
+            "line\nfeed\rtab\tbell\u{7}nul\u{0}esc\u{1b}del\u{7f}".into(),
+            "unicode é ✓ 𝄞 \u{2028}".into(),
+        ];
+        // Every byte value that is valid alone as UTF-8.
+        samples.push((0u8..0x80).map(char::from).collect());
+        for sample in samples {
+            let mut out = String::new();
+            push_str(&mut out, &sample);
+            let back: String = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+            assert_eq!(back, sample);
+        }
+    }
+
+    #[test]
+    fn numbers_and_timestamps() {
+        for n in [0u64, 7, 10, 999, 1000, 4200, u64::MAX] {
+            let mut out = String::new();
+            push_digits(&mut out, n, 1);
+            assert_eq!(out, n.to_string());
+        }
+        let mut out = String::new();
+        push_digits(&mut out, 7, 3);
+        assert_eq!(out, "007");
     }
 }

@@ -245,7 +245,9 @@ impl WardenHttp {
                                 let facts = Facts { tool: Some(t), ..facts };
                                 gov.shadow = decide::shadow(bundle, &facts, args, now)
                                     .map(|d| ShadowRecord::from_decision(&d));
-                                gov.arguments_digest = Some(arguments_digest(args));
+                                // The digest (canonical JSON and SHA-256 of the arguments) is taken only for a
+                                // step-up, whose approval binds to it: on every call it would cost more than the
+                                // rest of the decision.
                                 if bundle.logs_arguments(t) {
                                     gov.arguments = args.cloned();
                                 }
