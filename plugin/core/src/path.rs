@@ -45,6 +45,15 @@ impl NormalizedPath {
             None => self.path.clone(),
         }
     }
+
+    /// Whether [`NormalizedPath::request_path`] is `raw` (nothing to rewrite), without building it.
+    pub fn is_request_path(&self, raw: &str) -> bool {
+        match (&self.query, raw.strip_prefix(self.path.as_str())) {
+            (None, Some(rest)) => rest.is_empty(),
+            (Some(q), Some(rest)) => rest.strip_prefix('?') == Some(q.as_str()),
+            (_, None) => false,
+        }
+    }
 }
 
 /// Why a request target was refused. `position` is the byte offset in the raw target.

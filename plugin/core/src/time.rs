@@ -44,10 +44,33 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_rfc3339(secs: i64) -> String {
+    let mut out = String::with_capacity(20);
+    push_rfc3339(&mut out, secs);
+    out
+}
+
+/// Appends [`format_rfc3339`]'s text (digits written directly: decision records call this on every request).
+pub fn push_rfc3339(out: &mut String, secs: i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+    if !(0..=9999).contains(&y) {
+        out.push_str(&format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60));
+        return;
+    }
+    let digits = |out: &mut String, n: i64, width: u32, then: char| {
+        for k in (0..width).rev() {
+            let digit = (n / 10_i64.pow(k)) % 10;
+            out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+        }
+        out.push(then);
+    };
+    digits(out, y, 4, '-');
+    digits(out, m, 2, '-');
+    digits(out, d, 2, 'T');
+    digits(out, rem / 3600, 2, ':');
+    digits(out, (rem % 3600) / 60, 2, ':');
+    digits(out, rem % 60, 2, 'Z');
 }
 
 fn is_leap(y: i64) -> bool {
@@ -112,5 +135,21 @@ mod tests {
                 assert_eq!(parse_rfc3339(&format_rfc3339(*secs)), Some(*secs));
             }
         }
+    }
+
+    #[test]
+    fn formats_like_the_reference() {
+        let reference = |secs: i64| {
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let rem = secs.rem_euclid(86_400);
+            format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+        };
+        let mut t = -62_135_596_800_i64; // 0001-01-01
+        while t < 253_402_300_800 {
+            assert_eq!(format_rfc3339(t), reference(t), "{t}");
+            t += 86_400 * 37 + 3_661;
+        }
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(253_402_300_800), reference(253_402_300_800), "year 10000 falls back");
     }
 }

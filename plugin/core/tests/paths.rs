@@ -129,6 +129,11 @@ fn request_path_reassembles_path_and_query() {
     assert_eq!(normalize("/a/./b?x=1&y=%2f").unwrap().request_path(), "/a/b?x=1&y=%2f");
     assert_eq!(normalize("/a?").unwrap().request_path(), "/a?");
     assert_eq!(normalize("/%61").unwrap().request_path(), "/a");
+    // `is_request_path` says whether the raw target is already what would be forwarded.
+    for raw in ["/a/./b?x=1", "/a?", "/%61", "/a/b", "/a/b?x", "/a//b", "/a?x?y", "/", "/a/b/"] {
+        let n = normalize(raw).unwrap();
+        assert_eq!(n.is_request_path(raw), n.request_path() == raw, "{raw}");
+    }
 }
 
 #[test]

@@ -311,7 +311,7 @@ pub fn evaluate_with<'a>(
             _ => raw_path.split('?').next().unwrap_or_default().to_string(),
         },
         rewrite_path: match &normalized {
-            Some(Ok(n)) => Some(n.request_path()).filter(|p| p != raw_path),
+            Some(Ok(n)) if !n.is_request_path(raw_path) => Some(n.request_path()),
             _ => None,
         },
         tool_idx: None,

@@ -4,7 +4,7 @@
 //! `bundles.<name>.revision`). Token contents are never recorded.
 
 use warden_core::decision::Outcome;
-use warden_core::time::format_rfc3339;
+use warden_core::time::push_rfc3339;
 
 use crate::config::Mode;
 use crate::evaluate::{Evaluation, Verdict};
@@ -47,8 +47,8 @@ pub fn timestamp(time_ns: u64) -> String {
 fn push_timestamp(out: &mut String, time_ns: u64) {
     let secs = i64::try_from(time_ns / 1_000_000_000).unwrap_or(i64::MAX);
     let millis = (time_ns / 1_000_000) % 1000;
-    let date = format_rfc3339(secs);
-    out.push_str(date.strip_suffix('Z').unwrap_or(&date));
+    push_rfc3339(out, secs);
+    out.pop(); // the `Z`
     out.push('.');
     push_digits(out, millis, 3);
     out.push('Z');
