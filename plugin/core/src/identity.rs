@@ -1192,8 +1192,7 @@ impl TokenCache {
             return;
         }
         if self.entries.len() >= self.max_entries || self.bytes.saturating_add(bytes) > self.max_bytes {
-            let expired: Vec<u64> =
-                self.entries.iter().filter(|(_, e)| now >= e.expires_at).map(|(k, _)| *k).collect();
+            let expired: Vec<u64> = self.entries.iter().filter(|(_, e)| now >= e.expires_at).map(|(k, _)| *k).collect();
             for k in expired {
                 self.remove(k);
             }

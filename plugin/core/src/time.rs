@@ -55,7 +55,15 @@ pub fn push_rfc3339(out: &mut String, secs: i64) {
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     if !(0..=9999).contains(&y) {
-        out.push_str(&format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60));
+        out.push_str(&format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            y,
+            m,
+            d,
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60
+        ));
         return;
     }
     let digits = |out: &mut String, n: i64, width: u32, then: char| {

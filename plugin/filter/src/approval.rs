@@ -157,7 +157,10 @@ impl StepUpInfo {
             approvers: requirement
                 .as_ref()
                 .map(|r| {
-                    r.approvers.iter().map(|(id, iss)| ApproverRef { id: id.to_string(), iss: iss.to_string() }).collect()
+                    r.approvers
+                        .iter()
+                        .map(|(id, iss)| ApproverRef { id: id.to_string(), iss: iss.to_string() })
+                        .collect()
                 })
                 .unwrap_or_default(),
             max_age_seconds: requirement.map_or(0, |r| r.max_age_seconds),
@@ -183,10 +186,7 @@ mod tests {
     #[test]
     fn presented_from_header() {
         assert_eq!(Presented::from_header(TokenHeader::Absent), Presented::Absent);
-        assert_eq!(
-            Presented::from_header(TokenHeader::Repeated),
-            Presented::Refused(ApprovalFailure::Ambiguous)
-        );
+        assert_eq!(Presented::from_header(TokenHeader::Repeated), Presented::Refused(ApprovalFailure::Ambiguous));
         assert_eq!(Presented::from_header(TokenHeader::One(b"a.b.c")), Presented::Token("a.b.c".into()));
         assert_eq!(Presented::from_header(TokenHeader::One(b"Bearer a.b.c")), Presented::Token("a.b.c".into()));
         for bad in [&b""[..], b"\xff\xfe", b"a b c"] {

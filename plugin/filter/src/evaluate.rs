@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use warden_core::approval::ApprovalFailure;
 use warden_core::compile::{CompiledBundle, ToolIdx};
 use warden_core::decide::{self, decide};
 use warden_core::decision::{Decision, Outcome, Reason};
 use warden_core::facts::{Agent, Facts, Identity, PeerIdentity, TokenFailure, TxnFailure};
-use warden_core::approval::ApprovalFailure;
 use warden_core::identity::TokenCache;
 use warden_core::{identity, path};
 

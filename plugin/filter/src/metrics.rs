@@ -109,7 +109,8 @@ impl Metrics {
 
     fn increment_named(&self, prefix: &'static str, code: &'static str) {
         let Ok(mut by_name) = self.by_name.try_borrow_mut() else { return };
-        let id = *by_name.entry((prefix, code)).or_insert_with(|| define(MetricType::Counter, &format!("{prefix}{code}")));
+        let id =
+            *by_name.entry((prefix, code)).or_insert_with(|| define(MetricType::Counter, &format!("{prefix}{code}")));
         Metrics::increment(id);
     }
 

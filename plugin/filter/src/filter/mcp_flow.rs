@@ -194,7 +194,13 @@ impl WardenHttp {
         let limit = usize::try_from(shared.config.max_body_bytes).unwrap_or(usize::MAX);
         let mut list = None;
         let action = if body_size > limit {
-            self.mcp_finish(&shared, &flow, Finish::refusal(mcp::refusal(413, "mcp_body_too_large", revision)), None, &rec)
+            self.mcp_finish(
+                &shared,
+                &flow,
+                Finish::refusal(mcp::refusal(413, "mcp_body_too_large", revision)),
+                None,
+                &rec,
+            )
         } else if !end_of_stream {
             self.mcp = Some(flow);
             return Action::Pause;
@@ -203,7 +209,9 @@ impl WardenHttp {
                 if body_size == 0 { Vec::new() } else { self.get_http_request_body(0, body_size).unwrap_or_default() };
             let batches = flow.active.bundle.mcp_batches(flow.server);
             match core_mcp::parse_body(&bytes, batches) {
-                Err(e) => self.mcp_finish(&shared, &flow, Finish::refusal(mcp::parse_refusal(&e, revision)), None, &rec),
+                Err(e) => {
+                    self.mcp_finish(&shared, &flow, Finish::refusal(mcp::parse_refusal(&e, revision)), None, &rec)
+                }
                 Ok(body) => {
                     rec.messages = body.messages.len();
                     rec.batch = body.batch;
@@ -243,8 +251,8 @@ impl WardenHttp {
                             let mut step_up = None;
                             if let Some(t) = tool_idx {
                                 let facts = Facts { tool: Some(t), ..facts };
-                                gov.shadow = decide::shadow(bundle, &facts, args, now)
-                                    .map(|d| ShadowRecord::from_decision(&d));
+                                gov.shadow =
+                                    decide::shadow(bundle, &facts, args, now).map(|d| ShadowRecord::from_decision(&d));
                                 // The digest (canonical JSON and SHA-256 of the arguments) is taken only for a
                                 // step-up, whose approval binds to it: on every call it would cost more than the
                                 // rest of the decision.

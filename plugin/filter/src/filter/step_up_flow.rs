@@ -86,7 +86,8 @@ impl WardenHttp {
             return Action::Pause;
         }
         let Some(flow) = self.step_up.take() else { return Action::Continue };
-        let body = if body_size == 0 { Vec::new() } else { self.get_http_request_body(0, body_size).unwrap_or_default() };
+        let body =
+            if body_size == 0 { Vec::new() } else { self.get_http_request_body(0, body_size).unwrap_or_default() };
         self.finish_step_up(&shared, flow, None, Some(&body))
     }
 
