@@ -270,7 +270,7 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
     let minter = Minter::from_jwk(&read_json(&examples, ISSUER_KEY)?)?;
     let forger = forged_minter(&read_json(&examples, ISSUER_KEY)?)?;
     let mut rows = Vec::new();
-    let mut step_up: Option<(String, Vec<(String, String)>, Vec<u8>)> = None;
+    let mut step_up: Option<StepUpCall> = None;
     let mut unexpected = 0;
     for (i, sc) in scenarios(exception_active).iter().enumerate() {
         let token = match sc.credential {
@@ -541,6 +541,9 @@ fn warden_sign(warden: &Path, bundle: &[u8], key: &Path) -> Result<String> {
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
+
+/// A call that got a step-up: the reply body, and the request's headers and body (to retry it with an approval).
+type StepUpCall = (String, Vec<(String, String)>, Vec<u8>);
 
 /// The approval service's part, played by `warden approve` with the TEST approver key: it mints an approval from the
 /// step-up reply; the agent retries the same call with it (allowed once), then replays it (refused). Returns the
