@@ -55,8 +55,8 @@ pub struct CompiledBundle {
     pub(crate) tools: Vec<CompiledTool>,
     pub(crate) tool_ids: HashMap<String, ToolIdx, crate::fxhash::FxBuild>,
     pub(crate) rules: Vec<CompiledRule>,
-    /// Rule id → index in `rules`.
-    pub(crate) rule_index: FxHashMap<Box<str>, u32>,
+    /// Rule id → index in `rules` (the key shares the rule's `id`).
+    pub(crate) rule_index: FxHashMap<Arc<str>, u32>,
     pub(crate) routes: RouteTable,
     /// Agent classes and revoked agents.
     pub(crate) agents: AgentIndex,
@@ -515,7 +515,10 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     }
 
     // Rules.
-    let mut rule_ids: HashMap<&str, usize> = HashMap::new();
+    // Rule id → index, first definition of each valid id: duplicate detection, and the compiled bundle's index
+    // (complete when the bundle has no error).
+    let mut rule_index: FxHashMap<Arc<str>, u32> = FxHashMap::default();
+    rule_index.reserve(bundle.rules.len());
     let mut classes = AgentIndex::new();
     let mut compiled_rules: Vec<CompiledRule> = Vec::with_capacity(bundle.rules.len());
     // (scope, class, rule) triples for the index, and for the shadow rules' index.
@@ -523,12 +526,13 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let mut shadow_triples: Vec<(u32, u32, u32)> = Vec::new();
     for (ri, rule) in bundle.rules.iter().enumerate() {
         let at = Loc(&"", "/rules", ri);
+        let id: Arc<str> = Arc::from(rule.id.as_str());
         if !valid_id(&rule.id) {
             err(format!("{at}/id"), bad_id(&rule.id));
-        } else if let Some(first) = rule_ids.get(rule.id.as_str()) {
+        } else if let Some(first) = rule_index.get(rule.id.as_str()) {
             err(format!("{at}/id"), format!("duplicate rule id \"{}\" (first defined at /rules/{first})", rule.id));
         } else {
-            rule_ids.insert(&rule.id, ri);
+            rule_index.insert(Arc::clone(&id), ri as u32);
         }
 
         // Agents.
@@ -798,7 +802,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
             }
         }
         compiled_rules.push(CompiledRule {
-            id: Arc::from(rule.id.as_str()),
+            id,
             effect: rule.effect,
             exception,
             expires_at: rule_expires,
@@ -857,7 +861,6 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let candidates = Candidates::build(triples, key);
     let shadow_candidates =
         if compiled_rules.iter().any(|r| r.shadow) { Some(Candidates::build(shadow_triples, key)) } else { None };
-    let rule_index = compiled_rules.iter().enumerate().map(|(i, r)| (Box::from(&*r.id), i as u32)).collect();
 
     Ok(CompiledBundle {
         revision: bundle.revision,

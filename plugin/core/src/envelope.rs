@@ -427,7 +427,19 @@ struct ProtectedHeader {
     typ: Option<String>,
 }
 
-/// Verifies a signed bundle (see the module doc for the checks and their order).
+/// A bundle whose signature, authority and validity window checked out, with the payload bytes it was read from
+/// (what [`verify_payload`] returns: no digest is computed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedPayload {
+    pub bundle: Bundle,
+    /// The `kid` of the authority key that signed it.
+    pub key_id: String,
+    /// The payload bytes (the bundle JSON exactly as signed).
+    pub payload: Vec<u8>,
+}
+
+/// Verifies a signed bundle (see the module doc for the checks and their order) and returns it with the SHA-256 of
+/// its payload.
 pub fn verify(
     signed: &[u8],
     keys: &TrustedKeys,
@@ -435,10 +447,22 @@ pub fn verify(
     revoked_kids: &[String],
     now: i64,
 ) -> Result<VerifiedBundle, EnvelopeError> {
+    let v = verify_payload(signed, keys, authority, revoked_kids, now)?;
+    Ok(VerifiedBundle { digest: sha256_hex(&v.payload), bundle: v.bundle, key_id: v.key_id })
+}
+
+/// [`verify`] without the digest: the same checks in the same order with the same errors, returning the payload
+/// bytes instead of their SHA-256 (for a caller that compares payloads, or hashes them only when it needs to).
+pub fn verify_payload(
+    signed: &[u8],
+    keys: &TrustedKeys,
+    authority: &str,
+    revoked_kids: &[String],
+    now: i64,
+) -> Result<VerifiedPayload, EnvelopeError> {
     let signed = trim_trailing_whitespace(signed);
-    let parts: Vec<&[u8]> = signed.split(|b| *b == b'.').collect();
-    let [header_b64, payload_b64, signature_b64] = parts[..] else {
-        return Err(EnvelopeError::NotCompact { found: parts.len() });
+    let Some((header_b64, payload_b64, signature_b64)) = split_compact(signed) else {
+        return Err(EnvelopeError::NotCompact { found: signed.split(|b| *b == b'.').count() });
     };
     let header = decode_segment("header", header_b64)?;
     let payload = decode_segment("payload", payload_b64)?;
@@ -504,7 +528,7 @@ pub fn verify(
     if expires_at <= now {
         return Err(EnvelopeError::Expired { expires_at: bundle.expires_at.clone(), now: format_rfc3339(now) });
     }
-    Ok(VerifiedBundle { bundle, key_id: kid, digest: sha256_hex(&payload) })
+    Ok(VerifiedPayload { bundle, key_id: kid, payload })
 }
 
 /// SHA-256 of `bytes` as lowercase hex.
@@ -517,6 +541,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
+}
+
+/// The three segments of a compact serialization: the header ends at the first dot, the signature starts after the
+/// last one, and the payload between them holds no dot. `None` for any other number of segments. (The payload is
+/// most of the input: it is searched with `contains`, a word-at-a-time scan, not byte by byte.)
+fn split_compact(signed: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let first = signed.iter().position(|b| *b == b'.')?;
+    let last = signed.iter().rposition(|b| *b == b'.')?;
+    let (header, rest) = signed.split_at(first);
+    let payload = rest.get(1..last - first)?;
+    let signature = signed.get(last + 1..)?;
+    if payload.contains(&b'.') {
+        return None;
+    }
+    Some((header, payload, signature))
 }
 
 fn trim_trailing_whitespace(mut bytes: &[u8]) -> &[u8] {

@@ -134,14 +134,20 @@ fn key(scope: u32, class: u32) -> u64 {
 
 impl Candidates {
     /// Builds the lists from (scope, class, rule) triples; `precedence` gives each rule's sort key.
-    pub(crate) fn build(mut triples: Vec<(u32, u32, u32)>, precedence: impl Fn(u32) -> u64) -> Candidates {
-        triples.sort_unstable_by_key(|&(scope, class, rule)| (scope, class, precedence(rule)));
-        triples.dedup();
-        let has_all_tools = triples.iter().any(|&(scope, _, _)| scope == ALL_TOOLS);
+    pub(crate) fn build(triples: Vec<(u32, u32, u32)>, precedence: impl Fn(u32) -> u64) -> Candidates {
+        // Each rule's precedence is computed once, not per comparison; the sort key is (scope, class, precedence),
+        // one u128.
+        let mut keyed: Vec<(u128, u32)> = triples
+            .into_iter()
+            .map(|(scope, class, rule)| ((u128::from(key(scope, class)) << 64) | u128::from(precedence(rule)), rule))
+            .collect();
+        keyed.sort_unstable();
+        keyed.dedup();
+        let has_all_tools = keyed.iter().any(|&(k, _)| (k >> 96) as u32 == ALL_TOOLS);
         let mut lists = FxHashMap::default();
-        for group in triples.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-            if let Some(&(scope, class, _)) = group.first() {
-                lists.insert(key(scope, class), group.iter().map(|&(_, _, r)| r).collect());
+        for group in keyed.chunk_by(|a, b| (a.0 >> 64) == (b.0 >> 64)) {
+            if let Some(&(k, _)) = group.first() {
+                lists.insert((k >> 64) as u64, group.iter().map(|&(_, r)| r).collect());
             }
         }
         Candidates { lists, has_all_tools }

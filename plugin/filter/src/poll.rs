@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use crate::active::Digest;
+
 /// Tick period of every root context.
 pub const TICK_MS: u64 = 1000;
 /// How long a lease outlives its fetch's timeout before another VM may take over (a holder that vanished).
@@ -307,7 +309,8 @@ pub fn on_done(
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordHeader {
     pub revision: u64,
-    pub digest: String,
+    /// The SHA-256 (hex) of the payload.
+    pub digest: Digest,
     pub etag: Option<String>,
 }
 
@@ -506,8 +509,9 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let h = RecordHeader { revision: 9, digest: "ab".into(), etag: Some("\"x\"".into()) };
+        let h = RecordHeader { revision: 9, digest: Digest::from_sha256_hex("ab".into()), etag: Some("\"x\"".into()) };
         let bytes = encode_record(&h, b"a.b.c\n");
+        assert!(bytes.starts_with(b"{\"revision\":9,\"digest\":\"ab\",\"etag\":\"\\\"x\\\"\"}\n"));
         let (back, signed) = decode_record(&bytes).unwrap();
         assert_eq!((back, signed), (h, &b"a.b.c\n"[..]));
         assert_eq!(decode_record(b"garbage"), None);
