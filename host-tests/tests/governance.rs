@@ -3,16 +3,16 @@
 //! shadow mode, and the decision record an auditor reads.
 
 mod support;
+// Only its `warden` locator and temporary directory (its other helpers are for the control-endpoint tests).
+mod support_control;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::*;
-use warden_host::{Clock, Exchange, HttpRequest, Plugin, PluginConfig, RecordingUpstream};
+use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream};
 
 const REFUND_BODY: &str = r#"{"amount": 4200, "currency": "EUR", "order": "o-981"}"#;
 
@@ -37,37 +37,14 @@ fn send_on(p: &mut Plugin, worker: usize, req: HttpRequest) -> (Exchange, Record
     (x, up)
 }
 
-/// The `warden` CLI: `WARDEN_BIN`, else `<target dir>/debug/warden`.
-fn warden_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("WARDEN_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
-        Some(t) => workspace.join(t),
-        None => workspace.join("target"),
-    };
-    let bin = target.join("debug").join(format!("warden{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p warden-cli` (or set WARDEN_BIN)", bin.display());
-    bin
-}
-
-/// A scratch directory for this test process.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warden-governance-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 /// Runs `warden approve` on a step-up reply body, with the test approver's private key; returns the token.
 fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = scratch(&format!("approve-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let dir = support_control::TempDir::new("approve");
     let key = dir.join("approver.jwk.json");
     std::fs::write(&key, world().approver.private.to_string()).expect("write key");
     let from = dir.join("reply.json");
     std::fs::write(&from, reply).expect("write reply");
-    let out = Command::new(warden_bin())
+    let out = Command::new(support_control::warden_bin())
         .arg("approve")
         .arg("--key")
         .arg(&key)
@@ -79,7 +56,6 @@ fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
         .output()
         .expect("run warden approve");
     assert!(out.status.success(), "warden approve failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
     String::from_utf8(out.stdout).expect("utf-8 token").trim().to_string()
 }
 
@@ -240,28 +216,18 @@ fn an_approval_for_another_call_is_refused_with_the_reason() {
 }
 
 /// The test bundle with the filter and the host agreeing on `allow_on_headers_stop_iteration`.
-fn start_holding(hold: bool, max_body_bytes: Option<u64>) -> Plugin {
+fn start_holding_with(hold: bool, max_body_bytes: Option<u64>) -> Plugin {
     let mut c = default_config();
-    c["allow_on_headers_stop_iteration"] = json!(hold);
     if let Some(limit) = max_body_bytes {
         c["max_body_bytes"] = json!(limit);
     }
-    let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(T0 as u64));
-    Plugin::start(
-        &module(),
-        PluginConfig::new(c.to_string().into_bytes())
-            .workers(1)
-            .clock(clock)
-            .cluster(CONTROL_CLUSTER, refused_address())
-            .allow_on_headers_stop_iteration(hold),
-    )
-    .unwrap_or_else(|e| panic!("plugin did not start: {e}; logs: {:#?}", e.logs()))
+    start_holding(&c, hold)
 }
 
 #[test]
 fn step_up_waits_for_the_body_in_both_header_modes() {
     for hold in [false, true] {
-        let mut p = start_holding(hold, None);
+        let mut p = start_holding_with(hold, None);
         let tok = support_token();
         let (x, up) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, None).chunks(vec![7, 11]));
         assert_refused(&x, 403, "step_up", "step_up_required", "refunds-need-approval");
@@ -276,7 +242,7 @@ fn step_up_waits_for_the_body_in_both_header_modes() {
         assert_eq!(up.requests[0].body, REFUND_BODY.as_bytes());
 
         // Over the body limit: 413, never an approval check on a partial body.
-        let mut p = start_holding(hold, Some(16));
+        let mut p = start_holding_with(hold, Some(16));
         let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, None));
         assert_eq!(x.status, Some(413), "hold={hold}: {}", x.body_str());
         assert_eq!(reply_json(&x)["reason"], "body_too_large");

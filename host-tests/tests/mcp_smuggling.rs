@@ -8,11 +8,9 @@
 
 mod support;
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde_json::{json, Value};
 use support::*;
-use warden_host::{Clock, Exchange, HttpRequest, Plugin, PluginConfig, RecordingUpstream, UpstreamResponse};
+use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream, UpstreamResponse};
 
 const MCP_HOST: &str = "mcp.acme.example";
 const BATCH_HOST: &str = "batch.mcp.acme.example";
@@ -50,18 +48,8 @@ fn mcp_bundle() -> Value {
 
 fn mcp_start(hold_headers: bool, limit: usize) -> Plugin {
     let mut c = config(Some(&sign(&mcp_bundle())));
-    c["allow_on_headers_stop_iteration"] = json!(hold_headers);
     c["max_body_bytes"] = json!(limit);
-    let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(T0 as u64));
-    Plugin::start(
-        &module(),
-        PluginConfig::new(c.to_string().into_bytes())
-            .workers(1)
-            .clock(clock)
-            .cluster(CONTROL_CLUSTER, refused_address())
-            .allow_on_headers_stop_iteration(hold_headers),
-    )
-    .unwrap_or_else(|e| panic!("plugin did not start: {e}; logs: {:#?}", e.logs()))
+    start_holding(&c, hold_headers)
 }
 
 fn post(host: &str, body: impl Into<Vec<u8>>) -> HttpRequest {

@@ -292,6 +292,23 @@ pub fn try_start_raw(config: Vec<u8>, workers: usize) -> Result<Plugin, StartErr
     )
 }
 
+/// [`start`] on one VM, the host and the filter's `allow_on_headers_stop_iteration` both set to `hold` (they must
+/// agree, as in Envoy: a filter that pauses at headers on a host that does not allow it never gets the body).
+pub fn start_holding(config: &Value, hold: bool) -> Plugin {
+    let mut c = config.clone();
+    c["allow_on_headers_stop_iteration"] = json!(hold);
+    let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(T0 as u64));
+    Plugin::start(
+        &module(),
+        PluginConfig::new(c.to_string().into_bytes())
+            .workers(1)
+            .clock(clock)
+            .cluster(CONTROL_CLUSTER, refused_address())
+            .allow_on_headers_stop_iteration(hold),
+    )
+    .unwrap_or_else(|e| panic!("plugin did not start: {e}; logs: {:#?}", e.logs()))
+}
+
 pub fn start(config: &Value, workers: usize) -> Plugin {
     match try_start(config, workers) {
         Ok(p) => p,

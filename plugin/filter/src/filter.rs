@@ -639,7 +639,7 @@ impl WardenHttp {
             arguments_digest: &c.digest,
         };
         let result = approval::check(c.bundle, &rule, c.presented, &call, c.now)
-            .map(|r| r.and_then(|a| claim_used(&a).map(|()| a)));
+            .map(|r| r.and_then(|a| claim_used(&a, c.now).map(|()| a)));
         let info = || {
             StepUpInfo::new(
                 c.bundle,
@@ -771,9 +771,8 @@ impl WardenHttp {
 
 /// Records an approval as used in the process-wide record (compare-and-swap; a missing record is created with a
 /// CAS value Envoy never hands out for it, so two workers creating it at once cannot both succeed).
-fn claim_used(a: &warden_core::approval::VerifiedApproval) -> Result<(), ApprovalFailure> {
+fn claim_used(a: &warden_core::approval::VerifiedApproval, now: i64) -> Result<(), ApprovalFailure> {
     let id = approval::used_id(a);
-    let now = unix_secs(unix_nanos(proxy_wasm::hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)));
     for _ in 0..16 {
         let current = shared_get(approval::USED_KEY);
         let next = approval::claim(current.as_ref().map(|(v, _)| v.as_slice()), &id, a.expires_at, now)?;

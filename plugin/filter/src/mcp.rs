@@ -146,18 +146,7 @@ struct RpcError<'a> {
 struct ErrorObject<'a> {
     code: i64,
     message: &'a str,
-    data: &'a ErrorData<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorData<'a> {
-    decision_id: &'a str,
-    decision: &'static str,
-    reason: &'static str,
-    rule: &'a str,
-    revision: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    approval: Option<&'a StepUpInfo>,
+    data: &'a crate::reply::Body<'a>,
 }
 
 /// The JSON-RPC error reply for a refused MCP body: one error object with the request's `id` (`null` when the body
@@ -180,14 +169,7 @@ pub fn error_reply(
         Outcome::StepUp => format!("approval required by warden ({})", v.reason),
         _ => format!("refused by warden ({})", v.reason),
     };
-    let data = ErrorData {
-        decision_id,
-        decision: v.outcome.as_str(),
-        reason: v.reason,
-        rule: v.rule_id(),
-        revision: v.revision,
-        approval,
-    };
+    let data = crate::reply::Body::new(v, decision_id, approval);
     let error =
         |id: Value| RpcError { jsonrpc: "2.0", id, error: ErrorObject { code, message: &message, data: &data } };
     let payload = match body {

@@ -21,8 +21,9 @@ impl Reply {
     }
 }
 
+/// What a refusal says about itself: the body of a plain HTTP refusal, and the `data` of a JSON-RPC error.
 #[derive(Serialize)]
-struct Body<'a> {
+pub(crate) struct Body<'a> {
     decision_id: &'a str,
     decision: &'static str,
     reason: &'static str,
@@ -33,6 +34,19 @@ struct Body<'a> {
     approval: Option<&'a StepUpInfo>,
 }
 
+impl<'a> Body<'a> {
+    pub(crate) fn new(verdict: &'a Verdict, decision_id: &'a str, step_up: Option<&'a StepUpInfo>) -> Body<'a> {
+        Body {
+            decision_id,
+            decision: verdict.outcome.as_str(),
+            reason: verdict.reason,
+            rule: verdict.rule_id(),
+            revision: verdict.revision,
+            approval: step_up,
+        }
+    }
+}
+
 /// Builds the reply for a verdict that is not let through (`verdict.status != 200`); a step-up reply carries
 /// `approval` ([`StepUpInfo`]).
 ///
@@ -40,15 +54,7 @@ struct Body<'a> {
 /// `www-authenticate` challenge (RFC 6750): `Bearer realm="warden"` when no token was presented, else
 /// `Bearer error="invalid_token", error_description="<reason>"`.
 pub fn build(verdict: &Verdict, decision_id: &str, step_up: Option<&StepUpInfo>) -> Reply {
-    let body = Body {
-        decision_id,
-        decision: verdict.outcome.as_str(),
-        reason: verdict.reason,
-        rule: verdict.rule_id(),
-        revision: verdict.revision,
-        approval: step_up,
-    };
-    let body = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let body = serde_json::to_vec(&Body::new(verdict, decision_id, step_up)).unwrap_or_else(|_| b"{}".to_vec());
     let mut headers = vec![
         ("content-type", "application/json".to_string()),
         ("cache-control", "no-store".to_string()),

@@ -86,9 +86,9 @@ impl WardenHttp {
             return Action::Pause;
         }
         let Some(flow) = self.step_up.take() else { return Action::Continue };
-        let body =
-            if body_size == 0 { Vec::new() } else { self.get_http_request_body(0, body_size).unwrap_or_default() };
-        self.finish_step_up(&shared, flow, None, Some(&body))
+        // A body the host does not hand over cannot be bound to: refused, never checked as if it were empty.
+        let body = if body_size == 0 { Some(Vec::new()) } else { self.get_http_request_body(0, body_size) };
+        self.finish_step_up(&shared, flow, None, body.as_deref())
     }
 
     /// Trailers after a held body: refused (the approval binds to a complete body, and the end of the body is only
@@ -100,7 +100,8 @@ impl WardenHttp {
         self.finish_step_up(&shared, flow, Some(v), None)
     }
 
-    /// Decides a held call: `refusal` overrides; otherwise the approval is checked against the body's digest.
+    /// Decides a held call: `refusal` overrides; otherwise the approval is checked against the body's digest (no
+    /// body: it could not be read, refused).
     fn finish_step_up(
         &mut self,
         shared: &Shared,
@@ -113,12 +114,13 @@ impl WardenHttp {
         let mut step_up = None;
         let verdict = match (refusal, body) {
             (Some(v), _) => v,
-            (None, body) => {
+            (None, None) => mcp::refusal(400, "body_unreadable", Some(bundle.revision)),
+            (None, Some(body)) => {
                 let check = StepUpCheck {
                     bundle,
                     agent: &flow.agent,
                     tool,
-                    digest: body_digest(body.unwrap_or_default()),
+                    digest: body_digest(body),
                     digest_of: "body",
                     presented: &flow.presented,
                     decision_id: &flow.decision_id,
