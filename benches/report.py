@@ -33,13 +33,14 @@ END = "<!-- report:end -->"
 COMMAND = "cargo bench -p warden-benches"
 
 SIZES = [10, 100, 1000, 10000]
-DECIDE_SCENARIOS = ["allow_late_rule", "deny_no_match", "revoked_agent", "step_up"]
+DECIDE_SCENARIOS = ["allow_late_rule", "deny_no_match", "revoked_agent", "step_up", "mcp_arguments"]
 PEER_REQUESTS = ["allow_late_rule", "deny_no_match", "revoked_agent", "payment_forbidden", "task_expired"]
 PEERS = ["cedar", "rego_rule_per_rule", "rego_indexed"]
 ALGS = ["EdDSA", "ES256", "RS256"]
 MIB = 1024 * 1024
-# The bare signature check in wasmtime as issue 8 gives it (RustCrypto): the reference for cold verification.
-BARE_WASM_NS = {"EdDSA": 94_000, "ES256": 770_000, "RS256": 450_000}
+# The bare signature check in wasmtime as issue 8 quotes it (RustCrypto, on the issue writer's machine), shown next to
+# the figure measured here (`tokens/wasm_bare/*`), which is the one the target uses.
+ISSUE_BARE_WASM_NS = {"EdDSA": 94_000, "ES256": 770_000, "RS256": 450_000}
 
 
 def load_medians():
@@ -200,7 +201,9 @@ def report():
     add("")
 
     # --- tokens
-    add("### Token verification, native (`benches/tokens.rs`)")
+    add("### Token verification (`benches/tokens.rs`)")
+    add("")
+    add("Natively:")
     add("")
     add("| algorithm | `identity::verify` | `jsonwebtoken::crypto::verify` | bare signature check | verify / bare "
         "| `TokenCache` hit |")
@@ -210,6 +213,21 @@ def report():
                                                           "cache_hit"))
         add(f"| {a} | {fmt_ns(v)} | {fmt_ns(j)} | {fmt_ns(b)} | {fmt_ratio(v / b if v and b else None)} "
             f"| {fmt_ns(h)} |")
+    add("")
+    add("In wasm (the token probe, `bench_probe.wasm`, built with the `wasm` profile like `warden.wasm`, in the same "
+        "host):")
+    add("")
+    add("| algorithm | bare signature check | `verify_strict` (EdDSA) | `identity::verify` | verify / bare "
+        "| `TokenCache` hit | issue 8's bare figure |")
+    add("|---|---:|---:|---:|---:|---:|---:|")
+    verify_ratios, wasm_hits = [], []
+    for a in ALGS:
+        b, st, v, h = (m.get(f"tokens/wasm_{k}/{a}") for k in ("bare", "bare_strict", "verify", "cache_hit"))
+        r = v / b if v and b else None
+        verify_ratios.append(r)
+        wasm_hits.append(h)
+        add(f"| {a} | {fmt_ns(b)} | {fmt_ns(st) if st else '—'} | {fmt_ns(v)} | {fmt_ratio(r)} | {fmt_ns(h)} "
+            f"| {fmt_ns(ISSUE_BARE_WASM_NS[a])} |")
     add("")
 
     # --- wasm
@@ -223,17 +241,20 @@ def report():
                      ("host_floor", "host floor: same request, do-nothing filter (`test_filter.wasm`)")]:
         add(f"| {label} | {fmt_ns(m.get(f'wasm/{k}/1'))} | {fmt_ns(m.get(f'wasm/{k}/4'))} |")
     add("")
-    add("| algorithm | same token every request | fresh token every request | fresh − same (≈ cold verification) "
-        "| issue 8's bare check in wasm | cold / bare |")
+    add("The filter's whole cold path: the same allowed request with a token it has never seen (verified, then "
+        "cached, evicting one when the cache is full) against the same token every time (a cache hit):")
+    add("")
+    add("| algorithm | same token every request | fresh token every request | fresh − same | bare check in wasm "
+        "| (fresh − same) / bare |")
     add("|---|---:|---:|---:|---:|---:|")
-    unauth = m.get("wasm/unauthenticated/1")
-    cold_ratios = []
+    filter_ratios = []
     for a in ALGS:
-        s, f = m.get(f"wasm/same_token/{a}"), m.get(f"wasm/fresh_token/{a}")
-        cold = f - s if f and s else None
-        r = cold / BARE_WASM_NS[a] if cold else None
-        cold_ratios.append(r)
-        add(f"| {a} | {fmt_ns(s)} | {fmt_ns(f)} | {fmt_ns(cold)} | {fmt_ns(BARE_WASM_NS[a])} | {fmt_ratio(r)} |")
+        s_, f = m.get(f"wasm/same_token/{a}"), m.get(f"wasm/fresh_token/{a}")
+        bare = m.get(f"tokens/wasm_bare/{a}")
+        cold = f - s_ if f and s_ else None
+        r = cold / bare if cold and bare else None
+        filter_ratios.append(r)
+        add(f"| {a} | {fmt_ns(s_)} | {fmt_ns(f)} | {fmt_ns(cold)} | {fmt_ns(bare)} | {fmt_ratio(r)} |")
     add("")
     allow = [m.get("wasm/headers_allow/1"), m.get("wasm/headers_allow/4")]
     amax = max(allow) if all(allow) else None
@@ -249,20 +270,17 @@ def report():
     targets.append(("MCP `tools/call` 2 KB ≤ 25 µs (slower of 1 / 4 VMs)", fmt_ns(mmax),
                     verdict(mmax <= 25_000) if mmax else verdict(None),
                     "same EdDSA token (cache hit); headers continue, decided at the end of the body"))
-    hits = [m.get(f"tokens/cache_hit/{a}") for a in ALGS]
-    native_hit = max(hits) if all(hits) else None
-    if cached:
-        targets.append(("token cache hit ≤ 1 µs in wasm", "—", "not measured in isolation",
-                        f"the hit is inside `wasm/same_token/*`; natively a `TokenCache` hit takes up to "
-                        f"{fmt_ns(native_hit)} (wasm is slower than native)"))
-    else:
-        targets.append(("token cache hit ≤ 1 µs in wasm", "—", "not yet measurable",
-                        "the module measured verifies every token (no cache hit: same ≈ fresh token)"))
-    worst = max(cold_ratios) if all(cold_ratios) else None
-    targets.append(("cold verification in wasm within 10 % of the bare check in wasm (largest cold / bare)",
+    hit = max(wasm_hits) if all(wasm_hits) else None
+    targets.append(("token cache hit ≤ 1 µs in wasm (slowest algorithm)", fmt_ns(hit),
+                    verdict(hit <= 1_000) if hit else verdict(None),
+                    "`TokenCache::verify` of a cached token in the token probe; every lookup checked to be a hit"))
+    worst = max(verify_ratios) if all(verify_ratios) else None
+    worst_filter = max(filter_ratios) if all(filter_ratios) else None
+    targets.append(("cold verification in wasm within 10 % of the bare check in wasm (largest verify / bare)",
                     fmt_ratio(worst), verdict(worst <= 1.1) if worst else verdict(None),
-                    "bare check in wasm not measured here: issue 8's figures (94 / 770 / 450 µs) on an idle "
-                    "machine; native verify / bare is in the token table"))
+                    "`identity::verify` / the signature crate's own check, both in the token probe; the filter's "
+                    f"whole cold path in a request (cache insertion and eviction included): up to "
+                    f"{fmt_ratio(worst_filter)} of the bare check"))
 
     # --- activation
     add("### Bundle activation (`benches/activation.rs`, 10 000 rules)")

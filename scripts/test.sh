@@ -22,8 +22,8 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   fi
 fi
 
-echo "== building warden.wasm and the host's test filter (wasm32-wasip1, profile wasm)"
-cargo build --locked -p warden-filter -p warden-test-filter --target wasm32-wasip1 --profile wasm
+echo "== building warden.wasm, the host's test filter and the benches' token probe (wasm32-wasip1, profile wasm)"
+cargo build --locked -p warden-filter -p warden-test-filter -p warden-bench-probe --target wasm32-wasip1 --profile wasm
 
 # The tests find the artifacts through these (whatever CARGO_TARGET_DIR is).
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -10,7 +10,8 @@
 //!     target/release/examples/profile_requests headers_allow 2000
 //! ```
 //!
-//! Kinds: `headers_allow`, `deny`, `unauthenticated` (the requests of `benches/wasm.rs`), `mcp` (the 2 KB
+//! Kinds: `headers_allow`, `deny`, `unauthenticated` (the requests of `benches/wasm.rs`), `fresh_token`
+//! (`headers_allow` with an EdDSA token never seen before, all minted before the timing), `mcp` (the 2 KB
 //! `tools/call` of `benches/mcp.rs`), `floor` (`headers_allow` through the host's do-nothing test filter). One VM.
 //! `warden.wasm` is found as the benches find it (`WARDEN_WASM`, else the target directory).
 
@@ -39,6 +40,17 @@ fn main() {
     let mcp_body = mcp::refund_call(1, 40);
 
     let (mut plugin, make, want): (Plugin, Box<dyn Fn() -> HttpRequest>, u16) = match kind {
+        "fresh_token" => {
+            let plugin = start(&config(&keys.sign_bundle(&generate_json(mcp::RULES))), 1);
+            let tokens: Vec<String> =
+                (0..n + n.min(200) + 1).map(|_| ed.mint(&claims(Alg::EdDSA, &allow.agent_id))).collect();
+            let next = std::cell::Cell::new(0);
+            let make = move || {
+                let i = next.replace(next.get() + 1);
+                request(allow.method, &allow.host, &allow.path, Some(&tokens[i % tokens.len()]))
+            };
+            (plugin, Box::new(make), 200)
+        }
         "headers_allow" | "deny" | "unauthenticated" => {
             let plugin = start(&config(&keys.sign_bundle(&generate_json(mcp::RULES))), 1);
             match kind {
@@ -64,7 +76,7 @@ fn main() {
             };
             (plugin, Box::new(move || request(allow.method, &allow.host, &allow.path, Some(&allow_token))), 200)
         }
-        other => panic!("unknown kind {other}: headers_allow, deny, unauthenticated, mcp, floor"),
+        other => panic!("unknown kind {other}: headers_allow, deny, unauthenticated, fresh_token, mcp, floor"),
     };
     let mut up = upstream();
     let x = send(&mut plugin, make(), &mut up);

@@ -55,6 +55,46 @@ pub fn floor_module() -> Option<CompiledModule> {
     Some(CompiledModule::load_cached(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
+/// The command that builds the token probe (`benches/probe`).
+pub const PROBE_BUILD: &str = "cargo build -p warden-bench-probe --target wasm32-wasip1 --profile wasm";
+
+/// The token probe (`bench_probe.wasm`, built like `warden.wasm`; `WARDEN_BENCH_PROBE_WASM` names another file,
+/// e.g. one built with `CARGO_PROFILE_WASM_STRIP=false` for `perf`): the bare signature checks, `identity::verify`
+/// and a `TokenCache` hit looped inside wasm. Panics with the build command when it is missing, so the in-wasm token
+/// figures cannot silently drop out of a run.
+pub fn probe_module() -> CompiledModule {
+    let path = match std::env::var_os("WARDEN_BENCH_PROBE_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => target_dir().join("wasm32-wasip1/wasm/bench_probe.wasm"),
+    };
+    assert!(path.exists(), "{} is missing.\nBuild it first, from the workspace root:\n  {PROBE_BUILD}", path.display());
+    CompiledModule::load_cached(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Starts the token probe on one VM with this authored bundle (issuers included) and one token per algorithm.
+pub fn start_probe(bundle: &serde_json::Value, tokens: &[(&str, &str)]) -> Plugin {
+    let tokens: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().map(|(alg, t)| (alg.to_string(), json!(t))).collect();
+    let config = json!({"bundle": bundle, "now": NOW, "tokens": tokens}).to_string();
+    let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(NOW as u64));
+    match Plugin::start(&probe_module(), PluginConfig::new(config).workers(1).clock(clock)) {
+        Ok(p) => p,
+        Err(e) => panic!("the token probe did not start: {e}\nlogs: {:#?}", e.logs()),
+    }
+}
+
+/// Runs `op` `iterations` times on `alg`'s token inside the probe: how many succeeded (panics on a refusal, with
+/// the probe's reason).
+pub fn probe(plugin: &mut Plugin, op: &str, alg: &str, iterations: u64) -> u64 {
+    let req =
+        HttpRequest::new("GET", "/probe").authority("probe").header("x-probe", &format!("{op} {alg} {iterations}"));
+    let x = send(plugin, req, &mut upstream());
+    match (x.status, x.header("x-probe-ok").map(str::parse::<u64>)) {
+        (Some(200), Some(Ok(n))) => n,
+        _ => panic!("probe {op} {alg} {iterations}: {:?} {}", x.status, x.body_str()),
+    }
+}
+
 /// The size of `warden.wasm` in bytes.
 pub fn wasm_size() -> u64 {
     let path = wasm_path();

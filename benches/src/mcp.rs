@@ -17,20 +17,30 @@ pub const AGENT: &str = "spiffe://bench.example/agents/support/refund-bot-1";
 /// The size of the timed body, in bytes.
 pub const BODY_BYTES: usize = 2048;
 
-/// The generated bundle plus the MCP server, the refund tool and its two argument rules (after every other rule).
+/// The tool id of `refund` in the bundle.
+pub const TOOL_ID: &str = "mcp.refund";
+
+/// The generated bundle of [`RULES`] rules plus the MCP server, the refund tool and its two argument rules.
 pub fn bundle() -> Value {
-    let mut b = generate_json(RULES);
+    bundle_of(RULES)
+}
+
+/// The generated bundle of `rules` rules plus the MCP server, the refund tool and its two argument rules (after
+/// every other rule): `refund-small` allows an amount in (0, 100] in EUR or USD, `refund-large` asks for step-up
+/// approval in (100, 5000].
+pub fn bundle_of(rules: usize) -> Value {
+    let mut b = generate_json(rules);
     b["mcp_servers"] = json!([{"name": "payments", "host": MCP_HOST, "path": MCP_PATH}]);
     let Some(tools) = b["tools"].as_array_mut() else { panic!("generated bundle has no tools") };
-    tools.push(json!({"id": "mcp.refund", "sensitivity": "write", "mcp": [{"server": "payments", "tool": "refund"}]}));
+    tools.push(json!({"id": TOOL_ID, "sensitivity": "write", "mcp": [{"server": "payments", "tool": "refund"}]}));
     let Some(rules) = b["rules"].as_array_mut() else { panic!("generated bundle has no rules") };
     rules.extend([
         json!({"id": "refund-small", "effect": "allow", "agents": ["spiffe://bench.example/agents/support/*"],
-               "tools": ["mcp.refund"], "owner": "team@bench.example",
+               "tools": [TOOL_ID], "owner": "team@bench.example",
                "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100},
                               {"argument": "/currency", "one_of": ["EUR", "USD"]}]}),
         json!({"id": "refund-large", "effect": "step_up", "agents": ["spiffe://bench.example/agents/support/*"],
-               "tools": ["mcp.refund"], "owner": "team@bench.example",
+               "tools": [TOOL_ID], "owner": "team@bench.example",
                "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
                "step_up": {"approvers": ["bench-approvals"]}}),
     ]);
@@ -53,6 +63,14 @@ pub fn refund_call(id: i64, amount: i64) -> Vec<u8> {
     let body = with_note(&note).into_bytes();
     assert_eq!(body.len(), BODY_BYTES);
     body
+}
+
+/// The `arguments` of [`refund_call`], as the filter hands them to `decide_with_args`.
+pub fn refund_arguments(amount: i64) -> Value {
+    match serde_json::from_slice::<Value>(&refund_call(1, amount)) {
+        Ok(mut call) => call["params"]["arguments"].take(),
+        Err(e) => panic!("the refund call is not JSON: {e}"),
+    }
 }
 
 /// `POST /mcp` with `content-type: application/json`, this token and this body.

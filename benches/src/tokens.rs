@@ -217,7 +217,8 @@ impl Keys {
         crate::to_bundle(self.bundle_value(bundle))
     }
 
-    fn bundle_value(&self, bundle: &Value) -> Value {
+    /// An authored bundle (JSON) with this process's issuers and authority.
+    pub fn bundle_value(&self, bundle: &Value) -> Value {
         let mut v = bundle.clone();
         v["issuers"] = Value::Array(self.issuers_json());
         v["authority"] = json!(AUTHORITY);

@@ -1445,3 +1445,89 @@ fn every_algorithm_verifies_with_its_own_hash_and_padding() {
     let short = format!("{input}.{}", b64(&sig.to_bytes()[..95]));
     assert_eq!(identity::verify(&set, &short, NOW), Err(TokenFailure::BadSignature));
 }
+
+/// Ed25519 tokens are verified as strictly as `verify_strict` (which refuses a small-order `R`), though Warden calls
+/// the cheaper `verify` and compares `R` with the small-order encodings itself: a signature with `R` the identity
+/// point, which `verify` alone accepts, is refused.
+#[test]
+fn ed25519_signature_with_small_order_r_is_refused() {
+    use curve25519_dalek::edwards::EdwardsPoint;
+    use curve25519_dalek::scalar::Scalar;
+    use ed25519_dalek::Verifier as _;
+    use sha2::{Digest as _, Sha512};
+
+    const EDGE: &str = "https://edge.acme.example";
+    let a = Scalar::from_bytes_mod_order(seed());
+    let public = EdwardsPoint::mul_base(&a).compress().to_bytes();
+    let issuers: Vec<Issuer> = serde_json::from_value(json!([{
+        "id": "edge", "iss": EDGE, "audiences": ["warden"], "algorithms": ["EdDSA"],
+        "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64(&public), "kid": "edge-1"}]},
+        "max_token_lifetime_seconds": 300, "profile": "spiffe_jwt_svid"
+    }]))
+    .unwrap();
+    let set = IssuerSet::compile(&issuers).unwrap();
+    let header = b64(br#"{"alg":"EdDSA","kid":"edge-1","typ":"JWT"}"#);
+    let input = format!("{header}.{}", b64(claims(EDGE).to_string().as_bytes()));
+    // s = r + k·a over R = [r]B, k = SHA-512(R || A || M) mod L (RFC 8032 section 5.1.6, by hand).
+    let sign = |r: Scalar, r_bytes: [u8; 32]| {
+        let digest = Sha512::new().chain_update(r_bytes).chain_update(public).chain_update(input.as_bytes()).finalize();
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&digest);
+        let s = r + Scalar::from_bytes_mod_order_wide(&wide) * a;
+        [r_bytes, s.to_bytes()].concat()
+    };
+    let honest_r = Scalar::from_bytes_mod_order(seed());
+    let honest = sign(honest_r, EdwardsPoint::mul_base(&honest_r).compress().to_bytes());
+    let token = |sig: &[u8]| format!("{input}.{}", b64(sig));
+    assert!(identity::verify(&set, &token(&honest), NOW).is_ok(), "a signature made by hand the usual way verifies");
+
+    // R = the identity (r = 0): [s]B - [k]A is the identity, whose encoding is R's bytes.
+    let mut identity_r = [0u8; 32];
+    identity_r[0] = 1;
+    let forged = sign(Scalar::ZERO, identity_r);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&forged).unwrap();
+    assert!(key.verify(input.as_bytes(), &sig).is_ok(), "the non-strict check accepts it");
+    assert!(key.verify_strict(input.as_bytes(), &sig).is_err(), "the strict check refuses it");
+    assert_eq!(identity::verify(&set, &token(&forged), NOW), Err(TokenFailure::BadSignature));
+}
+
+/// Under churn (many distinct tokens, as when every call brings a new one) the cache stays within its bound and
+/// evicts expired entries before live ones, then the live ones that expire soonest.
+#[test]
+fn cache_evicts_expired_then_soonest_under_churn() {
+    let bundle = bundle_with(1, json!({}));
+    let mut cache = TokenCache::new(3, 1 << 20);
+    let token = |i: i64, exp: i64| {
+        svid(&with(claims(SPIRE), |m| {
+            set(m, "exp", json!(exp));
+            set(m, "jti", json!(format!("churn-{i}")));
+        }))
+    };
+    let short = token(0, NOW + 20);
+    let long = token(1, NOW + 250);
+    let middle = token(2, NOW + 200);
+    for t in [&short, &long, &middle] {
+        cache.verify(&bundle, t, None, NOW).unwrap();
+    }
+    // At NOW + 100 `short` has expired: a new token evicts it, not a live one.
+    let later = NOW + 100;
+    let fresh = token(3, NOW + 290);
+    cache.verify(&bundle, &fresh, None, later).unwrap();
+    assert_eq!(cache.len(), 3);
+    let (hits, misses) = cache.stats();
+    for t in [&long, &middle, &fresh] {
+        cache.verify(&bundle, t, None, later).unwrap();
+    }
+    assert_eq!(cache.stats(), (hits + 3, misses), "the live tokens are all still cached");
+    // Then, all live: the soonest to expire (`middle`) goes.
+    cache.verify(&bundle, &token(4, NOW + 280), None, later).unwrap();
+    let (hits, misses) = cache.stats();
+    cache.verify(&bundle, &middle, None, later).unwrap();
+    assert_eq!(cache.stats(), (hits, misses + 1), "the soonest to expire was evicted");
+    // A thousand distinct tokens through a cache of three: the bound holds throughout.
+    for i in 10..1010 {
+        cache.verify(&bundle, &token(i, NOW + 110 + i % 150), None, later).unwrap();
+        assert!(cache.len() <= 3);
+    }
+}
