@@ -9,7 +9,7 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
 fi
 
-# host-tests/tests/e2e_nginx.rs serves a signed bundle with nginx (/usr/sbin/nginx, Debian package nginx-light).
+# host-tests/tests/it/e2e_nginx.rs serves a signed bundle with nginx (/usr/sbin/nginx, Debian package nginx-light).
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing nginx for the nginx end-to-end test: apt-get update -qq && apt-get install -y -qq nginx-light"

@@ -58,6 +58,7 @@
 //! - `hostcalls`, `wasi`, `properties`, `http_call`, `shared`, `vm`: the ABI itself.
 
 pub mod abi;
+pub mod artifacts;
 pub mod clock;
 pub mod engine;
 mod hostcalls;

@@ -6,18 +6,15 @@
 //! nginx (Debian package `nginx-light` or `nginx`, `/usr/sbin/nginx`) runs as the current user with a generated
 //! minimal configuration in a temporary directory (`daemon off; master_process off;`, every path it writes inside
 //! that directory). `scripts/test.sh` installs it when it is missing and it can; without it this test fails.
-//! Run: `cargo test -p warden-host --test e2e_nginx`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support_control;
+//! Run: `cargo test -p warden-host --test it e2e_nginx::`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::live::*;
 use serde_json::json;
-use support_control::*;
 use warden_host::http_call::{self, CallResult};
 use warden_host::HttpResponse;
 
@@ -230,5 +227,5 @@ fn a_bundle_served_by_nginx_activates_and_updates_with_304s_in_between() {
 }
 
 fn config_for_nginx() -> serde_json::Value {
-    config(json!({"poll_seconds": 3, "jitter_percent": 0}))
+    config(json!({"poll_seconds": 3, "jitter_percent": 0}), None)
 }

@@ -7,13 +7,10 @@
 //!
 //! Needs `warden.wasm` (`cargo build -p warden-filter --target wasm32-wasip1 --profile wasm`) and the `warden` CLI
 //! (`cargo build -p warden-cli`; `cargo test --workspace --all-targets` builds it). Run:
-//! `cargo test -p warden-host --test e2e_control`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `cargo test -p warden-host --test it e2e_control::`.
 
-mod support_control;
-
+use crate::support::live::*;
 use serde_json::json;
-use support_control::*;
 
 const NAME: &str = "bundle.jws";
 
@@ -23,7 +20,7 @@ fn setup(period: u64) -> (Owner, Serve, warden_host::Plugin) {
     let serve = owner.serve();
     let (status, body, _) = serve.upload(NAME, &owner.sign_with_cli(&bundle(5)), UPLOAD_TOKEN);
     assert_eq!(status, 201, "first upload: {body}\n{}", serve.stderr());
-    let p = start(&config(json!({"poll_seconds": period, "jitter_percent": 0})), 2, serve.addr);
+    let p = start(&config(json!({"poll_seconds": period, "jitter_percent": 0}), None), 2, serve.addr);
     (owner, serve, p)
 }
 

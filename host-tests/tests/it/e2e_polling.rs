@@ -4,15 +4,12 @@
 //! staleness (503 `bundle_expired`, then recovery).
 //!
 //! Run: `cargo build -p warden-filter --target wasm32-wasip1 --profile wasm` then
-//! `cargo test -p warden-host --test e2e_polling`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support_polling;
+//! `cargo test -p warden-host --test it e2e_polling::`.
 
 use std::time::Duration;
 
+use crate::support::live::*;
 use serde_json::json;
-use support_polling::*;
 
 const ALLOWED: (u16, &str) = (200, "allowed");
 
@@ -174,7 +171,7 @@ fn fault(cause: &str, apply: impl FnOnce(&ControlServer), wait: Duration) {
 
     apply(&server);
     let before = server.requests();
-    step(&mut p, 16, wait);
+    step_waiting(&mut p, 16, wait);
     let metric_name = format!("warden.bundle.fetch.failure.{cause}");
     let failures = metric(&p, &metric_name);
     // Backoff: 1 s, then 3 s (the 4 s cap less a tick) between attempts: about 6 attempts in 16 s, not 16.
@@ -195,7 +192,7 @@ fn fault(cause: &str, apply: impl FnOnce(&ControlServer), wait: Duration) {
     // The fault ends: a good revision arrives within the backoff (4 s) plus a tick.
     server.set_down(false);
     server.set(Reply::bundle(&sign(&bundle(6))));
-    step(&mut p, 6, Duration::from_secs(3));
+    step_waiting(&mut p, 6, Duration::from_secs(3));
     assert_eq!(revisions(&mut p), vec![Some(6), Some(6)]);
     assert!(p.logged("works again (after `"), "{:#?}", p.logs());
     assert!(denied_by_rule(write(&mut p, 0)));
@@ -250,7 +247,7 @@ fn fault_signed_by_an_unknown_key() {
 #[test]
 fn fault_forged_signature_with_the_pinned_kid() {
     let impostor =
-        warden_core::envelope::SigningKey::generate(warden_core::envelope::Algorithm::EdDSA, "authority-1").unwrap();
+        warden_core::envelope::SigningKey::generate(warden_core::envelope::Algorithm::EdDSA, AUTHORITY_KID).unwrap();
     let signed = warden_core::envelope::sign(bundle(6).to_string().as_bytes(), &impostor);
     fault("signature", |s| s.set(Reply::bundle(&signed)), Duration::from_secs(3));
 }
@@ -270,8 +267,8 @@ fn fault_same_revision_different_contents() {
 #[test]
 fn fault_expired_bundle() {
     let mut expired = bundle(6);
-    expired["issued_at"] = json!(warden_core::time::format_rfc3339(T0 - 7200));
-    expired["expires_at"] = json!(warden_core::time::format_rfc3339(T0 - 60));
+    expired["issued_at"] = json!(warden_core::time::format_rfc3339(t0() - 7200));
+    expired["expires_at"] = json!(warden_core::time::format_rfc3339(t0() - 60));
     fault("expired", |s| s.set(Reply::bundle(&sign(&expired))), Duration::from_secs(3));
 }
 
@@ -308,7 +305,7 @@ fn a_changing_cause_is_logged_again() {
 #[test]
 fn stale_bundle_fails_closed_until_a_fresh_one_arrives() {
     let mut short = bundle(5);
-    short["expires_at"] = json!(warden_core::time::format_rfc3339(T0 + 20));
+    short["expires_at"] = json!(warden_core::time::format_rfc3339(t0() + 20));
     let server = ControlServer::start(Reply::bundle(&sign(&short)));
     let mut cfg = config(json!({"poll_seconds": 3, "jitter_percent": 0}), None);
     cfg["bundle_grace_seconds"] = json!(5);
@@ -316,7 +313,7 @@ fn stale_bundle_fails_closed_until_a_fresh_one_arrives() {
     step1(&mut p, 2);
     assert!(allowed(read(&mut p, 0)));
     // The endpoint keeps serving the same (now expired) revision: 304s, no newer bundle.
-    step1(&mut p, 23); // T0 + 25 = expires_at + grace: still enforced
+    step1(&mut p, 23); // t0 + 25 = expires_at + grace: still enforced
     assert!(allowed(read(&mut p, 1)));
     step1(&mut p, 1);
     for w in 0..2 {

@@ -1,30 +1,29 @@
-//! Support for `e2e_control.rs` and `e2e_nginx.rs`: a test world (authority key and its files, token issuer key,
-//! bundles by revision), `warden serve` as a real child process on loopback (with upload and fetch helpers over
-//! HTTP), `warden.wasm` started in the host with a manual clock, and helpers that read which revision each worker
-//! VM enforces.
+//! Support for the live-update tests (`e2e_control`, `e2e_nginx`, `e2e_polling`, `governance`, the Envoy tests): a
+//! test world (authority key and its files, token issuer key, bundles by revision), `warden serve` as a real child
+//! process on loopback (with upload and fetch helpers over HTTP), a scripted control endpoint with faults
+//! ([`ControlServer`]), `warden.wasm` started in the host with a manual clock, and helpers that read which revision
+//! each worker VM enforces.
 //!
-//! `warden serve` and `warden sign` check validity windows against the system clock, so the host clock starts at
-//! the real time of the test process ([`t0`]) and bundles are valid from an hour before it for a week. Keys are
-//! generated per test process; nothing here is a secret.
-#![allow(dead_code)]
+//! `warden serve` and `warden sign` check validity windows against the system clock, and Envoy's clock is the real
+//! one, so the host clock starts at the real time of the test process ([`t0`]) and bundles are valid from an hour
+//! before it for a week. Keys are generated per test process; nothing here is a secret.
+#![allow(dead_code)] // each test module uses a different part
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use warden_core::envelope::{self, SigningKey};
 use warden_host::http_call::{self, CallResult};
-use warden_host::{
-    CannedUpstream, Clock, CompiledModule, Exchange, HttpRequest, HttpResponse, Plugin, PluginConfig, UpstreamResponse,
-};
+use warden_host::{CannedUpstream, Clock, Exchange, HttpRequest, HttpResponse, Plugin, PluginConfig, UpstreamResponse};
+
+pub use super::{warden_bin, warden_module, write_atomically, IssuerKey, TempDir};
 
 pub const AUTHORITY: &str = "policy.acme.example";
 pub const CRM: &str = "crm.acme.example";
@@ -34,6 +33,8 @@ pub const CLUSTER: &str = "warden-control";
 pub const CONTROL_AUTHORITY: &str = "control.acme.example";
 /// The filter's default `control.path` (the configurations below do not set it).
 pub const CONTROL_PATH: &str = "/bundles/bundle.jws";
+/// The `kid` of the test authority key.
+pub const AUTHORITY_KID: &str = "authority-ctl";
 pub const UPLOAD_TOKEN: &str = "e2e-upload-token-0123456789abcdef";
 
 /// Host clock at plugin start, seconds since the epoch: the real time when first asked (see the module docs).
@@ -43,112 +44,18 @@ pub fn t0() -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Binaries
-
-/// `warden.wasm`: `WARDEN_WASM`, else the workspace's `target/wasm32-wasip1/wasm/warden.wasm`.
-pub fn module() -> CompiledModule {
-    let path = std::env::var_os("WARDEN_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/wasm/warden.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p warden-filter --target wasm32-wasip1 --profile wasm` \
-         (or set WARDEN_WASM)",
-        path.display()
-    );
-    CompiledModule::load_cached(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The `warden` CLI: `WARDEN_BIN`, else `<target dir>/debug/warden` (`CARGO_TARGET_DIR`, else the workspace's
-/// `target/`). `cargo test --workspace --all-targets` builds it before any test runs.
-pub fn warden_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("WARDEN_BIN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "WARDEN_BIN={} does not exist", p.display());
-        return p;
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
-        Some(t) => workspace.join(t), // an absolute CARGO_TARGET_DIR replaces the workspace prefix
-        None => workspace.join("target"),
-    };
-    let bin = target.join("debug").join(format!("warden{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "the `warden` CLI is not built ({} is missing): run `cargo build -p warden-cli` (with the same \
-         CARGO_TARGET_DIR as the tests), or set WARDEN_BIN to its path",
-        bin.display()
-    );
-    bin
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// A temporary directory
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "warden-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
-    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Keys, bundles, tokens
 
 pub struct World {
     pub authority: SigningKey,
-    pub issuer_kid: String,
-    pub issuer_encoding: EncodingKey,
-    pub issuer_public: Value,
+    pub issuer: IssuerKey,
 }
 
 pub fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
-    W.get_or_init(|| {
-        let issuer = SigningKey::generate(envelope::Algorithm::EdDSA, "issuer-ctl").expect("issuer key");
-        let d = issuer.private_jwk()["d"].as_str().expect("d").to_string();
-        let seed = URL_SAFE_NO_PAD.decode(d).expect("base64url");
-        // PKCS#8 v1 (RFC 8410) wrapping of the Ed25519 seed, which jsonwebtoken reads.
-        let mut der =
-            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-        der.extend_from_slice(&seed);
-        World {
-            authority: SigningKey::generate(envelope::Algorithm::EdDSA, "authority-ctl").expect("authority key"),
-            issuer_kid: "issuer-ctl".into(),
-            issuer_encoding: EncodingKey::from_ed_der(&der),
-            issuer_public: issuer.public_jwk(),
-        }
+    W.get_or_init(|| World {
+        authority: SigningKey::generate(envelope::Algorithm::EdDSA, AUTHORITY_KID).expect("authority key"),
+        issuer: IssuerKey::generate("issuer-ctl"),
     })
 }
 
@@ -173,7 +80,7 @@ pub fn bundle(revision: u64) -> Value {
         "authority": AUTHORITY,
         "issuers": [{
             "id": "acme-workload", "iss": ISS, "audiences": ["warden"],
-            "jwks": {"keys": [world().issuer_public.clone()]}, "algorithms": ["EdDSA"],
+            "jwks": {"keys": [world().issuer.public.clone()]}, "algorithms": ["EdDSA"],
             "max_token_lifetime_seconds": 900, "profile": "spiffe_jwt_svid", "claims": {"agent_id": "sub"}
         }],
         "tools": [
@@ -210,9 +117,7 @@ static JTI: AtomicU64 = AtomicU64::new(1);
 pub fn token(agent: &str, now: i64) -> String {
     let claims = json!({"iss": ISS, "sub": agent, "aud": "warden", "iat": now, "exp": now + 300,
                         "jti": format!("jti-{}", JTI.fetch_add(1, Ordering::Relaxed))});
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(world().issuer_kid.clone());
-    jsonwebtoken::encode(&header, &claims, &world().issuer_encoding).expect("token")
+    world().issuer.sign(&claims)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -383,29 +288,210 @@ pub fn header(r: &HttpResponse, name: &str) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// A scripted control endpoint (ETag / 304, faults)
+
+/// What the server answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with the body and a strong ETag; 304 when `If-None-Match` matches.
+    Bundle { body: String, etag: String },
+    /// This status and body (no ETag).
+    Status(u16, String),
+    /// These bytes, then the connection is closed.
+    Raw(Vec<u8>),
+    /// Waits (real time) before answering.
+    Slow(Duration, Box<Reply>),
+}
+
+impl Reply {
+    /// A signed bundle with an ETag derived from its contents.
+    pub fn bundle(signed: &str) -> Reply {
+        let etag = format!("\"{}\"", &envelope::sha256_hex(signed.as_bytes())[..16]);
+        Reply::Bundle { body: signed.to_string(), etag }
+    }
+
+    pub fn body(body: &str) -> Reply {
+        Reply::Bundle { body: body.to_string(), etag: "\"fixed\"".to_string() }
+    }
+}
+
+/// One request the server received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub authority: Option<String>,
+    pub if_none_match: Option<String>,
+}
+
+struct ServerState {
+    reply: Reply,
+    down: bool,
+    seen: Vec<Seen>,
+}
+
+/// A loopback HTTP/1.1 server on its own thread. `set_down(true)` closes the listening socket (connections are
+/// refused) until `set_down(false)` binds the same port again.
+pub struct ControlServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ServerState>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ControlServer {
+    pub fn start(reply: Reply) -> ControlServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(ServerState { reply, down: false, seen: Vec::new() }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state2, stop2) = (state.clone(), stop.clone());
+        let thread = std::thread::spawn(move || serve(listener, addr, state2, stop2));
+        ControlServer { addr, state, stop, thread: Some(thread) }
+    }
+
+    pub fn set(&self, reply: Reply) {
+        lock(&self.state).reply = reply;
+    }
+
+    pub fn set_down(&self, down: bool) {
+        lock(&self.state).down = down;
+        std::thread::sleep(Duration::from_millis(30)); // the accept loop notices within a few ms
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        lock(&self.state).seen.clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        lock(&self.state).seen.len()
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(listener: TcpListener, addr: SocketAddr, state: Arc<Mutex<ServerState>>, stop: Arc<AtomicBool>) {
+    let mut listener = Some(listener);
+    while !stop.load(Ordering::SeqCst) {
+        let down = lock(&state).down;
+        if down {
+            listener = None;
+        } else if listener.is_none() {
+            listener = TcpListener::bind(addr).ok();
+        }
+        let Some(l) = &listener else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        let _ = l.set_nonblocking(true);
+        match l.accept() {
+            Ok((conn, _)) => {
+                let state = state.clone();
+                std::thread::spawn(move || handle(conn, &state));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+fn handle(conn: TcpStream, state: &Mutex<ServerState>) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(match conn.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+    let (mut authority, mut inm) = (None, None);
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "host" => authority = Some(v.trim().to_string()),
+                "if-none-match" => inm = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    let reply = {
+        let mut s = lock(state);
+        s.seen.push(Seen { path, authority, if_none_match: inm.clone() });
+        s.reply.clone()
+    };
+    write_reply(conn, reply, inm.as_deref());
+}
+
+fn write_reply(mut conn: TcpStream, reply: Reply, inm: Option<&str>) {
+    let bytes = match reply {
+        Reply::Slow(d, inner) => {
+            std::thread::sleep(d);
+            return write_reply(conn, *inner, inm);
+        }
+        Reply::Raw(b) => b,
+        Reply::Bundle { etag, .. } if inm == Some(etag.as_str()) => {
+            format!("HTTP/1.1 304 Not Modified\r\netag: {etag}\r\nconnection: close\r\n\r\n").into_bytes()
+        }
+        Reply::Bundle { body, etag } => format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/jose\r\netag: {etag}\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+        Reply::Status(status, body) => format!(
+            "HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    };
+    let _ = conn.write_all(&bytes);
+    let _ = conn.flush();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The plugin
 
 /// The plugin configuration: the authority pinned, `control` with these fields over cluster and authority (the
-/// path is the filter's default, [`CONTROL_PATH`]), no inline bundle.
-pub fn config(control: Value) -> Value {
+/// path is the filter's default, [`CONTROL_PATH`]), optionally an inline bundle.
+pub fn config(control: Value, inline: Option<&str>) -> Value {
     let mut c = json!({"cluster": CLUSTER, "authority": CONTROL_AUTHORITY});
     for (k, v) in control.as_object().expect("object") {
         c[k] = v.clone();
     }
-    json!({
+    let mut cfg = json!({
         "environment": "prod",
         "authority": AUTHORITY,
         "bundle_keys": authority_jwks(),
         "control": c,
         "log_decisions": false,
-    })
+    });
+    if let Some(b) = inline {
+        cfg["inline_bundle"] = json!(b);
+    }
+    cfg
 }
 
 /// `warden.wasm` with `workers` VMs, a manual clock at [`t0`], and the control cluster mapped to `control`.
 pub fn start(config: &Value, workers: usize, control: SocketAddr) -> Plugin {
     let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(t0() as u64));
     let pc = PluginConfig::new(config.to_string()).workers(workers).clock(clock).cluster(CLUSTER, control);
-    Plugin::start(&module(), pc).unwrap_or_else(|e| panic!("plugin did not start: {e}; logs: {:#?}", e.logs()))
+    Plugin::start(&warden_module(), pc).unwrap_or_else(|e| panic!("plugin did not start: {e}; logs: {:#?}", e.logs()))
 }
 
 /// Host time in seconds.
@@ -420,6 +506,24 @@ pub fn step(p: &mut Plugin, seconds: u64) {
         p.advance(Duration::from_secs(1));
         assert!(p.settle(Duration::from_secs(5)), "an http call to the control endpoint did not finish in 5 s");
     }
+}
+
+/// Like [`step`], but a fetch still in flight after `wait` (a slow endpoint) is left pending.
+pub fn step_waiting(p: &mut Plugin, seconds: u64, wait: Duration) {
+    for _ in 0..seconds {
+        p.advance(Duration::from_secs(1));
+        p.settle(wait);
+    }
+}
+
+/// [`step_waiting`] up to 3 s a second.
+pub fn step1(p: &mut Plugin, seconds: u64) {
+    step_waiting(p, seconds, Duration::from_secs(3));
+}
+
+/// Log lines (all VMs) containing `needle`.
+pub fn count_logs(p: &Plugin, needle: &str) -> usize {
+    p.logs().iter().filter(|l| l.message.contains(needle)).count()
 }
 
 /// Fetches the fleet made so far, whatever their outcome (the filter's fetch counters).

@@ -4,12 +4,9 @@
 //! `Mcp-Name` disagreeing with the body, method case games, bodies split into many chunks, over the limit,
 //! `text/plain`, non-UTF-8) and argument rules. Every refusal also asserts that the upstream never received the
 //! denied call: no body reached it (in the holding mode, nothing at all).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
-
+use crate::support::filter::*;
 use serde_json::{json, Value};
-use support::*;
 use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream, UpstreamResponse};
 
 const MCP_HOST: &str = "mcp.acme.example";

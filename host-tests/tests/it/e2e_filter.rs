@@ -5,14 +5,11 @@
 //!
 //! Build the module first: `cargo build -p warden-filter --target wasm32-wasip1 --profile wasm` (see
 //! `support::wasm_path` for where it is looked up).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
-
-mod support;
 
 use std::collections::HashSet;
 
+use crate::support::filter::*;
 use serde_json::{json, Value};
-use support::*;
 use warden_core::envelope::{Algorithm, SigningKey};
 use warden_host::{Exchange, LogLevel, Plugin, StartError};
 

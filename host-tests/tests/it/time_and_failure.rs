@@ -1,10 +1,8 @@
 //! Ticks per VM on the host clock, and VM failure (traps) with fail-closed and fail-open.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::conformance::*;
 use serde_json::json;
 use warden_host::{Clock, LogLevel, Outcome, PluginConfig};
 

@@ -1,8 +1,6 @@
 //! Hostcall return values and status codes as HOST-FIDELITY.md lists them.
 
-mod common;
-
-use common::*;
+use crate::support::conformance::*;
 use serde_json::json;
 use warden_host::{HttpRequest, LogLevel, PluginConfig, TlsInfo};
 

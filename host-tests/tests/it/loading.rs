@@ -1,8 +1,6 @@
 //! Loading and start-up: imports, WASI subset, start order and refusal, N VMs.
 
-mod common;
-
-use common::*;
+use crate::support::conformance::*;
 use serde_json::json;
 use warden_host::{LogLevel, Outcome, Plugin, PluginConfig, StartError, PROXY_IMPORTS};
 

@@ -1,10 +1,8 @@
 //! `proxy_http_call` against real loopback servers: tokens, responses and Envoy's failure shapes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::conformance::*;
 use serde_json::json;
 use warden_host::{Clock, Outcome, PluginConfig, StopPoint};
 

@@ -5,9 +5,6 @@
 //!
 //! Needs the Python environment of `host-tests/tests/requirements.txt` (`scripts/python-env.sh` makes `.venv`;
 //! `WARDEN_TEST_PYTHON` or `WARDEN_PYTHON` names another interpreter) and `warden.wasm` (see `support::wasm_path`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
-
-mod support;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -17,20 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use warden_core::envelope::{self, SigningKey};
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_warden-gateway");
-
-fn python() -> PathBuf {
-    for var in ["WARDEN_TEST_PYTHON", "WARDEN_PYTHON"] {
-        if let Some(p) = std::env::var_os(var) {
-            return PathBuf::from(p);
-        }
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::support::{python, repo as root, GATEWAY};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -98,7 +82,7 @@ fn the_official_python_sdk_through_warden_gateway() {
             .args(["--upstream", &format!("127.0.0.1:{server_port}")])
             .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
             .args(["--workers", "1", "--wasm"])
-            .arg(support::wasm_path())
+            .arg(crate::support::warden_wasm())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

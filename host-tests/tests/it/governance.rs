@@ -2,16 +2,12 @@
 //! bound to one call, single use across worker VMs, time-boxed exceptions ending on the host clock, shadow rules and
 //! shadow mode, and the decision record an auditor reads.
 
-mod support;
-// Only its `warden` locator and temporary directory (its other helpers are for the control-endpoint tests).
-mod support_control;
-
 use std::process::Command;
 
+use crate::support::filter::*;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::*;
 use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream};
 
 const REFUND_BODY: &str = r#"{"amount": 4200, "currency": "EUR", "order": "o-981"}"#;
@@ -39,12 +35,12 @@ fn send_on(p: &mut Plugin, worker: usize, req: HttpRequest) -> (Exchange, Record
 
 /// Runs `warden approve` on a step-up reply body, with the test approver's private key; returns the token.
 fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
-    let dir = support_control::TempDir::new("approve");
+    let dir = crate::support::TempDir::new("approve");
     let key = dir.join("approver.jwk.json");
     std::fs::write(&key, world().approver.private.to_string()).expect("write key");
     let from = dir.join("reply.json");
     std::fs::write(&from, reply).expect("write reply");
-    let out = Command::new(support_control::warden_bin())
+    let out = Command::new(crate::support::warden_bin())
         .arg("approve")
         .arg("--key")
         .arg(&key)

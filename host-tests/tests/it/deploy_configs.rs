@@ -10,11 +10,11 @@
 //! envoy/tests/test_configs.py checks the same files against Envoy's protobuf schema and the platforms' resource
 //! shapes.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::support::repo;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -37,10 +37,6 @@ const EXAMPLE_BUNDLE_NOW: u64 = 1_796_083_200;
 const EXAMPLE_REVISION: i64 = 41;
 /// Where a fetch goes when the test does not serve anything: nothing listens on port 1.
 const NOWHERE: &str = "127.0.0.1:1";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// One plugin configuration found in a deployment file: the bytes the filter's `on_configure` would read.
 struct Embedded {
@@ -169,7 +165,7 @@ fn start(embedded: &Embedded, cluster_addr: SocketAddr, clock: Clock) -> Result<
     config.root_id = "warden".into();
     config.plugin_name = "warden".into();
     config.vm_id = "warden".into();
-    Plugin::start(&support::module(), config)
+    Plugin::start(&crate::support::filter::module(), config)
 }
 
 fn logs_text(logs: &[warden_host::LogEntry]) -> String {
@@ -328,7 +324,10 @@ fn each_deployment_fetches_and_enforces_the_example_bundle_from_its_control_endp
         let mut p = start(&e, server.addr, clock).unwrap_or_else(|err| panic!("{}: refused: {err}", e.name()));
 
         // Before the first fetch: no policy, fail closed.
-        let x = support::send(&mut p, support::request("GET", "crm.acme.example", "/api/v2/contacts/42"));
+        let x = crate::support::filter::send(
+            &mut p,
+            crate::support::filter::request("GET", "crm.acme.example", "/api/v2/contacts/42"),
+        );
         assert_eq!(x.status, Some(503), "{}: before any bundle", e.name());
 
         // Within one poll period (jitter only shortens it) the bundle is fetched, and every worker VM enforces it.
@@ -338,8 +337,8 @@ fn each_deployment_fetches_and_enforces_the_example_bundle_from_its_control_endp
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut waited = Duration::ZERO;
         let enforced = |p: &mut Plugin, worker: usize| {
-            let mut up = support::upstream();
-            p.send(worker, support::request("GET", "crm.acme.example", "/api/v2/contacts/42"), &mut up)
+            let mut up = crate::support::filter::upstream();
+            p.send(worker, crate::support::filter::request("GET", "crm.acme.example", "/api/v2/contacts/42"), &mut up)
         };
         loop {
             let all = (0..p.worker_count()).all(|w| enforced(&mut p, w).status == Some(401));
@@ -373,7 +372,7 @@ fn each_deployment_fetches_and_enforces_the_example_bundle_from_its_control_endp
         for worker in 0..p.worker_count() {
             let x = enforced(&mut p, worker);
             assert_eq!(x.status, Some(401), "{}: worker {worker}: {:?}", e.name(), String::from_utf8_lossy(&x.body));
-            assert_eq!(support::reply_json(&x)["reason"], "identity_missing", "{}", e.name());
+            assert_eq!(crate::support::filter::reply_json(&x)["reason"], "identity_missing", "{}", e.name());
             let record = x.filter_state.get("wasm.warden_decision");
             let record = record.unwrap_or_else(|| panic!("{}: no filter state wasm.warden_decision", e.name()));
             let record: Json = serde_json::from_slice(record).unwrap();
@@ -391,7 +390,7 @@ fn the_access_log_reads_the_filter_state_the_filter_writes() {
     let nowhere: SocketAddr = NOWHERE.parse().unwrap();
     let e = extract("envoy/envoy.yaml").remove(0);
     let mut p = start(&e, nowhere, Clock::manual_default()).expect("envoy/envoy.yaml configuration starts");
-    let x = support::send(&mut p, support::request("GET", "crm.acme.example", "/"));
+    let x = crate::support::filter::send(&mut p, crate::support::filter::request("GET", "crm.acme.example", "/"));
     assert!(
         x.filter_state.contains_key(key),
         "filter state keys written: {:?}; access log reads `{key}`",
@@ -418,7 +417,7 @@ fn with_renamed_field(path: &[&str], from: &str, to: &str) -> Vec<u8> {
 
 fn refusal(bytes: Vec<u8>) -> StartError {
     let config = PluginConfig::new(bytes).workers(1).cluster("warden-control", NOWHERE.parse().unwrap());
-    match Plugin::start(&support::module(), config) {
+    match Plugin::start(&crate::support::filter::module(), config) {
         Ok(p) => panic!("a configuration with a typo was accepted; logs:\n{}", logs_text(&p.logs())),
         Err(e) => e,
     }

@@ -4,21 +4,20 @@
 //!
 //! Keys are generated fresh for each test process; nothing here is a real secret. Time is the host's manual clock,
 //! starting at [`T0`].
-#![allow(dead_code)] // each test crate uses a different part of this module
+#![allow(dead_code)] // each test module uses a different part of this module
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
+pub use super::{warden_module as module, IssuerKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use warden_core::envelope::{self, SigningKey};
 use warden_host::{
-    Clock, CompiledModule, Exchange, HttpRequest, LogEntry, LogLevel, Plugin, PluginConfig, RecordingUpstream,
-    StartError, UpstreamResponse,
+    Clock, Exchange, HttpRequest, LogEntry, LogLevel, Plugin, PluginConfig, RecordingUpstream, StartError,
+    UpstreamResponse,
 };
 
 /// Host clock at plugin start (2026-05-28T20:26:40Z), seconds since the epoch.
@@ -85,69 +84,7 @@ pub const RECORD_FIELDS: [&str; 22] = [
 ];
 
 // ---------------------------------------------------------------------------------------------------------------
-// The module
-
-/// Where `warden.wasm` is: `WARDEN_WASM`, else `<target>/wasm32-wasip1/wasm/warden.wasm` with target =
-/// `CARGO_TARGET_DIR` or the workspace's `target/` (the first that exists; the build writes to the latter unless
-/// `CARGO_TARGET_DIR` is set for it too).
-pub fn wasm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("WARDEN_WASM") {
-        return PathBuf::from(p);
-    }
-    let rel = "wasm32-wasip1/wasm/warden.wasm";
-    let workspace_target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let mut candidates = Vec::new();
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join(rel));
-    }
-    candidates.push(workspace_target.join(rel));
-    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| candidates[0].clone())
-}
-
-/// The compiled module, compiled once per process.
-pub fn module() -> CompiledModule {
-    let path = wasm_path();
-    assert!(
-        path.exists(),
-        "warden.wasm not built: {} is missing.\nBuild it first (from the workspace root) with:\n  \
-         cargo build -p warden-filter --target wasm32-wasip1 --profile wasm\n\
-         (or run scripts/test.sh; set WARDEN_WASM to use another file)",
-        path.display()
-    );
-    CompiledModule::load_cached(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Keys
-
-/// An Ed25519 token issuer key: what `jsonwebtoken` signs with, and the public JWK the bundle trusts.
-pub struct IssuerKey {
-    pub kid: String,
-    pub encoding: EncodingKey,
-    pub public: Value,
-    /// The private JWK as `warden keygen` writes it (for `warden approve --key`).
-    pub private: Value,
-}
-
-impl IssuerKey {
-    /// A fresh key (generated through `warden_core::envelope`, whose private JWK carries the Ed25519 seed).
-    pub fn generate(kid: &str) -> IssuerKey {
-        let key = SigningKey::generate(envelope::Algorithm::EdDSA, kid).expect("key generation");
-        let d = key.private_jwk()["d"].as_str().expect("private JWK has d").to_string();
-        let seed = URL_SAFE_NO_PAD.decode(d).expect("d is base64url");
-        assert_eq!(seed.len(), 32);
-        // PKCS#8 v1 (RFC 8410) wrapping of the 32-byte seed, which jsonwebtoken's rust_crypto signer reads.
-        let mut der =
-            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-        der.extend_from_slice(&seed);
-        IssuerKey {
-            kid: kid.to_string(),
-            encoding: EncodingKey::from_ed_der(&der),
-            public: key.public_jwk(),
-            private: key.private_jwk(),
-        }
-    }
-}
 
 /// The keys of one test process.
 pub struct World {
@@ -349,9 +286,7 @@ pub fn claims(agent: &str, iat: i64) -> Value {
 
 /// A token with these claims, signed by `key` (EdDSA, `kid` of the key).
 pub fn token_with(claims: &Value, key: &IssuerKey) -> String {
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &key.encoding).expect("token encodes")
+    key.sign(claims)
 }
 
 /// A token with these claims from the trusted issuer.

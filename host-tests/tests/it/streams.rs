@@ -1,9 +1,7 @@
 //! Stream flow: pause/resume in both header modes, body buffering and its limit, local replies,
 //! the end-of-stream callbacks.
 
-mod common;
-
-use common::*;
+use crate::support::conformance::*;
 use serde_json::json;
 use warden_host::{FlowState, HttpRequest, Outcome, PluginConfig, RecordingUpstream, StopPoint, UpstreamResponse};
 

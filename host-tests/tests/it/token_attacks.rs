@@ -6,16 +6,12 @@
 //! .venv/bin/pip install -r host-tests/tests/requirements.txt` at the workspace root, which `scripts/python-env.sh`
 //! does; `WARDEN_TEST_PYTHON` or `WARDEN_PYTHON` names another interpreter) and `warden.wasm` (see
 //! `support::wasm_path`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
-
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use crate::support::filter::*;
 use serde_json::{json, Value};
-use support::*;
 use warden_host::{Exchange, HttpRequest, Plugin, TlsInfo};
 
 const SUPPORT: &str = "spiffe://acme.example/agents/support/bot-1";
@@ -28,19 +24,12 @@ struct Minted {
     tokens: Value,
 }
 
-fn python() -> PathBuf {
-    for var in ["WARDEN_TEST_PYTHON", "WARDEN_PYTHON"] {
-        if let Some(p) = std::env::var_os(var) {
-            return PathBuf::from(p);
-        }
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-}
+use crate::support::python;
 
 fn minted() -> &'static Minted {
     static M: OnceLock<Minted> = OnceLock::new();
     M.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mint_tokens.py");
+        let script = crate::support::repo().join("host-tests/tests/mint_tokens.py");
         let py = python();
         let out = Command::new(&py).arg(&script).arg(T0.to_string()).output().unwrap_or_else(|e| {
             panic!(

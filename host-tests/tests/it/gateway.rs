@@ -20,36 +20,17 @@ use warden_core::envelope::{self, SigningKey};
 use warden_host::http_call::{self, CallResult};
 use warden_host::HttpResponse;
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_warden-gateway");
+use crate::support::GATEWAY;
 const RECONCILER: &str = "spiffe://acme.example/agents/finance/reconciler";
-const BUILD: &str = "cargo build -p warden-filter --target wasm32-wasip1 --profile wasm";
 
 // ---- fixtures ----
 
-/// `WARDEN_WASM`, else `<target>/wasm32-wasip1/wasm/warden.wasm` (`CARGO_TARGET_DIR` or the workspace's `target/`;
-/// the newer when both exist).
 fn wasm() -> PathBuf {
-    if let Ok(p) = std::env::var("WARDEN_WASM") {
-        return PathBuf::from(p);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut candidates = Vec::new();
-    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
-        candidates.push(workspace.join(t).join("wasm32-wasip1/wasm/warden.wasm"));
-    }
-    candidates.push(workspace.join("target/wasm32-wasip1/wasm/warden.wasm"));
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match candidates.iter().filter(|p| p.is_file()).max_by_key(|p| modified(p)) {
-        Some(p) => p.clone(),
-        None => panic!(
-            "warden.wasm is not built (looked at {candidates:?}).\nBuild it first with:\n  {BUILD}\n\
-             (or set WARDEN_WASM to its path)"
-        ),
-    }
+    crate::support::warden_wasm()
 }
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples")
+    crate::support::repo().join("policies/examples")
 }
 
 fn read_json(rel: &str) -> Value {
@@ -485,23 +466,12 @@ fn serve_says_how_to_build_a_missing_filter() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(BUILD), "{stderr}");
+    assert!(stderr.contains("cargo build -p warden-filter --target wasm32-wasip1 --profile wasm"), "{stderr}");
 }
 
 // ---- demo ----
 
-/// The `warden` CLI: `WARDEN_BIN`, else `<target dir>/debug/warden` (`CARGO_TARGET_DIR`, else the workspace's
-/// `target/`); `cargo test --workspace --all-targets` builds it.
-fn warden_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("WARDEN_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()).map(PathBuf::from);
-    let bin = workspace.join(target.unwrap_or_else(|| PathBuf::from("target"))).join("debug/warden");
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p warden-cli` (or set WARDEN_BIN)", bin.display());
-    bin
-}
+use crate::support::warden_bin;
 
 /// `warden serve` with the example finance bundle signed by the TEST authority, as scripts/demo.sh starts it;
 /// killed on drop.

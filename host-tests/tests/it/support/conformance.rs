@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,24 +11,11 @@ use std::time::Duration;
 use serde_json::Value;
 use warden_host::{CannedUpstream, CompiledModule, Exchange, HttpRequest, Plugin, PluginConfig, UpstreamResponse};
 
-/// The test filter's path: `WARDEN_TEST_FILTER_WASM`, else `<target>/wasm32-wasip1/wasm/test_filter.wasm`.
-pub fn wasm_path() -> PathBuf {
-    if let Ok(p) = std::env::var("WARDEN_TEST_FILTER_WASM") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("wasm32-wasip1/wasm/test_filter.wasm")
-}
+pub use super::test_filter_wasm as wasm_path;
 
+/// The test filter, compiled once per process.
 pub fn module() -> CompiledModule {
     let path = wasm_path();
-    assert!(
-        path.exists(),
-        "test filter not built: {} is missing.\nBuild it first with:\n  cargo build -p warden-test-filter --target wasm32-wasip1 --profile wasm\n(or run host-tests/run-tests.sh; set WARDEN_TEST_FILTER_WASM to use another path)",
-        path.display()
-    );
     CompiledModule::load_cached(&path).expect("test filter compiles")
 }
 

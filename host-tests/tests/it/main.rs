@@ -1,0 +1,24 @@
+//! The integration tests of `warden-host`, as one test binary (wasmtime is linked once; one support module, one
+//! artifact locator). Each module is one area; `support` is shared.
+//!
+//! Needs the wasm artifacts (`warden.wasm`, the test filter), the `warden` CLI and the Python environment with
+//! Envoy (`scripts/test.sh` prepares all of them; `warden_host::artifacts` says where each is looked for).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod support;
+
+mod deploy_configs;
+mod e2e_control;
+mod e2e_filter;
+mod e2e_nginx;
+mod e2e_polling;
+mod gateway;
+mod governance;
+mod hostcalls;
+mod http_calls;
+mod loading;
+mod mcp_sdk;
+mod mcp_smuggling;
+mod streams;
+mod time_and_failure;
+mod token_attacks;
