@@ -1,7 +1,7 @@
 //! Outbound HTTP/1.1 for `proxy_http_call` (and `HttpUpstream`): a blocking client on a background
 //! thread, with Envoy's failure shapes (refused connection → 503 reply; reset → no response).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +46,15 @@ impl HttpResponse {
 #[derive(Clone, Debug)]
 pub enum CallResult {
     Response(HttpResponse),
-    /// The connection was reset or the reply was not HTTP: delivered as (0, 0, 0).
+    /// The connection was reset or the reply was not HTTP (or announced a body over [`MAX_RESPONSE_BODY`]):
+    /// delivered as (0, 0, 0).
     Reset,
 }
+
+/// The largest response body the host reads (from an http call or the dev gateway's upstream). A larger
+/// `content-length` or chunk is refused before anything is allocated for it: a peer cannot make the host reserve
+/// memory it announced but never sent.
+pub const MAX_RESPONSE_BODY: usize = 64 << 20;
 
 /// Timeouts of the blocking client in real time (the host-clock timeout is handled by the host).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,7 +110,7 @@ pub fn request(addr: SocketAddr, headers: &Headers, body: &[u8]) -> CallResult {
     if stream.write_all(&wire).is_err() {
         return CallResult::Reset;
     }
-    match read_response(BufReader::new(stream)) {
+    match read_response(BufReader::new(stream), get(":method") == "HEAD") {
         Some(r) => CallResult::Response(r),
         None => CallResult::Reset,
     }
@@ -122,8 +128,18 @@ fn read_line(r: &mut impl BufRead) -> Option<String> {
     String::from_utf8(line).ok()
 }
 
-/// Reads an HTTP/1.x response; None when the connection ends early or the bytes are not HTTP.
-pub(crate) fn read_response(mut r: impl BufRead) -> Option<HttpResponse> {
+/// Reads exactly `len` bytes, growing the buffer as they arrive (never allocating what was only announced).
+fn read_body(r: &mut impl BufRead, len: usize, body: &mut Vec<u8>) -> Option<()> {
+    if len > MAX_RESPONSE_BODY.saturating_sub(body.len()) {
+        return None;
+    }
+    let got = r.take(len as u64).read_to_end(body).ok()?;
+    (got == len).then_some(())
+}
+
+/// Reads an HTTP/1.x response; None when the connection ends early, the bytes are not HTTP, or the body is over
+/// [`MAX_RESPONSE_BODY`]. The response to a `HEAD` (`head`) has no body, whatever its `content-length` says.
+pub fn read_response(mut r: impl BufRead, head: bool) -> Option<HttpResponse> {
     let status_line = read_line(&mut r)?;
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next()?;
@@ -146,7 +162,7 @@ pub(crate) fn read_response(mut r: impl BufRead) -> Option<HttpResponse> {
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let mut body = Vec::new();
     let mut trailers = Vec::new();
-    if status == 204 || status == 304 || (100..200).contains(&status) {
+    if head || status == 204 || status == 304 || (100..200).contains(&status) {
         // no body
     } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
@@ -163,18 +179,18 @@ pub(crate) fn read_response(mut r: impl BufRead) -> Option<HttpResponse> {
                 }
                 break;
             }
-            let mut chunk = vec![0; size];
-            r.read_exact(&mut chunk).ok()?;
-            body.extend_from_slice(&chunk);
+            read_body(&mut r, size, &mut body)?;
             read_line(&mut r)?;
         }
         headers.retain(|(k, _)| k != "transfer-encoding");
     } else if let Some(len) = header("content-length") {
         let len: usize = len.parse().ok()?;
-        body = vec![0; len];
-        r.read_exact(&mut body).ok()?;
+        read_body(&mut r, len, &mut body)?;
     } else {
-        r.read_to_end(&mut body).ok()?;
+        (&mut r).take(MAX_RESPONSE_BODY as u64 + 1).read_to_end(&mut body).ok()?;
+        if body.len() > MAX_RESPONSE_BODY {
+            return None;
+        }
     }
     Some(HttpResponse { headers, body, trailers })
 }
@@ -185,12 +201,13 @@ mod tests {
 
     #[test]
     fn parses_content_length_and_chunked() {
-        let r = read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi"[..]).unwrap();
+        let r = read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi"[..], false).unwrap();
         assert_eq!(r.status(), Some(200));
         assert_eq!(r.body, b"hi");
         assert!(r.headers.contains(&("x-a".into(), "b".into())));
         let r = read_response(
             &b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\nx-t: 1\r\n\r\n"[..],
+            false,
         )
         .unwrap();
         assert_eq!(r.body, b"abc");
@@ -199,8 +216,27 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_resets() {
-        assert!(read_response(&b"garbage\r\n\r\n"[..]).is_none());
-        assert!(read_response(&b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab"[..]).is_none());
-        assert!(read_response(&b""[..]).is_none());
+        assert!(read_response(&b"garbage\r\n\r\n"[..], false).is_none());
+        assert!(read_response(&b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab"[..], false).is_none());
+        assert!(read_response(&b""[..], false).is_none());
+    }
+
+    #[test]
+    fn a_head_response_has_no_body_whatever_its_content_length() {
+        let r = read_response(&b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"[..], true).unwrap();
+        assert_eq!(r.status(), Some(200));
+        assert!(r.body.is_empty());
+        assert!(r.headers.contains(&("content-length".into(), "1234".into())));
+    }
+
+    #[test]
+    fn an_announced_body_over_the_limit_is_refused_without_allocating_it() {
+        // usize::MAX would abort the process if it were allocated up front.
+        let huge = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\nab", usize::MAX);
+        assert!(read_response(huge.as_bytes(), false).is_none());
+        let over = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\nab", MAX_RESPONSE_BODY + 1);
+        assert!(read_response(over.as_bytes(), false).is_none());
+        let chunk = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffff\r\nab";
+        assert!(read_response(chunk.as_bytes(), false).is_none());
     }
 }

@@ -59,14 +59,17 @@
 
 pub mod abi;
 pub mod artifacts;
+pub mod client;
 pub mod clock;
 pub mod engine;
+pub mod envoy;
 mod hostcalls;
 pub mod http_call;
 pub mod plugin;
 mod properties;
 pub mod shared;
 pub mod stream;
+pub mod upstream;
 mod vm;
 mod wasi;
 

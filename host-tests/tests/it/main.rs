@@ -12,6 +12,7 @@ mod e2e_control;
 mod e2e_filter;
 mod e2e_nginx;
 mod e2e_polling;
+mod envoy_decisions;
 mod gateway;
 mod governance;
 mod hostcalls;

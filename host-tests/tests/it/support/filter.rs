@@ -116,11 +116,18 @@ fn rfc3339(t: i64) -> String {
 /// step-up for refunds, has no rule for admin tools (except a time-boxed exception for [`EXCEPTION_BOT`]); one
 /// revoked agent, task and token id; unknown tools denied.
 pub fn bundle() -> Value {
+    bundle_at(T0)
+}
+
+/// [`bundle`] with every time relative to `t0` instead of [`T0`] (issued an hour before, expiring a day after, the
+/// exception granted a day before and ending 600 s after): for hosts on the real clock, such as Envoy.
+pub fn bundle_at(t0: i64) -> Value {
+    let at = |t: i64| rfc3339(t - T0 + t0);
     json!({
         "format": "warden.bundle/v1",
         "revision": REVISION,
-        "issued_at": rfc3339(BUNDLE_ISSUED),
-        "expires_at": rfc3339(BUNDLE_EXPIRES),
+        "issued_at": at(BUNDLE_ISSUED),
+        "expires_at": at(BUNDLE_EXPIRES),
         "owner": "identity-security@acme.example",
         "authority": AUTHORITY,
         "issuers": [{
@@ -153,9 +160,9 @@ pub fn bundle() -> Value {
              "agents": ["spiffe://acme.example/agents/support/*"], "sensitivities": ["payment"],
              "step_up": {"approvers": [APPROVER_ID], "max_age_seconds": APPROVAL_MAX_AGE}},
             {"id": "bot-2-cleanup-exception", "effect": "allow", "agents": [EXCEPTION_BOT],
-             "tools": ["admin.users.delete"], "expires_at": rfc3339(EXCEPTION_ENDS),
+             "tools": ["admin.users.delete"], "expires_at": at(EXCEPTION_ENDS),
              "exception": {"approver": "ciso@acme.example", "ticket": "SEC-1234",
-                           "granted_at": rfc3339(EXCEPTION_GRANTED)}}
+                           "granted_at": at(EXCEPTION_GRANTED)}}
         ],
         "approvers": [{
             "id": APPROVER_ID,

@@ -3,10 +3,12 @@
 //! - [`conformance`]: the conformance test filter in the host (hostcalls, streams, http calls, time and failure);
 //! - [`filter`]: `warden.wasm` in the host with a manual clock and a rich test bundle (end-to-end decisions);
 //! - [`live`]: live updates with a real-time test world (`warden serve`, a scripted control endpoint, nginx),
-//!   also used by the Envoy tests.
+//!   also used by the Envoy tests;
+//! - [`envoy`]: a gateway of real Envoy and a recording upstream, and the differential against the host.
 #![allow(dead_code)] // each test module uses a different part
 
 pub mod conformance;
+pub mod envoy;
 pub mod filter;
 pub mod live;
 
