@@ -9,38 +9,10 @@ use crate::support::filter::*;
 use serde_json::{json, Value};
 use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream, UpstreamResponse};
 
-const MCP_HOST: &str = "mcp.acme.example";
-const BATCH_HOST: &str = "batch.mcp.acme.example";
 const LIMIT: usize = 4096;
 
-/// The support bundle plus two MCP servers (one accepting batches) and tools with argument rules.
 fn mcp_bundle() -> Value {
-    let mut b = bundle();
-    b["mcp_servers"] = json!([
-        {"name": "payments", "host": MCP_HOST, "path": "/mcp"},
-        {"name": "batching", "host": BATCH_HOST, "path": "/mcp", "batches": true}
-    ]);
-    let tools = b["tools"].as_array_mut().unwrap();
-    tools.extend([
-        json!({"id": "mcp.lookup", "sensitivity": "read",
-               "mcp": [{"server": "payments", "tool": "lookup"}, {"server": "batching", "tool": "lookup"}]}),
-        json!({"id": "mcp.refund", "sensitivity": "write",
-               "mcp": [{"server": "payments", "tool": "refund"}, {"server": "batching", "tool": "refund"}]}),
-        json!({"id": "mcp.wipe", "sensitivity": "write",
-               "mcp": [{"server": "payments", "tool": "wipe"}, {"server": "batching", "tool": "wipe"}]}),
-    ]);
-    let rules = b["rules"].as_array_mut().unwrap();
-    rules.extend([
-        json!({"id": "mcp-lookup", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
-               "tools": ["mcp.lookup"]}),
-        json!({"id": "refund-small", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
-               "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100}]}),
-        json!({"id": "refund-large", "effect": "step_up", "agents": ["spiffe://acme.example/agents/support/*"],
-               "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
-               "step_up": {"approvers": [APPROVER_ID]}}),
-        json!({"id": "no-wipe", "effect": "deny", "tools": ["mcp.wipe"]}),
-    ]);
-    b
+    mcp_bundle_at(T0)
 }
 
 fn mcp_start(hold_headers: bool, limit: usize) -> Plugin {

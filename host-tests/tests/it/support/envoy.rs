@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use warden_host::client::{self, Response};
 use warden_host::envoy::{AccessLogEntry, Envoy, EnvoyOptions};
 use warden_host::upstream::{Received, RecordingServer, Reply, Responder};
-use warden_host::{Clock, Exchange, HttpRequest, Plugin, PluginConfig, RecordingUpstream, UpstreamResponse};
+use warden_host::{Clock, Exchange, ForwardedRequest, HttpRequest, Plugin, PluginConfig, UpstreamResponse};
 
 pub use super::{warden_module, warden_wasm};
 
@@ -28,25 +28,27 @@ pub fn request_id() -> String {
     format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The reply of the test upstream: JSON-RPC for `/mcp`, text otherwise (the same for Envoy and the host).
-pub fn tool_reply(path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+/// How the test upstream answers a request (its path and headers as received): the same function answers for
+/// Envoy's recording upstream and for the host's upstream in the differential.
+pub type ReplyFn = Arc<dyn Fn(&str, &[(String, String)]) -> Reply + Send + Sync>;
+
+/// The default tool: JSON-RPC for `/mcp`, text otherwise.
+pub fn tool_reply(path: &str) -> Reply {
     if path.starts_with("/mcp") {
-        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}]}}"#.to_vec();
-        (200, vec![("content-type".into(), "application/json".into())], body)
+        Reply::new(200)
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}]}}"#)
     } else {
-        (200, vec![("content-type".into(), "text/plain".into())], b"from the tool".to_vec())
+        Reply::ok("from the tool")
     }
 }
 
-pub fn tool_responder() -> Responder {
-    Arc::new(|r: &Received| {
-        let (status, headers, body) = tool_reply(&r.path);
-        let mut reply = Reply::new(status).body(body);
-        for (k, v) in headers {
-            reply = reply.header(&k, &v);
-        }
-        reply
-    })
+pub fn default_reply() -> ReplyFn {
+    Arc::new(|path: &str, _: &[(String, String)]| tool_reply(path))
+}
+
+fn responder(f: ReplyFn) -> Responder {
+    Arc::new(move |r: &Received| f(&r.path, &r.headers))
 }
 
 /// Envoy with `warden.wasm` and a recording upstream.
@@ -56,6 +58,7 @@ pub struct Gateway {
     /// The plugin configuration Envoy runs (for the host side of the differential).
     pub config: Value,
     pub hold: bool,
+    pub reply: ReplyFn,
 }
 
 impl Gateway {
@@ -66,13 +69,22 @@ impl Gateway {
     }
 
     pub fn start_with(config: &Value, hold: bool, f: impl FnOnce(EnvoyOptions) -> EnvoyOptions) -> Gateway {
+        Gateway::start_full(config, hold, default_reply(), f)
+    }
+
+    pub fn start_full(
+        config: &Value,
+        hold: bool,
+        reply: ReplyFn,
+        f: impl FnOnce(EnvoyOptions) -> EnvoyOptions,
+    ) -> Gateway {
         let mut config = config.clone();
         config["allow_on_headers_stop_iteration"] = json!(hold);
-        let tools = RecordingServer::start(tool_responder()).expect("upstream");
+        let tools = RecordingServer::start(responder(reply.clone())).expect("upstream");
         let opts =
             f(EnvoyOptions::new(warden_wasm(), config.to_string(), tools.addr).allow_on_headers_stop_iteration(hold));
         let envoy = Envoy::start(&opts).unwrap_or_else(|e| panic!("Envoy did not start: {e}"));
-        Gateway { envoy, tools, config, hold }
+        Gateway { envoy, tools, config, hold, reply }
     }
 
     /// Sends `req` (with a fresh `x-request-id`) and collects what the client, the upstream and the access log saw.
@@ -155,8 +167,6 @@ impl Seen {
         assert_eq!(self.response.status, 200, "{self:#?}");
         let up = self.upstream.as_ref().unwrap_or_else(|| panic!("not forwarded: {self:#?}"));
         assert!(up.complete, "{up:#?}");
-        let (_, _, body) = tool_reply(&up.path);
-        assert_eq!(self.response.body, body);
         up
     }
 }
@@ -197,7 +207,7 @@ pub const COMPARED_REPLY_HEADERS: [&str; 5] =
 
 /// Every difference the differential allows between Envoy and the host, with its reason. `host-tests/README.md`
 /// ("Known differences") has the same table; a test checks that they agree.
-pub const KNOWN_DIFFERENCES: [(&str, &str); 6] = [
+pub const KNOWN_DIFFERENCES: [(&str, &str); 7] = [
     ("decision_id", "random per request (UUID v4); compared as consistent within a run: header = body = record"),
     ("timestamp", "the wall clock of the request (Envoy) versus the host's manual clock"),
     ("latency_ns", "measured time in the filter"),
@@ -212,7 +222,23 @@ pub const KNOWN_DIFFERENCES: [(&str, &str); 6] = [
         "the proxy adds its own (`x-forwarded-proto`, `x-envoy-*`, \
      `content-length` framing); only the x-warden-* headers, the method and the path are compared",
     ),
+    (
+        "headers of a refused request that continued at the header phase",
+        "with allow_on_headers_stop_iteration false the filter lets the headers go and holds the body; the host hands \
+         them to the upstream at once, Envoy only once its upstream connection is up, so a refusal that comes first \
+         (body in the same packet) finds nothing sent. Headers without a body byte count the same as nothing",
+    ),
 ];
+
+/// An abandoned request that got no body byte upstream counts as not forwarded (see [`KNOWN_DIFFERENCES`]).
+fn at_most_headers_as_nothing(mut o: Outcome) -> Outcome {
+    if o.forwarded == Forwarded::Partial && o.upstream_body.is_empty() {
+        o.forwarded = Forwarded::Nothing;
+        o.upstream_request = None;
+        o.warden_headers.clear();
+    }
+    o
+}
 
 fn replace_id(v: &mut Value, id: &str) {
     match v {
@@ -298,14 +324,16 @@ pub fn host_plugin(config: &Value, hold: bool) -> Plugin {
     Plugin::start(&warden_module(), pc).unwrap_or_else(|e| panic!("host did not start: {e}; {:#?}", e.logs()))
 }
 
-/// The same request through the host, with an upstream answering as [`tool_reply`].
-pub fn host_outcome(p: &mut Plugin, req: HttpRequest) -> (Outcome, Exchange) {
-    let (status, headers, body) = tool_reply(&req.path);
-    let mut resp = UpstreamResponse::new(status).body(body);
-    for (k, v) in headers {
-        resp = resp.header(&k, &v);
-    }
-    let mut up = RecordingUpstream::new(resp);
+/// The same request through the host, with an upstream answering as `reply` says.
+pub fn host_outcome(p: &mut Plugin, req: HttpRequest, reply: &ReplyFn) -> (Outcome, Exchange) {
+    let mut up = |f: &ForwardedRequest| {
+        let regular: Vec<(String, String)> = f.headers.iter().filter(|(k, _)| !k.starts_with(':')).cloned().collect();
+        let r = reply(f.path(), &regular);
+        let mut resp = UpstreamResponse::new(r.status).body(r.body);
+        resp.headers = r.headers;
+        resp.body_chunks = r.chunks;
+        resp
+    };
     let x = p.send(0, req, &mut up);
     let fwd = x.forwarded.as_ref().map(|f| {
         let regular = f.headers.iter().filter(|(k, _)| !k.starts_with(':')).cloned().collect();
@@ -325,12 +353,13 @@ pub fn differential(g: &Gateway, req: HttpRequest) -> Seen {
     let req = req.header("x-request-id", &id);
     let response = client::send(g.envoy.listener(), &req).unwrap_or_else(|e| panic!("{e}"));
     let seen = g.seen(&id, response);
-    let envoy = seen.outcome();
+    let envoy = at_most_headers_as_nothing(seen.outcome());
     if std::env::var_os("WARDEN_SHOW_OUTCOMES").is_some() {
         eprintln!("{envoy:#?}");
     }
     let mut p = host_plugin(&g.config, g.hold);
-    let (host, x) = host_outcome(&mut p, req);
+    let (host, x) = host_outcome(&mut p, req, &g.reply);
+    let host = at_most_headers_as_nothing(host);
     assert_eq!(
         envoy, host,
         "Envoy and the host differ (only the fields of KNOWN_DIFFERENCES may):\nEnvoy: {envoy:#?}\nhost:  {host:#?}\n\

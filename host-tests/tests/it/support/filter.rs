@@ -415,3 +415,47 @@ pub fn assert_refused(x: &Exchange, status: u16, decision: &str, reason: &str, r
 pub fn all_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// MCP
+
+pub const MCP_HOST: &str = "mcp.acme.example";
+pub const BATCH_HOST: &str = "batch.mcp.acme.example";
+
+/// The support bundle (times relative to `t0`, see [`bundle_at`]) plus two MCP servers (one accepting batches),
+/// tools with argument rules, a resource and a prompt.
+pub fn mcp_bundle_at(t0: i64) -> Value {
+    let mut b = bundle_at(t0);
+    b["mcp_servers"] = json!([
+        {"name": "payments", "host": MCP_HOST, "path": "/mcp"},
+        {"name": "batching", "host": BATCH_HOST, "path": "/mcp", "batches": true}
+    ]);
+    let tools = b["tools"].as_array_mut().unwrap();
+    tools.extend([
+        json!({"id": "mcp.lookup", "sensitivity": "read",
+               "mcp": [{"server": "payments", "tool": "lookup"}, {"server": "batching", "tool": "lookup"}]}),
+        json!({"id": "mcp.refund", "sensitivity": "write",
+               "mcp": [{"server": "payments", "tool": "refund"}, {"server": "batching", "tool": "refund"}]}),
+        json!({"id": "mcp.wipe", "sensitivity": "write",
+               "mcp": [{"server": "payments", "tool": "wipe"}, {"server": "batching", "tool": "wipe"}]}),
+        json!({"id": "mcp.docs", "sensitivity": "read", "mcp": [{"server": "payments", "resource": "docs://public/*"}]}),
+        json!({"id": "mcp.secrets", "sensitivity": "admin",
+               "mcp": [{"server": "payments", "resource": "docs://secret/*"}]}),
+        json!({"id": "mcp.summary", "sensitivity": "read", "mcp": [{"server": "payments", "prompt": "summary"}]}),
+    ]);
+    let rules = b["rules"].as_array_mut().unwrap();
+    rules.extend([
+        json!({"id": "mcp-lookup", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
+               "tools": ["mcp.lookup"]}),
+        json!({"id": "refund-small", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
+               "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 0, "max": 100}]}),
+        json!({"id": "refund-large", "effect": "step_up", "agents": ["spiffe://acme.example/agents/support/*"],
+               "tools": ["mcp.refund"], "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+               "step_up": {"approvers": [APPROVER_ID]}}),
+        json!({"id": "no-wipe", "effect": "deny", "tools": ["mcp.wipe"]}),
+        json!({"id": "read-docs", "effect": "allow", "agents": ["spiffe://acme.example/agents/support/*"],
+               "tools": ["mcp.docs", "mcp.summary"]}),
+    ]);
+    b
+}
+
