@@ -92,6 +92,9 @@ pub struct EnvoyOptions {
     pub vm_id: String,
     /// Envoy's log level (`-l`).
     pub log_level: String,
+    /// More access-log columns after [`ACCESS_LOG_FORMAT`]'s (command operators such as
+    /// `%FILTER_STATE(wasm.results_log:PLAIN)%`), in [`AccessLogEntry::extra`].
+    pub access_log_extra: Vec<String>,
 }
 
 impl EnvoyOptions {
@@ -111,6 +114,7 @@ impl EnvoyOptions {
             root_id: "warden".into(),
             vm_id: "warden".into(),
             log_level: "info".into(),
+            access_log_extra: Vec::new(),
         }
     }
 
@@ -142,6 +146,21 @@ impl EnvoyOptions {
     pub fn buffer_limit(mut self, bytes: u32) -> Self {
         self.buffer_limit = Some(bytes);
         self
+    }
+
+    pub fn access_log_column(mut self, operator: &str) -> Self {
+        self.access_log_extra.push(operator.into());
+        self
+    }
+
+    fn access_log_format(&self) -> String {
+        let mut f = ACCESS_LOG_FORMAT.trim_end_matches('\n').to_string();
+        for c in &self.access_log_extra {
+            f.push('\t');
+            f.push_str(c);
+        }
+        f.push('\n');
+        f
     }
 
     /// The bootstrap (JSON, which Envoy reads as it reads YAML) writing its access log to `access_log`.
@@ -188,7 +207,7 @@ impl EnvoyOptions {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
                         "path": access_log.display().to_string(),
-                        "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}
+                        "log_format": {"text_format_source": {"inline_string": self.access_log_format()}}
                     }
                 }],
                 "route_config": {
@@ -257,18 +276,21 @@ pub struct AccessLogEntry {
     pub upstream_host: Option<String>,
     /// The filter's decision record (`wasm.warden_decision`), if it stored one.
     pub record: Option<Value>,
+    /// The columns of [`EnvoyOptions::access_log_extra`].
+    pub extra: Vec<String>,
 }
 
 impl AccessLogEntry {
     /// Parses one line of [`ACCESS_LOG_FORMAT`].
     pub fn parse_line(line: &str) -> Option<AccessLogEntry> {
-        let mut f = line.splitn(6, '\t');
+        let mut f = line.split('\t');
         let request_id = f.next()?.to_string();
         let status = f.next()?.parse().ok()?;
         let flags = f.next()?.to_string();
         let details = f.next()?.to_string();
         let upstream = f.next()?;
         let record = f.next()?;
+        let extra = f.map(str::to_string).collect();
         Some(AccessLogEntry {
             request_id,
             status,
@@ -276,6 +298,7 @@ impl AccessLogEntry {
             details,
             upstream_host: (upstream != "-").then(|| upstream.to_string()),
             record: serde_json::from_str(record).ok(),
+            extra,
         })
     }
 }

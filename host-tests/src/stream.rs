@@ -59,6 +59,9 @@ pub struct HttpRequest {
     /// Dynamic metadata as JSON (`{"filter_metadata": {"<namespace>": {...}}}`).
     pub metadata: serde_json::Value,
     pub protocol: String,
+    /// The downstream connection (`connection.id`): requests given the same id came on one kept-alive connection,
+    /// as in Envoy. None: a connection of its own.
+    pub connection_id: Option<u64>,
 }
 
 impl HttpRequest {
@@ -78,6 +81,7 @@ impl HttpRequest {
             request_id: None,
             metadata: serde_json::Value::Null,
             protocol: "HTTP/1.1".into(),
+            connection_id: None,
         }
     }
 
@@ -121,6 +125,12 @@ impl HttpRequest {
 
     pub fn tls(mut self, tls: TlsInfo) -> HttpRequest {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Sends it on the downstream connection `id` (see [`HttpRequest::connection_id`]).
+    pub fn connection(mut self, id: u64) -> HttpRequest {
+        self.connection_id = Some(id);
         self
     }
 
@@ -997,7 +1007,7 @@ impl Worker {
             metadata: req.metadata.clone(),
             protocol: req.protocol.clone(),
             start_time: s.clock.now(),
-            connection_id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            connection_id: req.connection_id.unwrap_or_else(|| NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         };
         let seq = s.log_seq.load(Ordering::Relaxed);
         let mut data = StreamData::new(info, header_map, seq);

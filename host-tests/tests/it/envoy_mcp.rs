@@ -211,7 +211,12 @@ fn a_body_in_many_chunks_is_decided_whole() {
 }
 
 fn listed(v: &Value) -> Vec<String> {
-    v["result"]["tools"].as_array().unwrap_or(&Vec::new()).iter().map(|t| t["name"].as_str().unwrap_or("").to_string()).collect()
+    v["result"]["tools"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 fn list(g: &Gateway, which: &str) -> Seen {

@@ -98,6 +98,7 @@ fn handle(vms: &VmPool, upstream: SocketAddr, req: Request, access_log: bool) ->
     let line = format!("{} {}", req.method, req.target);
     let mut request = HttpRequest::new(&req.method, &req.target).authority(&authority).source(req.peer);
     request.destination_address = req.local;
+    request.connection_id = Some(req.connection);
     request.headers = req.headers.into_iter().filter(|(k, _)| k != "host").collect();
     request.body = req.body;
     let exchange = match vms.run(request, Box::new(HttpUpstream { address: upstream })) {

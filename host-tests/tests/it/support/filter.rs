@@ -458,4 +458,3 @@ pub fn mcp_bundle_at(t0: i64) -> Value {
     ]);
     b
 }
-
