@@ -13,6 +13,7 @@ mod e2e_filter;
 mod e2e_nginx;
 mod e2e_polling;
 mod envoy_decisions;
+mod envoy_deploy;
 mod envoy_fidelity;
 mod envoy_mcp;
 mod gateway;
