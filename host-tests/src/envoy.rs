@@ -557,6 +557,20 @@ impl Envoy {
         }
     }
 
+    /// The access-log line of the request with this `x-request-id`, waiting up to `timeout` for it.
+    pub fn access_log_entry(&self, request_id: &str, timeout: Duration) -> Option<AccessLogEntry> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.access_log().into_iter().find(|e| e.request_id == request_id) {
+                return Some(e);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The access-log lines written since the last call, waiting (up to 2 s) for at least `n` of them.
     pub fn new_access_log(&mut self, n: usize) -> Vec<AccessLogEntry> {
         let all = self.wait_access_log(self.seen_lines + n, Duration::from_secs(2));

@@ -31,14 +31,14 @@ fn nginx_bin() -> PathBuf {
 }
 
 /// nginx on `127.0.0.1:<port>` serving `<dir>/www`; killed (by its handle) on drop.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     dir: TempDir,
 }
 
 impl Nginx {
-    fn start() -> Nginx {
+    pub(crate) fn start() -> Nginx {
         let bin = nginx_bin();
         let dir = TempDir::new("nginx");
         std::fs::create_dir_all(dir.join("www/bundles")).unwrap();
@@ -98,7 +98,7 @@ impl Nginx {
 
     /// Publishes a signed bundle the way a static server must be fed: written next to the served file, then renamed
     /// over it.
-    fn publish(&self, jws: &str) {
+    pub(crate) fn publish(&self, jws: &str) {
         write_atomically(&self.bundle_path(), jws.as_bytes());
     }
 

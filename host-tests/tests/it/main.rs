@@ -15,6 +15,7 @@ mod e2e_polling;
 mod envoy_decisions;
 mod envoy_deploy;
 mod envoy_fidelity;
+mod envoy_live;
 mod envoy_mcp;
 mod gateway;
 mod governance;

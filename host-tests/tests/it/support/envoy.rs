@@ -114,14 +114,7 @@ impl Gateway {
 
     /// The access-log line of the request with this id (waits up to 3 s for it).
     pub fn log_entry(&self, id: &str) -> Option<AccessLogEntry> {
-        for _ in 0..300 {
-            let text = self.envoy.access_log_text();
-            if let Some(line) = text.lines().find(|l| l.contains(id)) {
-                return warden_host::envoy::AccessLogEntry::parse_line(line);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        self.envoy.access_log_entry(id, Duration::from_secs(3))
     }
 }
 
