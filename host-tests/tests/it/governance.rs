@@ -34,7 +34,7 @@ fn send_on(p: &mut Plugin, worker: usize, req: HttpRequest) -> (Exchange, Record
 }
 
 /// Runs `warden approve` on a step-up reply body, with the test approver's private key; returns the token.
-fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
+pub(crate) fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
     let dir = crate::support::TempDir::new("approve");
     let key = dir.join("approver.jwk.json");
     std::fs::write(&key, world().approver.private.to_string()).expect("write key");
