@@ -17,6 +17,7 @@ mod envoy_deploy;
 mod envoy_fidelity;
 mod envoy_live;
 mod envoy_mcp;
+mod envoy_mtls;
 mod envoy_step_up;
 mod gateway;
 mod governance;

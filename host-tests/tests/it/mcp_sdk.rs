@@ -40,13 +40,17 @@ impl Drop for Children {
     }
 }
 
-#[test]
-fn the_official_python_sdk_through_warden_gateway() {
+/// Which proxy runs warden.wasm between the SDK's client and server.
+enum Proxy {
+    DevGateway,
+    Envoy,
+}
+
+fn the_official_python_sdk_through(proxy: Proxy) {
     let py = python();
     let keys = root().join("policies/examples/keys");
     let sdk = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp_sdk");
-    let work = std::env::temp_dir().join(format!("warden-mcp-sdk-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
+    let work = crate::support::TempDir::new("mcp-sdk");
 
     // The bundle (bundle.py), signed with the TEST-ONLY authority key, inline in the plugin configuration.
     let out = Command::new(&py).arg(sdk.join("bundle.py")).arg(&keys).output().unwrap_or_else(|e| {
@@ -64,7 +68,7 @@ fn the_official_python_sdk_through_warden_gateway() {
     let config_path = work.join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
 
-    let (server_port, gateway_port) = (free_port(), free_port());
+    let server_port = free_port();
     let mut children = Children(Vec::new());
     children.0.push(
         Command::new(&py)
@@ -75,31 +79,48 @@ fn the_official_python_sdk_through_warden_gateway() {
             .spawn()
             .unwrap(),
     );
-    children.0.push(
-        Command::new(GATEWAY)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .args(["--upstream", &format!("127.0.0.1:{server_port}")])
-            .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
-            .args(["--workers", "1", "--wasm"])
-            .arg(crate::support::warden_wasm())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     wait_for(server_port);
-    wait_for(gateway_port);
+    let server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], server_port));
+    let mut _envoy = None;
+    let proxy_url = match proxy {
+        Proxy::DevGateway => {
+            let gateway_port = free_port();
+            children.0.push(
+                Command::new(GATEWAY)
+                    .args(["serve", "--config"])
+                    .arg(&config_path)
+                    .args(["--upstream", &format!("127.0.0.1:{server_port}")])
+                    .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+                    .args(["--workers", "1", "--wasm"])
+                    .arg(crate::support::warden_wasm())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            wait_for(gateway_port);
+            format!("http://127.0.0.1:{gateway_port}/mcp")
+        }
+        Proxy::Envoy => {
+            // The SDK's Streamable HTTP answers in SSE; the route timeout stays Envoy's default of 15 s here.
+            let opts =
+                warden_host::envoy::EnvoyOptions::new(crate::support::warden_wasm(), config.to_string(), server_addr)
+                    .concurrency(2);
+            let envoy = warden_host::envoy::Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+            let url = format!("http://{}/mcp", envoy.listener());
+            _envoy = Some(envoy);
+            url
+        }
+    };
 
     let out = Command::new(&py)
         .arg(sdk.join("client.py"))
-        .arg(format!("http://127.0.0.1:{gateway_port}/mcp"))
+        .arg(proxy_url)
         .arg(keys.join("TEST-ONLY-issuer-acme-workload.jwk.json"))
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     drop(children);
-    let _ = std::fs::remove_dir_all(&work);
     assert!(out.status.success(), "client.py:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     for line in [
         "ok   tools/list is filtered",
@@ -111,4 +132,14 @@ fn the_official_python_sdk_through_warden_gateway() {
     ] {
         assert!(report.contains(line), "missing {line:?} in:\n{report}");
     }
+}
+
+#[test]
+fn the_official_python_sdk_through_warden_gateway() {
+    the_official_python_sdk_through(Proxy::DevGateway);
+}
+
+#[test]
+fn the_official_python_sdk_through_envoy() {
+    the_official_python_sdk_through(Proxy::Envoy);
 }
