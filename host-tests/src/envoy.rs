@@ -95,6 +95,8 @@ pub struct EnvoyOptions {
     /// More access-log columns after [`ACCESS_LOG_FORMAT`]'s (command operators such as
     /// `%FILTER_STATE(wasm.results_log:PLAIN)%`), in [`AccessLogEntry::extra`].
     pub access_log_extra: Vec<String>,
+    /// The Envoy binary; default [`crate::artifacts::envoy`].
+    pub envoy_bin: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -115,6 +117,7 @@ impl EnvoyOptions {
             vm_id: "warden".into(),
             log_level: "info".into(),
             access_log_extra: Vec::new(),
+            envoy_bin: None,
         }
     }
 
@@ -338,6 +341,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running Envoy. Killed (and its files removed) on drop.
 pub struct Envoy {
     child: Child,
+    concurrency: usize,
     dir: PathBuf,
     admin: SocketAddr,
     listeners: Vec<(String, SocketAddr)>,
@@ -366,7 +370,11 @@ impl Envoy {
         let access_log = dir.join("access.log");
         let bootstrap = dir.join("bootstrap.json");
         std::fs::write(&bootstrap, opts.bootstrap(&access_log).to_string())?;
-        Envoy::run(dir, &bootstrap, access_log, opts.concurrency, &opts.log_level)
+        let bin = match &opts.envoy_bin {
+            Some(b) => b.clone(),
+            None => crate::artifacts::envoy()?,
+        };
+        Envoy::run(&bin, dir, &bootstrap, access_log, opts.concurrency, &opts.log_level)
     }
 
     /// Starts Envoy with a bootstrap given as text (`yaml` or `json`, by `extension`), e.g. a shipped file with
@@ -382,17 +390,17 @@ impl Envoy {
         let bootstrap = dir.join(format!("bootstrap.{extension}"));
         std::fs::write(&bootstrap, text)?;
         let access_log = access_log_path.map(Path::to_path_buf).unwrap_or_else(|| dir.join("access.log"));
-        Envoy::run(dir, &bootstrap, access_log, concurrency, "info")
+        Envoy::run(&crate::artifacts::envoy()?, dir, &bootstrap, access_log, concurrency, "info")
     }
 
     fn run(
+        bin: &Path,
         dir: PathBuf,
         bootstrap: &Path,
         access_log: PathBuf,
         concurrency: usize,
         level: &str,
     ) -> Result<Envoy, EnvoyError> {
-        let bin = crate::artifacts::envoy()?;
         let admin_file = dir.join("admin.address");
         let log = dir.join("envoy.log");
         // Envoy runs under a small `sh` watchdog that kills it when our end of its stdin closes: on drop, and also
@@ -401,7 +409,7 @@ impl Envoy {
         let child = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
-            .arg(&bin)
+            .arg(bin)
             .arg("-c")
             .arg(bootstrap)
             .arg("--disable-hot-restart")
@@ -418,6 +426,7 @@ impl Envoy {
             .spawn()?;
         let mut envoy = Envoy {
             child,
+            concurrency: concurrency.max(1),
             dir,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: Vec::new(),
@@ -494,6 +503,11 @@ impl Envoy {
 
     pub fn admin(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// Its worker threads (`--concurrency`).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// Sends a request to the listener on a fresh connection.

@@ -478,12 +478,12 @@ use crate::support::warden_bin;
 struct ControlEndpoint {
     child: Child,
     addr: String,
-    dir: PathBuf,
+    dir: crate::support::TempDir,
 }
 
 impl ControlEndpoint {
     fn start() -> ControlEndpoint {
-        let dir = std::env::temp_dir().join(format!("warden-gateway-demo-test-{}", std::process::id()));
+        let dir = crate::support::TempDir::new("gateway-demo-test");
         std::fs::create_dir_all(dir.join("bundles")).unwrap();
         let key = SigningKey::from_jwk(&read_json("keys/TEST-ONLY-authority.jwk.json")).unwrap();
         let bundle = std::fs::read(examples().join("finance-agent.json")).unwrap();
@@ -511,12 +511,12 @@ impl Drop for ControlEndpoint {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-#[test]
-fn demo_prints_every_scripted_decision_as_expected() {
+/// Runs `warden-gateway demo` (with `extra` arguments) against a fresh control endpoint; returns its stdout after
+/// checking that it succeeded and printed every scripted decision.
+fn run_demo(extra: &[&std::ffi::OsStr]) -> String {
     let control = ControlEndpoint::start();
     let out = Command::new(GATEWAY)
         .arg("demo")
@@ -528,9 +528,10 @@ fn demo_prints_every_scripted_decision_as_expected() {
         .arg(control.dir.join("upload.token"))
         .arg("--warden")
         .arg(warden_bin())
+        .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for needle in [
         "finance-read",
@@ -547,6 +548,36 @@ fn demo_prints_every_scripted_decision_as_expected() {
         "with the upload token: 200, revision 18 replaces 17",
         "reason revoked_agent, revision 18",
         "409 rollback",
+        "retry with the approval: 200 allow (allowed_by_approval)",
+        "the same approval again: 403 step_up (approval_replayed)",
+        // the ten rows, the approved retry and the replay: one record each, none of the start-up probes
+        "12 decision records were logged",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
+    }
+    stdout
+}
+
+#[test]
+fn demo_prints_every_scripted_decision_as_expected() {
+    let stdout = run_demo(&[]);
+    assert!(stdout.contains("the embedded dev gateway"), "{stdout}");
+    assert!(!stdout.contains("Envoy stats"), "{stdout}");
+}
+
+/// scripts/demo.sh's default: the same demo with warden.wasm inside real Envoy 1.40; the decision records come from
+/// Envoy's access log and the table is followed by the Envoy stats that changed.
+#[test]
+fn demo_runs_in_real_envoy() {
+    let envoy = warden_host::artifacts::envoy().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = run_demo(&["--envoy".as_ref(), envoy.as_os_str()]);
+    for needle in [
+        "Envoy 1.40 (V8): 2 worker VMs",
+        "Envoy's access log has them",
+        "Envoy stats that changed (admin /stats, wasmcustom.warden.*):",
+        "wasmcustom.warden.reasons.revoked_agent: 0 -> 1",
+        "wasmcustom.warden.approvals.accepted: 0 -> 1",
+        "wasmcustom.warden.bundle.revision: 17 -> 18",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
     }
