@@ -461,7 +461,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
                 let deadline =
                     (timeout != 0).then(|| s.clock.monotonic() + std::time::Duration::from_millis(timeout as u64));
                 s.http_calls.insert(token, PendingCall { deadline });
-                spawn_call(addr, headers, body, s.shared.clone(), s.index, token);
+                spawn_call(addr, headers, body, timeout, s.shared.clone(), s.index, token);
                 write_u32(&mut c, ret, token)
             })())
         },

@@ -56,21 +56,31 @@ pub enum CallResult {
 /// memory it announced but never sent.
 pub const MAX_RESPONSE_BODY: usize = 64 << 20;
 
-/// Timeouts of the blocking client in real time (the host-clock timeout is handled by the host).
+/// Timeouts of the blocking client in real time. The connect timeout is Envoy's default cluster `connect_timeout`
+/// (5 s); the call's own timeout is kept by the host on its clock (a 504 when it passes, see `Worker::fire_due`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The read/write timeout of [`request`] (the dev gateway's upstream and control requests).
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The socket timeout of a `proxy_http_call` with this timeout (ms): never shorter than the call's own timeout
+/// (the host answers 504 on its clock when that passes, as Envoy does; the socket must not give up first), and none
+/// for a call without a timeout (`0`: Envoy waits as long as the upstream keeps the connection).
+pub fn call_io_timeout(timeout_ms: u32) -> Option<Duration> {
+    (timeout_ms != 0).then(|| IO_TIMEOUT.max(Duration::from_millis(u64::from(timeout_ms)) + Duration::from_secs(1)))
+}
 
 pub(crate) fn spawn_call(
     addr: SocketAddr,
     headers: Headers,
     body: Vec<u8>,
+    timeout_ms: u32,
     shared: Arc<SharedState>,
     worker: usize,
     token: u32,
 ) {
     let shared2 = shared.clone();
     let spawned = std::thread::Builder::new().name(format!("http-call-{token}")).spawn(move || {
-        let result = request(addr, &headers, &body);
+        let result = request_with_timeout(addr, &headers, &body, call_io_timeout(timeout_ms));
         shared.post(worker, Event::HttpCallDone { token, result });
     });
     if spawned.is_err() {
@@ -79,16 +89,22 @@ pub(crate) fn spawn_call(
     }
 }
 
-/// Performs one HTTP/1.1 request. `headers` must contain `:method`, `:path` and `:authority`.
+/// Performs one HTTP/1.1 request (socket timeouts 30 s). `headers` must contain `:method`, `:path` and
+/// `:authority`.
 pub fn request(addr: SocketAddr, headers: &Headers, body: &[u8]) -> CallResult {
+    request_with_timeout(addr, headers, body, Some(IO_TIMEOUT))
+}
+
+/// [`request`] with this read/write timeout (`None`: wait as long as the peer keeps the connection open).
+pub fn request_with_timeout(addr: SocketAddr, headers: &Headers, body: &[u8], io: Option<Duration>) -> CallResult {
     let mut stream = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
         Ok(s) => s,
         Err(_) => {
             return CallResult::Response(HttpResponse::synthesized(503, CONNECT_FAILURE_BODY));
         }
     };
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_read_timeout(io);
+    let _ = stream.set_write_timeout(io);
     let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
     let mut head = format!("{} {} HTTP/1.1\r\nhost: {}\r\n", get(":method"), get(":path"), get(":authority"));
     let mut has_length = false;

@@ -80,7 +80,8 @@ pub use hostcalls::PROXY_IMPORTS;
 pub use http_call::HttpResponse;
 pub use plugin::{HostError, Plugin, PluginConfig, StartError, Worker};
 pub use stream::{
-    CallbackRecord, CannedUpstream, Exchange, FlowState, ForwardedRequest, HttpRequest, HttpUpstream, LocalReply,
-    Outcome, RecordingUpstream, StopPoint, StreamId, StreamSnapshot, TlsInfo, Upstream, UpstreamResponse,
+    socket_pieces, CallbackRecord, CannedUpstream, Exchange, FlowState, ForwardedRequest, HttpRequest, HttpUpstream,
+    LocalReply, Outcome, RecordingUpstream, StopPoint, StreamId, StreamSnapshot, TlsInfo, Upstream, UpstreamResponse,
+    BODY_PIECE,
 };
 pub use vm::LogEntry;

@@ -220,7 +220,11 @@ impl Worker {
                 let msg = format!("Function: {name} failed: {e:#}");
                 let s = self.store.data_mut();
                 s.log(LogLevel::Error, true, msg.clone());
-                s.deferred.clear();
+                // What the trapping callback queued for its own context is lost (Envoy answers that stream 503,
+                // not the queued reply), but a resume it queued for another stream (from the root context's
+                // `on_http_call_response`, a tick …) is still carried out, as Envoy's posted continue is: that
+                // stream goes on and meets the failed VM at its next callback.
+                s.deferred.retain(|a| matches!(a, crate::vm::Deferred::Continue { context, .. } if *context != ctx));
                 self.failed = Some(msg);
                 Err(())
             }

@@ -69,7 +69,7 @@ fn the_shipped_envoy_yaml_runs_and_enforces_the_example_bundle() {
     assert_eq!(seen[0].authority.as_deref(), Some("warden-control:8181"));
     assert_eq!(envoy.warden_stat("warden.bundle.revision"), 41);
     // The access log (stdout in the shipped file) is the decision record.
-    let end = Instant::now() + Duration::from_secs(3);
+    let end = Instant::now() + Duration::from_secs(10);
     while !envoy.stdout().contains("\"identity_missing\"") && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }

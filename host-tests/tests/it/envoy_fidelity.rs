@@ -3,21 +3,24 @@
 //! both (what the client got, what the upstream got, the status of each hostcall): a trap after a queued local
 //! reply, header and property access after the headers went on, `response.code` in the response headers, header
 //! writes in `on_log`, `connection.id` on one kept-alive connection, a `HEAD` answered with a `content-length`,
-//! the buffer limit of a paused body.
+//! the buffer limit of a paused body (413 / 500 / a reset), an http call answered or timed out by its own timeout,
+//! a trap after a queued resume (the request is forwarded, then the stream fails).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use warden_host::client::{Connection, Response};
 use warden_host::envoy::{Envoy, EnvoyOptions};
 use warden_host::upstream::{RecordingServer, Reply};
-use warden_host::{Exchange, HttpRequest, HttpUpstream, Plugin, PluginConfig};
+use warden_host::{Clock, Exchange, HttpRequest, HttpUpstream, Outcome, Plugin, PluginConfig};
 
 use crate::support::conformance::module;
 use crate::support::envoy::request_id;
 use crate::support::test_filter_wasm;
 
-const PHASES: [&str; 5] = ["request_headers", "request_body", "response_headers", "response_body", "log"];
+const PHASES: [&str; 6] =
+    ["request_headers", "request_body", "response_headers", "response_body", "log", "http_call_response"];
 
 /// What one request came to, on either side.
 #[derive(Debug, PartialEq)]
@@ -68,7 +71,7 @@ impl Both {
             None => self.envoy.send(&req).unwrap_or_else(|e| panic!("{e}")),
         };
         let mut line = None;
-        for _ in 0..300 {
+        for _ in 0..1000 {
             line = self.envoy.access_log().into_iter().find(|l| l.request_id == id);
             if line.is_some() {
                 break;
@@ -139,7 +142,13 @@ fn headers_and_request_properties_after_the_headers_went_on() {
         {"op": "get_property", "path": ["request", "method"]}
     ]);
     let run = b.same(ops("POST", json!({"request_body": probe})).body("some body"));
-    eprintln!("request header map and request.* in on_request_body: {:?}", run.results.get("request_body"));
+    // After the headers went on: a header value and every write are BadArgument (2), the map reads as empty
+    // (0, no pairs), and the header-derived request.* attributes are NotFound (1).
+    assert_eq!(
+        run.results["request_body"],
+        ["status:2", "status:0:null", "status:2", "status:1", "status:1"],
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -152,7 +161,8 @@ fn response_code_in_the_response_headers() {
             {"op": "get_header", "map": 2, "key": ":status"}
         ]}),
     ));
-    eprintln!("response.code in on_response_headers: {:?}", run.results.get("response_headers"));
+    // response.code is there in on_response_headers (200 as 8-byte LE).
+    assert_eq!(run.results["response_headers"], ["ok:c800000000000000", "ok:200"], "{run:?}");
 }
 
 #[test]
@@ -167,7 +177,8 @@ fn header_writes_in_on_log() {
             {"op": "get_header", "map": 2, "key": ":status"}
         ]}),
     ));
-    eprintln!("header maps in on_log: {:?}", run.results.get("log"));
+    // on_log reads the request and response headers, but writes are BadArgument.
+    assert_eq!(run.results["log"], ["ok:/fidelity", "status:2", "status:2", "ok:200"], "{run:?}");
 }
 
 #[test]
@@ -196,4 +207,96 @@ fn a_head_response_with_a_content_length() {
     let run = b.same(ops("HEAD", json!({})));
     assert_eq!(run.status, 200, "{run:?}");
     assert_eq!(run.body, "");
+}
+
+fn call(timeout_ms: u64) -> Value {
+    json!({"op": "http_call", "cluster": "authz", "timeout": timeout_ms,
+           "headers": [[":method", "GET"], [":path", "/check"], [":authority", "authz.local"]]})
+}
+
+/// Envoy and the host (real clock) with a cluster `authz` whose server answers `hello` after 600 ms.
+fn with_slow_calls() -> (Both, RecordingServer) {
+    let calls = RecordingServer::canned(Reply::ok("hello").delayed(Duration::from_millis(600))).expect("server");
+    let host = PluginConfig::new("{}").cluster("authz", calls.addr).clock(Clock::real());
+    (start(Reply::ok("upstream"), |o| o.cluster("authz", calls.addr), host), calls)
+}
+
+#[test]
+fn a_call_gets_its_answer_or_a_504_by_its_own_timeout() {
+    let (mut b, _calls) = with_slow_calls();
+    let report = json!([
+        {"op": "get_header", "map": 6, "key": ":status"},
+        {"op": "get_buffer", "type": 4, "start": 0},
+        {"op": "resume_request"}
+    ]);
+    let within = b.same(ops(
+        "GET",
+        json!({"request_headers": [call(3000), {"op": "action", "value": "pause"}], "http_call_response": report}),
+    ));
+    assert_eq!(within.results["http_call_response"], ["ok:200", "ok:hello", "Ok(())"], "{within:?}");
+    assert_eq!((within.status, within.body.as_str()), (200, "upstream"));
+    let past = b.same(ops(
+        "GET",
+        json!({"request_headers": [call(200), {"op": "action", "value": "pause"}], "http_call_response": report}),
+    ));
+    assert_eq!(past.results["http_call_response"], ["ok:504", "ok:upstream request timeout", "Ok(())"], "{past:?}");
+    assert_eq!((past.status, past.body.as_str()), (200, "upstream"));
+}
+
+#[test]
+fn a_trap_after_a_queued_resume_forwards_the_request_then_fails_the_stream() {
+    let (mut b, _calls) = with_slow_calls();
+    let run = b.same(ops(
+        "GET",
+        json!({"request_headers": [call(3000), {"op": "action", "value": "pause"}],
+               "http_call_response": [{"op": "resume_request"}, {"op": "panic", "msg": "boom after the resume"}]}),
+    ));
+    // Envoy carries out the resume queued before the trap (the request reaches the upstream), then the stream
+    // meets the failed VM at its response and gets 503 (wasm_fail_stream), not the upstream's answer.
+    assert_eq!((run.status, run.body.as_str(), run.upstream_body.as_deref()), (503, "", Some(&b""[..])), "{run:?}");
+    // The VM stays failed: the next request is 503 at once and reaches nothing.
+    let next = b.same(ops("GET", json!({})));
+    assert_eq!((next.status, next.upstream_body.as_ref()), (503, None), "{next:?}");
+}
+
+#[test]
+fn the_buffer_limit_of_a_paused_body() {
+    const LIMIT: usize = 64 * 1024;
+    let host = PluginConfig {
+        request_body_buffer_limit: LIMIT,
+        response_body_buffer_limit: LIMIT,
+        ..PluginConfig::new("{}").allow_on_headers_stop_iteration(true)
+    };
+    let upstream = Reply::ok(vec![b'r'; 200 * 1024]);
+    let mut b = start(upstream, |o| o.buffer_limit(LIMIT as u32).allow_on_headers_stop_iteration(true), host);
+    // The request body comes in 16 KiB pieces (chunked) on both sides; the filter buffers until the end.
+    let big = |ops_: Value| ops("POST", ops_).body(vec![b'x'; 200 * 1024]).chunks(vec![16 * 1024; 13]);
+    let pause = json!([{"op": "pause_unless_eos"}]);
+
+    // Headers and body held: past the limit Envoy answers 413 itself, nothing went upstream.
+    let run = b.same(big(json!({"request_headers": pause, "request_body": pause})));
+    assert_eq!((run.status, run.body.as_str(), run.upstream_body.as_ref()), (413, "Payload Too Large", None));
+
+    // Headers let through, body held: 413 too. Envoy had already sent the headers upstream (the upstream saw a
+    // request without a byte of its body, then the abort); the host calls its upstream only with a whole request
+    // and so shows none (host-tests/README.md, known differences).
+    let req = big(json!({"request_body": pause}));
+    let envoy = b.envoy_run(&req);
+    let (host, _) = b.host_run(&req);
+    assert_eq!(
+        (envoy.status, envoy.body.as_str(), envoy.upstream_body.as_deref()),
+        (413, "Payload Too Large", Some(&b""[..]))
+    );
+    assert_eq!((host.status, host.body.as_str(), host.upstream_body.as_ref()), (413, "Payload Too Large", None));
+
+    // The response (200 KiB from the upstream) held at its headers and body: 500 from Envoy.
+    let run = b.same(ops("GET", json!({"response_headers": pause, "response_body": pause})));
+    assert_eq!((run.status, run.body.as_str()), (500, "Internal Server Error"), "{run:?}");
+
+    // Response headers let through, body held: the headers are gone to the client, so past the limit Envoy can
+    // only reset the stream (the client gets a 200 head and no complete answer); the host resets it too.
+    let req = ops("GET", json!({"response_body": pause}));
+    assert!(b.envoy.send(&req).is_err(), "Envoy answered a response over its buffer limit");
+    let (_, x) = b.host_run(&req);
+    assert!(matches!(x.outcome, Outcome::Reset { .. }), "{:?}", x.outcome);
 }

@@ -192,6 +192,50 @@ fn a_paused_stream_waiting_on_a_call_that_never_answers_hangs() {
     assert_eq!(x.outcome, Outcome::Hung { at: StopPoint::RequestHeaders });
 }
 
+/// The call's own timeout governs, not a fixed wait of the host (HOST-FIDELITY: the gateway gave up on every call
+/// after 5 s): on a real clock a stream waits for a slow answer that comes within the call's timeout, however short
+/// `send_wait` is, and gets a 504 when the call's timeout passes first.
+#[test]
+fn on_a_real_clock_a_stream_waits_for_its_calls_own_timeout() {
+    let srv = server(OK_REPLY, Duration::from_millis(600));
+    let mut p = start(PluginConfig {
+        send_wait: Duration::from_millis(50),
+        ..PluginConfig::new("{}").cluster("authz", srv.addr).clock(Clock::real())
+    });
+    let slow_within = p.send(
+        0,
+        ops(
+            "GET",
+            json!({"request_headers":[call("authz", 3000), {"op":"action","value":"pause"}],
+                   "http_call_response": report()}),
+        ),
+        &mut ok_upstream(),
+    );
+    assert_eq!(slow_within.outcome, Outcome::Completed);
+    assert_eq!(results(&slow_within, "http_call_response")[..2], ["ok:200", "ok:hello"]);
+    assert_eq!(slow_within.status, Some(200));
+
+    let slow_past = p.send(
+        0,
+        ops(
+            "GET",
+            json!({"request_headers":[call("authz", 200), {"op":"action","value":"pause"}],
+                   "http_call_response": report()}),
+        ),
+        &mut ok_upstream(),
+    );
+    assert_eq!(slow_past.outcome, Outcome::Completed);
+    assert_eq!(results(&slow_past, "http_call_response")[..2], ["ok:504", "ok:upstream request timeout"]);
+}
+
+#[test]
+fn the_socket_never_gives_up_before_the_calls_timeout() {
+    use warden_host::http_call::call_io_timeout;
+    assert_eq!(call_io_timeout(0), None, "no timeout: as long as the upstream keeps the connection");
+    assert_eq!(call_io_timeout(1000), Some(Duration::from_secs(30)));
+    assert_eq!(call_io_timeout(120_000), Some(Duration::from_secs(121)));
+}
+
 #[test]
 fn calls_from_the_root_context_get_their_response_on_the_root() {
     let srv = server(OK_REPLY, Duration::ZERO);

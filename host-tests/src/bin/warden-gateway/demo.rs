@@ -504,21 +504,21 @@ impl Front {
         }
     }
 
-    /// Waits (up to 2 s) until Envoy's access log has a line for each of the `requests` sent so far (Envoy writes a
+    /// Waits (up to 10 s) until Envoy's access log has a line for each of the `requests` sent so far (Envoy writes a
     /// line when the stream ends, after the client got its reply); returns the decision records among them.
     fn settle(&self, requests: usize) -> usize {
         match self {
             Front::Envoy(e) => {
-                e.wait_access_log(requests, Duration::from_secs(2)).iter().filter(|l| l.record.is_some()).count()
+                e.wait_access_log(requests, Duration::from_secs(10)).iter().filter(|l| l.record.is_some()).count()
             }
             Front::Dev(_) => 0,
         }
     }
 }
 
-/// The decision record with this id from Envoy's access log (written when the stream ends: waits up to 1 s).
+/// The decision record with this id from Envoy's access log (written when the stream ends: waits up to 5 s).
 fn envoy_record(e: &Envoy, decision_id: &str) -> Value {
-    let end = Instant::now() + Duration::from_secs(1);
+    let end = Instant::now() + Duration::from_secs(5);
     loop {
         let found = e.access_log().into_iter().filter_map(|l| l.record).find(|r| r["decision_id"] == decision_id);
         if let Some(r) = found {

@@ -112,9 +112,9 @@ impl Gateway {
         Seen { response, upstream, log }
     }
 
-    /// The access-log line of the request with this id (waits up to 3 s for it).
+    /// The access-log line of the request with this id (waits up to 10 s for it, a bound for a loaded machine).
     pub fn log_entry(&self, id: &str) -> Option<AccessLogEntry> {
-        self.envoy.access_log_entry(id, Duration::from_secs(3))
+        self.envoy.access_log_entry(id, Duration::from_secs(10))
     }
 }
 
