@@ -300,3 +300,45 @@ fn the_buffer_limit_of_a_paused_body() {
     let (_, x) = b.host_run(&req);
     assert!(matches!(x.outcome, Outcome::Reset { .. }), "{:?}", x.outcome);
 }
+
+/// Envoy's main thread starts the module twice more (`on_vm_start` and `on_configure` both times) and ticks one
+/// of those root contexts: a filter that polls on its tick polls once per period more than it has workers. The host
+/// models it with `PluginConfig::main_thread_vms` (on in `warden-gateway`).
+#[test]
+fn the_main_thread_starts_the_vm_twice_and_ticks_once() {
+    let config = r#"{"tick_ms": 300, "tick": [{"op": "eprintln", "msg": "TICK"}]}"#;
+    let tools = RecordingServer::canned(Reply::ok("x")).expect("upstream");
+    let envoy = Envoy::start(&EnvoyOptions::new(test_filter_wasm(), config, tools.addr).concurrency(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Envoy's log lines: `[time][thread id][level][logger] … message`.
+    let thread = |l: &str| l.split('[').nth(2).and_then(|t| t.split(']').next()).map(str::to_string);
+    let threads_of = |needle: &str| -> Vec<String> {
+        envoy.full_log().lines().filter(|l| l.contains(needle)).filter_map(thread).collect()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let mut tickers = BTreeMap::<String, usize>::new();
+    while tickers.len() < 3 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        tickers = threads_of("TICK").into_iter().fold(BTreeMap::new(), |mut m, t| {
+            *m.entry(t).or_default() += 1;
+            m
+        });
+    }
+    let mut starts = BTreeMap::<String, usize>::new();
+    for t in threads_of("vm_start") {
+        *starts.entry(t).or_default() += 1;
+    }
+    let main_thread = starts.iter().find(|(_, n)| **n == 2).map(|(t, _)| t.clone());
+    assert_eq!(starts.values().sum::<usize>(), 4, "Envoy: 2 main-thread starts + 2 workers: {starts:?}");
+    let main_thread = main_thread.unwrap_or_else(|| panic!("no thread started the VM twice: {starts:?}"));
+    assert_eq!(tickers.len(), 3, "Envoy: the two workers and the main thread tick: {tickers:?}");
+    assert!(tickers.contains_key(&main_thread), "{tickers:?} {starts:?}");
+
+    let host = PluginConfig::new(config).workers(2).main_thread_vms(true);
+    let mut p = Plugin::start(&module(), host).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.logs().iter().filter(|l| l.message.contains("vm_start")).count(), 4);
+    p.advance(Duration::from_millis(300));
+    let mut ticked: Vec<usize> = p.logs().iter().filter(|l| l.message.contains("TICK")).map(|l| l.vm).collect();
+    ticked.sort();
+    assert_eq!(ticked, [0, 1, 3], "the host: both workers and one main-thread VM (3) tick once a period");
+}
