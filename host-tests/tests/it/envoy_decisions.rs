@@ -187,3 +187,13 @@ fn the_stats_count_the_decisions() {
     assert!(grew("warden.decisions.deny") >= 1, "{after:?}");
     assert_eq!(after.get("warden.bundle.revision"), Some(&41), "{after:?}");
 }
+
+/// The differential's allowed differences are the table in host-tests/README.md, reason for reason.
+#[test]
+fn the_known_differences_are_documented() {
+    let readme = std::fs::read_to_string(crate::support::repo().join("host-tests/README.md")).expect("README");
+    for (what, why) in crate::support::envoy::KNOWN_DIFFERENCES {
+        let row = format!("| {what} | {why} |");
+        assert!(readme.contains(&row), "host-tests/README.md lacks the known-differences row\n{row}");
+    }
+}

@@ -4,8 +4,10 @@
 //! a body in many chunks, and `tools/list` rewritten from the upstream (JSON, SSE, a 2xx that is not 200, an
 //! unfilterable body). Every refusal asserts exactly what the upstream received before it:
 //! - `allow_on_headers_stop_iteration: true`: nothing;
-//! - `false`: at most the request headers (with the filter's `x-warden-*`), never a byte of the body; in these runs
-//!   Envoy had not even connected upstream when the refusal came (see `refused_calls_never_reach_the_upstream`).
+//! - `false`: at most the request headers (with the filter's `x-warden-*`), never a byte of the body. In Envoy 1.40
+//!   the headers do go: the upstream sees the request head, then the connection reset when the filter answers
+//!   (`refused_calls_never_reach_the_upstream` prints what it saw); the host, which calls its upstream only with a
+//!   whole request, shows nothing (host-tests/README.md, known differences).
 
 use std::sync::{Arc, OnceLock};
 

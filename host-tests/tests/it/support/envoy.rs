@@ -217,9 +217,9 @@ pub const KNOWN_DIFFERENCES: [(&str, &str); 7] = [
     ),
     (
         "headers of a refused request that continued at the header phase",
-        "with allow_on_headers_stop_iteration false the filter lets the headers go and holds the body; the host hands \
-         them to the upstream at once, Envoy only once its upstream connection is up, so a refusal that comes first \
-         (body in the same packet) finds nothing sent. Headers without a body byte count the same as nothing",
+        "with allow_on_headers_stop_iteration false the filter lets the headers go and holds the body; Envoy sends \
+         them upstream as soon as its upstream connection is up (the upstream sees the head, then a reset), the host \
+         calls its upstream only with a whole request. Headers without a body byte count the same as nothing",
     ),
 ];
 
