@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Module};
+use std::collections::BTreeMap;
+
+use wasmtime::{Caller, Config, Engine, Extern, ExternType, Func, InstancePre, Linker, Module};
 
 use crate::shared::lock;
 use crate::vm::VmState;
@@ -81,6 +83,79 @@ impl HostEngine {
         let pre = self.linker.instantiate_pre(&module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(CompiledModule { inner: Arc::new(Compiled { engine: self.clone(), module, pre }) })
     }
+
+    /// Links `module` through a counting layer: every function import is a `func_new` trampoline that counts the
+    /// call in the calling VM's [`HostCalls`] and then calls the real import (looked up once per VM in the real
+    /// linker). See [`CompiledModule::counting`].
+    fn counting(&self, module: &Module) -> Result<CompiledModule, LoadError> {
+        let imports: Vec<(String, String, wasmtime::FuncType)> = module
+            .imports()
+            .filter_map(|i| match i.ty() {
+                ExternType::Func(ty) => Some((i.module().to_string(), i.name().to_string(), ty)),
+                _ => None,
+            })
+            .collect();
+        let names: Arc<[String]> = imports.iter().map(|(m, n, _)| format!("{m}.{n}")).collect();
+        let mut linker: Linker<VmState> = Linker::new(&self.engine);
+        for (idx, (m, n, ty)) in imports.into_iter().enumerate() {
+            let real = self.linker.clone();
+            let names = names.clone();
+            let (module_name, name) = (m.clone(), n.clone());
+            let trampoline = move |mut caller: Caller<'_, VmState>,
+                                   params: &[wasmtime::Val],
+                                   results: &mut [wasmtime::Val]|
+                  -> wasmtime::Result<()> {
+                let f = match caller.data_mut().host_calls.count(idx, &names) {
+                    Some(f) => f,
+                    None => {
+                        let f =
+                            real.get(&mut caller, &module_name, &name).ok().and_then(Extern::into_func).ok_or_else(
+                                || wasmtime::Error::msg(format!("the host does not define {module_name}.{name}")),
+                            )?;
+                        caller.data_mut().host_calls.funcs[idx] = Some(f);
+                        f
+                    }
+                };
+                f.call(&mut caller, params, results)
+            };
+            linker.func_new(&m, &n, ty, trampoline).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        }
+        let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        Ok(CompiledModule { inner: Arc::new(Compiled { engine: self.clone(), module: module.clone(), pre }) })
+    }
+}
+
+/// Per-VM counts of the guest's calls of each import (for a module from [`CompiledModule::counting`]; empty and
+/// untouched otherwise). Read with [`crate::Worker::host_calls`].
+#[derive(Default)]
+pub(crate) struct HostCalls {
+    names: Option<Arc<[String]>>,
+    counts: Vec<u64>,
+    /// The real import of each index in this VM's store, looked up on its first call.
+    funcs: Vec<Option<Func>>,
+}
+
+impl HostCalls {
+    /// Counts a call of import `idx` (of `names`); the real function when it was looked up already.
+    fn count(&mut self, idx: usize, names: &Arc<[String]>) -> Option<Func> {
+        if self.names.is_none() {
+            self.names = Some(names.clone());
+            self.counts = vec![0; names.len()];
+            self.funcs = vec![None; names.len()];
+        }
+        self.counts[idx] += 1;
+        self.funcs[idx]
+    }
+
+    /// `module.name` → calls so far, for every import called at least once.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
+        let Some(names) = &self.names else { return BTreeMap::new() };
+        names.iter().zip(&self.counts).filter(|(_, c)| **c > 0).map(|(n, c)| (n.clone(), *c)).collect()
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.counts.iter_mut().for_each(|c| *c = 0);
+    }
 }
 
 struct Compiled {
@@ -126,6 +201,14 @@ impl CompiledModule {
         // Compile outside the lock; a racing compile of the same path is harmless.
         let module = CompiledModule::from_file(&key)?;
         Ok(lock(cache).entry(key).or_insert(module).clone())
+    }
+
+    /// The same module linked through a counting layer: each call of an import is counted per VM, by name
+    /// ([`crate::Worker::host_calls`]), then handed to the import itself. For benchmarks and profiles: every call
+    /// goes through wasmtime's dynamic `Func::call`, so it costs more than a plain call. Modules from
+    /// [`CompiledModule::load_cached`] and friends have no such layer and count nothing.
+    pub fn counting(&self) -> Result<CompiledModule, LoadError> {
+        self.inner.engine.counting(&self.inner.module)
     }
 
     /// Names of the module's imports as `module.name`.

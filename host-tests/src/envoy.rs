@@ -97,6 +97,24 @@ pub struct EnvoyOptions {
     pub access_log_extra: Vec<String>,
     /// The Envoy binary; default [`crate::artifacts::envoy`].
     pub envoy_bin: Option<PathBuf>,
+    /// The HTTP filters before the router, as JSON (`None`: the Wasm filter of `wasm` with `plugin_configuration`,
+    /// see [`EnvoyOptions::wasm_filter`]). `Some(vec![])` is Envoy with the router alone.
+    pub http_filters: Option<Vec<Value>>,
+    /// Answer every request from the route itself (`direct_response`) instead of the `upstream` cluster, so only
+    /// the filter chain costs (the benchmarks' bare Envoy).
+    pub direct_response: Option<DirectResponse>,
+    /// Write the access log (default: yes). Off for benchmarks: formatting and writing a line per request is
+    /// Envoy CPU that no filter chain adds.
+    pub access_log: bool,
+}
+
+/// A route's `direct_response`: what Envoy answers by itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: String,
+    /// `response_headers_to_add` (e.g. `content-type`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl EnvoyOptions {
@@ -118,7 +136,28 @@ impl EnvoyOptions {
             log_level: "info".into(),
             access_log_extra: Vec::new(),
             envoy_bin: None,
+            http_filters: None,
+            direct_response: None,
+            access_log: true,
         }
+    }
+
+    /// The filters before the router (see [`EnvoyOptions::http_filters`]).
+    pub fn http_filters(mut self, filters: Vec<Value>) -> Self {
+        self.http_filters = Some(filters);
+        self
+    }
+
+    /// Every request answered by the route with this status and body (see [`EnvoyOptions::direct_response`]).
+    pub fn direct_response(mut self, status: u16, body: &str) -> Self {
+        self.direct_response = Some(DirectResponse { status, body: body.into(), headers: Vec::new() });
+        self
+    }
+
+    /// No access log (see [`EnvoyOptions::access_log`]).
+    pub fn without_access_log(mut self) -> Self {
+        self.access_log = false;
+        self
     }
 
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
@@ -166,20 +205,10 @@ impl EnvoyOptions {
         f
     }
 
-    /// The bootstrap (JSON, which Envoy reads as it reads YAML) writing its access log to `access_log`.
-    pub fn bootstrap(&self, access_log: &Path) -> Value {
-        let cluster = |name: &str, addr: SocketAddr| {
-            json!({
-                "name": name,
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-                    {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]}
-            })
-        };
-        let mut clusters = vec![cluster("upstream", self.upstream)];
-        clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
-        let wasm = json!({
+    /// The Wasm filter of the generated bootstrap (`wasm` with `plugin_configuration`, V8, the failure policy and
+    /// `allow_on_headers_stop_iteration`), for a chain given in [`EnvoyOptions::http_filters`].
+    pub fn wasm_filter(&self) -> Value {
+        json!({
             "name": "warden",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -199,35 +228,63 @@ impl EnvoyOptions {
                     "allow_on_headers_stop_iteration": self.allow_on_headers_stop_iteration
                 }
             }
-        });
+        })
+    }
+
+    /// The bootstrap (JSON, which Envoy reads as it reads YAML) writing its access log to `access_log`.
+    pub fn bootstrap(&self, access_log: &Path) -> Value {
+        let cluster = |name: &str, addr: SocketAddr| {
+            json!({
+                "name": name,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                    {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]}
+            })
+        };
+        let mut clusters = vec![cluster("upstream", self.upstream)];
+        clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
+        let mut http_filters = self.http_filters.clone().unwrap_or_else(|| vec![self.wasm_filter()]);
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        let route = match &self.direct_response {
+            None => json!({"match": {"prefix": "/"}, "route": {
+                "cluster": "upstream",
+                "timeout": format!("{}s", self.route_timeout.as_secs().max(1))
+            }}),
+            Some(d) => json!({
+                "match": {"prefix": "/"},
+                "direct_response": {"status": d.status, "body": {"inline_string": d.body}},
+                "response_headers_to_add": d.headers.iter().map(|(k, v)| json!({
+                    "header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+                })).collect::<Vec<_>>()
+            }),
+        };
+        let access_logs = if self.access_log {
+            vec![json!({
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": access_log.display().to_string(),
+                    "log_format": {"text_format_source": {"inline_string": self.access_log_format()}}
+                }
+            })]
+        } else {
+            Vec::new()
+        };
         let hcm = json!({
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "warden",
-                "access_log": [{
-                    "name": "envoy.access_loggers.file",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                        "path": access_log.display().to_string(),
-                        "log_format": {"text_format_source": {"inline_string": self.access_log_format()}}
-                    }
-                }],
+                "access_log": access_logs,
                 "route_config": {
                     "name": "local",
-                    "virtual_hosts": [{
-                        "name": "all",
-                        "domains": ["*"],
-                        "routes": [{"match": {"prefix": "/"}, "route": {
-                            "cluster": "upstream",
-                            "timeout": format!("{}s", self.route_timeout.as_secs().max(1))
-                        }}]
-                    }]
+                    "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]
                 },
-                "http_filters": [wasm, {
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                }]
+                "http_filters": http_filters
             }
         });
         let mut chain = json!({"filters": [hcm]});
@@ -508,6 +565,17 @@ impl Envoy {
     /// Its worker threads (`--concurrency`).
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    /// The process id of Envoy itself (a child of the watchdog `sh`), e.g. to read its CPU time from
+    /// `/proc/PID/stat`. `None` when it is gone (or not on Linux).
+    pub fn pid(&self) -> Option<u32> {
+        let sh = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "envoy"))
     }
 
     /// Sends a request to the listener on a fresh connection.

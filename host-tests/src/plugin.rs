@@ -256,6 +256,18 @@ impl Worker {
         self.store.data().memory.map(|m| m.data_size(&self.store)).unwrap_or(0)
     }
 
+    /// The guest's calls of each import (`env.proxy_get_header_map_value`, `wasi_snapshot_preview1.random_get`,
+    /// …) on this VM since it started or since [`Worker::reset_host_calls`]; only imports called at least once.
+    /// Empty unless the module came from [`CompiledModule::counting`].
+    pub fn host_calls(&self) -> BTreeMap<String, u64> {
+        self.store.data().host_calls.snapshot()
+    }
+
+    /// Sets this VM's [`Worker::host_calls`] back to zero.
+    pub fn reset_host_calls(&mut self) {
+        self.store.data_mut().host_calls.reset();
+    }
+
     /// Outstanding `proxy_http_call`s.
     pub fn pending_http_calls(&self) -> usize {
         self.store.data().http_calls.len()

@@ -138,6 +138,8 @@ pub(crate) struct VmState {
     pub metric_ids: IdMap<(MetricType, String)>,
     pub next_metric: [u32; 3],
     pub deferred: Vec<Deferred>,
+    /// Counts of the guest's calls of each import, kept only for a module from [`crate::CompiledModule::counting`].
+    pub host_calls: crate::engine::HostCalls,
 }
 
 impl VmState {
@@ -173,6 +175,7 @@ impl VmState {
             metric_ids: IdMap::default(),
             next_metric: [0, 1, 2],
             deferred: Vec::new(),
+            host_calls: Default::default(),
         }
     }
 
