@@ -236,15 +236,20 @@ static JTI: AtomicU64 = AtomicU64::new(1);
 /// Claims of a valid token for `agent` from `alg`'s issuer at [`NOW`], with task context; every call gets a new
 /// `jti`, so every token is new.
 pub fn claims(alg: Alg, agent: &str) -> Value {
+    claims_at(alg, agent, NOW)
+}
+
+/// [`claims`] valid at `now` (the Envoy bench runs on the real clock).
+pub fn claims_at(alg: Alg, agent: &str, now: i64) -> Value {
     json!({
         "iss": alg.iss(),
         "sub": agent,
         "aud": "warden",
-        "iat": NOW - 60,
-        "exp": NOW + 600,
+        "iat": now - 60,
+        "exp": now + 600,
         "jti": format!("jti-{}", JTI.fetch_add(1, Ordering::Relaxed)),
         "task_id": "task-5521",
         "task_purpose": "customer-refund",
-        "task_exp": NOW + 900,
+        "task_exp": now + 900,
     })
 }
