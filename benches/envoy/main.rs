@@ -19,7 +19,8 @@
 //! written and no figure is judged.
 //!
 //! Knobs (environment): `WARDEN_ENVOY_BENCH_SECONDS` (window, default 10), `WARDEN_ENVOY_BENCH_WARMUP` (default
-//! 3), `WARDEN_ENVOY_BENCH_CONNECTIONS` (default 16), `WARDEN_ENVOY_BENCH_WORKERS` (default `1,2`); `WARDEN_WRK`
+//! 3), `WARDEN_ENVOY_BENCH_CONNECTIONS` (default 16), `WARDEN_ENVOY_BENCH_WORKERS` (default `1,2`),
+//! `WARDEN_ENVOY_BENCH_PERF=DIR` (`perf record` of Envoy in each window, see `run::perf_record`); `WARDEN_WRK`
 //! names the wrk binary, `WARDEN_ENVOY` the Envoy binary.
 
 mod hostcalls;

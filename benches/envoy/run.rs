@@ -336,12 +336,16 @@ pub fn measure(mode: &Mode, workers: usize, stack: &Stack, ctx: &Ctx) -> Row {
     }
     let token_file = rotating.then(|| ctx.token_file(&request, pool, "measure.tokens"));
     let before = counters(&stack.front, mode);
+    let perf = perf_record(mode, workers, pid, ctx.settings.seconds);
     let cpu0 = ctx.cpu_seconds(pid);
     let s = wrk::run(
         &load(stack, &request, &token, token_file.as_deref(), (threads, connections, ctx.settings.seconds)),
         &dir,
     );
     let cpu1 = ctx.cpu_seconds(pid);
+    if let Some(mut p) = perf {
+        let _ = p.wait();
+    }
     let load1 = load1();
     let after = counters(&stack.front, mode);
     check_window(mode, &s, &before, &after);
@@ -354,6 +358,27 @@ pub fn measure(mode: &Mode, workers: usize, stack: &Stack, ctx: &Ctx) -> Row {
         token_pool: if rotating { pool as u64 } else { 0 },
         tokens_reused: if rotating { s.generated.saturating_sub(pool as u64) } else { 0 },
         summary: s,
+    }
+}
+
+/// With `WARDEN_ENVOY_BENCH_PERF=DIR`: `perf record` of the Envoy process for the window, into
+/// `DIR/<mode>-<workers>.data` (read with `perf report -i … --sort dso`: Envoy's binary is stripped and V8 writes no
+/// perf map, so what it shows is the split between Envoy's own code, the kernel and V8's generated code, which is
+/// where the guest runs). Off by default; perf's own sampling costs a little CPU in the window.
+fn perf_record(mode: &Mode, workers: usize, pid: u32, seconds: u64) -> Option<std::process::Child> {
+    let dir = std::env::var_os("WARDEN_ENVOY_BENCH_PERF")?;
+    let out = Path::new(&dir).join(format!("{}-{workers}.data", mode.id));
+    let _ = std::fs::create_dir_all(&dir);
+    let child = std::process::Command::new("perf")
+        .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .arg(&out)
+        .args(["--", "sleep", &seconds.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => Some(c),
+        Err(e) => panic!("WARDEN_ENVOY_BENCH_PERF is set but perf does not run: {e}"),
     }
 }
 
