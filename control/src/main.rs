@@ -16,6 +16,7 @@ mod files;
 mod keygen;
 mod lint;
 mod locate;
+mod oci;
 mod report;
 mod serve;
 mod sign;
@@ -56,6 +57,7 @@ enum Command {
     Serve(serve::Args),
     Approve(approve::Args),
     Report(report::Args),
+    Oci(oci::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Approve(args) => approve::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Oci(args) => oci::run(&args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,
