@@ -52,6 +52,12 @@ pub fn check(name: &str, text: &str) -> std::result::Result<Checked, Vec<String>
 pub fn check_file(path: &Path) -> Result<std::result::Result<Checked, Vec<String>>> {
     let bytes = files::read_bytes(path)?;
     let name = path.display().to_string();
+    if files::looks_signed(&bytes) {
+        return Ok(Err(vec![format!(
+            "{name}: this is a signed bundle (JWS), not bundle JSON: check the JSON it was signed from, or check it \
+             as a gateway does with `warden verify {name} --keys AUTHORITY.jwks.json --authority NAME`"
+        )]));
+    }
     match String::from_utf8(bytes) {
         Ok(text) => Ok(check(&name, &text)),
         Err(e) => Ok(Err(vec![format!("{name}: not UTF-8 text: {e}")])),

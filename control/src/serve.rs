@@ -44,8 +44,8 @@ use crate::Status;
 /// PUT /bundles/NAME.jws with `Authorization: Bearer <upload token>` uploads a new signed bundle: it must verify
 /// with the pinned keys and authority, validate, and have a revision higher than the current one. It replaces the
 /// file atomically and keeps the previous one as DIR/history/NAME.REVISION.jws. Refusals are JSON
-/// `{"error", "message"}`: 401 no token, 403 wrong token, 409 revision not higher, 413 too large, 422 does not
-/// verify or validate.
+/// `{"error", "message"}`: 401 no token, 403 wrong token, 409 revision not higher, 412 If-Match / If-None-Match
+/// not met, 413 too large, 422 does not verify or validate.
 ///
 /// GET /healthz reports the current revision of every bundle.
 ///
@@ -646,6 +646,10 @@ impl Server {
             )
             .with("Connection", "close");
         }
+        let precondition = Precondition {
+            if_match: header_list(headers, "if-match"),
+            if_none_match: header_list(headers, "if-none-match"),
+        };
         let until = started + self.request_timeout;
         let body = match tokio::time::timeout_at(until, Limited::new(req.into_body(), self.max_upload).collect()).await
         {
@@ -667,7 +671,7 @@ impl Server {
             let Ok(_guard) = store.lock.lock() else {
                 return Response::error(500, "internal", "upload lock poisoned");
             };
-            store.store(&name_owned, &body)
+            store.store(&name_owned, &body, &precondition)
         })
         .await
         .unwrap_or_else(|e| Response::error(500, "internal", format!("upload task failed: {e}")));
@@ -753,13 +757,53 @@ struct Store {
     lock: Mutex<()>,
 }
 
+/// The conditions of an upload (RFC 9110 section 13): `If-Match` with the ETag the publisher last saw (`warden
+/// publish` sends it, so two publishers cannot overwrite each other's revision unseen), or `If-None-Match: *` for
+/// a first upload.
+struct Precondition {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Precondition {
+    /// `Some(412 reply)` when the current file (its ETag and revision, if any) does not satisfy the conditions.
+    fn refusal(&self, current: Option<(String, u64)>) -> Option<Response> {
+        let failed = |message: String| {
+            let mut body = json!({ "error": "precondition_failed", "message": message });
+            if let Some((tag, revision)) = &current {
+                body["current_etag"] = json!(tag);
+                body["current_revision"] = json!(revision);
+            }
+            Some(Response::json(412, &body))
+        };
+        if let Some(if_match) = &self.if_match {
+            match &current {
+                None => return failed(format!("If-Match {if_match}: there is no current bundle")),
+                Some((tag, revision)) if !none_match(if_match, tag) => {
+                    return failed(format!(
+                        "If-Match {if_match}: the current bundle is revision {revision} with ETag {tag}; fetch it \
+                         again and review what changed"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let (Some(inm), Some((tag, revision))) = (&self.if_none_match, &current) {
+            if none_match(inm, tag) {
+                return failed(format!("If-None-Match {inm}: a bundle exists already (revision {revision})"));
+            }
+        }
+        None
+    }
+}
+
 fn stored_revision(r: &Response) -> String {
     serde_json::from_slice::<Value>(&r.body).ok().map(|v| v["revision"].to_string()).unwrap_or_default()
 }
 
 impl Store {
     /// Verifies, validates, checks the revision and stores an upload. Called with the upload lock held.
-    fn store(&self, name: &str, body: &[u8]) -> Response {
+    fn store(&self, name: &str, body: &[u8], precondition: &Precondition) -> Response {
         let path = self.dir.join(format!("{name}.jws"));
         let current = match fs::read(&path) {
             Ok(bytes) => match stored_head(&bytes) {
@@ -775,6 +819,10 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Response::error(500, "io", format!("cannot read {}: {e}", path.display())),
         };
+        if let Some(refusal) = precondition.refusal(current.as_ref().map(|(bytes, head)| (etag(bytes), head.revision)))
+        {
+            return refusal;
+        }
         let revoked: &[String] =
             current.as_ref().and_then(|(_, h)| h.revocations.as_ref()).map_or(&[], |r| &r.signing_keys);
         let now = files::clock();

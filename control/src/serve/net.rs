@@ -167,7 +167,7 @@ pub struct Listen {
 
 /// The reply to a connection over the limit: sent at once, then the connection is closed.
 const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 101\r\n\r\n\
+Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 102\r\n\r\n\
 {\"error\": \"too_many_connections\", \"message\": \"this endpoint is at its connection limit; retry later\"}\n";
 
 /// Accepts connections forever; each one gets a task running `serve(io, peer, deadline)`.
