@@ -81,10 +81,15 @@ impl<'de> de::Deserialize<'de> for Checked {
     }
 }
 
+/// Checks that `text` is one JSON document with no member name twice in an object; `Err` is `LINE:COL: why`.
+pub fn no_duplicates(text: &str) -> std::result::Result<(), String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_any(NoDuplicates).and_then(|()| de.end()).map_err(|e| files::serde_position(&e))
+}
+
 /// The canonical text of a JSON document, or `LINE:COL: why` when it cannot be formatted.
 pub fn canonical(text: &str) -> std::result::Result<String, String> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.deserialize_any(NoDuplicates).and_then(|()| de.end()).map_err(|e| files::serde_position(&e))?;
+    no_duplicates(text)?;
     let value: Value = serde_json::from_str(text).map_err(|e| files::serde_position(&e))?;
     let mut out = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
     out.push('\n');

@@ -21,8 +21,10 @@ mod locate;
 mod oci;
 mod publish;
 mod report;
+mod schema;
 mod serve;
 mod sign;
+mod suggest;
 mod token;
 
 /// What a subcommand concluded, mapped to the process exit code.
