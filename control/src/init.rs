@@ -15,7 +15,7 @@ use crate::Status;
 /// Which example the starter bundle is made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
-    /// A support agent: CRM reads, ticket updates, an MCP knowledge base, no payments.
+    /// A support agent: CRM and knowledge-base reads, ticket comments, no writes to contacts.
     Support,
     /// A finance agent: reads, refunds behind a step-up approval, payouts denied, a time-boxed exception.
     Finance,
@@ -43,11 +43,13 @@ impl Scenario {
 }
 
 const SCHEMA: &str = include_str!("../../policies/bundle.schema.json");
+const CASES_SCHEMA: &str = include_str!("../../policies/cases.schema.json");
 
 /// Start a policy: write a starter bundle, its policy tests and fresh keys for a scenario into a new directory.
 ///
 /// DIR/bundle.json (from the scenario's example, with `$schema` for editors, the --authority, and the issuer and
-/// approver keys replaced by new ones), DIR/bundle.cases.json (its policy tests), DIR/bundle.schema.json, and in
+/// approver keys replaced by new ones), DIR/bundle.cases.json (its policy tests), the JSON Schemas of both
+/// (DIR/bundle.schema.json, DIR/cases.schema.json: associate the second in the editor), and in
 /// DIR/keys/ new key pairs: authority (signs bundles; its public JWKS is what gateways pin), one per issuer (mints
 /// test agent tokens with `warden token`) and per approver (mints approvals with `warden approve`). Private keys
 /// are created with mode 0600. Prints the next steps. DIR must not exist or be empty.
@@ -105,8 +107,13 @@ pub fn run(args: &Args) -> Result<Status> {
     let cases = canonical(cases_text).map_err(|e| anyhow!("{e}"))?;
     files::create_new(&dir.join("bundle.cases.json"), cases.as_bytes(), 0o644, false)?;
     files::create_new(&dir.join("bundle.schema.json"), SCHEMA.as_bytes(), 0o644, false)?;
+    files::create_new(&dir.join("cases.schema.json"), CASES_SCHEMA.as_bytes(), 0o644, false)?;
     let d = dir.display();
-    println!("wrote {d}/bundle.json, {d}/bundle.cases.json, {d}/bundle.schema.json and keys: {}", made.join(", "));
+    println!(
+        "wrote {d}/bundle.json, {d}/bundle.cases.json, the schemas {d}/bundle.schema.json and {d}/cases.schema.json, \
+         and keys: {}",
+        made.join(", ")
+    );
     println!("next:");
     println!("  warden lint {d}/bundle.json");
     println!("  warden test {d}/bundle.json {d}/bundle.cases.json");
