@@ -152,6 +152,9 @@ pub fn run(args: &Args) -> Result<Status> {
             return Ok(Status::Failed);
         }
     };
+    for w in &checked.warnings {
+        eprintln!("{w}");
+    }
     if checked.bundle.revocations.signing_keys.iter().any(|k| k == key.kid()) {
         eprintln!("warden publish: {name}: not published: the bundle revokes its own signing key {:?}", key.kid());
         return Ok(Status::Failed);

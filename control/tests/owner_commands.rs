@@ -238,3 +238,48 @@ fn lint_recognises_a_signed_file_and_accepts_schema() {
     let with_schema = s.write("schema.json", serde_json::to_string_pretty(&b).unwrap());
     assert_exit(&run([OsStr::new("lint"), with_schema.as_os_str()]), 0);
 }
+
+#[test]
+fn init_with_an_existing_authority_key_writes_only_its_public_half() {
+    let s = Scratch::new("init-key");
+    let dir = s.path("policy");
+    let key = root().join("policies/examples/keys/TEST-ONLY-authority.jwk.json");
+    let o = run([OsStr::new("init"), dir.as_os_str(), OsStr::new("--authority-key"), key.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(!dir.join("keys/authority.jwk.json").exists(), "no new private authority key");
+    let written = std::fs::read_to_string(dir.join("keys/authority.jwks.json")).unwrap();
+    let pinned = std::fs::read_to_string(root().join("policies/examples/keys/TEST-ONLY-authority.jwks.json")).unwrap();
+    let keys = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["keys"][0]["x"].clone();
+    assert_eq!(keys(&written), keys(&pinned), "the public half of the given key");
+    assert!(stdout(&o).contains(&format!("--key {}", key.display())), "{}", stdout(&o));
+    // Signed with it, the bundle verifies against the keys gateways pin.
+    let signed = s.path("bundle.jws");
+    let bundle = dir.join("bundle.json");
+    assert_exit(
+        &run([
+            OsStr::new("sign"),
+            bundle.as_os_str(),
+            OsStr::new("--key"),
+            key.as_os_str(),
+            OsStr::new("--out"),
+            signed.as_os_str(),
+        ]),
+        0,
+    );
+    let pinned_path = root().join("policies/examples/keys/TEST-ONLY-authority.jwks.json");
+    let o = run([
+        OsStr::new("verify"),
+        signed.as_os_str(),
+        OsStr::new("--keys"),
+        pinned_path.as_os_str(),
+        OsStr::new("--authority"),
+        OsStr::new("policy.acme.example"),
+    ]);
+    assert_exit(&o, 0);
+    // A key file that is not a private JWK is a usage error naming it.
+    let o =
+        run([OsStr::new("init"), s.path("other").as_os_str(), OsStr::new("--authority-key"), pinned_path.as_os_str()]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("TEST-ONLY-authority.jwks.json"), "{}", stderr(&o));
+    assert!(!s.path("other").exists(), "nothing written");
+}
