@@ -87,11 +87,25 @@ pub fn no_duplicates(text: &str) -> std::result::Result<(), String> {
     de.deserialize_any(NoDuplicates).and_then(|()| de.end()).map_err(|e| files::serde_position(&e))
 }
 
+/// `v` with every object's members in name order. Explicit, because serde_json's map keeps insertion order when
+/// its `preserve_order` feature is on (another crate of the workspace can turn it on for every build).
+pub fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut members: Vec<(String, Value)> = map.into_iter().collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(members.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 /// The canonical text of a JSON document, or `LINE:COL: why` when it cannot be formatted.
 pub fn canonical(text: &str) -> std::result::Result<String, String> {
     no_duplicates(text)?;
     let value: Value = serde_json::from_str(text).map_err(|e| files::serde_position(&e))?;
-    let mut out = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+    let mut out = serde_json::to_string_pretty(&sorted(value)).map_err(|e| e.to_string())?;
     out.push('\n');
     Ok(out)
 }

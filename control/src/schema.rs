@@ -73,11 +73,12 @@ impl Schema {
         let mut push = |pointer: String, message: String| out.push(Finding { pointer, message });
         let message = match e.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let known: Vec<&str> = node
+                let mut known: Vec<&str> = node
                     .and_then(|n| n.get("properties"))
                     .and_then(Value::as_object)
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
+                known.sort_unstable();
                 for name in unexpected {
                     let hint = match did_you_mean(name, known.iter().copied()) {
                         h if !h.is_empty() => h,

@@ -63,7 +63,7 @@ fn syntax_and_shape_errors_name_line_and_column() {
 
     let mut b = bundle(1);
     b["rules"][0]["effect"] = "permit".into();
-    let path = s.write("shape.json", serde_json::to_string_pretty(&b).unwrap());
+    let path = s.write("shape.json", pretty(&b));
     let o = warden(["lint".as_ref(), path.as_os_str()]);
     assert_exit(&o, 1);
     let f = path.display();

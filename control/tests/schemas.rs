@@ -122,7 +122,7 @@ fn lint_reports_every_shape_error_at_once_with_did_you_mean() {
     b["tools"][1]["sensitivity"] = json!("Read");
     b["issuers"][0]["jwks"]["keys"][0]["d"] = json!("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A");
     b["revision"] = json!("7");
-    let path = s.write("shapes.json", serde_json::to_string_pretty(&b).unwrap());
+    let path = s.write("shapes.json", pretty(&b));
     let o = warden(["lint".as_ref(), path.as_os_str()]);
     assert_exit(&o, 1);
     let out = stdout(&o);
@@ -146,7 +146,7 @@ fn compile_errors_suggest_the_id_that_was_meant() {
     let mut b = example("finance-agent.json");
     b["rules"][0]["tools"] = json!(["payments.payout.create", "payment.*"]);
     b["rules"][1]["step_up"]["approvers"] = json!(["payments-approval"]);
-    let path = s.write("hints.json", serde_json::to_string_pretty(&b).unwrap());
+    let path = s.write("hints.json", pretty(&b));
     let o = warden(["lint".as_ref(), path.as_os_str()]);
     assert_exit(&o, 1);
     let out = stdout(&o);
@@ -172,7 +172,7 @@ fn lint_warns_about_what_no_request_can_reach() {
     b["tools"].as_array_mut().unwrap().push(json!({"id": "payments.disputes.read", "sensitivity": "read"}));
     b["rules"][3]["expires_at"] = json!("2026-11-01T00:00:00Z");
     b["rules"][3]["exception"]["granted_at"] = json!("2026-10-25T00:00:00Z");
-    let path = s.write("warn.json", serde_json::to_string_pretty(&b).unwrap());
+    let path = s.write("warn.json", pretty(&b));
     let o = warden(["lint".as_ref(), path.as_os_str()]);
     assert_exit(&o, 0);
     let out = stdout(&o);

@@ -14,7 +14,7 @@ pub const FORMAT_V1: &str = "warden.bundle/v1";
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
     /// The JSON Schema an editor should use (`"$schema"`); accepted and ignored.
-    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "$schema", default)]
     pub schema: Option<String>,
     /// Always [`FORMAT_V1`].
     pub format: String,
