@@ -24,6 +24,19 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   fi
 fi
 
+# control/tests/oci.rs pushes the Wasm OCI image to CNCF distribution (/usr/bin/docker-registry, Debian package
+# docker-registry) started on loopback.
+if [ ! -x /usr/bin/docker-registry ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing the OCI registry for the OCI image test: apt-get install -y -qq docker-registry"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry
+  else
+    echo "== docker-registry is missing and cannot be installed here (not root or no apt-get): the oci test will fail;"
+    echo "   install it with: sudo apt-get install docker-registry"
+  fi
+fi
+
 echo "== building warden.wasm, the host's test filter and the benches' token probe (wasm32-wasip1, profile wasm)"
 cargo build --locked -p warden-filter -p warden-test-filter -p warden-bench-probe --target wasm32-wasip1 --profile wasm
 
