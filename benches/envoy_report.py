@@ -3,11 +3,15 @@ benches/envoy/main.rs, under `cargo bench`).
 
 Per worker count: each mode's req/s, p50 / p99 latency and Envoy CPU per request; the CPU each filter chain adds over
 bare Envoy on the same route and request; the ratios of issue 17's targets, marked met / missed; and the host calls
-of one request of each wasm mode. Imported by report.py; `python3 benches/envoy_report.py` prints the section alone.
+of one request of each wasm mode. Imported by report.py; `python3 benches/envoy_report.py` prints the section alone,
+`--write` replaces only it inside the generated part of README.md (after a run of the Envoy bench alone, the
+criterion tables stay as they are).
 """
 
+import argparse
 import json
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -63,11 +67,14 @@ def added(rows, modes, mode_id, workers):
     return r["cpu_us_per_request"] - base["cpu_us_per_request"]
 
 
+HEADING = "### Envoy (`benches/envoy/`: real Envoy 1.40 with V8, driven by wrk)"
+
+
 def section(criterion):
     data = load(criterion)
     out = []
     add = out.append
-    add("### Envoy (`benches/envoy/`: real Envoy 1.40 with V8, driven by wrk)")
+    add(HEADING)
     add("")
     if not data:
         add(f"No `{FILE}` yet: run `cargo bench -p warden-benches --bench envoy` (or `python3 benches/report.py "
@@ -79,7 +86,10 @@ def section(criterion):
     s = data["settings"]
     loads = [r["load1"] for r in data["rows"]]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(data["started_unix"]))
-    add(f"- Run {started}, {data['wall_seconds'] / 60:.1f} min: `{data['envoy']}`; `{data['wrk']}`.")
+    envoy = re.search(r"version: (\S+)", data["envoy"])
+    wrk = re.search(r"wrk (\S+)", data["wrk"])
+    add(f"- Run {started}, {data['wall_seconds'] / 60:.1f} min: Envoy `{envoy[1] if envoy else data['envoy']}`, wrk "
+        f"`{wrk[1] if wrk else data['wrk']}`, `cargo bench -p warden-benches --bench envoy`.")
     add(f"- Each mode: its own Envoy (`--concurrency` = workers, `--disable-hot-restart`, no access log), one request "
         f"checked, a {s['warmup']} s wrk warm-up, then a {s['seconds']} s window: wrk with {s['connections']} "
         f"connections and one thread per Envoy worker. Every response of the window is checked (its status through "
@@ -143,5 +153,24 @@ def section(criterion):
     return "\n".join(out)
 
 
+def write(text):
+    """Replaces the Envoy section inside report.py's generated part of README.md (appends it there if absent)."""
+    import report  # the markers and the README's path; imported here, report.py imports this module
+
+    readme = report.README.read_text()
+    if report.BEGIN not in readme or report.END not in readme:
+        raise SystemExit(f"{report.README}: markers not found")
+    head, rest = readme.split(report.BEGIN, 1)
+    generated, tail = rest.split(report.END, 1)
+    generated = generated.split(HEADING, 1)[0].rstrip("\n") + "\n\n"
+    report.README.write_text(head + report.BEGIN + generated + text + "\n" + report.END + tail)
+
+
 if __name__ == "__main__":
-    print(section(TARGET / "criterion"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="replace the Envoy section of benches/README.md")
+    args = ap.parse_args()
+    text = section(TARGET / "criterion")
+    print(text)
+    if args.write:
+        write(text)

@@ -241,6 +241,23 @@ pub fn check_one(mode: &Mode, stack: &mut Stack, ctx: &Ctx) {
     }
 }
 
+/// The counters once Envoy has no active downstream request (`downstream_rq_active` 0; at most 5 s).
+fn quiet_counters(envoy: &Envoy, mode: &Mode) -> Counters {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let active = envoy
+            .stats("http.warden.downstream_rq_active")
+            .unwrap_or_else(|e| panic!("{}: {e}", mode.id))
+            .get("http.warden.downstream_rq_active")
+            .copied()
+            .unwrap_or(0);
+        if active == 0 || std::time::Instant::now() >= end {
+            return counters(envoy, mode);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The counters once the filter's decision of the last request shows (Envoy's stats are read through its admin).
 fn wait_counted(envoy: &Envoy, mode: &Mode, before: &Counters) -> Counters {
     let end = std::time::Instant::now() + Duration::from_secs(2);
@@ -335,7 +352,9 @@ pub fn measure(mode: &Mode, workers: usize, stack: &Stack, ctx: &Ctx) -> Row {
         pool = ((warm.rps() * ctx.settings.seconds as f64 * 2.0) as usize).max(pool);
     }
     let token_file = rotating.then(|| ctx.token_file(&request, pool, "measure.tokens"));
-    let before = counters(&stack.front, mode);
+    // The warm-up's last requests may still be in Envoy when wrk returns: counted as received before the window
+    // and answered in it. Both snapshots wait until no request is active, so the window's counts are exact.
+    let before = quiet_counters(&stack.front, mode);
     let perf = perf_record(mode, workers, pid, ctx.settings.seconds);
     let cpu0 = ctx.cpu_seconds(pid);
     let s = wrk::run(
@@ -347,7 +366,7 @@ pub fn measure(mode: &Mode, workers: usize, stack: &Stack, ctx: &Ctx) -> Row {
         let _ = p.wait();
     }
     let load1 = load1();
-    let after = counters(&stack.front, mode);
+    let after = quiet_counters(&stack.front, mode);
     check_window(mode, &s, &before, &after);
     Row {
         mode: mode.id,
