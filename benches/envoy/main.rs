@@ -14,9 +14,9 @@
 //!
 //! Under `cargo bench` (the harness gets `--bench`) the figures go to `<target>/criterion/warden-envoy.json`
 //! (`warden-envoy-partial.json` when filtered), which `benches/report.py` turns into the Envoy tables of
-//! `benches/README.md`. Without `--bench` (`cargo test`) every mode runs once for a second (at 1 worker; three of
-//! them at 2 workers too), with every response checked as in the full run and each decision record read from the
-//! access log; nothing is written and no figure is judged.
+//! `benches/README.md`. Without `--bench` (`cargo test`) every mode runs once for a second (at 1 worker;
+//! `warden_allow` at 2 workers too), with every response checked as in the full run and each decision record read
+//! from the access log; nothing is written and no figure is judged.
 //!
 //! Knobs (environment): `WARDEN_ENVOY_BENCH_SECONDS` (window, default 10), `WARDEN_ENVOY_BENCH_WARMUP` (default
 //! 3), `WARDEN_ENVOY_BENCH_CONNECTIONS` (default 16), `WARDEN_ENVOY_BENCH_WORKERS` (default `1,2`),
@@ -80,9 +80,8 @@ fn main() {
         .split(',')
         .filter_map(|w| w.trim().parse().ok())
         .collect();
-    // The quick mode runs every mode at the first worker count, and only these at the others (under a minute in all).
-    let quick_at_more_workers =
-        |m: &modes::Mode| ["warden_allow", "warden_fresh_eddsa", "warden_mcp_call_hold"].contains(&m.id);
+    // The quick mode runs every mode at the first worker count, and only `warden_allow` at the others.
+    let quick_at_more_workers = |m: &modes::Mode| m.id == "warden_allow";
     let wrk_bin = wrk::binary();
     let envoy_bin = warden_host::artifacts::envoy().unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
