@@ -134,15 +134,19 @@ fn faults_keep_the_last_good_bundle() {
 
 #[test]
 fn an_expired_bundle_past_its_grace_is_a_503() {
-    let mut short = bundle(3);
-    short["expires_at"] = json!(warden_core::time::format_rfc3339(now() + 4));
-    let server = ControlServer::start(Reply::bundle(&sign(&short)));
+    // Envoy first activates a bundle with the usual expiry; only once it is active does the control endpoint serve
+    // one that expires in 4 s, so a slow Envoy start (a loaded machine) cannot make the first fetch find it expired.
+    let server = ControlServer::start(Reply::bundle(&sign(&bundle(3))));
     let mut c = live::config(json!({"poll_seconds": POLL, "jitter_percent": 0}), None);
     c["bundle_grace_seconds"] = json!(0);
     let tools = RecordingServer::canned(ToolReply::ok("x")).unwrap();
     let opts = EnvoyOptions::new(warden_wasm(), c.to_string(), tools.addr).cluster(CLUSTER, server.addr);
     let l = Live { envoy: Envoy::start(&opts).unwrap_or_else(|e| panic!("{e}")), _tools: tools };
-    assert!(eventually(Duration::from_secs(3), || state(&l).2 == Some(3)), "{:?}", state(&l));
+    assert!(eventually(Duration::from_secs(5), || state(&l).2 == Some(3)), "{:?}", state(&l));
+    let mut short = bundle(4);
+    short["expires_at"] = json!(warden_core::time::format_rfc3339(now() + 4));
+    server.set(Reply::bundle(&sign(&short)));
+    assert!(eventually(Duration::from_secs(4), || state(&l).2 == Some(4)), "{:?}", state(&l));
     let expired = eventually(Duration::from_secs(8), || {
         let s = state(&l);
         s.0 == 503 && s.1 == "bundle_expired"
