@@ -26,8 +26,8 @@ use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::ArgCondition;
-use crate::compile::ValidationError;
 use crate::fxhash::FxHashSet;
+use crate::vocab::ValidationError;
 
 /// Longest glob or prefix accepted in a condition (bytes).
 const MAX_PATTERN: usize = 1024;

@@ -28,13 +28,13 @@ use crate::bundle::{Bundle, Effect, Sensitivity, FORMAT_V1};
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::identity::IssuerSet;
 use crate::index::{parse_agent_pattern, AgentIndex, Candidates, ALL_TOOLS, ANY_AGENT};
-use crate::mcp::McpIndex;
+use crate::mcp::index::{McpIndex, McpTarget};
+use crate::mcp::parse::McpMessage;
 use crate::route::{self, HostPattern, RouteTable};
 use crate::time::parse_rfc3339;
-
-/// Index of a tool in a compiled bundle's catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ToolIdx(pub u32);
+use crate::vocab::McpServerIdx;
+use crate::vocab::ALL_SENSITIVITIES;
+pub use crate::vocab::{valid_id, ToolIdx, ValidationError, ValidationErrors};
 
 /// A validated, indexed bundle, ready for the request path.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ pub(crate) struct CompiledRule {
     pub(crate) step_up: Option<Box<CompiledStepUp>>,
     /// A shadow rule: only in the shadow candidate index.
     pub(crate) shadow: bool,
-    /// Bit per [`Sensitivity`] (see `sensitivity_bit`); all bits when the rule has no sensitivity selector.
+    /// Bit per [`Sensitivity`] (see `Sensitivity::bit`); all bits when the rule has no sensitivity selector.
     pub(crate) sensitivities: u8,
     pub(crate) environments: Option<Box<[Box<str>]>>,
     pub(crate) task_purposes: Option<Box<[Box<str>]>>,
@@ -126,8 +126,8 @@ impl CompiledRule {
     /// conditions denies when they cannot be evaluated, so it ranks with the deny rules.
     pub(crate) fn floor_key(&self, index: u32) -> u64 {
         let rank = match (self.effect, &self.conditions) {
-            (Effect::StepUp, Some(_)) => effect_rank(Effect::Deny),
-            (effect, _) => effect_rank(effect),
+            (Effect::StepUp, Some(_)) => Effect::Deny.rank(),
+            (effect, _) => effect.rank(),
         };
         (rank << 32) | u64::from(index)
     }
@@ -263,69 +263,41 @@ impl CompiledBundle {
     }
 }
 
-/// One problem found while validating a bundle; `location` is a JSON pointer into the bundle (`/rules/3/tools/0`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationError {
-    pub location: String,
-    pub message: String,
-}
-
-impl ValidationError {
-    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationError { location: location.into(), message: message.into() }
+impl CompiledBundle {
+    /// The MCP server a request goes to: `host` as sent (port and case ignored), `path` the normalized path without
+    /// its query. `None`: not an MCP endpoint of the catalog (HTTP routes apply).
+    pub fn resolve_mcp_server(&self, host: &str, path: &str) -> Option<McpServerIdx> {
+        self.mcp.resolve_server(host, path)
     }
-}
 
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+    /// The server's name (empty for an index from another bundle).
+    pub fn mcp_server_name(&self, s: McpServerIdx) -> &str {
+        self.mcp.server_name(s)
     }
-}
 
-impl std::error::Error for ValidationError {}
-
-/// Every problem found in a bundle (validation reports them all at once), in bundle order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationErrors(pub Vec<ValidationError>);
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+    /// Whether the server accepts JSON-RPC batches (`false` for an index from another bundle).
+    pub fn mcp_batches(&self, s: McpServerIdx) -> bool {
+        self.mcp.batches(s)
     }
-}
 
-impl std::error::Error for ValidationErrors {}
-
-/// Is `id` a valid tool, rule or issuer id: `[a-z0-9][a-z0-9._-]*`?
-pub fn valid_id(id: &str) -> bool {
-    let mut bytes = id.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-pub(crate) fn sensitivity_bit(s: Sensitivity) -> u8 {
-    match s {
-        Sensitivity::Read => 1,
-        Sensitivity::Write => 2,
-        Sensitivity::Payment => 4,
-        Sensitivity::Admin => 8,
+    /// The server's `lifecycle` effect (`deny` for an index from another bundle).
+    pub fn mcp_lifecycle(&self, s: McpServerIdx) -> Effect {
+        self.mcp.lifecycle(s)
     }
-}
 
-const ALL_SENSITIVITIES: u8 = 0b1111;
+    /// Number of MCP servers in the catalog.
+    pub fn mcp_server_count(&self) -> usize {
+        self.mcp.server_count()
+    }
 
-/// Precedence rank of an effect: deny, then step-up, then allow.
-pub(crate) fn effect_rank(e: Effect) -> u64 {
-    match e {
-        Effect::Deny => 0,
-        Effect::StepUp => 1,
-        Effect::Allow => 2,
+    /// What a message reaches on a server.
+    pub fn resolve_mcp(&self, s: McpServerIdx, msg: &McpMessage) -> McpTarget {
+        self.mcp.resolve(s, msg)
+    }
+
+    /// The tool a `tools/call` of `name` would reach on a server (for `tools/list` filtering).
+    pub fn mcp_tool(&self, s: McpServerIdx, name: &str) -> Option<ToolIdx> {
+        self.mcp.tool(s, name)
     }
 }
 
@@ -570,7 +542,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
             Some(list) => {
                 sens_mask = 0;
                 for (si, s) in list.iter().enumerate() {
-                    sens_mask |= sensitivity_bit(*s);
+                    sens_mask |= s.bit();
                     if !bundle.tools.iter().any(|t| t.sensitivity == *s) {
                         sens_ok = false;
                         err(
@@ -623,9 +595,8 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
                 }
                 picked.sort_unstable();
                 picked.dedup();
-                picked.retain(|&ti| {
-                    bundle.tools.get(ti as usize).is_some_and(|t| sens_mask & sensitivity_bit(t.sensitivity) != 0)
-                });
+                picked
+                    .retain(|&ti| bundle.tools.get(ti as usize).is_some_and(|t| sens_mask & t.sensitivity.bit() != 0));
                 if picked.is_empty() && selection_ok && sens_ok && rule.sensitivities.is_some() {
                     err(at.to_string(), "selects no tool: none of its tools has one of its sensitivities".into());
                 }

@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use crate::args::Truth;
 use crate::bundle::Effect;
-use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule};
+use crate::compile::{CompiledBundle, CompiledRule};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Agent, Facts, Identity};
 use crate::index::{Candidates, ExactAgent, ALL_TOOLS, ANY_AGENT};
@@ -136,7 +136,7 @@ fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64
     let Some(tool) = bundle.tools.get(tool_idx.0 as usize) else {
         return done(Outcome::Deny, Reason::UnknownTool);
     };
-    let tool_bit = sensitivity_bit(tool.sensitivity);
+    let tool_bit = tool.sensitivity.bit();
 
     // Best (lowest precedence key) matching rule over every candidate list. Lists are sorted by each rule's
     // lowest possible key (`CompiledRule::floor_key`): a step-up rule with conditions may deny.
@@ -188,14 +188,14 @@ fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Outcome, Reaso
             Effect::Allow if rule.exception.is_some() => (Outcome::Allow, Reason::AllowedByException),
             Effect::Allow => (Outcome::Allow, Reason::AllowedByRule),
         };
-        Some((effect_rank(rule.effect), outcome, reason))
+        Some((rule.effect.rank(), outcome, reason))
     };
     let Some(conditions) = &rule.conditions else { return plain() };
     match args {
         // A conditional deny may not apply; a conditional step-up only counts when no allow rule could match.
         Args::Listing => match rule.effect {
             Effect::Deny => None,
-            Effect::StepUp => Some((effect_rank(Effect::Allow) + 1, Outcome::StepUp, Reason::StepUpRequired)),
+            Effect::StepUp => Some((Effect::Allow.rank() + 1, Outcome::StepUp, Reason::StepUpRequired)),
             Effect::Allow => plain(),
         },
         Args::Call(arguments) => match conditions.eval(arguments) {
@@ -203,9 +203,7 @@ fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Outcome, Reaso
             Truth::False => None,
             Truth::Unknown => match rule.effect {
                 Effect::Allow => None,
-                Effect::Deny | Effect::StepUp => {
-                    Some((effect_rank(Effect::Deny), Outcome::Deny, Reason::InvalidArguments))
-                }
+                Effect::Deny | Effect::StepUp => Some((Effect::Deny.rank(), Outcome::Deny, Reason::InvalidArguments)),
             },
         },
     }

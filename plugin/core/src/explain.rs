@@ -17,7 +17,7 @@
 //! conclusion names it when shadow rules would have decided otherwise.
 
 use crate::bundle::Effect;
-use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule};
+use crate::compile::{CompiledBundle, CompiledRule};
 use crate::decide::{decide, for_each_candidate_list, for_each_list, miss, shadow, Miss};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Facts, Identity};
@@ -245,7 +245,7 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
     let shadow_decision = shadow(bundle, facts, None, now);
 
     // Rules: the candidates decide looks at (and shadow looks at), for this tool and this agent.
-    let tool_bit = sensitivity_bit(tool_entry.sensitivity);
+    let tool_bit = tool_entry.sensitivity.bit();
     let exact = bundle.agents.exact(&agent.id);
     let mut candidate = vec![false; bundle.rules.len()];
     let mut mark_candidates = |list: &[u32]| {
@@ -280,7 +280,7 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
 
     let purpose = agent.task.as_ref().and_then(|t| t.purpose.as_deref());
     let decided_index = decision.rule.as_deref().and_then(|id| bundle.rules.iter().position(|r| &*r.id == id));
-    let decided_key = decided_index.and_then(|i| bundle.rules.get(i).map(|r| (effect_rank(r.effect), i)));
+    let decided_key = decided_index.and_then(|i| bundle.rules.get(i).map(|r| (r.effect.rank(), i)));
     let mut rules = Vec::with_capacity(bundle.rules.len());
     let shadow_rule = shadow_decision.as_ref().and_then(|d| d.rule.as_deref());
     for (i, rule) in bundle.rules.iter().enumerate() {
@@ -311,7 +311,7 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             (RuleVerdict::Decided, format!("matched; {why}"))
         } else {
             let outranked_by = match decided_key {
-                Some((rank, _)) if rank < effect_rank(rule.effect) => "a rule of stronger effect decided",
+                Some((rank, _)) if rank < rule.effect.rank() => "a rule of stronger effect decided",
                 _ => "an earlier rule of the same effect decided",
             };
             (RuleVerdict::Outranked, format!("matched, but {outranked_by}"))

@@ -61,6 +61,7 @@ use serde_json::Value;
 use crate::bundle::{ClaimMapping, Issuer, TokenProfile};
 use crate::compile::{CompiledBundle, ValidationError};
 use crate::facts::{Agent, Delegation, PeerIdentity, Task, TokenFailure, TxnFailure};
+use crate::vocab::valid_id;
 
 /// Largest accepted token, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -283,12 +284,6 @@ impl IssuerSet {
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.issuers.iter().map(|i| i.id.as_str())
     }
-}
-
-pub(crate) fn valid_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 pub(crate) fn parse_algorithm(alg: &str) -> Option<Algorithm> {
@@ -600,6 +595,18 @@ pub fn bearer_token(header_value: &str) -> Result<&str, TokenFailure> {
         return Err(TokenFailure::Malformed);
     }
     Ok(token)
+}
+
+/// The token in a token header value: `Bearer <token>` ([`identity::bearer_token`]). A header other than
+/// `authorization` may instead carry the bare token (no spaces, visible ASCII).
+pub fn token_in<'v>(value: &'v str, token_header: &str) -> Result<&'v str, TokenFailure> {
+    if token_header == "authorization" || value.contains(' ') {
+        return bearer_token(value);
+    }
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TokenFailure::Malformed);
+    }
+    Ok(value)
 }
 
 /// The trust domain of an agent id: the host of a `spiffe://` id, else of a URL (`scheme://host/...`), else empty.

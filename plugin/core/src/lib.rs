@@ -16,20 +16,26 @@
 //!
 //! Offline tools (`warden eval`, `warden test`) use [`explain::explain`] for the chain of reasons behind a decision.
 
+pub mod activation;
 pub mod approval;
 pub mod args;
 pub mod bundle;
 pub mod compile;
+pub mod config;
 pub mod decide;
 pub mod decision;
 pub mod envelope;
 pub mod explain;
 pub mod facts;
 mod fxhash;
+pub mod gate;
 pub mod identity;
+pub mod ids;
 mod index;
 pub mod mcp;
 pub mod path;
+pub mod poll;
 pub mod request;
 mod route;
 pub mod time;
+pub mod vocab;

@@ -1,14 +1,17 @@
 //! The plugin configuration: JSON from Envoy's `configuration` (Istio `pluginConfig`), parsed and validated in full.
 //!
-//! [`parse`] is pure: bytes in, a [`Config`] or one [`ConfigError`] out. The error's text names the field and the
+//! [`parse`] is pure: bytes in, a [`Config`] or one [`ConfigError`] out. [`Config::gate`] is the part that decides
+//! requests ([`GateConfig`]: environment, mode, token headers, grace, body limits); the rest says where bundles come
+//! from and whom to trust, and what to log. The filter, `warden eval` and the fuzzers read the same file through
+//! this one parser. The error's text names the field and the
 //! problem (or, for malformed JSON, serde's message with line and column), and the root context logs it as one line
 //! before refusing the configuration. `plugin/filter/README.md` is the operator's reference for every field.
 
 use std::fmt;
 
+use crate::envelope::TrustedKeys;
 use serde::Deserialize;
 use serde_json::Value;
-use warden_core::envelope::TrustedKeys;
 
 /// Default header that carries the agent token.
 pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
@@ -63,14 +66,11 @@ impl Mode {
     }
 }
 
-/// The validated plugin configuration.
-pub struct Config {
+/// What decides requests, from the plugin configuration: everything the gate reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateConfig {
     /// Environment label of this gateway (matched by rules' `environments`).
     pub environment: String,
-    /// The policy authority the bundle must name.
-    pub authority: String,
-    /// Pinned bundle-signing public keys.
-    pub bundle_keys: TrustedKeys,
     pub mode: Mode,
     /// Lower-case name of the header carrying the agent token.
     pub token_header: String,
@@ -78,20 +78,47 @@ pub struct Config {
     pub txn_token_header: String,
     /// Lower-case name of the header carrying a step-up approval (bare JWS, or `Bearer <jws>`); never forwarded.
     pub approval_header: String,
-    /// A signed bundle (JWS compact serialization) given inline.
-    pub inline_bundle: Option<String>,
     pub bundle_grace_seconds: u64,
     /// On continue: set `x-warden-agent`, `x-warden-task`, `x-warden-decision-id` for the upstream.
     pub forward_identity_headers: bool,
+    /// The host lets a filter pause at the request headers and still delivers the body (Envoy >= 1.35
+    /// `allow_on_headers_stop_iteration`): held requests are then held at the headers until the body is decided.
+    pub allow_on_headers_stop_iteration: bool,
+    /// Largest request body read and decided (MCP, step-up); a larger one is refused (413).
+    pub max_body_bytes: u64,
+}
+
+impl GateConfig {
+    /// The defaults of every field, for this environment (what a configuration naming only the environment gets).
+    pub fn new(environment: &str) -> GateConfig {
+        GateConfig {
+            environment: environment.to_string(),
+            mode: Mode::Enforce,
+            token_header: DEFAULT_TOKEN_HEADER.to_string(),
+            txn_token_header: DEFAULT_TXN_TOKEN_HEADER.to_string(),
+            approval_header: DEFAULT_APPROVAL_HEADER.to_string(),
+            bundle_grace_seconds: DEFAULT_BUNDLE_GRACE_SECONDS,
+            forward_identity_headers: true,
+            allow_on_headers_stop_iteration: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The validated plugin configuration.
+pub struct Config {
+    /// What decides requests.
+    pub gate: GateConfig,
+    /// The policy authority the bundle must name.
+    pub authority: String,
+    /// Pinned bundle-signing public keys.
+    pub bundle_keys: TrustedKeys,
+    /// A signed bundle (JWS compact serialization) given inline.
+    pub inline_bundle: Option<String>,
     /// Write one decision record per request to the host log.
     pub log_decisions: bool,
     /// Where live bundle updates are fetched from (none: the inline bundle is all there is).
     pub control: Option<Control>,
-    /// The host lets a filter pause at the request headers and still delivers the body (Envoy >= 1.35
-    /// `allow_on_headers_stop_iteration`): MCP requests are then held at the headers until the body is decided.
-    pub allow_on_headers_stop_iteration: bool,
-    /// Largest MCP request body read and decided; a larger one is refused (413).
-    pub max_body_bytes: u64,
 }
 
 /// The control endpoint the root context polls for signed bundles.
@@ -112,16 +139,10 @@ pub struct Control {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("environment", &self.environment)
+            .field("gate", &self.gate)
             .field("authority", &self.authority)
             .field("bundle_keys", &self.bundle_keys.len())
-            .field("mode", &self.mode)
-            .field("token_header", &self.token_header)
-            .field("txn_token_header", &self.txn_token_header)
-            .field("approval_header", &self.approval_header)
             .field("inline_bundle", &self.inline_bundle.as_ref().map(String::len))
-            .field("bundle_grace_seconds", &self.bundle_grace_seconds)
-            .field("forward_identity_headers", &self.forward_identity_headers)
             .field("log_decisions", &self.log_decisions)
             .field("control", &self.control)
             .finish()
@@ -314,20 +335,22 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     }
 
     Ok(Config {
-        environment,
+        gate: GateConfig {
+            environment,
+            mode,
+            token_header,
+            txn_token_header,
+            approval_header,
+            bundle_grace_seconds,
+            forward_identity_headers: forward_identity_headers.unwrap_or(true),
+            allow_on_headers_stop_iteration,
+            max_body_bytes,
+        },
         authority,
         bundle_keys,
-        mode,
-        token_header,
-        txn_token_header,
-        approval_header,
         inline_bundle,
-        bundle_grace_seconds,
-        forward_identity_headers: forward_identity_headers.unwrap_or(true),
         log_decisions: log_decisions.unwrap_or(true),
         control,
-        allow_on_headers_stop_iteration,
-        max_body_bytes,
     })
 }
 
@@ -495,16 +518,16 @@ mod tests {
     #[test]
     fn minimal_config_takes_the_defaults() {
         let c = parse(minimal().to_string().as_bytes()).unwrap();
-        assert_eq!(c.environment, "prod");
+        assert_eq!(c.gate.environment, "prod");
         assert_eq!(c.authority, "acme-security");
         assert_eq!(c.bundle_keys.len(), 1);
-        assert_eq!(c.mode, Mode::Enforce);
-        assert_eq!(c.token_header, "authorization");
-        assert_eq!(c.txn_token_header, "txn-token");
-        assert_eq!(c.approval_header, "x-warden-approval");
+        assert_eq!(c.gate.mode, Mode::Enforce);
+        assert_eq!(c.gate.token_header, "authorization");
+        assert_eq!(c.gate.txn_token_header, "txn-token");
+        assert_eq!(c.gate.approval_header, "x-warden-approval");
         assert_eq!(c.inline_bundle, None);
-        assert_eq!(c.bundle_grace_seconds, 300);
-        assert!(c.forward_identity_headers);
+        assert_eq!(c.gate.bundle_grace_seconds, 300);
+        assert!(c.gate.forward_identity_headers);
         assert!(c.log_decisions);
         assert_eq!(
             c.control,
@@ -616,12 +639,12 @@ mod tests {
         v["forward_identity_headers"] = json!(false);
         v["log_decisions"] = json!(false);
         let c = parse(v.to_string().as_bytes()).unwrap();
-        assert_eq!(c.mode, Mode::Shadow);
-        assert_eq!(c.token_header, "x-agent-token");
-        assert_eq!(c.approval_header, "x-approval");
+        assert_eq!(c.gate.mode, Mode::Shadow);
+        assert_eq!(c.gate.token_header, "x-agent-token");
+        assert_eq!(c.gate.approval_header, "x-approval");
         assert_eq!(c.inline_bundle.as_deref(), Some("a.b.c"));
-        assert_eq!(c.bundle_grace_seconds, 0);
-        assert!(!c.forward_identity_headers);
+        assert_eq!(c.gate.bundle_grace_seconds, 0);
+        assert!(!c.gate.forward_identity_headers);
         assert!(!c.log_decisions);
     }
 

@@ -1,51 +1,23 @@
-//! The proxy-wasm contexts: the root context configures and holds the active bundle; an HTTP context per request
-//! gathers the request's headers, evaluates, and continues or answers with a local reply.
-//!
-//! Everything that can be decided without the host lives in [`crate::active`], [`crate::evaluate`],
-//! [`crate::reply`] and [`crate::record`]; this module only moves bytes between them and the host.
+//! The root context: one per VM (per worker thread). It configures the filter, holds the active bundle and shares it
+//! with the HTTP contexts, and polls the control endpoint: the lease, schedule and verification decisions are the
+//! core's ([`warden_core::poll`], [`warden_core::activation`]); this module does the host calls and the logging.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
-
-use warden_core::approval::{body_digest, ApprovalFailure, CallBinding};
-use warden_core::compile::CompiledBundle;
-use warden_core::facts::{Agent, PeerIdentity};
+use proxy_wasm::types::{ContextType, LogLevel, Status};
+use warden_core::activation::{self, Active, Candidate};
+use warden_core::config::Control;
 use warden_core::identity::TokenCache;
+use warden_core::ids::IdGen;
+use warden_core::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
 
-use crate::active::{self, Active, Candidate};
-use crate::approval::{self, Presented, StepUpCall, StepUpInfo};
-use crate::config::{Config, Control, Mode};
-use crate::evaluate::{evaluate_with, scan_with, ApprovalRecord, Evaluation, Governance, Verdict};
-use crate::ids::IdGen;
+use crate::host::{log, shared_get, unix_nanos, unix_secs};
+use crate::http::{Shared, WardenHttp};
 use crate::metrics::Metrics;
-use crate::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
-use crate::record::{self, RecordContext};
-use crate::reply;
-
-mod mcp_flow;
-mod step_up_flow;
-
-/// The filter-state key the decision record is written to (Envoy: `%FILTER_STATE(wasm.warden_decision:PLAIN)%`).
-pub const DECISION_PROPERTY: &str = "warden_decision";
-
-/// What the root context shares with its HTTP contexts (read-only on the request path). A new bundle replaces
-/// `active` in the root; HTTP contexts created before keep the `Rc` they cloned.
-#[derive(Clone)]
-struct Shared {
-    config: Rc<Config>,
-    active: Option<Rc<Active>>,
-    ids: Rc<IdGen>,
-    metrics: Rc<Metrics>,
-    /// This VM's verified-token cache (hits skip signature verification only); cleared when a bundle activates.
-    tokens: Rc<RefCell<TokenCache>>,
-    /// This VM's id in decision records (`vm-` and 8 random hex digits).
-    vm: Rc<str>,
-}
 
 /// The root context: one per VM (per worker thread).
 #[derive(Default)]
@@ -77,18 +49,6 @@ struct InFlight {
     started_ms: u64,
 }
 
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn unix_secs(nanos: u64) -> i64 {
-    i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX)
-}
-
 fn describe(a: &Active) -> String {
     format!(
         "revision {} from `{}` (key `{}`, sha256 {}, expires {})",
@@ -98,14 +58,6 @@ fn describe(a: &Active) -> String {
         a.digest,
         warden_core::time::format_rfc3339(a.bundle.expires_at),
     )
-}
-
-/// Shared data as `(value, cas)`; `None` when missing (or on a status the SDK returns instead of trapping).
-fn shared_get(key: &str) -> Option<(Vec<u8>, u32)> {
-    match hostcalls::get_shared_data(key) {
-        Ok((Some(value), Some(cas))) => Some((value, cas)),
-        _ => None,
-    }
 }
 
 impl Context for WardenRoot {
@@ -125,7 +77,7 @@ impl RootContext for WardenRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let now = unix_secs(unix_nanos(self.get_current_time()));
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let loaded = match active::load(&bytes, now) {
+        let loaded = match activation::load(&bytes, now) {
             Ok(loaded) => loaded,
             Err(e) => {
                 log(LogLevel::Error, &format!("warden: plugin configuration: {e}"));
@@ -157,8 +109,8 @@ impl RootContext for WardenRoot {
                     LogLevel::Info,
                     &format!(
                         "warden: configured: environment `{}`, mode {}, bundle {}; {source}",
-                        config.environment,
-                        config.mode.as_str(),
+                        config.gate.environment,
+                        config.gate.mode.as_str(),
                         describe(a),
                     ),
                 )
@@ -168,8 +120,8 @@ impl RootContext for WardenRoot {
                 &format!(
                     "warden: configured: environment `{}`, mode {}, no bundle yet: requests are answered 503 \
                      no_active_bundle until one is fetched; {source}",
-                    config.environment,
-                    config.mode.as_str()
+                    config.gate.environment,
+                    config.gate.mode.as_str()
                 ),
             ),
         }
@@ -219,7 +171,7 @@ impl RootContext for WardenRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK traps on it.
-        Some(Box::new(WardenHttp { shared: self.shared.clone(), mcp: None, step_up: None }))
+        Some(Box::new(WardenHttp { shared: self.shared.clone(), flow: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -294,7 +246,7 @@ impl WardenRoot {
                 return;
             }
         }
-        match active::check_candidate(&shared.config, active, signed, now) {
+        match activation::check_candidate(&shared.config, active, signed, now) {
             Ok(Candidate::Newer(a)) => {
                 poller.etag = header.etag;
                 self.activate(*a, "shared by another worker");
@@ -304,7 +256,9 @@ impl WardenRoot {
                 LogLevel::Error,
                 &format!(
                     "warden: bundle revision {} shared by another worker refused ({}): {}",
-                    header.revision, f.cause, f.detail
+                    header.revision,
+                    Cause::from(f.cause),
+                    f.detail
                 ),
             ),
         }
@@ -380,7 +334,7 @@ impl WardenRoot {
             }
             Fetched::Failed(f) => Err(f),
             Fetched::Body { bytes, etag } => {
-                match active::check_candidate(&shared.config, shared.active.as_deref(), &bytes, now) {
+                match activation::check_candidate(&shared.config, shared.active.as_deref(), &bytes, now) {
                     Ok(Candidate::Unchanged) => {
                         if let (Some(p), Some(e)) = (self.poller.as_mut(), etag) {
                             p.etag = Some(e);
@@ -396,7 +350,7 @@ impl WardenRoot {
                         self.publish(&header, &bytes);
                         Ok(())
                     }
-                    Err(f) => Err(f),
+                    Err(r) => Err(Failure::from(r)),
                 }
             }
         };
@@ -491,304 +445,4 @@ impl WardenRoot {
             _ => {}
         }
     }
-}
-
-/// The HTTP context: one per request.
-pub struct WardenHttp {
-    /// `None` only if the host creates a stream before a successful `on_configure` (it does not): fail closed.
-    shared: Option<Shared>,
-    /// An MCP request waiting for (or decided on) its body.
-    mcp: Option<mcp_flow::McpFlow>,
-    /// An HTTP step-up waiting for the body its approval binds to.
-    step_up: Option<step_up_flow::StepUpFlow>,
-}
-
-impl Context for WardenHttp {}
-
-impl HttpContext for WardenHttp {
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.mcp_response_headers()
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.mcp_response_body(body_size, end_of_stream)
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.step_up.is_some() {
-            return self.step_up_body(body_size, end_of_stream);
-        }
-        self.mcp_request_body(body_size, end_of_stream)
-    }
-
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.step_up.is_some() {
-            return self.step_up_trailers();
-        }
-        self.mcp_request_trailers()
-    }
-
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
-            self.send_http_response(
-                503,
-                vec![("content-type", "application/json"), ("cache-control", "no-store")],
-                Some(br#"{"decision":"deny","reason":"no_active_bundle","rule":"default","revision":null}"#),
-            );
-            return Action::Pause;
-        };
-        let config = &shared.config;
-        let start_ns = unix_nanos(self.get_current_time());
-        let headers = self.get_http_request_headers_bytes();
-        let request = scan_with(&headers, &config.token_header, &config.txn_token_header, &config.approval_header);
-        let peer = self.mtls_peer();
-        // The cache is only borrowed here, never across a host call; if it were busy, verify without it.
-        let mut tokens = shared.tokens.try_borrow_mut().ok();
-        let mut ev = evaluate_with(
-            shared.active.as_deref(),
-            config,
-            &request,
-            peer.as_ref(),
-            tokens.as_deref_mut(),
-            unix_secs(start_ns),
-        );
-        drop(tokens);
-        let decision_id = shared.ids.next_id();
-        if let Some(action) = self.mcp_request_headers(
-            &shared,
-            mcp_flow::HeaderPhase {
-                headers: &headers,
-                request: &request,
-                ev: &ev,
-                decision_id: &decision_id,
-                start_ns,
-                end_of_stream,
-            },
-        ) {
-            return action;
-        }
-
-        let mut step_up = None;
-        if let (true, Some(active), Some(agent)) = (ev.verdict.is_step_up(), shared.active.clone(), ev.agent.clone()) {
-            let presented = Presented::from_header(request.approval);
-            if !end_of_stream && config.mode == Mode::Enforce {
-                // The approval binds to the body: hold the request until it is complete.
-                return self.hold_for_body(&shared, &request, ev, active, agent, presented, decision_id, start_ns);
-            }
-            if end_of_stream {
-                let check = StepUpCheck {
-                    bundle: &active.bundle,
-                    agent: &agent,
-                    tool: ev.tool,
-                    digest: body_digest(b""),
-                    digest_of: "body",
-                    presented: &presented,
-                    decision_id: &decision_id,
-                    now: unix_secs(start_ns),
-                };
-                let (verdict, info) = self.settle_step_up(&shared, ev.verdict.clone(), check, &mut ev.gov);
-                ev.verdict = verdict;
-                step_up = info;
-            }
-        }
-        self.conclude(&shared, &request.reserved, &ev, &decision_id, start_ns, step_up.as_ref())
-    }
-}
-
-/// A step-up approval to check: the call it must bind to and what the request presented.
-pub(super) struct StepUpCheck<'a> {
-    bundle: &'a CompiledBundle,
-    agent: &'a Agent,
-    tool: Option<&'a str>,
-    /// Lower-case hex SHA-256 of the arguments (MCP) or the body (HTTP).
-    digest: String,
-    digest_of: &'static str,
-    presented: &'a Presented,
-    decision_id: &'a str,
-    now: i64,
-}
-
-impl WardenHttp {
-    /// The connection's mTLS peer (Envoy: the first URI SAN, and the certificate's SHA-256 as hex); `None` without a
-    /// client certificate.
-    fn mtls_peer(&self) -> Option<PeerIdentity> {
-        let text = |name: &str| -> Option<String> {
-            // The hostcall, not `Context::get_property`: the SDK unwraps a failed status (a trap).
-            let bytes = hostcalls::get_property(vec!["connection", name]).ok()??;
-            String::from_utf8(bytes).ok()
-        };
-        let uri_san = text("uri_san_peer_certificate");
-        let digest = text("sha256_peer_certificate_digest");
-        PeerIdentity::from_envoy(uri_san.as_deref(), digest.as_deref())
-    }
-
-    /// Checks the approval of a step-up verdict and claims it (single use); the verdict after that, and what the
-    /// step-up reply must say when the call still needs an approval.
-    fn settle_step_up(
-        &self,
-        shared: &Shared,
-        verdict: Verdict,
-        c: StepUpCheck<'_>,
-        gov: &mut Governance,
-    ) -> (Verdict, Option<StepUpInfo>) {
-        let rule = verdict.rule_id().to_string();
-        let call = CallBinding {
-            agent: &c.agent.id,
-            task: c.agent.task.as_ref().map(|t| t.id.as_str()),
-            tool: c.tool.unwrap_or_default(),
-            arguments_digest: &c.digest,
-        };
-        let result = approval::check(c.bundle, &rule, c.presented, &call, c.now)
-            .map(|r| r.and_then(|a| claim_used(&a, c.now).map(|()| a)));
-        let info = || {
-            StepUpInfo::new(
-                c.bundle,
-                &StepUpCall {
-                    call: CallBinding { ..call },
-                    digest_of: c.digest_of,
-                    decision_id: c.decision_id,
-                    rule: &rule,
-                    header: &shared.config.approval_header,
-                },
-            )
-        };
-        let out = match &result {
-            None => (verdict, Some(info())),
-            Some(Ok(a)) => {
-                shared.metrics.approval_accepted();
-                gov.approval = Some(ApprovalRecord::new(a));
-                (verdict.with_approval(Ok(a)), None)
-            }
-            Some(Err(f)) => {
-                shared.metrics.approval_refused(f.code());
-                (verdict.with_approval(Err(*f)), Some(info()))
-            }
-        };
-        gov.arguments_digest = Some(c.digest);
-        out
-    }
-
-    /// Header changes for a request that (may) go upstream: the `reserved` headers removed (client-supplied
-    /// `x-warden-*`, the approval), the normalized path, and the verified identity.
-    fn prepare_upstream(
-        &self,
-        shared: &Shared,
-        reserved: &[&str],
-        rewrite_path: Option<&str>,
-        decision_id: &str,
-        agent: Option<&Agent>,
-    ) {
-        for name in reserved {
-            self.set_http_request_header(name, None);
-        }
-        if let Some(path) = rewrite_path {
-            self.set_http_request_header(":path", Some(path));
-        }
-        if shared.config.forward_identity_headers {
-            self.add_http_request_header("x-warden-decision-id", decision_id);
-            if let Some(agent) = agent {
-                if header_safe(&agent.id) {
-                    self.add_http_request_header("x-warden-agent", &agent.id);
-                }
-                if let Some(task) = agent.task.as_ref().filter(|t| header_safe(&t.id)) {
-                    self.add_http_request_header("x-warden-task", &task.id);
-                }
-            }
-        }
-    }
-
-    /// Writes the decision record (log and filter state) and counts the decision. Requests an exception allowed
-    /// are logged at warn, whatever `log_decisions` says.
-    fn write_record(
-        &self,
-        shared: &Shared,
-        ev: &Evaluation<'_>,
-        decision_id: &str,
-        start_ns: u64,
-        mcp: Option<&crate::mcp::McpRecord>,
-    ) {
-        let config = &shared.config;
-        let latency_ns = unix_nanos(self.get_current_time()).saturating_sub(start_ns);
-        let ctx = RecordContext {
-            decision_id,
-            time_ns: start_ns,
-            environment: &config.environment,
-            vm: &shared.vm,
-            mode: config.mode,
-            latency_ns,
-        };
-        shared.metrics.decision(record::decision_label(&ev.verdict, config.mode), ev.verdict.reason);
-        if let Some(shadow) = &ev.gov.shadow {
-            shared.metrics.shadow(shadow.decision);
-        }
-        let line = match mcp {
-            Some(m) => record::build_mcp(ev, &ctx, m),
-            None => record::build(ev, &ctx),
-        };
-        if ev.gov.exception.is_some() {
-            shared.metrics.exception_used();
-            log(LogLevel::Warn, &line);
-        } else if config.log_decisions {
-            log(LogLevel::Info, &line);
-        }
-        let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
-    }
-
-    /// Acts on a decided HTTP request: continue (allow, or anything in shadow mode) or a local reply.
-    fn conclude(
-        &self,
-        shared: &Shared,
-        reserved: &[&str],
-        ev: &Evaluation<'_>,
-        decision_id: &str,
-        start_ns: u64,
-        step_up: Option<&StepUpInfo>,
-    ) -> Action {
-        if ev.verdict.allows() || shared.config.mode == Mode::Shadow {
-            self.prepare_upstream(shared, reserved, ev.rewrite_path.as_deref(), decision_id, ev.agent.as_ref());
-        }
-        self.conclude_prepared(shared, ev, decision_id, start_ns, step_up)
-    }
-
-    /// [`WardenHttp::conclude`] for a request whose upstream headers were prepared already.
-    fn conclude_prepared(
-        &self,
-        shared: &Shared,
-        ev: &Evaluation<'_>,
-        decision_id: &str,
-        start_ns: u64,
-        step_up: Option<&StepUpInfo>,
-    ) -> Action {
-        self.write_record(shared, ev, decision_id, start_ns, None);
-        if ev.verdict.allows() || shared.config.mode == Mode::Shadow {
-            return Action::Continue;
-        }
-        let reply = reply::build(&ev.verdict, decision_id, step_up.filter(|_| ev.verdict.is_step_up()));
-        self.send_http_response(u32::from(reply.status), reply.header_pairs(), Some(&reply.body));
-        Action::Pause
-    }
-}
-
-/// Records an approval as used in the process-wide record (compare-and-swap; a missing record is created with a
-/// CAS value Envoy never hands out for it, so two workers creating it at once cannot both succeed).
-fn claim_used(a: &warden_core::approval::VerifiedApproval, now: i64) -> Result<(), ApprovalFailure> {
-    let id = approval::used_id(a);
-    for _ in 0..16 {
-        let current = shared_get(approval::USED_KEY);
-        let next = approval::claim(current.as_ref().map(|(v, _)| v.as_slice()), &id, a.expires_at, now)?;
-        // Envoy inserts a missing key whatever the CAS; an existing one needs the CAS it was read with.
-        let cas = current.map_or(u32::MAX, |(_, cas)| cas);
-        match hostcalls::set_shared_data(approval::USED_KEY, Some(&next), Some(cas)) {
-            Ok(()) => return Ok(()),
-            Err(Status::CasMismatch) => continue,
-            Err(_) => return Err(ApprovalFailure::StoreUnavailable),
-        }
-    }
-    Err(ApprovalFailure::StoreUnavailable)
-}
-
-/// Visible ASCII and spaces only: a value that cannot smuggle a header line or confuse the upstream's parser.
-/// An identity that fails this is not forwarded (the upstream sees no identity header, never a mangled one).
-fn header_safe(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|c| (0x20..0x7f).contains(&c))
 }

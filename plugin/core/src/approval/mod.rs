@@ -39,6 +39,8 @@
 //! (`approval_store_unavailable`) are the filter's checks; their codes are here so that every approval refusal has
 //! one list ([`ApprovalFailure::ALL`]).
 
+pub mod used;
+
 use std::collections::HashMap;
 use std::fmt;
 
@@ -51,9 +53,10 @@ use crate::bundle::Approver;
 use crate::compile::{CompiledBundle, ValidationError};
 use crate::envelope::{sha256_hex, sign_typed, SigningKey};
 use crate::identity::{
-    compile_algorithms, compile_keys, parse_algorithm, valid_id, Claims, IssuerKey, KeyOwner, TokenHeader,
+    compile_algorithms, compile_keys, parse_algorithm, Claims, IssuerKey, KeyOwner, TokenHeader,
     MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_BYTES,
 };
+use crate::vocab::valid_id;
 
 /// The `typ` header of an approval token.
 pub const APPROVAL_TYP: &str = "warden-approval+jwt";

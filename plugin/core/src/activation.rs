@@ -2,17 +2,46 @@
 //!
 //! [`load`] is the whole of `on_configure` that does not talk to the host: parse the configuration, verify and compile
 //! the inline bundle. [`check_candidate`] does the same for a bundle fetched from the control endpoint or shared by
-//! another VM, against the active bundle (anti-rollback, revoked signing keys), and names the failure cause of every
-//! refusal. Pure given `now`, so every refusal is tested natively.
+//! another VM, against the active bundle (anti-rollback, revoked signing keys), and names the [`RejectCause`] of every
+//! refusal ([`Rejected`]). Pure given `now`, so every refusal is tested natively. Polling ([`crate::poll`]) counts
+//! these causes among its fetch failures.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use warden_core::compile::{self, CompiledBundle};
-use warden_core::envelope::{self, EnvelopeError, VerifiedPayload};
-
+use crate::compile::{self, CompiledBundle};
 use crate::config::{self, Config, ConfigError};
-use crate::poll::{Cause, Failure};
+use crate::envelope::{self, EnvelopeError, VerifiedPayload};
+
+/// Why a signed bundle was not activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCause {
+    /// Signed, but the signature does not verify; or not signed at all (a plain JSON document).
+    Signature,
+    /// Revision not higher than the active one (or the same revision with different contents).
+    Rollback,
+    /// The bundle's `expires_at` has passed.
+    Expired,
+    /// Verified, but the bundle is not valid (format, authority, timestamps, compile errors).
+    Invalid,
+    /// Signed with a key that is not pinned, or with a key the active bundle revokes.
+    UnknownKey,
+    /// Not a signed bundle (not JWS compact serialization, bad base64, bad header).
+    Malformed,
+}
+
+/// A refused bundle: the cause and a one-line explanation for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub cause: RejectCause,
+    pub detail: String,
+}
+
+impl Rejected {
+    pub fn new(cause: RejectCause, detail: impl Into<String>) -> Rejected {
+        Rejected { cause, detail: detail.into() }
+    }
+}
 
 /// A verified, compiled bundle. Shared read-only with every HTTP context of the VM.
 #[derive(Debug)]
@@ -128,33 +157,33 @@ pub fn activate(config: &Config, signed: &[u8], now: i64) -> Result<Active, Conf
 
 /// Verification and compilation, each refusal with its [`Cause`]. `revoked` are signing keys the active bundle
 /// revokes.
-fn verify_and_compile(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<Active, Failure> {
+fn verify_and_compile(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<Active, Rejected> {
     compile_verified(verify(config, revoked, signed, now)?)
 }
 
-fn verify(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<VerifiedPayload, Failure> {
+fn verify(config: &Config, revoked: &[String], signed: &[u8], now: i64) -> Result<VerifiedPayload, Rejected> {
     envelope::verify_payload(signed, &config.bundle_keys, &config.authority, revoked, now).map_err(|e| {
         let cause = envelope_cause(&e, signed);
-        if cause == Cause::Signature && signed.trim_ascii_start().starts_with(b"{") {
+        if cause == RejectCause::Signature && signed.trim_ascii_start().starts_with(b"{") {
             let detail = "a plain JSON document, not a signed bundle (JWS compact serialization): unsigned bundles \
                           are never accepted";
-            return Failure::new(cause, detail);
+            return Rejected::new(cause, detail);
         }
-        Failure::new(cause, e.to_string())
+        Rejected::new(cause, e.to_string())
     })
 }
 
-fn compile_verified(verified: VerifiedPayload) -> Result<Active, Failure> {
+fn compile_verified(verified: VerifiedPayload) -> Result<Active, Rejected> {
     let bundle = compile::compile(&verified.bundle).map_err(|errors| {
         let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-        Failure::new(
-            Cause::Invalid,
+        Rejected::new(
+            RejectCause::Invalid,
             format!("bundle revision {} is not valid: {}", verified.bundle.revision, all.join("; ")),
         )
     })?;
     if bundle.revoked_signing_keys().contains(&verified.key_id) {
-        return Err(Failure::new(
-            Cause::Invalid,
+        return Err(Rejected::new(
+            RejectCause::Invalid,
             format!("bundle revision {} revokes its own signing key `{}`", bundle.revision, verified.key_id),
         ));
     }
@@ -163,12 +192,12 @@ fn compile_verified(verified: VerifiedPayload) -> Result<Active, Failure> {
 
 /// The failure cause of an envelope error. A plain JSON document (a bundle that was never signed) is a
 /// `signature` failure; other bytes that are not a JWS are `malformed`.
-pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> Cause {
+pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> RejectCause {
     match e {
         EnvelopeError::NotCompact { .. } | EnvelopeError::EmptySegment { .. } | EnvelopeError::BadBase64 { .. }
             if signed.trim_ascii_start().starts_with(b"{") =>
         {
-            Cause::Signature
+            RejectCause::Signature
         }
         EnvelopeError::NotCompact { .. }
         | EnvelopeError::EmptySegment { .. }
@@ -176,12 +205,12 @@ pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> Cause {
         | EnvelopeError::BadHeader { .. }
         | EnvelopeError::WrongType { .. }
         | EnvelopeError::UnsupportedAlgorithm { .. }
-        | EnvelopeError::MissingKid => Cause::Malformed,
-        EnvelopeError::UnknownKid { .. } | EnvelopeError::RevokedKid { .. } => Cause::UnknownKey,
+        | EnvelopeError::MissingKid => RejectCause::Malformed,
+        EnvelopeError::UnknownKid { .. } | EnvelopeError::RevokedKid { .. } => RejectCause::UnknownKey,
         EnvelopeError::AlgorithmMismatch { .. }
         | EnvelopeError::SignatureLength { .. }
-        | EnvelopeError::BadSignature { .. } => Cause::Signature,
-        EnvelopeError::Expired { .. } => Cause::Expired,
+        | EnvelopeError::BadSignature { .. } => RejectCause::Signature,
+        EnvelopeError::Expired { .. } => RejectCause::Expired,
         EnvelopeError::BadPayload { .. }
         | EnvelopeError::WrongFormat { .. }
         | EnvelopeError::AuthorityMismatch { .. }
@@ -189,7 +218,7 @@ pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> Cause {
         | EnvelopeError::NotAfterIssued { .. }
         | EnvelopeError::IssuedInFuture { .. }
         | EnvelopeError::BadKey { .. }
-        | EnvelopeError::RandomUnavailable { .. } => Cause::Invalid,
+        | EnvelopeError::RandomUnavailable { .. } => RejectCause::Invalid,
     }
 }
 
@@ -210,14 +239,14 @@ pub fn check_candidate(
     current: Option<&Active>,
     signed: &[u8],
     now: i64,
-) -> Result<Candidate, Failure> {
+) -> Result<Candidate, Rejected> {
     let revoked = current.map(|a| a.bundle.revoked_signing_keys()).unwrap_or_default();
     let verified = verify(config, revoked, signed, now)?;
     if let Some(active) = current {
         let (new, old) = (verified.bundle.revision, active.bundle.revision);
         if new < old {
-            return Err(Failure::new(
-                Cause::Rollback,
+            return Err(Rejected::new(
+                RejectCause::Rollback,
                 format!("revision {new} is older than the active revision {old}: refused (rollback)"),
             ));
         }
@@ -227,8 +256,8 @@ pub fn check_candidate(
             if digest == active.digest {
                 return Ok(Candidate::Unchanged);
             }
-            return Err(Failure::new(
-                Cause::Rollback,
+            return Err(Rejected::new(
+                RejectCause::Rollback,
                 format!(
                     "revision {new} has different contents (sha256 {}) than the active revision {old} (sha256 {}): \
                      a revision must never be reused; refused",

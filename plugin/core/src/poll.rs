@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::active::Digest;
+use crate::activation::{Digest, RejectCause};
 
 /// Tick period of every root context.
 pub const TICK_MS: u64 = 1000;
@@ -83,6 +83,25 @@ impl Cause {
     /// Index into [`Cause::ALL`] (metric id tables).
     pub fn index(self) -> usize {
         Cause::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+impl From<RejectCause> for Cause {
+    fn from(c: RejectCause) -> Cause {
+        match c {
+            RejectCause::Signature => Cause::Signature,
+            RejectCause::Rollback => Cause::Rollback,
+            RejectCause::Expired => Cause::Expired,
+            RejectCause::Invalid => Cause::Invalid,
+            RejectCause::UnknownKey => Cause::UnknownKey,
+            RejectCause::Malformed => Cause::Malformed,
+        }
+    }
+}
+
+impl From<crate::activation::Rejected> for Failure {
+    fn from(r: crate::activation::Rejected) -> Failure {
+        Failure { cause: r.cause.into(), detail: r.detail }
     }
 }
 

@@ -1,15 +1,13 @@
-//! Configuration loading and request evaluation end to end, natively: a bundle signed with the TEST-ONLY authority
-//! key, agent tokens signed with the TEST-ONLY issuer key, requests in, verdicts, replies and records out.
+//! Configuration loading and the gate end to end, natively: a bundle signed with the TEST-ONLY authority key, agent
+//! tokens signed with the TEST-ONLY issuer key, requests in, decisions, replies and records out.
 
 // Test code: fixtures that fail should fail loudly (clippy.toml only covers `#[test]` functions).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
-use warden::active::{load, Loaded};
-use warden::evaluate::{evaluate, scan, TokenHeader};
-use warden::record::{self, RecordContext};
-use warden::reply;
-use warden_core::envelope::{sign, SigningKey};
+use warden_core::activation::{load, Loaded};
+use warden_core::envelope::{sign, sign_typed, SigningKey};
+use warden_core::gate::{record, reply, Credentials, Edit, Field, Flow, Request, RequestView, TokenHeader};
 use warden_core::time::parse_rfc3339;
 
 const AUTHORITY_JWK: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-authority.jwk.json");
@@ -115,15 +113,7 @@ fn token(claims: Value) -> String {
 
 /// `claims` signed by the example issuer's TEST key as an EdDSA JWT with `typ` `JWT`.
 fn jwt(claims: &Value) -> String {
-    use base64::Engine as _;
-    let jwk: Value = serde_json::from_str(ISSUER_JWK).unwrap();
-    let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwk["d"].as_str().unwrap()).unwrap();
-    // PKCS#8 v1 (RFC 8410) wrapping of the 32-byte Ed25519 seed.
-    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    der.extend_from_slice(&seed);
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = jwk["kid"].as_str().map(str::to_string);
-    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&der)).unwrap()
+    sign_typed(claims.to_string().as_bytes(), &key(ISSUER_JWK), "JWT")
 }
 
 fn bearer() -> String {
@@ -155,26 +145,39 @@ struct Seen {
 }
 
 fn run_at(l: &Loaded, h: &[(String, Vec<u8>)], at: i64) -> Seen {
-    let req = scan(h, &l.config.token_header);
-    let ev = evaluate(l.active.as_ref(), &l.config, &req, at);
-    let ctx = RecordContext {
-        decision_id: "00000000-0000-4000-8000-000000000001",
-        time_ns: u64::try_from(at).unwrap() * 1_000_000_000,
-        environment: &l.config.environment,
-        vm: "vm-00000001",
-        mode: l.config.mode,
-        latency_ns: 0,
+    let config = &l.config.gate;
+    let view = RequestView::scan(h, config);
+    let time_ns = u64::try_from(at).unwrap() * 1_000_000_000;
+    let bundle = l.active.as_ref().map(|a| &a.bundle);
+    let request = Request {
+        view: &view,
+        peer: None,
+        credentials: Credentials::Tokens(None),
+        decision_id: "00000000-0000-4000-8000-000000000001".to_string(),
+        time_ns,
+        end_of_stream: true,
     };
-    let record: Value = serde_json::from_str(&record::build(&ev, &ctx)).unwrap();
-    let body = (!ev.verdict.allows())
-        .then(|| serde_json::from_slice(&reply::build(&ev.verdict, ctx.decision_id, None).body).unwrap());
+    let (flow, _step) = Flow::on_request_headers(config, bundle, request);
+    let record: Value =
+        serde_json::from_str(&record::build(&flow.record(config, bundle, "vm-00000001", time_ns))).unwrap();
+    let d = flow.decision();
+    let revision = bundle.map(|b| b.revision);
+    let body = (d.http_status() != 200).then(|| {
+        serde_json::from_slice(&reply::http(d, revision, "00000000-0000-4000-8000-000000000001", None).body).unwrap()
+    });
+    let mut rewrite = None;
+    flow.for_each_header_edit(config, |e| {
+        if let Edit::Path(p) = e {
+            rewrite = Some(p.to_string());
+        }
+    });
     Seen {
-        status: ev.verdict.status,
-        reason: ev.verdict.reason,
-        rule: ev.verdict.rule_id().to_string(),
-        tool: ev.tool.map(str::to_string),
-        agent: ev.agent.as_ref().map(|a| a.id.clone()),
-        rewrite: ev.rewrite_path.clone(),
+        status: d.http_status(),
+        reason: d.reason.code(),
+        rule: d.rule_id().to_string(),
+        tool: flow.tool().zip(bundle).map(|(t, b)| b.tool_id(t).to_string()),
+        agent: flow.agent().map(|a| a.id.clone()),
+        rewrite,
         record,
         body,
     }
@@ -462,9 +465,9 @@ fn header_scan_is_one_pass_and_byte_safe() {
         ("x-warden-agent".to_string(), b"again".to_vec()),
         ("x-wardenish".to_string(), b"not ours".to_vec()),
     ];
-    let req = scan(&h, "authorization");
-    assert_eq!(req.method, warden::evaluate::Field::Present("GET"));
-    assert_eq!(req.authority, warden::evaluate::Field::Unreadable);
+    let req = RequestView::scan(&h, &warden_core::config::GateConfig::new("prod"));
+    assert_eq!(req.method, Field::Present("GET"));
+    assert_eq!(req.authority, Field::Unreadable);
     assert_eq!(req.token, TokenHeader::One(&[0xc3, 0x28]));
     assert_eq!(req.reserved, vec!["x-warden-agent", "X-Warden-Task"]);
 
@@ -478,14 +481,13 @@ fn header_scan_is_one_pass_and_byte_safe() {
 /// What a fetched bundle means next to the active one: each refusal has its failure cause.
 #[test]
 fn candidates_from_the_control_endpoint() {
-    use warden::active::{check_candidate, Candidate};
-    use warden::poll::Cause;
+    use warden_core::activation::{check_candidate, Candidate, RejectCause as Cause};
     use warden_core::envelope::Algorithm;
 
     let l = loaded(json!({}));
     let cfg = &l.config;
     let active = l.active.as_ref().unwrap();
-    let cause = |r: Result<Candidate, warden::poll::Failure>| match r {
+    let cause = |r: Result<Candidate, warden_core::activation::Rejected>| match r {
         Ok(c) => panic!("accepted: {c:?}"),
         Err(f) => (f.cause, f.detail),
     };

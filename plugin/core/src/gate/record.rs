@@ -3,18 +3,19 @@
 //! Field names follow OPA's decision logs where they mean the same thing (`decision_id`, `timestamp`, `path`,
 //! `bundles.<name>.revision`). Token contents are never recorded.
 
-use warden_core::decision::Outcome;
-use warden_core::time::push_rfc3339;
-
 use crate::config::Mode;
-use crate::evaluate::{Evaluation, Verdict};
+use crate::decision::{Decision, Outcome};
+use crate::facts::Agent;
+use crate::gate::outcome::{Governance, McpRecord};
+use crate::time::push_rfc3339;
 
 /// The `type` of every decision record.
 pub const RECORD_TYPE: &str = "warden.decision";
 
-/// What the record needs besides the evaluation.
+/// Everything a decision record states. The gate fills it from the request's outcome; the host adds the time, the
+/// VM and the latency it measured.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordContext<'a> {
+pub struct RecordFields<'a> {
     pub decision_id: &'a str,
     /// Host time when the request headers arrived, nanoseconds since the epoch.
     pub time_ns: u64,
@@ -24,16 +25,30 @@ pub struct RecordContext<'a> {
     pub mode: Mode,
     /// Host time spent deciding (may be 0: Envoy's clock advances per event loop iteration).
     pub latency_ns: u64,
+    /// The verified agent, if any.
+    pub agent: Option<&'a Agent>,
+    /// The tool the request reached (catalog id).
+    pub tool: Option<&'a str>,
+    pub method: &'a str,
+    /// The normalized path without query; the raw path (query cut off) when it could not be normalized.
+    pub path: &'a str,
+    pub host: &'a str,
+    pub decision: &'a Decision,
+    /// Revision of the bundle that decided; `None` while no bundle is active.
+    pub revision: Option<u64>,
+    pub governance: &'a Governance,
+    /// The `mcp` object of MCP requests.
+    pub mcp: Option<&'a McpRecord>,
 }
 
 /// The `decision` field: `allow`, `deny`, `step_up`; in shadow mode a request that would not have gone through is
 /// `would_deny` or `would_step_up` (shadow never records a refusal as an allow).
-pub fn decision_label(verdict: &Verdict, mode: Mode) -> &'static str {
-    match (verdict.allows(), mode, verdict.outcome) {
-        (true, _, _) => Outcome::Allow.as_str(),
-        (false, Mode::Enforce, outcome) => outcome.as_str(),
-        (false, Mode::Shadow, Outcome::StepUp) => "would_step_up",
-        (false, Mode::Shadow, Outcome::Deny | Outcome::Allow) => "would_deny",
+pub fn decision_label(d: &Decision, mode: Mode) -> &'static str {
+    match (d.outcome, mode) {
+        (Outcome::Allow, _) => Outcome::Allow.as_str(),
+        (outcome, Mode::Enforce) => outcome.as_str(),
+        (Outcome::StepUp, Mode::Shadow) => "would_step_up",
+        (Outcome::Deny, Mode::Shadow) => "would_deny",
     }
 }
 
@@ -71,16 +86,6 @@ fn push_digits(out: &mut String, n: u64, width: usize) {
     for &b in &buf[start..] {
         out.push(char::from(b));
     }
-}
-
-/// The record as one line of JSON.
-pub fn build(ev: &Evaluation<'_>, ctx: &RecordContext<'_>) -> String {
-    build_with(ev, ctx, None)
-}
-
-/// The record of an MCP request: [`build`] plus an `mcp` object (`server`, `method`, `name`, `messages`, `batch`).
-pub fn build_mcp(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: &crate::mcp::McpRecord) -> String {
-    build_with(ev, ctx, Some(mcp))
 }
 
 /// A JSON object written field by field: the record is written on every request, and a generic serializer spent
@@ -166,8 +171,11 @@ fn push_str(out: &mut String, v: &str) {
     out.push('"');
 }
 
-fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::mcp::McpRecord>) -> String {
-    let agent = ev.agent.as_ref();
+/// The record as one line of JSON.
+pub fn build(r: &RecordFields<'_>) -> String {
+    let agent = r.agent;
+    let ctx = r;
+    let gov = r.governance;
     let mut out = String::with_capacity(640);
     let mut o = Obj::open(&mut out);
     o.str("type", RECORD_TYPE);
@@ -207,17 +215,17 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         }
         None => o.key("task").push_str("null"),
     }
-    o.opt_str("tool", ev.tool);
-    o.str("method", ev.method);
-    o.str("path", &ev.path);
-    o.str("host", ev.host);
-    o.str("decision", decision_label(&ev.verdict, ctx.mode));
+    o.opt_str("tool", r.tool);
+    o.str("method", r.method);
+    o.str("path", r.path);
+    o.str("host", r.host);
+    o.str("decision", decision_label(r.decision, ctx.mode));
     o.str("mode", ctx.mode.as_str());
-    o.str("rule", ev.verdict.rule_id());
-    o.str("reason", ev.verdict.reason);
+    o.str("rule", r.decision.rule_id());
+    o.str("reason", r.decision.reason.code());
     {
         let mut bundles = Obj::open(o.key("bundles"));
-        if let Some(revision) = ev.verdict.revision {
+        if let Some(revision) = r.revision {
             let mut warden = Obj::open(bundles.key("warden"));
             warden.num("revision", revision);
             warden.close();
@@ -225,7 +233,7 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         bundles.close();
     }
     o.num("latency_ns", ctx.latency_ns);
-    match &ev.gov.approval {
+    match &gov.approval {
         Some(a) => {
             let mut approval = Obj::open(o.key("approval"));
             approval.str("id", &a.id);
@@ -236,7 +244,7 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         }
         None => o.key("approval").push_str("null"),
     }
-    match &ev.gov.exception {
+    match &gov.exception {
         Some(e) => {
             let mut exception = Obj::open(o.key("exception"));
             exception.str("ticket", &e.ticket);
@@ -246,7 +254,7 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         }
         None => o.key("exception").push_str("null"),
     }
-    match &ev.gov.shadow {
+    match &gov.shadow {
         Some(sh) => {
             let mut shadow = Obj::open(o.key("shadow"));
             shadow.str("decision", sh.decision);
@@ -256,13 +264,13 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
         }
         None => o.key("shadow").push_str("null"),
     }
-    o.opt_str("arguments_digest", ev.gov.arguments_digest.as_deref());
-    if let Some(args) = &ev.gov.arguments {
+    o.opt_str("arguments_digest", gov.arguments_digest.as_deref());
+    if let Some(args) = &gov.arguments {
         // Opted in per tool: arbitrary JSON, written by serde_json (escaping included).
         let text = serde_json::to_string(args).unwrap_or_else(|_| "null".to_string());
         o.key("arguments").push_str(&text);
     }
-    if let Some(m) = mcp {
+    if let Some(m) = r.mcp {
         let mut rec = Obj::open(o.key("mcp"));
         rec.str("server", &m.server);
         rec.str("method", &m.method);
@@ -279,35 +287,51 @@ fn build_with(ev: &Evaluation<'_>, ctx: &RecordContext<'_>, mcp: Option<&crate::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::{ApprovalRecord, ExceptionRecord, ShadowRecord};
+    use crate::decision::Reason;
+    use crate::facts::Task;
+    use crate::gate::outcome::{ApprovalRecord, ExceptionRecord, ShadowRecord};
     use serde_json::{json, Value};
     use std::sync::Arc;
-    use warden_core::decision::Reason;
-    use warden_core::facts::{Agent, Task};
 
-    fn evaluation(verdict: Verdict, agent: Option<Agent>) -> Evaluation<'static> {
-        Evaluation {
-            verdict,
-            agent,
-            tool: Some("crm.contacts.read"),
-            method: "GET",
-            host: "crm.internal",
-            path: "/v1/contacts/42".to_string(),
-            rewrite_path: None,
-            tool_idx: None,
-            gov: Default::default(),
-        }
+    /// The inputs of one record (what the gate holds for a request).
+    struct Evaluation {
+        verdict: Verdict,
+        agent: Option<Agent>,
+        tool: Option<&'static str>,
+        gov: Governance,
     }
 
-    fn ctx(mode: Mode) -> RecordContext<'static> {
-        RecordContext {
+    struct Verdict {
+        decision: Decision,
+        revision: Option<u64>,
+    }
+
+    fn evaluation(verdict: Verdict, agent: Option<Agent>) -> Evaluation {
+        Evaluation { verdict, agent, tool: Some("crm.contacts.read"), gov: Default::default() }
+    }
+
+    fn build(ev: &Evaluation, mode: Mode) -> String {
+        super::build(&RecordFields {
             decision_id: "0f8e2c1a-5b7d-4c3e-9a1b-2c3d4e5f6a7b",
             time_ns: 1_795_860_000_123_456_789,
             environment: "prod",
             vm: "vm-5f3a9c21",
             mode,
             latency_ns: 4200,
-        }
+            agent: ev.agent.as_ref(),
+            tool: ev.tool,
+            method: "GET",
+            path: "/v1/contacts/42",
+            host: "crm.internal",
+            decision: &ev.verdict.decision,
+            revision: ev.verdict.revision,
+            governance: &ev.gov,
+            mcp: None,
+        })
+    }
+
+    fn ctx(mode: Mode) -> Mode {
+        mode
     }
 
     fn agent() -> Agent {
@@ -324,7 +348,9 @@ mod tests {
     }
 
     fn verdict(outcome: Outcome, status: u16, reason: Reason, rule: Option<&str>, revision: Option<u64>) -> Verdict {
-        Verdict { outcome, status, reason: reason.code(), reason_kind: reason, rule: rule.map(Arc::from), revision }
+        let decision = Decision { outcome, reason, rule: rule.map(Arc::from), revision: revision.unwrap_or(0) };
+        assert_eq!(decision.http_status(), status);
+        Verdict { decision, revision }
     }
 
     #[test]
@@ -333,7 +359,7 @@ mod tests {
             verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("support-reads"), Some(7)),
             Some(agent()),
         );
-        let line = build(&ev, &ctx(Mode::Enforce));
+        let line = build(&ev, ctx(Mode::Enforce));
         assert!(!line.contains('\n'));
         assert!(!line.contains("secret-jti"));
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -370,7 +396,7 @@ mod tests {
     fn without_identity_or_bundle_fields_are_null() {
         let mut ev = evaluation(verdict(Outcome::Deny, 503, Reason::NoActiveBundle, None, None), None);
         ev.tool = None;
-        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        let v: Value = serde_json::from_str(&build(&ev, ctx(Mode::Enforce))).unwrap();
         assert_eq!(v["agent"], Value::Null);
         assert_eq!(v["issuer"], Value::Null);
         assert_eq!(v["task"], Value::Null);
@@ -385,18 +411,18 @@ mod tests {
     #[test]
     fn delegated_records_name_the_delegator_and_the_chain() {
         let mut a = agent();
-        a.delegation = Some(warden_core::facts::Delegation {
+        a.delegation = Some(crate::facts::Delegation {
             delegator: "https://login.acme.example/users/alice".to_string(),
             chain: vec!["spiffe://acme.example/agents/planner".to_string()],
         });
         let ev = evaluation(verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("r"), Some(7)), Some(a.clone()));
-        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        let v: Value = serde_json::from_str(&build(&ev, ctx(Mode::Enforce))).unwrap();
         assert_eq!(v["delegator"], "https://login.acme.example/users/alice");
         assert_eq!(v["delegation_chain"], json!(["spiffe://acme.example/agents/planner"]));
         assert_eq!(v.as_object().map(|o| o.len()), Some(24));
         a.delegation.as_mut().unwrap().chain.clear();
         let ev = evaluation(verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("r"), Some(7)), Some(a));
-        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        let v: Value = serde_json::from_str(&build(&ev, ctx(Mode::Enforce))).unwrap();
         assert_eq!(v.as_object().map(|o| o.len()), Some(23));
         assert!(v.get("delegation_chain").is_none());
     }
@@ -414,7 +440,7 @@ mod tests {
             (Outcome::StepUp, 403, Reason::StepUpRequired, Mode::Shadow, "would_step_up"),
         ];
         for (outcome, status, reason, mode, want) in cases {
-            assert_eq!(decision_label(&verdict(outcome, status, reason, None, Some(1)), mode), want);
+            assert_eq!(decision_label(&verdict(outcome, status, reason, None, Some(1)).decision, mode), want);
         }
     }
 
@@ -441,7 +467,7 @@ mod tests {
             Some(ShadowRecord { decision: "would_deny", rule: "candidate".into(), reason: "denied_by_rule" });
         ev.gov.arguments_digest = Some("cd".repeat(32));
         ev.gov.arguments = Some(json!({"amount": 5}));
-        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        let v: Value = serde_json::from_str(&build(&ev, ctx(Mode::Enforce))).unwrap();
         assert_eq!(
             v["approval"],
             json!({"id": "a-1", "approver": "payments-approvals", "approved_by": "alice@acme.example",
@@ -457,7 +483,7 @@ mod tests {
             approver: "ciso@acme.example".into(),
             expires_at: "2026-12-01T00:00:00Z".into(),
         });
-        let v: Value = serde_json::from_str(&build(&ev, &ctx(Mode::Enforce))).unwrap();
+        let v: Value = serde_json::from_str(&build(&ev, ctx(Mode::Enforce))).unwrap();
         assert_eq!(v["exception"]["ticket"], "SEC-1");
     }
 
