@@ -229,7 +229,8 @@ fn eval_without_token_with_a_bad_path_and_with_a_signed_bundle() {
         bad_path.as_os_str(),
     ]);
     assert_exit(&o, 0);
-    assert!(stdout(&o).starts_with("decision: deny (400)\nreason:   bad_request\n"), "{}", stdout(&o));
+    // The gate's answer, warden.wasm's too: the path error's own code.
+    assert!(stdout(&o).starts_with("decision: deny (400)\nreason:   path_encoded_slash\n"), "{}", stdout(&o));
     assert!(stdout(&o).contains("the request path was refused: path_encoded_slash"), "{}", stdout(&o));
 
     // A signed bundle needs the pinned keys; with them it decides the same.

@@ -49,7 +49,7 @@ enum Pool {
 
 /// How argument conditions are read.
 #[derive(Debug, Clone, Copy)]
-enum Args<'v> {
+pub(crate) enum Args<'v> {
     /// Against the call's arguments (`None`: the call has none).
     Call(Option<&'v Value>),
     /// For listing tools: conditions may hold for some call. A conditional deny rule does not count; a conditional
@@ -180,7 +180,7 @@ fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64
 /// What a rule whose other selectors match does, given its argument conditions: (precedence rank, outcome,
 /// reason), or `None` when it does not match.
 #[inline]
-fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Outcome, Reason)> {
+pub(crate) fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Outcome, Reason)> {
     let plain = || {
         let (outcome, reason) = match rule.effect {
             Effect::Deny => (Outcome::Deny, Reason::DeniedByRule),

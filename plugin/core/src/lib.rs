@@ -20,6 +20,7 @@ pub mod activation;
 pub mod approval;
 pub mod args;
 pub mod bundle;
+pub mod cases;
 pub mod compile;
 pub mod config;
 pub mod decide;

@@ -198,6 +198,46 @@ pub fn body_digest(bytes: &[u8]) -> String {
     sha256_hex(bytes)
 }
 
+/// What an approval binds to and who signs it: the claims [`claims`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalGrant<'a> {
+    /// The approver's `iss`.
+    pub iss: &'a str,
+    /// Who approved (`sub`), if said.
+    pub approved_by: Option<&'a str>,
+    pub jti: &'a str,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub agent: &'a str,
+    pub task: Option<&'a str>,
+    pub tool: &'a str,
+    pub arguments_digest: &'a str,
+    /// The step-up decision it answers (recorded, not checked).
+    pub decision_id: Option<&'a str>,
+}
+
+/// The claims of an approval token (see the module documentation), in the order they are documented.
+pub fn claims(g: &ApprovalGrant<'_>) -> Value {
+    let mut c = serde_json::Map::new();
+    c.insert("iss".into(), g.iss.into());
+    if let Some(who) = g.approved_by {
+        c.insert("sub".into(), who.into());
+    }
+    c.insert("jti".into(), g.jti.into());
+    c.insert("iat".into(), g.issued_at.into());
+    c.insert("exp".into(), g.expires_at.into());
+    c.insert("agent".into(), g.agent.into());
+    if let Some(task) = g.task {
+        c.insert("task".into(), task.into());
+    }
+    c.insert("tool".into(), g.tool.into());
+    c.insert("arguments_digest".into(), g.arguments_digest.into());
+    if let Some(id) = g.decision_id {
+        c.insert("decision_id".into(), id.into());
+    }
+    Value::Object(c)
+}
+
 /// Mints an approval token: `claims` (a JSON object with the claims of the module doc) signed by `key` with the
 /// header `{"alg","kid","typ":"warden-approval+jwt"}`. For `warden approve`, tests and demos.
 pub fn mint(claims: &Value, key: &SigningKey) -> String {

@@ -10,8 +10,10 @@
 //! allowed `tools/list`, [`Flow::on_response_headers`] / [`Flow::on_response_body`]. Nothing here reads a clock or
 //! calls the host: times come in with the events.
 //!
-//! [`crate::driver`] runs a recorded request through these same steps with a [`MemoryStore`].
+//! [`driver::run`] runs a whole request (a recorded one: [`driver::Exchange::from_recorded`]) through these same
+//! steps with a [`MemoryStore`]: `warden eval`, `warden test` and the equivalence test decide with it.
 
+pub mod driver;
 pub mod flow;
 pub mod outcome;
 pub mod record;
