@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use common::{agent, t, with_task};
 use warden_core::bundle::Bundle;
 use warden_core::compile::{compile, CompiledBundle};
+use warden_core::config::GateConfig;
 use warden_core::decide::decide;
 use warden_core::facts::{Agent, Facts, Identity};
+use warden_core::gate::driver::{self, Exchange};
+use warden_core::gate::{Credentials, MemoryStore};
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/examples")
@@ -439,10 +442,106 @@ fn every_example_bundle_compiles_and_decides() {
             "support-agent.json" => support_agent(),
             "finance-agent.json" => finance_agent(),
             "coding-agent.json" => coding_agent(),
+            "payments-mcp.json" => payments_mcp(),
             other => panic!("policies/examples/{other} has no decision table in plugin/core/tests/examples.rs"),
         }
     }
-    assert_eq!(names, ["coding-agent.json", "finance-agent.json", "support-agent.json"]);
+    assert_eq!(names, ["coding-agent.json", "finance-agent.json", "payments-mcp.json", "support-agent.json"]);
+}
+
+/// An MCP `tools/call` body to the payments MCP server, decided through the gate with the agent's facts given.
+fn mcp_call(b: &CompiledBundle, agent: Agent, tool: &str, arguments: serde_json::Value) -> (String, String, String) {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                  "params": {"name": tool, "arguments": arguments}});
+    let headers: Vec<(String, Vec<u8>)> = [
+        (":authority", "mcp.payments.acme.example"),
+        (":path", "/mcp"),
+        (":method", "POST"),
+        ("content-type", "application/json"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .collect();
+    let exchange = Exchange {
+        headers,
+        body: body.to_string().into_bytes(),
+        peer: None,
+        time_ns: 1_795_000_000_000_000_000,
+        decision_id: "d-1".into(),
+        credentials: Credentials::Given(Identity::Verified(agent)),
+        response: None,
+    };
+    let run = driver::run(&GateConfig::new("prod"), Some(b), exchange, &mut MemoryStore::default());
+    let d = run.flow.decision();
+    (d.outcome.as_str().to_string(), d.reason.code().to_string(), d.rule_id().to_string())
+}
+
+fn payments_mcp() {
+    let b = load("payments-mcp.json");
+    let refunder = |bound: bool, purpose: Option<&str>| {
+        let mut a = from("acme-workload", &format!("{FINANCE}/refunder"));
+        a.sender_bound = bound;
+        match purpose {
+            Some(p) => with_task(a, "task-91", Some(p), None),
+            None => a,
+        }
+    };
+    let refund = |amount: serde_json::Value| serde_json::json!({"charge": "ch_1", "amount": amount, "currency": "USD"});
+    let want = |d: &str, r: &str, rule: &str| (d.to_string(), r.to_string(), rule.to_string());
+    for (name, agent, tool, args, expected) in [
+        (
+            "small refund",
+            refunder(true, Some("customer-refund")),
+            "refund",
+            refund(40.into()),
+            want("allow", "allowed_by_rule", "refund-small"),
+        ),
+        (
+            "not sender-bound",
+            refunder(false, Some("customer-refund")),
+            "refund",
+            refund(40.into()),
+            want("deny", "no_matching_rule", "default"),
+        ),
+        ("no task", refunder(true, None), "refund", refund(40.into()), want("deny", "no_matching_rule", "default")),
+        (
+            "large refund",
+            refunder(true, Some("customer-refund")),
+            "refund",
+            refund(250.into()),
+            want("step_up", "step_up_required", "refund-large"),
+        ),
+        (
+            "too large",
+            refunder(true, Some("customer-refund")),
+            "refund",
+            refund(90_000.into()),
+            want("deny", "no_matching_rule", "default"),
+        ),
+        (
+            "amount as a string",
+            refunder(true, Some("customer-refund")),
+            "refund",
+            refund("40".into()),
+            want("deny", "invalid_arguments", "refund-large"),
+        ),
+        (
+            "read a charge",
+            refunder(false, None),
+            "get_charge",
+            serde_json::json!({"charge": "ch_1"}),
+            want("allow", "allowed_by_rule", "read-charges"),
+        ),
+        (
+            "unknown tool",
+            refunder(true, None),
+            "transfer",
+            serde_json::json!({}),
+            want("deny", "unknown_tool", "default"),
+        ),
+    ] {
+        assert_eq!(mcp_call(&b, agent, tool, args), expected, "case {name}");
+    }
 }
 
 /// `policies/bundle.schema.json` names exactly the fields `bundle.rs` has, at every level.
