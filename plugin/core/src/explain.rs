@@ -411,6 +411,7 @@ mod tests {
     use super::*;
     use crate::bundle::Bundle;
     use crate::compile::compile;
+    use crate::decide::decide;
     use crate::facts::{Agent, Task, TokenFailure};
     use crate::time::parse_rfc3339;
 
@@ -593,5 +594,56 @@ mod tests {
         let e = explain(&b, &facts(&b, agent("spiffe://d/a", None), "crm.write", "dev"), now);
         assert!(e.shadow.is_none());
         assert_eq!(e.conclusion, "decision: allow (allowed_by_rule) by rule read, bundle revision 8");
+    }
+
+    #[test]
+    fn argument_conditions_are_reported_with_their_pointer() {
+        let b: Bundle = serde_json::from_value(serde_json::json!({
+            "format": "warden.bundle/v1", "revision": 9,
+            "issued_at": "2026-11-01T00:00:00Z", "expires_at": "2027-11-01T00:00:00Z",
+            "owner": "sec", "authority": "policy.example",
+            "approvers": [{"id": "fin", "iss": "https://approvals.example", "algorithms": ["EdDSA"],
+                           "max_approval_age_seconds": 300,
+                           "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "a1",
+                                              "x": "mJJ3AQtTHziLV5zcv6xZ3w-RcEFeArJaETx2QGOuDQU"}]}}],
+            "tools": [{"id": "pay.refund", "sensitivity": "payment"}],
+            "rules": [
+                {"id": "small", "effect": "allow", "tools": ["pay.refund"],
+                 "conditions": [{"argument": "/amount", "max": 100}]},
+                {"id": "large", "effect": "step_up", "tools": ["pay.refund"],
+                 "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+                 "step_up": {"approvers": ["fin"]}}
+            ]
+        }))
+        .unwrap();
+        let b = compile(&b).unwrap();
+        let now = parse_rfc3339(NOW).unwrap();
+        let f = facts(&b, agent("spiffe://d/a", None), "pay.refund", "prod");
+        let args = |v: serde_json::Value| Some(v);
+
+        // 250: the allow rule's condition is false (not "outranked"), the step-up rule decides.
+        let a = args(serde_json::json!({"amount": 250}));
+        let e = explain_call(&b, &f, a.as_ref(), now);
+        assert_eq!(e.decision.reason, Reason::StepUpRequired);
+        assert_eq!(verdicts(&e), vec![("small", RuleVerdict::NotMatched), ("large", RuleVerdict::Decided)]);
+        assert_eq!(e.rules[0].detail, "argument condition 0 `/amount max 100` is false");
+
+        // 40: the allow rule decides, the step-up rule's condition is false.
+        let a = args(serde_json::json!({"amount": 40}));
+        let e = explain_call(&b, &f, a.as_ref(), now);
+        assert_eq!(verdicts(&e), vec![("small", RuleVerdict::Decided), ("large", RuleVerdict::NotMatched)]);
+        assert_eq!(e.rules[1].detail, "argument condition 0 `/amount max 5000 exclusive_min 100` is false");
+
+        // No amount: the step-up rule denies (invalid_arguments) and is named; the allow rule does not match.
+        let e = explain_call(&b, &f, None, now);
+        assert_eq!(e.decision.reason, Reason::InvalidArguments);
+        assert_eq!(e.decision.rule.as_deref(), Some("large"));
+        assert_eq!(verdicts(&e), vec![("small", RuleVerdict::NotMatched), ("large", RuleVerdict::Decided)]);
+        assert_eq!(
+            e.rules[0].detail,
+            "argument /amount is missing or not what condition 0 `/amount max 100` can check"
+        );
+        assert!(e.rules[1].detail.contains("so this step_up rule denies"), "{}", e.rules[1].detail);
+        assert_eq!(e.decision, decide_with_args(&b, &f, None, now));
     }
 }

@@ -575,3 +575,67 @@ fn candidates_from_the_control_endpoint() {
         Ok(Candidate::Newer(_))
     ));
 }
+
+/// The driver runs the whole pipeline with an in-memory store: a step-up call, its approval minted from the reply,
+/// accepted once, refused as replayed the second time (single use through the claim the gate asks for).
+#[test]
+fn the_driver_claims_an_approval_once() {
+    use warden_core::approval::{claims, mint, ApprovalGrant};
+    use warden_core::gate::driver::{run, Exchange};
+    use warden_core::gate::MemoryStore;
+
+    let l = loaded(json!({}));
+    let config = &l.config.gate;
+    let bundle = l.active.as_ref().map(|a| &a.bundle);
+    let exchange = |approval: Option<&str>| {
+        let mut h = headers(&[
+            (":method", "POST"),
+            (":path", "/refunds"),
+            (":authority", "pay.acme.example"),
+            ("authorization", &bearer()),
+        ]);
+        if let Some(a) = approval {
+            h.push(("x-warden-approval".to_string(), a.as_bytes().to_vec()));
+        }
+        Exchange {
+            headers: h,
+            body: br#"{"amount": 5}"#.to_vec(),
+            peer: None,
+            time_ns: u64::try_from(now()).unwrap() * 1_000_000_000,
+            decision_id: "00000000-0000-4000-8000-000000000009".to_string(),
+            credentials: Credentials::Tokens(None),
+            response: None,
+        }
+    };
+    let mut store = MemoryStore::default();
+    let first = run(config, bundle, exchange(None), &mut store);
+    assert_eq!(first.flow.decision().reason.code(), "step_up_required");
+    assert_eq!(first.reply.as_ref().map(|r| r.status), Some(403));
+    assert!(first.forwarded.is_none(), "a refused call is not forwarded");
+    let info = first.flow.step_up().expect("the reply says what to approve").clone();
+    let token = mint(
+        &claims(&ApprovalGrant {
+            iss: "https://approvals.acme.example",
+            approved_by: Some("alice@acme.example"),
+            jti: "approval-1",
+            issued_at: now(),
+            expires_at: now() + 120,
+            agent: info.agent.as_deref().unwrap(),
+            task: info.task.as_deref(),
+            tool: info.tool.as_deref().unwrap(),
+            arguments_digest: &info.arguments_digest,
+            decision_id: Some(&info.decision_id),
+        }),
+        &key(ISSUER_JWK),
+    );
+    let second = run(config, bundle, exchange(Some(&token)), &mut store);
+    assert_eq!(second.flow.decision().reason.code(), "allowed_by_approval");
+    assert_eq!(second.status(None), 200);
+    let forwarded = second.forwarded.expect("the approved call goes on");
+    assert!(!forwarded.iter().any(|(k, _)| k == "x-warden-approval"), "the approval is not forwarded");
+    let record: Value = serde_json::from_str(second.record.as_deref().unwrap()).unwrap();
+    assert_eq!(record["approval"]["id"], "approval-1");
+    let third = run(config, bundle, exchange(Some(&token)), &mut store);
+    assert_eq!(third.flow.decision().reason.code(), "approval_replayed");
+    assert_eq!(third.reply.map(|r| r.status), Some(403));
+}
