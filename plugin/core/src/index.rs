@@ -158,9 +158,19 @@ impl Candidates {
         tool.wrapping_add(1)
     }
 
+    /// The tool index of a scope; `None` for [`ALL_TOOLS`].
+    pub(crate) fn scope_tool(scope: u32) -> Option<u32> {
+        scope.checked_sub(1)
+    }
+
     #[inline]
     pub(crate) fn get(&self, scope: u32, class: u32) -> &[u32] {
         self.lists.get(&key(scope, class)).map(|l| &l[..]).unwrap_or(&[])
+    }
+
+    /// Every list with its (scope, class), in no particular order (for offline queries).
+    pub(crate) fn lists(&self) -> impl Iterator<Item = (u32, u32, &[u32])> + '_ {
+        self.lists.iter().map(|(&k, l)| ((k >> 32) as u32, k as u32, &l[..]))
     }
 
     #[inline]
