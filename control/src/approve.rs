@@ -301,7 +301,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     use serde_json::json;
-    use warden_core::approval::{verify, ApprovalFailure, CallBinding};
+    use warden_core::approval::{ApprovalFailure, CallBinding};
     use warden_core::bundle::Bundle;
     use warden_core::envelope::SigningKey;
 
@@ -495,7 +495,7 @@ mod tests {
             arguments_digest: DIGEST,
         };
         let rule = "finance-refunds-step-up";
-        let ok = verify(&compiled, rule, &token, &call, now).unwrap();
+        let ok = compiled.verify_approval(rule, &token, &call, now).unwrap();
         assert_eq!(ok.id, "j-1");
         assert_eq!(ok.approver, "payments-approvals");
         assert_eq!(ok.approved_by.as_deref(), Some("alice@acme.example"));
@@ -503,13 +503,13 @@ mod tests {
         assert_eq!(ok.decision_id.as_deref(), Some("d-1"));
         let other = "0".repeat(64);
         assert_eq!(
-            verify(&compiled, rule, &token, &CallBinding { arguments_digest: &other, ..call }, now),
+            compiled.verify_approval(rule, &token, &CallBinding { arguments_digest: &other, ..call }, now),
             Err(ApprovalFailure::WrongArguments)
         );
         assert_eq!(
-            verify(&compiled, rule, &token, &CallBinding { task: Some("task-2"), ..call }, now),
+            compiled.verify_approval(rule, &token, &CallBinding { task: Some("task-2"), ..call }, now),
             Err(ApprovalFailure::WrongTask)
         );
-        assert_eq!(verify(&compiled, rule, &token, &call, now + 600), Err(ApprovalFailure::Expired));
+        assert_eq!(compiled.verify_approval(rule, &token, &call, now + 600), Err(ApprovalFailure::Expired));
     }
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
-use warden_core::approval::{verify, CallBinding};
+use warden_core::approval::CallBinding;
 use warden_core::bundle::Bundle;
 use warden_core::time::parse_rfc3339;
 
@@ -72,7 +72,7 @@ fn approve_mints_from_a_reply_on_stdin_and_the_token_verifies() {
     let d = digest();
     let call =
         CallBinding { agent: AGENT, task: Some("task-1"), tool: "payments.refunds.create", arguments_digest: &d };
-    let ok = verify(&compiled, "finance-refunds-step-up", token.trim(), &call, now + 60).unwrap();
+    let ok = compiled.verify_approval("finance-refunds-step-up", token.trim(), &call, now + 60).unwrap();
     assert_eq!(ok.id, "appr-1");
     assert_eq!(ok.approved_by.as_deref(), Some("alice@acme.example"));
 }

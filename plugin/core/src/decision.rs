@@ -264,7 +264,7 @@ impl Decision {
         Decision { outcome: Outcome::Deny, reason, rule: None, revision }
     }
 
-    /// Settles a step-up decision with the result of [`crate::approval::verify`] for the presented approval: a
+    /// Settles a step-up decision with the result of [`crate::compile::CompiledBundle::verify_approval`] for the presented approval: a
     /// verified approval allows (`allowed_by_approval`), a refused one keeps the step-up with the failure as reason
     /// (`approval_*`, 403). The rule and revision stay. Any other decision is returned unchanged.
     pub fn with_approval(self, approval: Result<&VerifiedApproval, ApprovalFailure>) -> Decision {

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::args::Truth;
 use crate::bundle::Effect;
 use crate::compile::{CompiledBundle, CompiledRule};
-use crate::decide::{decide_with_args, effect_of, for_each_candidate_list, for_each_list, miss, shadow, Args, Miss};
+use crate::decide::{decide_with_args, effect_of, for_each_candidate_list, miss, shadow, Args, Miss};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Facts, Identity};
 use crate::index::{Candidates, ALL_TOOLS};
@@ -328,7 +328,7 @@ pub fn explain_call(bundle: &CompiledBundle, facts: &Facts, arguments: Option<&V
     };
     for_each_candidate_list(bundle, tool.0, exact.class, &agent.id, &mut mark_candidates);
     if let Some(shadow_index) = &bundle.shadow_candidates {
-        for_each_list(bundle, shadow_index, tool.0, exact.class, &agent.id, &mut mark_candidates);
+        shadow_index.for_each_list(&bundle.agents, tool.0, exact.class, &agent.id, &mut mark_candidates);
     }
     // Rules that select this agent for some tool (to tell "not this agent" from "not this tool").
     let mut selects_agent = vec![false; bundle.rules.len()];

@@ -177,4 +177,31 @@ impl Candidates {
     pub(crate) fn has_all_tools(&self) -> bool {
         self.has_all_tools
     }
+
+    /// Calls `f` with every list of these candidates for a tool and an agent: the lists of the `*` class, of the
+    /// agent's exact id (`exact_class`, from the same lookup that checks revocation) and of each matching
+    /// `prefix/*`, each for the tool and for "every tool".
+    #[inline]
+    pub(crate) fn for_each_list<'c>(
+        &'c self,
+        agents: &AgentIndex,
+        tool: u32,
+        exact_class: Option<u32>,
+        agent_id: &str,
+        mut f: impl FnMut(&'c [u32]),
+    ) {
+        let scope = Candidates::tool_scope(tool);
+        let all_tools = self.has_all_tools();
+        let mut visit = |class: u32| {
+            f(self.get(scope, class));
+            if all_tools {
+                f(self.get(ALL_TOOLS, class));
+            }
+        };
+        visit(ANY_AGENT);
+        if let Some(class) = exact_class {
+            visit(class);
+        }
+        agents.for_each_prefix_class(agent_id, visit);
+    }
 }

@@ -11,7 +11,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use warden_core::bundle::Issuer;
 use warden_core::facts::{Agent, Delegation, PeerIdentity, Task, TokenFailure, TxnFailure};
-use warden_core::identity::{self, bearer_token, trust_domain, IssuerSet, TokenCache};
+use warden_core::identity::{self, bearer_token, trust_domain, IssuerSet};
+use warden_core::token_cache::TokenCache;
 
 const NOW: i64 = 1_780_000_000;
 const AGENT: &str = "spiffe://acme.example/agents/support/bot-1";

@@ -9,10 +9,9 @@ use serde_json::{json, Value};
 use warden_core::args::{arguments_digest, canonical_json};
 use warden_core::compile::CompiledBundle;
 use warden_core::decide::decide_with_args;
+use warden_core::decide::mcp::{decide_body, decide_message, tool_visibility};
 use warden_core::facts::{Facts, Identity};
-use warden_core::mcp::{
-    decide_body, decide_message, parse_body, tool_visibility, McpKind, McpServerIdx, McpTarget, Visibility,
-};
+use warden_core::mcp::{parse_body, McpKind, McpServerIdx, McpTarget, Visibility};
 
 /// (name, body, batches allowed, `Ok(summary)` or `Err(code)`).
 type ParseCase<'a> = (&'a str, Vec<u8>, bool, Result<String, &'a str>);

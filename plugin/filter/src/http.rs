@@ -14,8 +14,8 @@ use warden_core::facts::PeerIdentity;
 use warden_core::gate::{
     record, reply, run_claim, Credentials, Edit, Flow, Next, Request, RequestView, ResponseNext, Step,
 };
-use warden_core::identity::TokenCache;
 use warden_core::ids::IdGen;
+use warden_core::token_cache::TokenCache;
 
 use crate::host::{log, unix_nanos, HostStore};
 use crate::metrics::Metrics;

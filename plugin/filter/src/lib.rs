@@ -103,7 +103,7 @@
 //! `application/json` (415 `mcp_content_type`); `Mcp-Method`/`Mcp-Name` the policy denies are refused at once.
 //! Otherwise headers `Pause` (with `allow_on_headers_stop_iteration`) or `Continue` (without: Envoy would withhold
 //! the body), body chunks `Pause` until the end (over `max_body_bytes`: 413), and the whole body is parsed strictly,
-//! checked against the MCP headers and decided with `warden_core::mcp::decide_body`. Refusals are JSON-RPC error
+//! checked against the MCP headers and decided with `warden_core::decide::mcp::decide_body`. Refusals are JSON-RPC error
 //! objects carrying the request's `id` (codes in [`warden_core::decision`]); the record gains an `mcp` object. `README.md` "MCP
 //! servers" is the operator's version, including what the upstream may have seen of a refused call.
 //!

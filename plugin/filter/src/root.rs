@@ -11,9 +11,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, Status};
 use warden_core::activation::{self, Active, Candidate};
 use warden_core::config::Control;
-use warden_core::identity::TokenCache;
 use warden_core::ids::IdGen;
 use warden_core::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
+use warden_core::token_cache::TokenCache;
 
 use crate::host::{log, shared_get, unix_nanos, unix_secs};
 use crate::http::{Shared, WardenHttp};

@@ -44,19 +44,16 @@ pub mod used;
 use std::collections::HashMap;
 use std::fmt;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::bundle::Approver;
-use crate::compile::{CompiledBundle, ValidationError};
 use crate::envelope::{sha256_hex, sign_typed, SigningKey};
-use crate::identity::{
-    compile_algorithms, compile_keys, parse_algorithm, Claims, IssuerKey, KeyOwner, TokenHeader,
-    MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_BYTES,
+use crate::jose::{
+    compile_algorithms, compile_keys, parse_algorithm, Alg, IssuerKey, Jwt, KeyOwner, MAX_CLOCK_SKEW_SECONDS,
+    MAX_TOKEN_BYTES,
 };
 use crate::vocab::valid_id;
+use crate::vocab::ValidationError;
 
 /// The `typ` header of an approval token.
 pub const APPROVAL_TYP: &str = "warden-approval+jwt";
@@ -254,7 +251,7 @@ pub struct ApproverSet {
 pub(crate) struct CompiledApprover {
     pub(crate) id: String,
     pub(crate) iss: String,
-    algorithms: Vec<Algorithm>,
+    algorithms: Vec<Alg>,
     keys: HashMap<String, IssuerKey>,
     /// `max_approval_age_seconds`.
     pub(crate) max_age: u64,
@@ -422,11 +419,21 @@ fn read_claims<'c>(
     Ok(ApprovalClaims { jti, sub, iat, exp, nbf, agent, task, tool, arguments_digest, decision_id })
 }
 
-/// Verifies an approval token presented for a call that `rule_id` (a `step_up` rule) sent to step-up. See the
-/// module doc for the order of checks; `now` is seconds since the epoch, from the caller's clock.
-pub fn verify(
-    bundle: &CompiledBundle,
-    rule_id: &str,
+/// What a `step_up` rule accepts, compiled: its approvers and the longest approval lifetime.
+#[derive(Debug)]
+pub(crate) struct StepUpPolicy {
+    /// Indexes into the bundle's [`ApproverSet`], in the rule's order.
+    pub(crate) approvers: Box<[u32]>,
+    /// Effective longest approval lifetime: the rule's `max_age_seconds`, else the smallest of its approvers'.
+    pub(crate) max_age: u64,
+}
+
+/// Verifies an approval token presented for a call that a `step_up` rule (`policy`; `None`: not a step-up rule,
+/// no approver is allowed) sent to step-up. See the module doc for the order of checks; `now` is seconds since the
+/// epoch, from the caller's clock. [`crate::compile::CompiledBundle::verify_approval`] is this for a rule id.
+pub(crate) fn verify(
+    approvers: &ApproverSet,
+    policy: Option<&StepUpPolicy>,
     token: &str,
     call: &CallBinding<'_>,
     now: i64,
@@ -436,20 +443,7 @@ pub fn verify(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(F::Malformed);
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(F::Malformed);
-    };
-    let header = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| F::Malformed)?;
-    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| F::Malformed)?;
-    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| F::Malformed)?;
-    let header: TokenHeader = serde_json::from_slice(&header).map_err(|_| F::Malformed)?;
-    if header.crit.is_some() {
-        return Err(F::Malformed);
-    }
-    let Claims(claims) = serde_json::from_slice(&payload).map_err(|_| F::Malformed)?;
+    let Jwt { header, claims, signature, signing_input, .. } = Jwt::read(token).ok_or(F::Malformed)?;
 
     // 2. typ
     if header.typ.as_deref() != Some(APPROVAL_TYP) {
@@ -461,7 +455,6 @@ pub fn verify(
         Some(Value::String(s)) => s.as_str(),
         _ => return Err(F::UntrustedIssuer),
     };
-    let approvers = &bundle.approvers;
     let index = *approvers.by_iss.get(iss).ok_or(F::UntrustedIssuer)?;
     let approver = approvers.approvers.get(index).ok_or(F::UntrustedIssuer)?;
 
@@ -473,7 +466,6 @@ pub fn verify(
     }
 
     // 5. signature
-    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
     if signature.is_empty() || !key.key.verify(alg, signing_input, &signature) {
         return Err(F::BadSignature);
     }
@@ -490,7 +482,7 @@ pub fn verify(
     if c.iat > future || c.nbf.is_some_and(|nbf| nbf > future) {
         return Err(F::NotYetValid);
     }
-    let requirement = bundle.step_up_of(rule_id);
+    let requirement = policy;
     let limit = requirement.map_or(approver.max_age, |s| s.max_age.min(approver.max_age));
     if c.exp.saturating_sub(c.iat) > i64::try_from(limit).unwrap_or(i64::MAX) {
         return Err(F::LifetimeTooLong);
@@ -529,7 +521,10 @@ mod tests {
     use super::*;
     use crate::bundle::Bundle;
     use crate::compile::compile;
+    use crate::compile::CompiledBundle;
     use crate::envelope::{sign_with_header, Algorithm as SigningAlgorithm};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;
@@ -626,7 +621,7 @@ mod tests {
         let b = bundle(&k);
         let d = digest();
         let call = CallBinding { agent: AGENT, task: Some("task-7"), tool: TOOL, arguments_digest: &d };
-        let ok = verify(&b, "refund", &mint(&claims("https://ed.example"), &k.ed), &call, NOW).unwrap();
+        let ok = b.verify_approval("refund", &mint(&claims("https://ed.example"), &k.ed), &call, NOW).unwrap();
         assert_eq!(
             ok,
             VerifiedApproval {
@@ -637,7 +632,7 @@ mod tests {
                 decision_id: Some("d-1".into()),
             }
         );
-        let es = verify(&b, "refund", &mint(&claims("https://es.example"), &k.es), &call, NOW).unwrap();
+        let es = b.verify_approval("refund", &mint(&claims("https://es.example"), &k.es), &call, NOW).unwrap();
         assert_eq!(es.approver, "es");
         // Optional claims absent; no task on either side (absent or null).
         let no_task = CallBinding { task: None, ..call };
@@ -651,14 +646,14 @@ mod tests {
                 }
                 o.insert("nbf".into(), json!(NOW));
             });
-            let v = verify(&b, "refund-es", &mint(&c, &k.es), &no_task, NOW).unwrap();
+            let v = b.verify_approval("refund-es", &mint(&c, &k.es), &no_task, NOW).unwrap();
             assert_eq!((v.approved_by, v.decision_id), (None, None));
         }
         // The approver's own limit applies when the rule sets none: 600 s for `es` on `refund-es`.
         let long = with(claims("https://es.example"), |o| {
             o.insert("exp".into(), json!(NOW + 590));
         });
-        assert!(verify(&b, "refund-es", &mint(&long, &k.es), &call, NOW).is_ok());
+        assert!(b.verify_approval("refund-es", &mint(&long, &k.es), &call, NOW).is_ok());
     }
 
     #[test]
@@ -827,7 +822,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for (name, rule, token, call, now, want) in &cases {
             seen.insert(want.code());
-            match verify(&b, rule, token, call, *now) {
+            match b.verify_approval(rule, token, call, *now) {
                 Err(got) if got == *want => {}
                 got => failures.push(format!("{name}: want {want:?}, got {got:?}")),
             }
@@ -843,7 +838,7 @@ mod tests {
             ("iat at now + skew", set("iat", json!(NOW + 30)), NOW),
             ("lifetime at the rule limit", set("exp", json!(NOW + 190)), NOW),
         ] {
-            assert!(verify(&b, "refund", &ed(c), &call, now).is_ok(), "{name}");
+            assert!(b.verify_approval("refund", &ed(c), &call, now).is_ok(), "{name}");
         }
     }
 }

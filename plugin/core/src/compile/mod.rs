@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::approval::ApproverSet;
+use crate::approval::{self, ApprovalFailure, ApproverSet, CallBinding, VerifiedApproval};
 use crate::args::Conditions;
 use crate::bundle::{Bundle, Effect, Sensitivity};
 use crate::fxhash::{FxHashMap, FxHashSet};
@@ -84,13 +84,7 @@ pub(crate) struct CompiledTool {
 }
 
 /// A `step_up` rule's requirement, compiled.
-#[derive(Debug)]
-pub(crate) struct CompiledStepUp {
-    /// Indexes into the bundle's [`ApproverSet`], in the rule's order.
-    pub(crate) approvers: Box<[u32]>,
-    /// Effective longest approval lifetime: the rule's `max_age_seconds`, else the smallest of its approvers'.
-    pub(crate) max_age: u64,
-}
+pub(crate) use crate::approval::StepUpPolicy as CompiledStepUp;
 
 /// An exception's grant, compiled (its `expires_at` is the rule's).
 #[derive(Debug)]
@@ -210,6 +204,18 @@ impl CompiledBundle {
 
     pub(crate) fn step_up_of(&self, rule_id: &str) -> Option<&CompiledStepUp> {
         self.rule(rule_id).and_then(|r| r.step_up.as_deref())
+    }
+
+    /// Verifies an approval presented for a call that rule `rule_id` sent to step-up ([`crate::approval`]'s
+    /// checks, with the rule's approvers and lifetime; any other rule or an unknown id allows no approver).
+    pub fn verify_approval(
+        &self,
+        rule_id: &str,
+        token: &str,
+        call: &CallBinding<'_>,
+        now: i64,
+    ) -> Result<VerifiedApproval, ApprovalFailure> {
+        approval::verify(&self.approvers, self.step_up_of(rule_id), token, call, now)
     }
 
     /// What approval a `step_up` rule requires (`None` for another rule or an unknown id).

@@ -1,7 +1,6 @@
 //! Questions about a compiled bundle for offline tools (`warden report`): which tools a rule selects and which
 //! rules apply to an agent pattern, answered with the same candidate index and selector checks `decide` uses.
 
-use crate::decide::for_each_list;
 use crate::index::Candidates;
 use crate::vocab::ToolIdx;
 
@@ -55,7 +54,7 @@ impl CompiledBundle {
         let mut found: Vec<u32> = Vec::new();
         for index in std::iter::once(&self.candidates).chain(self.shadow_candidates.as_ref()) {
             let collect = |list: &[u32]| found.extend_from_slice(list);
-            for_each_list(self, index, tool.0, exact, pattern, collect);
+            index.for_each_list(&self.agents, tool.0, exact, pattern, collect);
         }
         found.sort_unstable();
         found.dedup();

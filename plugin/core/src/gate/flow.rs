@@ -46,10 +46,11 @@ use crate::gate::reply::{self, LocalReply, RpcRequests};
 use crate::gate::step::{Credentials, Edit, Next, ResponseEdits, ResponseNext, Step};
 use crate::gate::store::{Claim, ClaimOutcome, ClaimRefused};
 use crate::gate::view::{is_json, Field, Presented, RequestView, TokenHeader};
-use crate::identity::{self, token_in, TokenCache};
+use crate::identity::{self, token_in};
 use crate::mcp::list::{filter_tools_list, list_failure, list_framing, ListFraming, Unfilterable};
 use crate::mcp::{self, McpBody, McpErrorKind, McpMessage, McpServerIdx, McpTarget};
 use crate::path;
+use crate::token_cache::TokenCache;
 use crate::vocab::ToolIdx;
 
 /// The request headers event: the request as scanned, its connection, and what the host knows of it.
@@ -241,7 +242,9 @@ impl Flow {
         let header_name = view.mcp_name.value().map(str::to_string);
         let refusal = |r: RequestRefusal| Decision::refusal(Reason::Request(r), bundle.revision);
         let early = match self.method.as_str() {
-            "GET" | "DELETE" => Some(mcp::decide_lifecycle(bundle, &self.facts(config, None), server, self.now)),
+            "GET" | "DELETE" => {
+                Some(decide::mcp::decide_lifecycle(bundle, &self.facts(config, None), server, self.now))
+            }
             "POST" => match check_mcp_headers(view) {
                 Err(r) => Some(refusal(r)),
                 Ok(()) if end_of_stream => Some(refusal(RequestRefusal::McpBody(McpErrorKind::NotJson))),
@@ -249,7 +252,7 @@ impl Flow {
                     None => None,
                     Some(m) => {
                         let facts = self.facts(config, None);
-                        match mcp::decide_headers(bundle, &facts, server, m, header_name.as_deref(), self.now) {
+                        match decide::mcp::decide_headers(bundle, &facts, server, m, header_name.as_deref(), self.now) {
                             None => Some(refusal(RequestRefusal::McpHeaderMismatch)),
                             Some(d) if d.outcome == Outcome::Deny => Some(d),
                             Some(_) => None,
@@ -411,7 +414,7 @@ impl Flow {
             return body.to_vec();
         };
         let facts = self.facts(config, None);
-        let visible = |name: &str| mcp::tool_visibility(bundle, &facts, server, name, self.now);
+        let visible = |name: &str| decide::mcp::tool_visibility(bundle, &facts, server, name, self.now);
         match framing {
             Some(framing) => filter_tools_list(framing, body, &id, &visible)
                 .unwrap_or_else(|Unfilterable| list_failure(Some(framing), &id, &self.decision_id)),
@@ -608,7 +611,7 @@ impl Flow {
             return self.finish(config, Then::Mcp { server, requests, list: None });
         }
         let facts = self.facts(config, None);
-        let bd = mcp::decide_body(bundle, &facts, server, &body, self.now);
+        let bd = decide::mcp::decide_body(bundle, &facts, server, &body, self.now);
         let list = match (body.messages.first(), body.batch) {
             (Some(m), false) if m.method() == "tools/list" => m.id.clone(),
             _ => None,
@@ -662,7 +665,7 @@ impl Flow {
             Presented::Refused(f) => Some(Err(*f)),
             Presented::Token(token) => {
                 let call = self.call_binding(bundle);
-                Some(approval::verify(bundle, self.decision.rule_id(), token, &call, self.now))
+                Some(bundle.verify_approval(self.decision.rule_id(), token, &call, self.now))
             }
         };
         match result {

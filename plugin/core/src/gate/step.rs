@@ -4,7 +4,7 @@
 use crate::facts::Identity;
 use crate::gate::reply::LocalReply;
 use crate::gate::store::Claim;
-use crate::identity::TokenCache;
+use crate::token_cache::TokenCache;
 
 /// The host's part after an event of the request.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,18 @@
 
 use serde_json::{json, Value};
 
-use crate::mcp::decide::Visibility;
 use crate::mcp::parse::parse_strict;
+
+/// How a tool appears in a filtered `tools/list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// The agent may call it (for some arguments, when rules have conditions).
+    Visible,
+    /// Calling it needs an approval.
+    NeedsApproval,
+    /// The agent may not call it.
+    Hidden,
+}
 
 /// The `_meta` key that marks a listed tool whose calls need a step-up approval.
 pub const APPROVAL_META: &str = "dev.warden/approval";

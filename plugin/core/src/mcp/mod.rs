@@ -33,14 +33,11 @@
 //! its name; unbound methods of the protocol's own life cycle ([`LIFECYCLE_METHODS`], and client answers) get the
 //! server's `lifecycle` effect; everything else is an unknown tool (`defaults.unknown_tool`).
 
-pub mod decide;
 pub mod index;
 pub mod list;
 pub mod parse;
 
 pub use crate::vocab::McpServerIdx;
-pub use decide::{
-    decide_body, decide_headers, decide_lifecycle, decide_message, tool_visibility, BodyDecision, Visibility,
-};
 pub use index::{McpTarget, LIFECYCLE_METHODS};
+pub use list::Visibility;
 pub use parse::{parse_body, parse_strict, McpBody, McpError, McpErrorKind, McpKind, McpMessage};

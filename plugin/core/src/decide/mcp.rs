@@ -9,6 +9,7 @@ use crate::decide::{decide, decide_gate, decide_listing, decide_with_args};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::Facts;
 use crate::mcp::index::McpTarget;
+use crate::mcp::list::Visibility;
 use crate::mcp::parse::{check_method, check_uri, McpBody, McpKind, McpMessage};
 use crate::vocab::McpServerIdx;
 
@@ -112,17 +113,6 @@ pub fn decide_body(bundle: &CompiledBundle, facts: &Facts, s: McpServerIdx, body
             message: 0,
         },
     }
-}
-
-/// How a tool appears in a filtered `tools/list`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
-    /// The agent may call it (for some arguments, when rules have conditions).
-    Visible,
-    /// Calling it needs an approval.
-    NeedsApproval,
-    /// The agent may not call it.
-    Hidden,
 }
 
 /// Whether an agent sees a tool of a server in `tools/list`. Argument conditions are read optimistically (the agent

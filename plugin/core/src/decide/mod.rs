@@ -19,7 +19,7 @@
 //! (tool × agent class), so the cost does not depend on the number of rules in the bundle. Nothing is allocated
 //! except the clone of the deciding rule's id.
 //!
-//! A step-up decision is final only once the caller has checked the call's approval (`approval::verify`, then
+//! A step-up decision is final only once the caller has checked the call's approval (`CompiledBundle::verify_approval`, then
 //! `Decision::with_approval`).
 //!
 //! # Shadow rules
@@ -29,6 +29,8 @@
 //! included (same precedence) and returns that decision when it differs from the enforced one, for the decision
 //! record (`would_deny`, `would_step_up`, `would_allow`); with no shadow rule in the bundle it returns at once.
 
+pub mod mcp;
+
 use serde_json::Value;
 
 use crate::args::Truth;
@@ -36,7 +38,7 @@ use crate::bundle::Effect;
 use crate::compile::{CompiledBundle, CompiledRule};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Agent, Facts, Identity};
-use crate::index::{Candidates, ExactAgent, ALL_TOOLS, ANY_AGENT};
+use crate::index::ExactAgent;
 
 /// Which rules a decision consults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,10 +164,10 @@ fn decide_inner(bundle: &CompiledBundle, facts: &Facts, args: Args<'_>, now: i64
             }
         }
     };
-    for_each_list(bundle, &bundle.candidates, tool_idx.0, exact.class, &agent.id, &mut consider);
+    bundle.candidates.for_each_list(&bundle.agents, tool_idx.0, exact.class, &agent.id, &mut consider);
     if pool == Pool::WithShadow {
         if let Some(shadow) = &bundle.shadow_candidates {
-            for_each_list(bundle, shadow, tool_idx.0, exact.class, &agent.id, &mut consider);
+            shadow.for_each_list(&bundle.agents, tool_idx.0, exact.class, &agent.id, &mut consider);
         }
     }
 
@@ -209,10 +211,8 @@ pub(crate) fn effect_of(rule: &CompiledRule, args: Args<'_>) -> Option<(u64, Out
     }
 }
 
-/// Calls `f` with every candidate list for a tool and an agent: the lists of the `*` class, of the agent's exact id
-/// (`exact_class`, from the same lookup that checks revocation) and of each matching `prefix/*`, each for the tool
-/// and for "every tool". `decide` and `explain` both walk the rules through this, so they see the same candidates.
-/// The enforced rules only; [`for_each_list`] walks another index (the shadow rules').
+/// Calls `f` with every enforced candidate list for a tool and an agent (see [`Candidates::for_each_list`]):
+/// `decide` and `explain` both walk the rules through the index this way, so they see the same candidates.
 #[inline]
 pub(crate) fn for_each_candidate_list<'b>(
     bundle: &'b CompiledBundle,
@@ -221,32 +221,7 @@ pub(crate) fn for_each_candidate_list<'b>(
     agent_id: &str,
     f: impl FnMut(&'b [u32]),
 ) {
-    for_each_list(bundle, &bundle.candidates, tool, exact_class, agent_id, f);
-}
-
-/// [`for_each_candidate_list`] over the lists of `candidates`.
-#[inline]
-pub(crate) fn for_each_list<'b>(
-    bundle: &CompiledBundle,
-    candidates: &'b Candidates,
-    tool: u32,
-    exact_class: Option<u32>,
-    agent_id: &str,
-    mut f: impl FnMut(&'b [u32]),
-) {
-    let scope = Candidates::tool_scope(tool);
-    let all_tools = candidates.has_all_tools();
-    let mut visit = |class: u32| {
-        f(candidates.get(scope, class));
-        if all_tools {
-            f(candidates.get(ALL_TOOLS, class));
-        }
-    };
-    visit(ANY_AGENT);
-    if let Some(class) = exact_class {
-        visit(class);
-    }
-    bundle.agents.for_each_prefix_class(agent_id, visit);
+    bundle.candidates.for_each_list(&bundle.agents, tool, exact_class, agent_id, f);
 }
 
 /// Why a candidate rule does not match: the first of its non-indexed selectors that fails, in the order checked.
