@@ -38,5 +38,8 @@ export WARDEN_TEST_PYTHON="$py"
 echo "== cargo test (workspace)"
 cargo test --locked --workspace --all-targets --no-fail-fast "$@"
 
+echo "== cargo test (the peer comparison, its own workspace: every engine agrees with Warden)"
+CARGO_TARGET_DIR="$target" cargo test --locked --manifest-path benches/peers/Cargo.toml --all-targets "$@"
+
 echo "== pytest (deployment files)"
 "$py" -m pytest envoy/tests -q

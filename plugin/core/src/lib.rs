@@ -16,6 +16,9 @@
 //!
 //! Offline tools (`warden eval`, `warden test`) use [`explain::explain`] for the chain of reasons behind a decision.
 
+// plugin/*: a panic in the filter is a trap, and a trap in Envoy is a 503 for the whole worker.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod activation;
 pub mod approval;
 pub mod args;

@@ -130,6 +130,9 @@
 //! here decides a request: the tidy test (`plugin/core/tests`) checks that they only use the core's gate and
 //! distribution modules.
 
+// plugin/*: a panic in the filter is a trap, and a trap in Envoy is a 503 for the whole worker.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod host;
 mod http;
 mod metrics;

@@ -1,6 +1,5 @@
 //! Agent token verification: real tokens minted by jsonwebtoken's encoder with keys generated here, one table of
 //! every outcome, the issuer compile errors, and the header helpers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::sync::OnceLock;
 

@@ -1,5 +1,4 @@
 //! Signed bundle envelope: sign/verify round trips, an independent implementation's JWS, and every failure.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

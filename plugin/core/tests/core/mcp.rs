@@ -1,8 +1,7 @@
 //! MCP in the core: strict JSON-RPC parsing, MCP servers and bindings in the catalog, argument conditions,
 //! batch decisions, `tools/list` visibility, canonical arguments and their digest. Table-driven.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod common;
+use crate::common;
 
 use common::{agent, compiled, now, try_compile};
 use serde_json::{json, Value};

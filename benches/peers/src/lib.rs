@@ -36,7 +36,7 @@ use warden_core::decide::decide;
 use warden_core::decision::Outcome;
 use warden_core::facts::{Facts, Identity};
 
-use crate::{bundle_json, to_bundle, verified_agent, NOW};
+use warden_bench_fixtures::{bundle_json, to_bundle, verified_agent, NOW};
 
 const AGENTS: &str = "spiffe://bench.example/agents";
 

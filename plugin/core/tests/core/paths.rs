@@ -1,5 +1,4 @@
 //! Path normalization: the same path in many spellings, and every refusal.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use warden_core::path::{normalize, NormalizedPath, PathError};
 

@@ -1,20 +1,17 @@
 //! Configuration loading and the gate end to end, natively: a bundle signed with the TEST-ONLY authority key, agent
 //! tokens signed with the TEST-ONLY issuer key, requests in, decisions, replies and records out.
 
-// Test code: fixtures that fail should fail loudly (clippy.toml only covers `#[test]` functions).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use serde_json::{json, Value};
 use warden_core::activation::{load, Loaded};
 use warden_core::envelope::{sign, sign_typed, SigningKey};
 use warden_core::gate::{record, reply, Credentials, Edit, Field, Flow, Request, RequestView, TokenHeader};
 use warden_core::time::parse_rfc3339;
 
-const AUTHORITY_JWK: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-authority.jwk.json");
-const AUTHORITY_JWKS: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-authority.jwks.json");
-const ISSUER_JWK: &str = include_str!("../../../policies/examples/keys/TEST-ONLY-issuer-acme-workload.jwk.json");
+const AUTHORITY_JWK: &str = include_str!("../../../../policies/examples/keys/TEST-ONLY-authority.jwk.json");
+const AUTHORITY_JWKS: &str = include_str!("../../../../policies/examples/keys/TEST-ONLY-authority.jwks.json");
+const ISSUER_JWK: &str = include_str!("../../../../policies/examples/keys/TEST-ONLY-issuer-acme-workload.jwk.json");
 const ISSUER_PUBLIC_JWK: &str =
-    include_str!("../../../policies/examples/keys/TEST-ONLY-issuer-acme-workload.public.jwk.json");
+    include_str!("../../../../policies/examples/keys/TEST-ONLY-issuer-acme-workload.public.jwk.json");
 
 const SUPPORT_BOT: &str = "spiffe://acme.example/agents/support/bot-1";
 

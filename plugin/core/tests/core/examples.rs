@@ -1,8 +1,7 @@
 //! Every example bundle in `policies/examples/` compiles through the product's path and makes the decisions its
 //! README promises. A new example without a decision table here fails the test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

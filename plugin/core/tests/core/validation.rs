@@ -1,7 +1,6 @@
 //! Every bundle validation error, with its exact location and message (table-driven).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod common;
+use crate::common;
 
 use common::{base, try_compile};
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! Warden against its peers on the same policy, in one criterion run: `decide`, Cedar's `is_authorized` and regorus
 //! (one Rego rule per policy rule, and rules as indexed data) on the generated policy of 10, 100, 1 000 and 10 000
-//! allow rules (see `warden_benches::peer`).
+//! allow rules (see `warden_peers`).
 //!
 //! Before anything is timed, every engine decides every request and must agree with Warden (a disagreement
 //! panics, so `cargo test --all-targets`, which runs each bench once, fails). Benchmark ids are
@@ -8,17 +8,18 @@
 //! (the facts built from the request's strings inside the loop, as the peers' requests are), `cedar`,
 //! `rego_rule_per_rule`, `rego_indexed`. `benches/report.py` prints the ratios.
 //!
-//! Run: `cargo bench -p warden-benches --bench peers` (about four minutes).
+//! Run: `cargo bench --manifest-path benches/peers/Cargo.toml` (about four minutes; `benches/report.py --run` runs
+//! it with the main workspace's target directory, so the report reads both).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
-use warden_benches::peer::{
+use warden_peers::{
     check_agreement, peer_requests, warden_compiled, Cedar, PeerPolicy, Rego, RegoStyle, PEER_SIZES,
 };
-use warden_benches::record_figure;
+use warden_bench_fixtures::record_figure;
 use warden_core::decide::decide;
 
 fn timed<T>(what: &str, n: usize, f: impl FnOnce() -> T) -> T {

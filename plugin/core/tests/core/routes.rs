@@ -1,7 +1,6 @@
 //! Tool resolution for HTTP routes (table-driven): host, method and normalized path in, tool id out.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod common;
+use crate::common;
 
 use common::compiled;
 use serde_json::json;

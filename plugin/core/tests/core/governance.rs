@@ -1,8 +1,7 @@
 //! Governance in the core: shadow rules, exceptions bounded by `granted_at` and `exception_policy`, the accessors
 //! the filter uses after a decision, and settling a step-up with an approval.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod common;
+use crate::common;
 
 use common::{agent, compiled, now, t};
 use serde_json::{json, Value};

@@ -1,7 +1,6 @@
 //! Decision precedence, selectors and agent patterns (table-driven): facts in, decision out.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod common;
+use crate::common;
 
 use common::{agent, compiled, now, t, with_task};
 use serde_json::{json, Value};

@@ -1,5 +1,4 @@
 //! Shared fixtures for the core's table-driven tests: a small valid bundle as JSON, and facts builders.
-#![allow(dead_code)]
 
 use serde_json::{json, Value};
 use warden_core::bundle::Bundle;
