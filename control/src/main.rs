@@ -1,5 +1,5 @@
-//! `warden`: the command-line tool for policy owners (keygen, lint, test, sign, verify, eval, serve, approve,
-//! report).
+//! `warden`: the command-line tool for policy owners (keygen, init, lint, fmt, test, sign, verify, publish, eval,
+//! serve, approve, token, report, oci).
 //!
 //! Arguments are parsed by clap into [`Cli`], each subcommand lives in its own module and returns a [`Status`];
 //! errors that are not the checked thing failing (bad arguments, unreadable files) travel as `anyhow` errors and end
@@ -13,12 +13,19 @@ mod approve;
 mod cases;
 mod eval;
 mod files;
+mod fmt;
+mod init;
 mod keygen;
 mod lint;
 mod locate;
+mod oci;
+mod publish;
 mod report;
+mod schema;
 mod serve;
 mod sign;
+mod suggest;
+mod token;
 
 /// What a subcommand concluded, mapped to the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,11 @@ enum Command {
     Serve(serve::Args),
     Approve(approve::Args),
     Report(report::Args),
+    Oci(oci::Args),
+    Fmt(fmt::Args),
+    Token(token::Args),
+    Publish(publish::Args),
+    Init(init::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +89,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Approve(args) => approve::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Oci(args) => oci::run(&args),
+        Command::Fmt(args) => fmt::run(&args),
+        Command::Token(args) => token::run(&args),
+        Command::Publish(args) => publish::run(&args),
+        Command::Init(args) => init::run(&args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

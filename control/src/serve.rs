@@ -1,23 +1,33 @@
-//! `warden serve`: the reference control endpoint. Serves signed bundles with strong ETags, accepts authenticated
-//! uploads of newer signed bundles (verified, atomic replace, history kept), and reports health.
+//! `warden serve`: the reference control endpoint. Serves signed bundles with strong ETags and long polling,
+//! accepts authenticated uploads of newer signed bundles (verified, atomic replace, history kept), reports health.
 //!
-//! A small HTTP/1.1 server on `std::net`: a fixed pool of worker threads, one request per connection
-//! (`Connection: close`), bounded request heads and bodies, read and write timeouts. Files are read from the
-//! directory on every request, so what is served is always what is on disk (an operator may also copy files in by
-//! hand); uploads are serialized by one lock and land with temp file + fsync + rename.
+//! HTTP/1.1 is hyper's on a tokio runtime ([`net`]: connection limit, optional TLS with rustls, a total deadline per
+//! request); this module is what the endpoint answers. Files are read from the directory on every request, so what
+//! is served is always what is on disk (an operator may also copy files in by hand); uploads are serialized by one
+//! lock and land with temp file + fsync + rename. A long poll (`If-None-Match` and `Prefer: wait=N`) is a task
+//! waiting on a change notification (an upload, or the directory scan that sees a hand-copied file), so thousands
+//! of waiting gateways cost memory, not threads.
 
+mod net;
+
+use std::convert::Infallible;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs as _};
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use warden_core::envelope::{self, sha256_hex, TrustedKeys};
 
 use crate::files;
@@ -27,17 +37,21 @@ use crate::Status;
 /// Serve the signed bundles of a directory to gateways, and accept uploads of new revisions.
 ///
 /// GET /bundles/NAME.jws serves DIR/NAME.jws with a strong ETag ("sha256-<hex of the bytes>"), `304 Not Modified`
-/// for a matching If-None-Match, and `Cache-Control: no-cache`.
+/// for a matching If-None-Match, and `Cache-Control: no-cache`. Long polling: with a matching If-None-Match and
+/// `Prefer: wait=N` the reply is held until a new revision lands or N seconds (at most --max-wait-secs) pass; such a
+/// reply carries `Preference-Applied: wait=N`.
 ///
 /// PUT /bundles/NAME.jws with `Authorization: Bearer <upload token>` uploads a new signed bundle: it must verify
 /// with the pinned keys and authority, validate, and have a revision higher than the current one. It replaces the
 /// file atomically and keeps the previous one as DIR/history/NAME.REVISION.jws. Refusals are JSON
-/// `{"error", "message"}`: 401 no token, 403 wrong token, 409 revision not higher, 422 does not verify or validate.
+/// `{"error", "message"}`: 401 no token, 403 wrong token, 409 revision not higher, 412 If-Match / If-None-Match
+/// not met, 413 too large, 422 does not verify or validate.
 ///
 /// GET /healthz reports the current revision of every bundle.
 ///
-/// Binds loopback only unless --allow-non-loopback. Prints `listening on http://ADDR` on stdout once bound
-/// (use --listen 127.0.0.1:0 for a free port).
+/// The upload token file holds one token, or one `LABEL TOKEN` per line (the label names the uploader in the log).
+/// Binds loopback only unless --allow-non-loopback. Prints `listening on http://ADDR` (or https) on stdout once
+/// bound (use --listen 127.0.0.1:0 for a free port).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -47,7 +61,7 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8181")]
     listen: String,
-    /// Allow a --listen address that is not loopback (put TLS in front of it).
+    /// Allow a --listen address that is not loopback (serve TLS with --tls-cert/--tls-key, or put TLS in front).
     #[arg(long)]
     allow_non_loopback: bool,
     /// The pinned authority public keys (JWKS) uploads must verify with.
@@ -56,28 +70,66 @@ pub struct Args {
     /// The authority uploaded bundles must name.
     #[arg(long, value_name = "NAME")]
     authority: String,
-    /// File holding the bearer token that authorizes uploads (at least 16 characters).
+    /// File holding the upload token (at least 16 characters), or lines `LABEL TOKEN`.
     #[arg(long, value_name = "FILE")]
     upload_token_file: PathBuf,
-    /// Largest accepted upload, in bytes.
+    /// Largest accepted upload, in bytes (checked from Content-Length before reading).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_upload_bytes: usize,
-    /// Worker threads.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    /// Worker threads of the runtime.
+    #[arg(long, value_name = "N", default_value_t = 2)]
     threads: usize,
+    /// Most connections open at once; one more is answered 503 at once and closed.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_connections: usize,
+    /// Time for a TLS handshake and for a whole request head; also how long an idle keep-alive connection stays.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    head_timeout_secs: u64,
+    /// Total time for one request after its head: reading the body and deciding (408 past it); writing the reply
+    /// gets --head-timeout-secs more, then the connection is closed. A long poll's wait comes on top.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// Longest long-poll wait granted (`Prefer: wait=N` is capped to it); 0 turns long polling off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    max_wait_secs: u64,
+    /// Most long polls held at once; past it, conditional GETs are answered at once (no `Preference-Applied`).
+    #[arg(long, value_name = "N", default_value_t = 900)]
+    max_waiting: usize,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "CERT.pem", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Largest request head (request line and headers).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the directory is scanned for files changed by hand (long polls wake on a change).
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One accepted upload token: its label (for the log) and the SHA-256 of the token.
+struct UploadToken {
+    label: String,
+    digest: [u8; 32],
+}
 
 struct Server {
+    store: Arc<Store>,
     dir: PathBuf,
     keys: TrustedKeys,
     authority: String,
-    token_digest: [u8; 32],
+    tokens: Vec<UploadToken>,
     max_upload: usize,
-    upload_lock: Mutex<()>,
+    request_timeout: Duration,
+    /// Time to write a reply after the request's deadline (the connection's deadline is the sum).
+    reply_timeout: Duration,
+    max_wait: u64,
+    max_waiting: usize,
+    waiting: AtomicUsize,
+    /// Bumped whenever a bundle file may have changed (an upload, or the directory scan saw a change).
+    changes: watch::Sender<u64>,
+    slots: Arc<net::Slots>,
 }
 
 pub fn run(args: &Args) -> Result<Status> {
@@ -86,60 +138,149 @@ pub fn run(args: &Args) -> Result<Status> {
         bail!("--dir {}: not a directory", args.dir.display());
     }
     let keys = files::read_trusted_keys(&args.keys)?;
-    let token = files::read_text(&args.upload_token_file)?;
-    let token = token.trim();
-    if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
-        bail!(
-            "{}: the upload token must be at least 16 characters without whitespace (e.g. `openssl rand -hex 32`)",
-            args.upload_token_file.display()
-        );
-    }
+    let tokens = read_upload_tokens(&args.upload_token_file)?;
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    if args.head_timeout_secs == 0 || args.request_timeout_secs == 0 {
+        bail!("--head-timeout-secs and --request-timeout-secs must be at least 1");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let slots = net::Slots::new(args.max_connections);
+    let store = Arc::new(Store {
+        dir: args.dir.clone(),
+        keys: keys.clone(),
+        authority: args.authority.clone(),
+        lock: Mutex::new(()),
+    });
     let server = Arc::new(Server {
+        store,
         dir: args.dir.clone(),
         keys,
         authority: args.authority.clone(),
-        token_digest: Sha256::digest(token.as_bytes()).into(),
+        tokens,
         max_upload: args.max_upload_bytes,
-        upload_lock: Mutex::new(()),
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        reply_timeout: Duration::from_secs(args.head_timeout_secs),
+        max_wait: args.max_wait_secs,
+        max_waiting: args.max_waiting,
+        waiting: AtomicUsize::new(0),
+        changes: watch::Sender::new(0),
+        slots: Arc::clone(&slots),
     });
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
-    for (name, state) in server.bundles() {
-        eprintln!("warden serve: {name}: {}", state.get("summary").and_then(Value::as_str).unwrap_or(""));
-    }
-    println!("listening on http://{bound}");
-    std::io::stdout().flush()?;
+    let head_timeout = Duration::from_secs(args.head_timeout_secs);
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        for (name, state) in server.bundles() {
+            eprintln!("warden serve: {name}: {}", state.get("summary").and_then(Value::as_str).unwrap_or(""));
+        }
+        let labels: Vec<&str> = server.tokens.iter().map(|t| t.label.as_str()).collect();
+        eprintln!("warden serve: upload tokens: {}", labels.join(", "));
+        println!("listening on {}://{bound}", if tls.is_some() { "https" } else { "http" });
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
 
-    let (tx, rx) = mpsc::sync_channel::<TcpStream>(64);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..args.threads {
-        let rx = Arc::clone(&rx);
-        let server = Arc::clone(&server);
-        std::thread::spawn(move || loop {
-            let stream = match rx.lock() {
-                Ok(rx) => rx.recv(),
-                Err(_) => return,
-            };
-            match stream {
-                Ok(stream) => server.handle(stream),
-                Err(_) => return,
-            }
-        });
-    }
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                if tx.send(stream).is_err() {
-                    bail!("worker threads stopped");
+        tokio::spawn(scan_directory(Arc::clone(&server)));
+        let listen = net::Listen { listener, tls, slots, head_timeout };
+        net::accept_loop(listen, move |io, tls, peer, deadline| {
+            let server = Arc::clone(&server);
+            async move {
+                match tls {
+                    Some(acceptor) => match tokio::time::timeout(head_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => server.serve_connection(stream, peer, deadline, head_timeout).await,
+                        Ok(Err(e)) => eprintln!("warden serve: {peer} TLS handshake failed: {e}"),
+                        Err(_) => eprintln!("warden serve: {peer} TLS handshake timed out"),
+                    },
+                    None => server.serve_connection(io, peer, deadline, head_timeout).await,
                 }
             }
-            Err(e) => eprintln!("warden serve: accept: {e}"),
+        })
+        .await;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(Status::Ok)
+}
+
+/// Reads the upload token file: one token, or lines `LABEL TOKEN` (blank lines and `#` comments skipped).
+fn read_upload_tokens(path: &std::path::Path) -> Result<Vec<UploadToken>> {
+    let text = files::read_text(path)?;
+    let mut tokens = Vec::new();
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for (n, line) in &lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (label, token) = match fields.as_slice() {
+            [token] if lines.len() == 1 => ("upload-token", *token),
+            [label, token] => (*label, *token),
+            _ => bail!(
+                "{}:{n}: expected `LABEL TOKEN` (or a file holding just one token), e.g. `ci-pipeline $(openssl rand -hex 32)`",
+                path.display()
+            ),
+        };
+        if token.chars().count() < 16 {
+            bail!(
+                "{}: the upload token must be at least 16 characters without whitespace (e.g. `openssl rand -hex 32`)",
+                path.display()
+            );
+        }
+        if tokens.iter().any(|t: &UploadToken| t.label == label) {
+            bail!("{}:{n}: the label {label:?} is used twice", path.display());
+        }
+        tokens.push(UploadToken { label: label.to_string(), digest: Sha256::digest(token.as_bytes()).into() });
+    }
+    if tokens.is_empty() {
+        bail!(
+            "{}: the upload token must be at least 16 characters without whitespace (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(tokens)
+}
+
+/// Bumps the change counter when the bundle files in the directory change (names, sizes, modification times), so
+/// long polls also see files an operator copied in by hand.
+async fn scan_directory(server: Arc<Server>) {
+    let fingerprint = |dir: &std::path::Path| -> Vec<(String, u64, Option<std::time::SystemTime>)> {
+        let mut out: Vec<_> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let meta = e.metadata().ok()?;
+                        name.ends_with(".jws").then(|| (name, meta.len(), meta.modified().ok()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    let mut last = fingerprint(&server.dir);
+    loop {
+        tokio::time::sleep(SCAN_INTERVAL).await;
+        let now = fingerprint(&server.dir);
+        if now != last {
+            last = now;
+            server.changes.send_modify(|n| *n += 1);
         }
     }
-    Ok(Status::Ok)
 }
 
 /// Resolves `--listen`, refusing addresses that are not loopback unless allowed.
@@ -161,32 +302,12 @@ fn listen_address(listen: &str, allow_non_loopback: bool) -> Result<SocketAddr> 
     Ok(first)
 }
 
-/// A parsed request head.
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    /// All values of a header, joined as a list (RFC 9110 section 5.3).
-    fn header_list(&self, name: &str) -> Option<String> {
-        let values: Vec<&str> =
-            self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
-        (!values.is_empty()).then(|| values.join(", "))
-    }
-}
-
 /// A reply.
 struct Response {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
-    /// HEAD and 304: headers only, but `Content-Length` of the full body.
+    /// HEAD and 304: headers only, but `Content-Length` of the full body (HEAD).
     omit_body: bool,
 }
 
@@ -210,27 +331,21 @@ impl Response {
         self.headers.push((name, value.into()));
         self
     }
-}
 
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        422 => "Unprocessable Content",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        _ => "Unknown",
+    fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
+        let mut builder = hyper::Response::builder().status(self.status);
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        if self.status != 304 {
+            builder = builder.header("Content-Length", self.body.len().to_string());
+        }
+        let body = if self.omit_body { Bytes::new() } else { Bytes::from(self.body) };
+        builder.body(Full::new(body)).unwrap_or_else(|_| {
+            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{\"error\": \"internal\"}\n")));
+            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
     }
 }
 
@@ -243,6 +358,20 @@ pub fn etag(bytes: &[u8]) -> String {
 /// does, by the weak comparison RFC 9110 prescribes for If-None-Match (a `W/` prefix is ignored).
 pub fn none_match(if_none_match: &str, etag: &str) -> bool {
     if_none_match.split(',').map(str::trim).any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// The `wait` preference of `Prefer` headers (RFC 7240 section 4.3: `wait=<delta-seconds>`, among other
+/// preferences, in any of the header's values). `None` when absent or not a number.
+pub fn prefer_wait(values: &[&str]) -> Option<u64> {
+    values.iter().flat_map(|v| v.split(',')).find_map(|pref| {
+        let first = pref.split(';').next()?.trim();
+        let (name, value) = first.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("wait") {
+            return None;
+        }
+        let value = value.trim().trim_matches('"');
+        (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then(|| value.parse().unwrap_or(u64::MAX))
+    })
 }
 
 /// Is `name` a bundle name we serve: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128 characters (no path separators)?
@@ -280,78 +409,166 @@ fn stored_head(signed: &[u8]) -> Result<StoredHead> {
     serde_json::from_slice(&payload).map_err(|e| anyhow!("payload has no revision: {e}"))
 }
 
+/// All values of a header, joined as a list (RFC 9110 section 5.3).
+fn header_list(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Holds a place among the long polls in progress; released when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Server {
     fn bundle_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.jws"))
     }
 
-    /// Handles one connection: one request, one reply, then close.
-    fn handle(&self, mut stream: TcpStream) {
-        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let Ok(read_half) = stream.try_clone() else { return };
-        let mut reader = BufReader::new(read_half);
-        let (response, line) = match read_head(&mut reader) {
-            Ok(Some(req)) => {
-                let line = format!("{} {}", req.method, req.path);
-                (self.route(&req, &mut reader, &mut stream), line)
-            }
-            Ok(None) => return,
-            Err(resp) => (resp, "(bad request)".to_string()),
-        };
-        eprintln!("warden serve: {peer} {line} {}", response.status);
-        let _ = write_response(&mut stream, &response);
-        // Lingering close: stop sending, then drain what the client still sends (an unread body would otherwise
-        // turn the close into a reset that can destroy the reply in flight).
-        let _ = stream.shutdown(Shutdown::Write);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut sink = [0u8; 8192];
-        let mut drained = 0usize;
-        while let Ok(n) = reader.read(&mut sink) {
-            drained += n;
-            if n == 0 || drained > self.max_upload + MAX_HEAD_BYTES {
-                break;
+    /// Serves HTTP/1.1 on one connection (keep-alive) until the client closes it or a deadline passes.
+    async fn serve_connection<S>(self: Arc<Self>, io: S, peer: String, deadline: net::DeadlineHandle, head: Duration)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let server = Arc::clone(&self);
+        let peer_for_service = peer.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let server = Arc::clone(&server);
+            let peer = peer_for_service.clone();
+            let deadline = deadline.clone();
+            async move { Ok::<_, Infallible>(server.handle(req, &peer, &deadline).await.into_hyper()) }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(head)
+            .max_buf_size(MAX_HEAD_BYTES.max(8192))
+            .keep_alive(true);
+        if let Err(e) = http.serve_connection(hyper_util::rt::TokioIo::new(io), service).await {
+            if !e.is_incomplete_message() {
+                eprintln!("warden serve: {peer} connection closed: {e}");
             }
         }
     }
 
-    fn route(&self, req: &Request, reader: &mut BufReader<TcpStream>, stream: &mut TcpStream) -> Response {
-        let path = req.path.split('?').next().unwrap_or("");
+    async fn handle(&self, req: hyper::Request<Incoming>, peer: &str, deadline: &net::DeadlineHandle) -> Response {
+        let started = Instant::now();
+        deadline.set(started + self.request_timeout + self.reply_timeout);
+        let method = req.method().as_str().to_string();
+        let target = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string());
+        let mut response = self.route(req, peer, deadline, started).await;
+        let waited = started.elapsed();
+        let note =
+            if waited >= Duration::from_secs(1) { format!(" (held {} s)", waited.as_secs()) } else { String::new() };
+        eprintln!("warden serve: {peer} {method} {target} {}{note}", response.status);
+        if response.status == 408 {
+            response = response.with("Connection", "close");
+        }
+        response
+    }
+
+    async fn route(
+        &self,
+        req: hyper::Request<Incoming>,
+        peer: &str,
+        deadline: &net::DeadlineHandle,
+        started: Instant,
+    ) -> Response {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let head = method == hyper::Method::HEAD;
         if path == "/healthz" {
-            return match req.method.as_str() {
-                "GET" | "HEAD" => self.healthz(req.method == "HEAD"),
+            return match method.as_str() {
+                "GET" | "HEAD" => self.healthz(head),
                 _ => method_not_allowed("GET, HEAD"),
             };
         }
         let Some(file) = path.strip_prefix("/bundles/") else {
             return Response::error(404, "not_found", format!("no such resource {path:?}"));
         };
-        let Some(name) = file.strip_suffix(".jws").filter(|n| valid_name(n)) else {
+        let Some(name) = file.strip_suffix(".jws").filter(|n| valid_name(n)).map(str::to_string) else {
             return Response::error(
                 404,
                 "not_found",
                 format!("{path:?} is not /bundles/NAME.jws with NAME made of letters, digits, '.', '_' and '-'"),
             );
         };
-        match req.method.as_str() {
-            "GET" | "HEAD" => self.get(name, req),
-            "PUT" => self.put(name, req, reader, stream),
+        match method.as_str() {
+            "GET" | "HEAD" => self.get(&name, req.headers(), head, deadline, started).await,
+            "PUT" => self.put(&name, req, peer, started).await,
             _ => method_not_allowed("GET, HEAD, PUT"),
         }
     }
 
-    fn get(&self, name: &str, req: &Request) -> Response {
-        let bytes = match fs::read(self.bundle_path(name)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Response::error(404, "not_found", format!("no bundle named {name:?}"))
+    /// The file and its ETag, or the reply that says why there is none.
+    fn read_bundle(&self, name: &str) -> std::result::Result<(Vec<u8>, String), Response> {
+        match fs::read(self.bundle_path(name)) {
+            Ok(b) => {
+                let tag = etag(&b);
+                Ok((b, tag))
             }
-            Err(e) => return Response::error(500, "io", format!("cannot read bundle {name:?}: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Response::error(404, "not_found", format!("no bundle named {name:?}")))
+            }
+            Err(e) => Err(Response::error(500, "io", format!("cannot read bundle {name:?}: {e}"))),
+        }
+    }
+
+    async fn get(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+        head: bool,
+        deadline: &net::DeadlineHandle,
+        started: Instant,
+    ) -> Response {
+        let (mut bytes, mut tag) = match self.read_bundle(name) {
+            Ok(found) => found,
+            Err(r) => return r,
         };
-        let tag = etag(&bytes);
-        let not_modified = req.header_list("if-none-match").is_some_and(|inm| none_match(&inm, &tag));
-        Response {
+        let inm = header_list(headers, "if-none-match");
+        let prefer: Vec<&str> = headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).collect();
+        let mut granted = prefer_wait(&prefer).filter(|_| self.max_wait > 0).map(|w| w.min(self.max_wait));
+        let matches = |tag: &str| inm.as_deref().is_some_and(|inm| none_match(inm, tag));
+        if let Some(wait) = granted.filter(|w| *w > 0 && matches(&tag)) {
+            match self.enter_waiting() {
+                None => granted = None,
+                Some(_place) => {
+                    let end = started + Duration::from_secs(wait);
+                    deadline.set(end + self.request_timeout + self.reply_timeout);
+                    let mut changes = self.changes.subscribe();
+                    loop {
+                        tokio::select! {
+                            changed = changes.changed() => if changed.is_err() { break },
+                            () = tokio::time::sleep_until(end) => break,
+                        }
+                        match self.read_bundle(name) {
+                            Ok((b, t)) if !matches(&t) => {
+                                (bytes, tag) = (b, t);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(r) => return r,
+                        }
+                    }
+                    if Instant::now() >= end {
+                        match self.read_bundle(name) {
+                            Ok(found) => (bytes, tag) = found,
+                            Err(r) => return r,
+                        }
+                    }
+                }
+            }
+        }
+        let not_modified = matches(&tag);
+        let mut r = Response {
             status: if not_modified { 304 } else { 200 },
             headers: vec![
                 ("Content-Type", "application/jose".into()),
@@ -359,13 +576,46 @@ impl Server {
                 ("Cache-Control", "no-cache".into()),
             ],
             body: bytes,
-            omit_body: not_modified || req.method == "HEAD",
+            omit_body: not_modified || head,
+        };
+        if not_modified {
+            r.headers.retain(|(k, _)| *k != "Content-Type");
+        }
+        if let Some(wait) = granted {
+            r = r.with("Preference-Applied", format!("wait={wait}"));
+        }
+        r
+    }
+
+    fn enter_waiting(&self) -> Option<Waiting<'_>> {
+        let mut n = self.waiting.load(Ordering::Acquire);
+        loop {
+            if n >= self.max_waiting {
+                return None;
+            }
+            match self.waiting.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(Waiting(&self.waiting)),
+                Err(now) => n = now,
+            }
         }
     }
 
-    fn put(&self, name: &str, req: &Request, reader: &mut BufReader<TcpStream>, stream: &mut TcpStream) -> Response {
+    /// The label of the upload token presented, compared in constant time against every accepted token.
+    fn token_label(&self, presented: &str) -> Option<&str> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for t in &self.tokens {
+            if constant_time_eq(&digest, &t.digest) {
+                found = Some(t.label.as_str());
+            }
+        }
+        found
+    }
+
+    async fn put(&self, name: &str, req: hyper::Request<Incoming>, peer: &str, started: Instant) -> Response {
+        let headers = req.headers();
         // Authenticate before reading the body.
-        let Some(auth) = req.header("authorization") else {
+        let Some(auth) = header(headers, "authorization") else {
             return Response::error(401, "unauthenticated", "uploads need `Authorization: Bearer <upload token>`")
                 .with("WWW-Authenticate", "Bearer realm=\"warden\"");
         };
@@ -374,43 +624,187 @@ impl Server {
             return Response::error(401, "unauthenticated", "the Authorization header is not `Bearer <upload token>`")
                 .with("WWW-Authenticate", "Bearer realm=\"warden\"");
         };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if !constant_time_eq(&digest, &self.token_digest) {
+        let Some(label) = self.token_label(presented).map(str::to_string) else {
+            eprintln!("warden serve: upload from {peer}: {name}: refused: unknown upload token");
             return Response::error(403, "forbidden", "the upload token is not the one this endpoint accepts");
-        }
-        if req.header("transfer-encoding").is_some() {
+        };
+        if headers.contains_key("transfer-encoding") {
             return Response::error(411, "length_required", "send the bundle with a Content-Length, not chunked");
         }
-        let Some(length) = req.header("content-length") else {
+        let Some(length) = header(headers, "content-length") else {
             return Response::error(411, "length_required", "send the bundle with a Content-Length");
         };
         let Ok(length) = length.trim().parse::<usize>() else {
             return Response::error(400, "bad_request", format!("Content-Length {length:?} is not a number"));
         };
         if length > self.max_upload {
+            eprintln!("warden serve: upload by {label:?} from {peer}: {name}: refused: {length} bytes");
             return Response::error(
                 413,
                 "too_large",
                 format!("the upload is {length} bytes; this endpoint accepts at most {}", self.max_upload),
-            );
+            )
+            .with("Connection", "close");
         }
-        if req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-        }
-        let mut body = vec![0u8; length];
-        if let Err(e) = reader.read_exact(&mut body) {
-            return Response::error(400, "bad_request", format!("the body ended before Content-Length bytes: {e}"));
-        }
-
-        let Ok(_guard) = self.upload_lock.lock() else {
-            return Response::error(500, "internal", "upload lock poisoned");
+        let precondition = Precondition {
+            if_match: header_list(headers, "if-match"),
+            if_none_match: header_list(headers, "if-none-match"),
         };
-        self.store(name, &body)
+        let until = started + self.request_timeout;
+        let body = match tokio::time::timeout_at(until, Limited::new(req.into_body(), self.max_upload).collect()).await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) => {
+                return Response::error(400, "bad_request", format!("the body ended before Content-Length bytes: {e}"))
+            }
+            Err(_) => {
+                return Response::error(
+                    408,
+                    "request_timeout",
+                    format!("the upload did not arrive within {} s", self.request_timeout.as_secs()),
+                )
+            }
+        };
+        let store = Arc::clone(&self.store);
+        let name_owned = name.to_string();
+        let stored = tokio::task::spawn_blocking(move || {
+            let Ok(_guard) = store.lock.lock() else {
+                return Response::error(500, "internal", "upload lock poisoned");
+            };
+            store.store(&name_owned, &body, &precondition)
+        })
+        .await
+        .unwrap_or_else(|e| Response::error(500, "internal", format!("upload task failed: {e}")));
+        if stored.status < 300 {
+            self.changes.send_modify(|n| *n += 1);
+            let revision = stored_revision(&stored);
+            eprintln!("warden serve: upload by {label:?} from {peer}: {name}: revision {revision} accepted");
+        } else {
+            let code = serde_json::from_slice::<Value>(&stored.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            eprintln!("warden serve: upload by {label:?} from {peer}: {name}: refused {} {code}", stored.status);
+        }
+        stored
     }
 
+    /// Every NAME.jws in the directory with its state, by name.
+    fn bundles(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else { return out };
+        let now = files::clock();
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".jws").filter(|n| valid_name(n)) else { continue };
+            let Ok(bytes) = fs::read(entry.path()) else { continue };
+            let mut state = json!({ "etag": etag(&bytes) });
+            let summary = match envelope::verify(&bytes, &self.keys, &self.authority, &[], now) {
+                Ok(v) => {
+                    state["revision"] = json!(v.bundle.revision);
+                    state["expires_at"] = json!(v.bundle.expires_at);
+                    state["verified"] = json!(true);
+                    format!("revision {}, kid {}, expires {}", v.bundle.revision, v.key_id, v.bundle.expires_at)
+                }
+                Err(e) => {
+                    if let Ok(head) = stored_head(&bytes) {
+                        state["revision"] = json!(head.revision);
+                        state["expires_at"] = json!(head.expires_at);
+                    }
+                    state["verified"] = json!(false);
+                    state["problem"] = json!(e.to_string());
+                    format!("does not verify: {e}")
+                }
+            };
+            state["summary"] = json!(summary);
+            out.push((name.to_string(), state));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn healthz(&self, head: bool) -> Response {
+        let bundles: serde_json::Map<String, Value> = self
+            .bundles()
+            .into_iter()
+            .map(|(name, mut state)| {
+                if let Some(obj) = state.as_object_mut() {
+                    obj.remove("summary");
+                }
+                (name, state)
+            })
+            .collect();
+        let mut r = Response::json(
+            200,
+            &json!({
+                "status": "ok",
+                "bundles": bundles,
+                "connections": self.slots.open(),
+                "waiting": self.waiting.load(Ordering::Acquire),
+            }),
+        );
+        r.omit_body = head;
+        r
+    }
+}
+
+/// Where uploads land: verified, checked against the current revision and stored by one blocking task at a time
+/// (`lock`), off the runtime's threads.
+struct Store {
+    dir: PathBuf,
+    keys: TrustedKeys,
+    authority: String,
+    lock: Mutex<()>,
+}
+
+/// The conditions of an upload (RFC 9110 section 13): `If-Match` with the ETag the publisher last saw (`warden
+/// publish` sends it, so two publishers cannot overwrite each other's revision unseen), or `If-None-Match: *` for
+/// a first upload.
+struct Precondition {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Precondition {
+    /// `Some(412 reply)` when the current file (its ETag and revision, if any) does not satisfy the conditions.
+    fn refusal(&self, current: Option<(String, u64)>) -> Option<Response> {
+        let failed = |message: String| {
+            let mut body = json!({ "error": "precondition_failed", "message": message });
+            if let Some((tag, revision)) = &current {
+                body["current_etag"] = json!(tag);
+                body["current_revision"] = json!(revision);
+            }
+            Some(Response::json(412, &body))
+        };
+        if let Some(if_match) = &self.if_match {
+            match &current {
+                None => return failed(format!("If-Match {if_match}: there is no current bundle")),
+                Some((tag, revision)) if !none_match(if_match, tag) => {
+                    return failed(format!(
+                        "If-Match {if_match}: the current bundle is revision {revision} with ETag {tag}; fetch it \
+                         again and review what changed"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let (Some(inm), Some((tag, revision))) = (&self.if_none_match, &current) {
+            if none_match(inm, tag) {
+                return failed(format!("If-None-Match {inm}: a bundle exists already (revision {revision})"));
+            }
+        }
+        None
+    }
+}
+
+fn stored_revision(r: &Response) -> String {
+    serde_json::from_slice::<Value>(&r.body).ok().map(|v| v["revision"].to_string()).unwrap_or_default()
+}
+
+impl Store {
     /// Verifies, validates, checks the revision and stores an upload. Called with the upload lock held.
-    fn store(&self, name: &str, body: &[u8]) -> Response {
-        let path = self.bundle_path(name);
+    fn store(&self, name: &str, body: &[u8], precondition: &Precondition) -> Response {
+        let path = self.dir.join(format!("{name}.jws"));
         let current = match fs::read(&path) {
             Ok(bytes) => match stored_head(&bytes) {
                 Ok(head) => Some((bytes, head)),
@@ -425,6 +819,10 @@ impl Server {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Response::error(500, "io", format!("cannot read {}: {e}", path.display())),
         };
+        if let Some(refusal) = precondition.refusal(current.as_ref().map(|(bytes, head)| (etag(bytes), head.revision)))
+        {
+            return refusal;
+        }
         let revoked: &[String] =
             current.as_ref().and_then(|(_, h)| h.revocations.as_ref()).map_or(&[], |r| &r.signing_keys);
         let now = files::clock();
@@ -488,56 +886,6 @@ impl Server {
         )
         .with("ETag", tag)
     }
-
-    /// Every NAME.jws in the directory with its state, by name.
-    fn bundles(&self) -> Vec<(String, Value)> {
-        let mut out = Vec::new();
-        let Ok(entries) = fs::read_dir(&self.dir) else { return out };
-        let now = files::clock();
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(name) = file.strip_suffix(".jws").filter(|n| valid_name(n)) else { continue };
-            let Ok(bytes) = fs::read(entry.path()) else { continue };
-            let mut state = json!({ "etag": etag(&bytes) });
-            let summary = match envelope::verify(&bytes, &self.keys, &self.authority, &[], now) {
-                Ok(v) => {
-                    state["revision"] = json!(v.bundle.revision);
-                    state["expires_at"] = json!(v.bundle.expires_at);
-                    state["verified"] = json!(true);
-                    format!("revision {}, kid {}, expires {}", v.bundle.revision, v.key_id, v.bundle.expires_at)
-                }
-                Err(e) => {
-                    if let Ok(head) = stored_head(&bytes) {
-                        state["revision"] = json!(head.revision);
-                        state["expires_at"] = json!(head.expires_at);
-                    }
-                    state["verified"] = json!(false);
-                    state["problem"] = json!(e.to_string());
-                    format!("does not verify: {e}")
-                }
-            };
-            state["summary"] = json!(summary);
-            out.push((name.to_string(), state));
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    fn healthz(&self, head: bool) -> Response {
-        let bundles: serde_json::Map<String, Value> = self
-            .bundles()
-            .into_iter()
-            .map(|(name, mut state)| {
-                if let Some(obj) = state.as_object_mut() {
-                    obj.remove("summary");
-                }
-                (name, state)
-            })
-            .collect();
-        let mut r = Response::json(200, &json!({ "status": "ok", "bundles": bundles }));
-        r.omit_body = head;
-        r
-    }
 }
 
 fn method_not_allowed(allow: &str) -> Response {
@@ -551,83 +899,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
         diff |= x ^ y;
     }
     std::hint::black_box(diff) == 0
-}
-
-/// Reads the request line and headers. `Ok(None)`: the client closed without sending anything.
-fn read_head(reader: &mut BufReader<TcpStream>) -> std::result::Result<Option<Request>, Response> {
-    let mut total = 0usize;
-    let mut lines: Vec<String> = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        let n = reader
-            .by_ref()
-            .take((MAX_HEAD_BYTES - total + 1) as u64)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Response::error(400, "bad_request", format!("cannot read the request: {e}")))?;
-        if n == 0 {
-            if lines.is_empty() && total == 0 {
-                return Ok(None);
-            }
-            return Err(Response::error(400, "bad_request", "the request head ended early"));
-        }
-        total += n;
-        if total > MAX_HEAD_BYTES {
-            return Err(Response::error(431, "head_too_large", format!("request head over {MAX_HEAD_BYTES} bytes")));
-        }
-        let line =
-            String::from_utf8(line).map_err(|_| Response::error(400, "bad_request", "request head not UTF-8"))?;
-        let line = line.trim_end_matches(['\r', '\n']).to_string();
-        if line.is_empty() {
-            if lines.is_empty() {
-                continue; // tolerate a leading empty line (RFC 9112 section 2.2)
-            }
-            break;
-        }
-        lines.push(line);
-    }
-    let mut parts = lines[0].split(' ');
-    let (Some(method), Some(path), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Response::error(400, "bad_request", "malformed request line"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(Response::error(400, "bad_request", format!("unsupported protocol {version:?}")));
-    }
-    if !path.starts_with('/') {
-        return Err(Response::error(400, "bad_request", "the request target must start with '/'"));
-    }
-    let mut headers = Vec::new();
-    for line in &lines[1..] {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(Response::error(400, "bad_request", "malformed header line"));
-        };
-        if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err(Response::error(400, "bad_request", "malformed header name"));
-        }
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
-    let lengths: Vec<&str> =
-        headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.as_str()).collect();
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
-        return Err(Response::error(400, "bad_request", "conflicting Content-Length headers"));
-    }
-    Ok(Some(Request { method: method.to_string(), path: path.to_string(), headers }))
-}
-
-fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason_phrase(r.status));
-    for (name, value) in &r.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if r.status != 304 {
-        head.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
-    if !r.omit_body {
-        stream.write_all(&r.body)?;
-    }
-    stream.flush()
 }
 
 #[cfg(test)]
@@ -644,6 +915,19 @@ mod tests {
         assert!(!none_match("\"sha256-abc\"", tag));
         assert!(!none_match("sha256-ab", tag));
         assert!(!none_match("", tag));
+    }
+
+    #[test]
+    fn prefer_wait_follows_rfc_7240() {
+        assert_eq!(prefer_wait(&["wait=30"]), Some(30));
+        assert_eq!(prefer_wait(&["respond-async, wait=5"]), Some(5));
+        assert_eq!(prefer_wait(&["handling=lenient", "Wait = 7"]), Some(7));
+        assert_eq!(prefer_wait(&["wait=\"9\""]), Some(9));
+        assert_eq!(prefer_wait(&["wait=99999999999999999999999"]), Some(u64::MAX));
+        assert_eq!(prefer_wait(&["wait=-1"]), None);
+        assert_eq!(prefer_wait(&["wait=soon"]), None);
+        assert_eq!(prefer_wait(&["waiting=3"]), None);
+        assert_eq!(prefer_wait(&[]), None);
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub fn sign(args: &SignArgs) -> Result<Status> {
             return Ok(Status::Failed);
         }
     };
+    for w in &checked.warnings {
+        eprintln!("{w}");
+    }
     if checked.bundle.revocations.signing_keys.iter().any(|k| k == key.kid()) {
         eprintln!(
             "warden sign: refusing to sign {}: the bundle revokes the signing key {:?} itself",

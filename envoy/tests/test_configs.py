@@ -10,7 +10,7 @@
 - envoy/compose.yaml and envoy/Dockerfile must agree with envoy/envoy.yaml (service names, ports, build targets).
 
 The filter's own validation of each plugin configuration (the real warden.wasm in the wasmtime host) is
-host-tests/tests/deploy_configs.rs.
+host-tests/tests/it/deploy_configs.rs.
 
 Run: py=$(scripts/python-env.sh) && "$py" -m pytest envoy/tests -q
 """

@@ -54,6 +54,17 @@ fn map_ref(s: &VmState, map: i32) -> HResult<MapRef> {
     }
 }
 
+/// [`map_ref`] for a write (set, add, replace, remove): in `on_log` the maps are Envoy's read-only copies for the
+/// access log, so a write is BadArgument there (checked against Envoy 1.40: `envoy_fidelity::header_writes_in_on_log`).
+fn map_write_ref(s: &VmState, map: i32) -> HResult<MapRef> {
+    if s.stream().is_some_and(|st| st.access_log)
+        && (map_type::REQUEST_HEADERS..=map_type::RESPONSE_TRAILERS).contains(&map)
+    {
+        return Err(Status::BadArgument.into());
+    }
+    map_ref(s, map)
+}
+
 fn map_get<'a>(s: &'a VmState, r: &MapRef) -> &'a Headers {
     static EMPTY: Headers = Vec::new();
     match (r, &s.call_response) {
@@ -205,7 +216,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
             unrestricted(&c, "proxy_set_header_map_pairs")?;
             let bytes = read(&mut c, p, n)?;
             let pairs = deserialize_headers(&bytes);
-            let r = map_ref(c.data(), map)?;
+            let r = map_write_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
                 *m = pairs;
             }
@@ -237,7 +248,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
             unrestricted(&c, "proxy_add_header_map_value")?;
             let key = lowercase(read_string(&mut c, kp, kn)?);
             let value = read_string(&mut c, vp, vn)?;
-            let r = map_ref(c.data(), map)?;
+            let r = map_write_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
                 m.push((key, value));
             }
@@ -249,7 +260,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
             unrestricted(&c, "proxy_replace_header_map_value")?;
             let key = lowercase(read_string(&mut c, kp, kn)?);
             let value = read_string(&mut c, vp, vn)?;
-            let r = map_ref(c.data(), map)?;
+            let r = map_write_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
                 match m.iter().position(|(k, _)| *k == key) {
                     Some(first) => {
@@ -270,7 +281,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
         status_of((|| -> HResult {
             unrestricted(&c, "proxy_remove_header_map_value")?;
             let key = lowercase(read_string(&mut c, kp, kn)?);
-            let r = map_ref(c.data(), map)?;
+            let r = map_write_ref(c.data(), map)?;
             if let Some(m) = map_mut(c.data_mut(), &r) {
                 m.retain(|(k, _)| *k != key);
             }
@@ -450,7 +461,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
                 let deadline =
                     (timeout != 0).then(|| s.clock.monotonic() + std::time::Duration::from_millis(timeout as u64));
                 s.http_calls.insert(token, PendingCall { deadline });
-                spawn_call(addr, headers, body, s.shared.clone(), s.index, token);
+                spawn_call(addr, headers, body, timeout, s.shared.clone(), s.index, token);
                 write_u32(&mut c, ret, token)
             })())
         },

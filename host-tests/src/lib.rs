@@ -58,14 +58,18 @@
 //! - `hostcalls`, `wasi`, `properties`, `http_call`, `shared`, `vm`: the ABI itself.
 
 pub mod abi;
+pub mod artifacts;
+pub mod client;
 pub mod clock;
 pub mod engine;
+pub mod envoy;
 mod hostcalls;
 pub mod http_call;
 pub mod plugin;
 mod properties;
 pub mod shared;
 pub mod stream;
+pub mod upstream;
 mod vm;
 mod wasi;
 
@@ -76,7 +80,8 @@ pub use hostcalls::PROXY_IMPORTS;
 pub use http_call::HttpResponse;
 pub use plugin::{HostError, Plugin, PluginConfig, StartError, Worker};
 pub use stream::{
-    CallbackRecord, CannedUpstream, Exchange, FlowState, ForwardedRequest, HttpRequest, HttpUpstream, LocalReply,
-    Outcome, RecordingUpstream, StopPoint, StreamId, StreamSnapshot, TlsInfo, Upstream, UpstreamResponse,
+    socket_pieces, CallbackRecord, CannedUpstream, Exchange, FlowState, ForwardedRequest, HttpRequest, HttpUpstream,
+    LocalReply, Outcome, RecordingUpstream, StopPoint, StreamId, StreamSnapshot, TlsInfo, Upstream, UpstreamResponse,
+    BODY_PIECE,
 };
 pub use vm::LogEntry;

@@ -26,6 +26,11 @@ pub struct PluginConfig {
     pub vm_configuration: Vec<u8>,
     /// Number of worker VMs (Envoy `--concurrency`).
     pub workers: usize,
+    /// Also run Envoy's two main-thread VMs (off by default): Envoy starts the module twice more on its main thread
+    /// (`on_vm_start` and `on_configure` both times, before the workers'); one of them keeps its tick timer and its
+    /// http calls, so a filter that polls from `on_tick` polls once more per period than it has workers. These VMs
+    /// never get a stream. Their log lines carry VM numbers `workers` (the one without ticks) and `workers + 1`.
+    pub main_thread_vms: bool,
     pub root_id: String,
     pub vm_id: String,
     pub plugin_name: String,
@@ -58,6 +63,7 @@ impl Default for PluginConfig {
             plugin_configuration: Vec::new(),
             vm_configuration: Vec::new(),
             workers: 1,
+            main_thread_vms: false,
             root_id: String::new(),
             vm_id: String::new(),
             plugin_name: "plugin".into(),
@@ -84,6 +90,11 @@ impl PluginConfig {
 
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    pub fn main_thread_vms(mut self, yes: bool) -> Self {
+        self.main_thread_vms = yes;
         self
     }
 
@@ -220,7 +231,11 @@ impl Worker {
                 let msg = format!("Function: {name} failed: {e:#}");
                 let s = self.store.data_mut();
                 s.log(LogLevel::Error, true, msg.clone());
-                s.deferred.clear();
+                // What the trapping callback queued for its own context is lost (Envoy answers that stream 503,
+                // not the queued reply), but a resume it queued for another stream (from the root context's
+                // `on_http_call_response`, a tick …) is still carried out, as Envoy's posted continue is: that
+                // stream goes on and meets the failed VM at its next callback.
+                s.deferred.retain(|a| matches!(a, crate::vm::Deferred::Continue { context, .. } if *context != ctx));
                 self.failed = Some(msg);
                 Err(())
             }
@@ -406,9 +421,12 @@ impl Worker {
     }
 }
 
-/// A started plugin: N worker VMs.
+/// A started plugin: N worker VMs (and, with [`PluginConfig::main_thread_vms`], Envoy's two main-thread VMs).
 pub struct Plugin {
     workers: Vec<Worker>,
+    /// The main thread's VMs (none unless [`PluginConfig::main_thread_vms`]): they tick and make calls, never
+    /// get a stream.
+    main: Vec<Worker>,
     shared: Arc<SharedState>,
     clock: Clock,
     next_worker: usize,
@@ -437,11 +455,15 @@ impl Plugin {
         });
         let shared = Arc::new(SharedState::default());
         let log_seq = Arc::new(AtomicU64::new(0));
-        let inboxes: Vec<Arc<Inbox>> = (0..config.workers).map(|_| Arc::default()).collect();
+        let n_main = if config.main_thread_vms { 2 } else { 0 };
+        let inboxes: Vec<Arc<Inbox>> = (0..config.workers + n_main).map(|_| Arc::default()).collect();
         *lock(&shared.inboxes) = inboxes.clone();
         let deadline_ticks = (config.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        let mut workers = Vec::with_capacity(config.workers);
-        for (index, inbox) in inboxes.into_iter().enumerate() {
+        let mut vms = Vec::with_capacity(config.workers + n_main);
+        // Envoy starts the main thread's VMs first, then the workers'; the workers keep the numbers 0..N.
+        let order: Vec<usize> = (config.workers..config.workers + n_main).chain(0..config.workers).collect();
+        for index in order {
+            let inbox = inboxes[index].clone();
             let limits = StoreLimitsBuilder::new().memory_size(config.memory_limit).instances(1).memories(1).build();
             let state =
                 VmState::new(index, limits, settings.clone(), shared.clone(), config.clock.clone(), log_seq.clone());
@@ -498,9 +520,14 @@ impl Plugin {
                 deadline_ticks,
             };
             w.boot(&config)?;
-            workers.push(w);
+            if index == config.workers {
+                // The first main-thread VM keeps no timer (Envoy 1.40 ticks one main-thread root context).
+                w.store.data_mut().tick = None;
+            }
+            vms.push(w);
         }
-        Ok(Plugin { workers, shared, clock: config.clock, next_worker: 0 })
+        let main: Vec<Worker> = vms.drain(..n_main).collect();
+        Ok(Plugin { workers: vms, main, shared, clock: config.clock, next_worker: 0 })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -623,7 +650,7 @@ impl Plugin {
     /// Delivers http-call responses and queue notifications that already arrived, without moving
     /// time. Returns how many events were delivered.
     pub fn run_pending(&mut self) -> usize {
-        self.workers.iter_mut().map(Worker::run_pending).sum()
+        self.workers.iter_mut().chain(self.main.iter_mut()).map(Worker::run_pending).sum()
     }
 
     /// Waits (real time, up to `max`) until no VM has an http call in flight, delivering
@@ -634,7 +661,7 @@ impl Plugin {
         loop {
             let seen = self.shared.notifier.generation();
             self.run_pending();
-            if self.workers.iter().all(|w| w.pending_http_calls() == 0 || w.failed.is_some()) {
+            if self.all_vms().all(|w| w.pending_http_calls() == 0 || w.failed.is_some()) {
                 return true;
             }
             let now = Instant::now();
@@ -656,14 +683,14 @@ impl Plugin {
         }
         let target = self.clock.monotonic() + d;
         loop {
-            let next = self.workers.iter().filter_map(Worker::next_due).min();
+            let next = self.all_vms().filter_map(Worker::next_due).min();
             match next {
                 Some(due) if due <= target => {
                     let now = self.clock.monotonic();
                     if due > now {
                         self.clock.advance(due - now);
                     }
-                    for w in &mut self.workers {
+                    for w in self.main.iter_mut().chain(self.workers.iter_mut()) {
                         w.fire_due(due);
                     }
                     self.run_pending();
@@ -681,7 +708,7 @@ impl Plugin {
     fn fire_due_now(&mut self) -> bool {
         let now = self.clock.monotonic();
         let mut fired = false;
-        for w in &mut self.workers {
+        for w in self.main.iter_mut().chain(self.workers.iter_mut()) {
             fired |= w.fire_due(now);
         }
         fired
@@ -704,7 +731,7 @@ impl Plugin {
                 return false;
             }
             let mut wait = end - now;
-            if let Some(due) = self.workers.iter().filter_map(Worker::next_due).min() {
+            if let Some(due) = self.all_vms().filter_map(Worker::next_due).min() {
                 wait = wait.min(due.saturating_sub(self.clock.monotonic()));
             }
             self.shared.notifier.wait(seen, wait.max(Duration::from_millis(1)));
@@ -736,7 +763,7 @@ impl Plugin {
 
     /// Every captured log line of every VM, in the order they were written.
     pub fn logs(&self) -> Vec<LogEntry> {
-        let mut all: Vec<LogEntry> = self.workers.iter().flat_map(|w| w.store.data().logs.iter().cloned()).collect();
+        let mut all: Vec<LogEntry> = self.all_vms().flat_map(|w| w.store.data().logs.iter().cloned()).collect();
         all.sort_by_key(|l| l.seq);
         all
     }
@@ -744,7 +771,7 @@ impl Plugin {
     /// Returns and clears the captured logs.
     pub fn take_logs(&mut self) -> Vec<LogEntry> {
         let mut all: Vec<LogEntry> = Vec::new();
-        for w in &mut self.workers {
+        for w in self.workers.iter_mut().chain(self.main.iter_mut()) {
             let logs = std::mem::take(&mut w.store.data_mut().logs);
             if all.is_empty() {
                 all = logs;
@@ -752,7 +779,7 @@ impl Plugin {
                 all.extend(logs);
             }
         }
-        if self.workers.len() > 1 {
+        if self.workers.len() + self.main.len() > 1 {
             all.sort_by_key(|l| l.seq);
         }
         all
@@ -760,13 +787,30 @@ impl Plugin {
 
     /// Whether any captured log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
-        self.workers.iter().any(|w| w.store.data().logs.iter().any(|l| l.message.contains(needle)))
+        self.all_vms().any(|w| w.store.data().logs.iter().any(|l| l.message.contains(needle)))
     }
 
     /// Splits the plugin into its workers (each `Send`), e.g. to run one per thread as Envoy
-    /// does. Shared data, queues and metrics stay shared through [`Worker::shared`].
+    /// does. Shared data, queues and metrics stay shared through [`Worker::shared`]. The main-thread VMs, if any,
+    /// are dropped: use [`Plugin::into_vms`] to keep them.
     pub fn into_workers(self) -> Vec<Worker> {
         self.workers
+    }
+
+    /// Splits the plugin into its workers and its main-thread VMs (empty unless
+    /// [`PluginConfig::main_thread_vms`]), which need their event loop turned too ([`Worker::poll`]).
+    pub fn into_vms(self) -> (Vec<Worker>, Vec<Worker>) {
+        (self.workers, self.main)
+    }
+
+    /// The main-thread VMs ([`PluginConfig::main_thread_vms`]).
+    pub fn main_thread_vms(&self) -> &[Worker] {
+        &self.main
+    }
+
+    /// Every VM: the workers, then the main thread's.
+    fn all_vms(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().chain(self.main.iter())
     }
 
     /// The failure message of a worker's VM, if a trap killed it.

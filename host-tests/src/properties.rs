@@ -60,6 +60,15 @@ fn json_value(v: &serde_json::Value) -> HResult<Vec<u8>> {
 }
 
 fn request(st: &StreamData, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
+    // Envoy reads `request.*` from the request header map, which it hands out only while the headers are the
+    // filter's (in `on_request_headers`, while paused there) and to the access log: once they went on, every
+    // `request.*` attribute is NotFound (checked against Envoy 1.40:
+    // `envoy_fidelity::headers_and_request_properties_after_the_headers_went_on`).
+    // (`time` and `protocol` come from the stream, not the headers, and stay.)
+    let from_stream = matches!(rest.first().map(|x| x.as_ref()), Some("time" | "protocol"));
+    if !from_stream && !st.live[0] && !st.access_log {
+        return not_found();
+    }
     let h = &st.maps[0];
     let get = |k: &str| header_value(h, k).unwrap_or("").as_bytes().to_vec();
     let path = header_value(h, ":path").unwrap_or("");
@@ -85,8 +94,13 @@ fn request(st: &StreamData, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
 }
 
 fn response(st: &StreamData, rest: &[Cow<str>]) -> HResult<Vec<u8>> {
-    let Some(headers) = st.flows[1].forwarded_headers.as_ref() else {
-        return not_found();
+    // In `on_response_headers` (and while paused there) the response headers are the live map, not yet forwarded:
+    // Envoy answers `response.code` there (checked against Envoy 1.40:
+    // `envoy_fidelity::response_code_in_the_response_headers`).
+    let headers = match st.flows[1].forwarded_headers.as_ref() {
+        Some(h) => h,
+        None if st.live[2] => &st.maps[2],
+        None => return not_found(),
     };
     match rest.first().map(|x| x.as_ref()) {
         Some("code") => match header_value(headers, ":status").and_then(|v| v.parse().ok()) {

@@ -59,6 +59,9 @@ pub struct HttpRequest {
     /// Dynamic metadata as JSON (`{"filter_metadata": {"<namespace>": {...}}}`).
     pub metadata: serde_json::Value,
     pub protocol: String,
+    /// The downstream connection (`connection.id`): requests given the same id came on one kept-alive connection,
+    /// as in Envoy. None: a connection of its own.
+    pub connection_id: Option<u64>,
 }
 
 impl HttpRequest {
@@ -78,6 +81,7 @@ impl HttpRequest {
             request_id: None,
             metadata: serde_json::Value::Null,
             protocol: "HTTP/1.1".into(),
+            connection_id: None,
         }
     }
 
@@ -121,6 +125,12 @@ impl HttpRequest {
 
     pub fn tls(mut self, tls: TlsInfo) -> HttpRequest {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Sends it on the downstream connection `id` (see [`HttpRequest::connection_id`]).
+    pub fn connection(mut self, id: u64) -> HttpRequest {
+        self.connection_id = Some(id);
         self
     }
 
@@ -363,14 +373,25 @@ pub struct HttpUpstream {
     pub address: SocketAddr,
 }
 
+/// The largest piece of a body read from a socket that the host hands to the filter in one `on_*_body` call (the
+/// dev gateway's requests, [`HttpUpstream`]'s responses): Envoy's codec passes data on as it is read, in slices of
+/// at most 16 KiB, so a large body arrives in several callbacks and a paused body can pass the buffer limit
+/// (413 for a request, 500 for a response), as in Envoy.
+pub const BODY_PIECE: usize = 16 * 1024;
+
+/// `body_chunks` for a body of `len` bytes read from a socket: pieces of [`BODY_PIECE`] (None for an empty body).
+pub fn socket_pieces(len: usize) -> Option<Vec<usize>> {
+    (len > 0).then(|| vec![BODY_PIECE; len.div_ceil(BODY_PIECE)])
+}
+
 impl Upstream for HttpUpstream {
     fn respond(&mut self, request: &ForwardedRequest) -> UpstreamResponse {
         match crate::http_call::request(self.address, &request.headers, &request.body) {
             crate::http_call::CallResult::Response(r) => UpstreamResponse {
                 status: r.status().unwrap_or(502),
                 headers: r.headers.into_iter().filter(|(k, _)| k != ":status").collect(),
+                body_chunks: socket_pieces(r.body.len()),
                 body: r.body,
-                body_chunks: None,
                 trailers: r.trailers,
             },
             crate::http_call::CallResult::Reset => UpstreamResponse::new(503).body(
@@ -665,21 +686,29 @@ impl Worker {
 
     /// Calls a header/body/trailer callback; a trap fails the stream per the failure policy.
     fn filter_cb(&mut self, ctx: u32, d: usize, kind: usize, a: i32, b: i32) -> Action {
+        let was_failed = self.failed.is_some();
         let Some(st) = self.st(ctx) else {
             return Action::Continue;
         };
-        if st.bypass || self.failed.is_some() {
+        // A stream that meets a VM failed since it started fails as it would had its own callback trapped:
+        // 503 (fail closed), or the filter is skipped from now on (fail open). A local reply already under way
+        // (that 503, or one sent before the trap) passes the failed VM.
+        if st.bypass || (was_failed && st.local_reply.is_some()) {
             return Action::Continue;
         }
         let name = CB_NAMES[d][kind];
         let c = ctx as i32;
-        let r = match (d, kind) {
-            (0, 0) => self.call(name, |f| f.request_headers.as_ref(), ctx, (c, a, b)),
-            (0, 1) => self.call(name, |f| f.request_body.as_ref(), ctx, (c, a, b)),
-            (0, _) => self.call(name, |f| f.request_trailers.as_ref(), ctx, (c, a)),
-            (_, 0) => self.call(name, |f| f.response_headers.as_ref(), ctx, (c, a, b)),
-            (_, 1) => self.call(name, |f| f.response_body.as_ref(), ctx, (c, a, b)),
-            (_, _) => self.call(name, |f| f.response_trailers.as_ref(), ctx, (c, a)),
+        let r = if was_failed {
+            Err(())
+        } else {
+            match (d, kind) {
+                (0, 0) => self.call(name, |f| f.request_headers.as_ref(), ctx, (c, a, b)),
+                (0, 1) => self.call(name, |f| f.request_body.as_ref(), ctx, (c, a, b)),
+                (0, _) => self.call(name, |f| f.request_trailers.as_ref(), ctx, (c, a)),
+                (_, 0) => self.call(name, |f| f.response_headers.as_ref(), ctx, (c, a, b)),
+                (_, 1) => self.call(name, |f| f.response_body.as_ref(), ctx, (c, a, b)),
+                (_, _) => self.call(name, |f| f.response_trailers.as_ref(), ctx, (c, a)),
+            }
         };
         let fail_open = self.settings.fail_open;
         let Some(st) = self.st(ctx) else {
@@ -692,8 +721,10 @@ impl Worker {
                 action
             }
             Err(()) => {
-                st.callbacks.push(CallbackRecord { callback: name, action: None });
-                st.trapped = true;
+                if !was_failed {
+                    st.callbacks.push(CallbackRecord { callback: name, action: None });
+                    st.trapped = true;
+                }
                 if fail_open {
                     st.bypass = true;
                     Action::Continue
@@ -997,7 +1028,7 @@ impl Worker {
             metadata: req.metadata.clone(),
             protocol: req.protocol.clone(),
             start_time: s.clock.now(),
-            connection_id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            connection_id: req.connection_id.unwrap_or_else(|| NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         };
         let seq = s.log_seq.load(Ordering::Relaxed);
         let mut data = StreamData::new(info, header_map, seq);
@@ -1123,10 +1154,12 @@ impl Worker {
     }
 
     /// Moves a stream forward until it completes or cannot progress: calls the upstream once the
-    /// request is through, and waits (real time, up to `PluginConfig::send_wait`) for pending
-    /// http calls of this VM.
+    /// request is through, and waits (real time) for pending http calls of this VM: on a real clock until the
+    /// last of their own timeouts has passed (each ends as a response or a 504, as in Envoy), and at least
+    /// `PluginConfig::send_wait` (the only bound for a call without a timeout, or on a manual clock, whose
+    /// timeouts pass only when the test advances it).
     fn drive(&mut self, ctx: u32, upstream: &mut dyn Upstream) {
-        let wait_until = std::time::Instant::now() + self.send_wait;
+        let wait_until = std::time::Instant::now() + self.send_wait.max(self.until_call_deadlines());
         loop {
             let Some(st) = self.st(ctx) else { return };
             if st.reset.is_some() || st.flows[1].complete {
@@ -1158,6 +1191,22 @@ impl Worker {
             }
             self.wait_and_deliver(wait_until - now);
         }
+    }
+
+    /// On a real clock, how long until the last timeout of this VM's pending http calls has passed (plus a
+    /// moment for its 504 to be delivered); zero on a manual clock or without timed calls.
+    fn until_call_deadlines(&self) -> std::time::Duration {
+        let s = self.store.data();
+        if s.clock.is_manual() {
+            return std::time::Duration::ZERO;
+        }
+        let now = s.clock.monotonic();
+        s.http_calls
+            .values()
+            .filter_map(|c| c.deadline)
+            .max()
+            .map(|d| d.saturating_sub(now) + std::time::Duration::from_millis(100))
+            .unwrap_or_default()
     }
 
     /// Ends a stream: `on_log`, `on_done`, `on_delete`, then reports what happened.

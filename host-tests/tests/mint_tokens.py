@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mints the tokens of host-tests/tests/token_attacks.rs with libraries independent of Warden's (PyJWT, jwcrypto,
+"""Mints the tokens of host-tests/tests/it/token_attacks.rs with libraries independent of Warden's (PyJWT, jwcrypto,
 `cryptography`, and the standard library's hmac for the algorithm-confusion token).
 
 Usage: mint_tokens.py <now>   (seconds since the epoch: the host's clock when the requests are sent)

@@ -15,6 +15,9 @@ pub const FORMAT_V1: &str = "warden.bundle/v1";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
+    /// The JSON Schema an editor should use (`"$schema"`); accepted and ignored.
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
     /// Always [`FORMAT_V1`].
     pub format: String,
     /// Monotonically increasing; a gateway never activates a revision lower than or equal to its active one.

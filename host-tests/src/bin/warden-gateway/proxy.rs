@@ -98,7 +98,11 @@ fn handle(vms: &VmPool, upstream: SocketAddr, req: Request, access_log: bool) ->
     let line = format!("{} {}", req.method, req.target);
     let mut request = HttpRequest::new(&req.method, &req.target).authority(&authority).source(req.peer);
     request.destination_address = req.local;
+    request.connection_id = Some(req.connection);
     request.headers = req.headers.into_iter().filter(|(k, _)| k != "host").collect();
+    // The body goes to the filter in the pieces Envoy's codec would hand over (so a paused body can reach the buffer
+    // limit: 413), not as one chunk.
+    request.body_chunks = warden_host::socket_pieces(req.body.len());
     request.body = req.body;
     let exchange = match vms.run(request, Box::new(HttpUpstream { address: upstream })) {
         Ok(x) => x,

@@ -1,6 +1,7 @@
 //! The plugin's worker VMs for the live gateway: one thread per VM (as Envoy runs one VM per worker thread), each
 //! owning its [`Worker`], taking requests from its queue and turning its VM's real-time event loop (ticks, http-call
-//! responses) between requests. Shared data, queues and metrics stay process-wide inside the host library.
+//! responses) between requests; and, as in Envoy, the main thread's two VMs, which only turn their event loop.
+//! Shared data, queues and metrics stay process-wide inside the host library.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +36,8 @@ pub fn plugin_config(opts: &PluginOptions, configuration: Vec<u8>, clock: Clock)
         .workers(opts.workers)
         .clock(clock)
         .fail_open(opts.fail_open)
-        .allow_on_headers_stop_iteration(opts.allow_on_headers_stop_iteration);
+        .allow_on_headers_stop_iteration(opts.allow_on_headers_stop_iteration)
+        .main_thread_vms(true);
     config.plugin_name = "warden".into();
     config.root_id = "warden".into();
     config.vm_id = "warden".into();
@@ -80,6 +82,8 @@ struct Lane {
 pub struct VmPool {
     lanes: Vec<Lane>,
     next: AtomicUsize,
+    /// Dropping these stops the main-thread VMs' threads.
+    _main: Vec<mpsc::Sender<()>>,
 }
 
 impl VmPool {
@@ -88,8 +92,19 @@ impl VmPool {
     pub fn start(opts: &PluginOptions, configuration: Vec<u8>, sink: LogSink) -> Result<VmPool> {
         let module = load_module(&opts.wasm)?;
         let plugin = start_plugin(&module, plugin_config(opts, configuration, Clock::real()))?;
+        let (workers, main_vms) = plugin.into_vms();
+        let mut main = Vec::new();
+        for vm in main_vms {
+            let (stop, stop_rx) = mpsc::channel::<()>();
+            let vm_sink = sink.clone();
+            std::thread::Builder::new()
+                .name(format!("warden-main-vm{}", vm.index()))
+                .spawn(move || run_main_vm(vm, stop_rx, vm_sink))
+                .context("cannot start a VM thread")?;
+            main.push(stop);
+        }
         let mut lanes = Vec::new();
-        for worker in plugin.into_workers() {
+        for worker in workers {
             let (jobs, jobs_rx) = mpsc::channel::<Job>();
             let load = Arc::new(AtomicUsize::new(0));
             let lane_sink = sink.clone();
@@ -99,7 +114,7 @@ impl VmPool {
                 .context("cannot start a VM thread")?;
             lanes.push(Lane { jobs, load });
         }
-        Ok(VmPool { lanes, next: AtomicUsize::new(0) })
+        Ok(VmPool { lanes, next: AtomicUsize::new(0), _main: main })
     }
 
     pub fn workers(&self) -> usize {
@@ -142,6 +157,17 @@ fn run_worker(mut worker: Worker, jobs: mpsc::Receiver<Job>, sink: LogSink) {
         // Ticks and http-call responses of this VM.
         worker.poll(Duration::ZERO);
         drain_logs(&mut worker, &sink);
+    }
+}
+
+/// A main-thread VM: no requests, only its ticks and http-call responses, until the pool is dropped.
+fn run_main_vm(mut vm: Worker, stop: mpsc::Receiver<()>, sink: LogSink) {
+    loop {
+        drain_logs(&mut vm, &sink);
+        match stop.recv_timeout(POLL_EVERY) {
+            Err(mpsc::RecvTimeoutError::Timeout) => vm.poll(Duration::ZERO),
+            _ => return,
+        }
     }
 }
 

@@ -349,8 +349,8 @@ fn every_failure_has_its_own_error() {
             // The unknown member first, so the column does not depend on serde_json's map order.
             envelope::sign(&[b"{\"extra\":1,".as_slice(), &payload()[1..]].concat(), &k.ed),
             EnvelopeError::BadPayload {
-                detail: kid("unknown field `extra`, expected one of `format`, `revision`, `issued_at`, `expires_at`, \
-                    `owner`, `authority`, `issuers`, `approvers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults`, `exception_policy` at line 1 column 8"),
+                detail: kid("unknown field `extra`, expected one of `$schema`, `format`, `revision`, `issued_at`, \
+                    `expires_at`, `owner`, `authority`, `issuers`, `approvers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults`, `exception_policy` at line 1 column 8"),
             },
         ),
         (

@@ -1,0 +1,32 @@
+//! The integration tests of `warden-host`, as one test binary (wasmtime is linked once; one support module, one
+//! artifact locator). Each module is one area; `support` is shared.
+//!
+//! Needs the wasm artifacts (`warden.wasm`, the test filter), the `warden` CLI and the Python environment with
+//! Envoy (`scripts/test.sh` prepares all of them; `warden_host::artifacts` says where each is looked for).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod support;
+
+mod deploy_configs;
+mod e2e_control;
+mod e2e_filter;
+mod e2e_nginx;
+mod e2e_polling;
+mod envoy_decisions;
+mod envoy_deploy;
+mod envoy_fidelity;
+mod envoy_live;
+mod envoy_mcp;
+mod envoy_mtls;
+mod envoy_step_up;
+mod equivalence;
+mod gateway;
+mod governance;
+mod hostcalls;
+mod http_calls;
+mod loading;
+mod mcp_sdk;
+mod mcp_smuggling;
+mod streams;
+mod time_and_failure;
+mod token_attacks;
