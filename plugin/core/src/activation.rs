@@ -26,8 +26,23 @@ pub enum RejectCause {
     Invalid,
     /// Signed with a key that is not pinned, or with a key the active bundle revokes.
     UnknownKey,
-    /// Not a signed bundle (not JWS compact serialization, bad base64, bad header).
+    /// Not a signed bundle (not JWS compact serialization, bad base64, bad header; for a fetch also a body too large
+    /// or empty).
     Malformed,
+}
+
+impl RejectCause {
+    /// The stable code (metric names `warden.bundle.fetch.failure.<code>`, the shared-data record, logs).
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectCause::Signature => "signature",
+            RejectCause::Rollback => "rollback",
+            RejectCause::Expired => "expired",
+            RejectCause::Invalid => "invalid",
+            RejectCause::UnknownKey => "unknown_key",
+            RejectCause::Malformed => "malformed",
+        }
+    }
 }
 
 /// A refused bundle: the cause and a one-line explanation for the log.

@@ -33,18 +33,8 @@ pub enum Cause {
     Timeout,
     /// The connection was reset or the response was cut short (no headers delivered).
     Reset,
-    /// Signed, but the signature does not verify; or not signed at all (a plain JSON document).
-    Signature,
-    /// Revision not higher than the active one (or the same revision with different contents).
-    Rollback,
-    /// The bundle's `expires_at` has passed.
-    Expired,
-    /// Verified, but the bundle is not valid (format, authority, timestamps, compile errors).
-    Invalid,
-    /// Signed with a key that is not pinned, or with a key the active bundle revokes.
-    UnknownKey,
-    /// Not a signed bundle (not JWS compact serialization, bad base64, bad header, too large, empty).
-    Malformed,
+    /// The body came, but it is not a bundle that may be activated (the activation's own causes).
+    Rejected(RejectCause),
 }
 
 impl Cause {
@@ -53,12 +43,12 @@ impl Cause {
         Cause::Connect,
         Cause::Timeout,
         Cause::Reset,
-        Cause::Signature,
-        Cause::Rollback,
-        Cause::Expired,
-        Cause::Invalid,
-        Cause::UnknownKey,
-        Cause::Malformed,
+        Cause::Rejected(RejectCause::Signature),
+        Cause::Rejected(RejectCause::Rollback),
+        Cause::Rejected(RejectCause::Expired),
+        Cause::Rejected(RejectCause::Invalid),
+        Cause::Rejected(RejectCause::UnknownKey),
+        Cause::Rejected(RejectCause::Malformed),
     ];
 
     pub fn code(self) -> &'static str {
@@ -67,12 +57,7 @@ impl Cause {
             Cause::Connect => "connect",
             Cause::Timeout => "timeout",
             Cause::Reset => "reset",
-            Cause::Signature => "signature",
-            Cause::Rollback => "rollback",
-            Cause::Expired => "expired",
-            Cause::Invalid => "invalid",
-            Cause::UnknownKey => "unknown_key",
-            Cause::Malformed => "malformed",
+            Cause::Rejected(c) => c.code(),
         }
     }
 
@@ -88,14 +73,7 @@ impl Cause {
 
 impl From<RejectCause> for Cause {
     fn from(c: RejectCause) -> Cause {
-        match c {
-            RejectCause::Signature => Cause::Signature,
-            RejectCause::Rollback => Cause::Rollback,
-            RejectCause::Expired => Cause::Expired,
-            RejectCause::Invalid => Cause::Invalid,
-            RejectCause::UnknownKey => Cause::UnknownKey,
-            RejectCause::Malformed => Cause::Malformed,
-        }
+        Cause::Rejected(c)
     }
 }
 
@@ -163,11 +141,11 @@ pub fn classify(headers: Option<&[(String, Vec<u8>)]>, body: Option<&[u8]>) -> F
                 .map(str::to_string);
             if body.len() > MAX_BUNDLE_BYTES {
                 Fetched::Failed(Failure::new(
-                    Cause::Malformed,
+                    Cause::Rejected(RejectCause::Malformed),
                     format!("body of {} bytes is larger than {MAX_BUNDLE_BYTES}", body.len()),
                 ))
             } else if body.iter().all(u8::is_ascii_whitespace) {
-                Fetched::Failed(Failure::new(Cause::Malformed, "200 with an empty body"))
+                Fetched::Failed(Failure::new(Cause::Rejected(RejectCause::Malformed), "200 with an empty body"))
             } else {
                 Fetched::Body { bytes: body.to_vec(), etag }
             }
@@ -377,10 +355,16 @@ mod tests {
         assert_eq!(failed(classify(None, None)), Cause::Reset);
         assert_eq!(failed(classify(Some(&hdrs(&[("x", "y")])), None)), Cause::Reset);
         assert_eq!(failed(classify(Some(&hdrs(&[(":status", "2xx")])), None)), Cause::Reset);
-        assert_eq!(failed(classify(Some(&hdrs(&[(":status", "200")])), None)), Cause::Malformed);
-        assert_eq!(failed(classify(Some(&hdrs(&[(":status", "200")])), Some(b" \n"))), Cause::Malformed);
+        assert_eq!(failed(classify(Some(&hdrs(&[(":status", "200")])), None)), Cause::Rejected(RejectCause::Malformed));
+        assert_eq!(
+            failed(classify(Some(&hdrs(&[(":status", "200")])), Some(b" \n"))),
+            Cause::Rejected(RejectCause::Malformed)
+        );
         let huge = vec![b'a'; MAX_BUNDLE_BYTES + 1];
-        assert_eq!(failed(classify(Some(&hdrs(&[(":status", "200")])), Some(&huge))), Cause::Malformed);
+        assert_eq!(
+            failed(classify(Some(&hdrs(&[(":status", "200")])), Some(&huge))),
+            Cause::Rejected(RejectCause::Malformed)
+        );
         let refused = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure";
         assert_eq!(failed(classify(Some(&hdrs(&[(":status", "503")])), Some(refused))), Cause::Connect);
         assert_eq!(failed(classify(Some(&hdrs(&[(":status", "503")])), Some(b"no healthy upstream"))), Cause::Connect);

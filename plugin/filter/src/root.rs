@@ -9,7 +9,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, Status};
-use warden_core::activation::{self, Active, Candidate};
+use warden_core::activation::{self, Active, Candidate, RejectCause};
 use warden_core::config::Control;
 use warden_core::ids::IdGen;
 use warden_core::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
@@ -419,12 +419,12 @@ impl WardenRoot {
         match result {
             Err(f) if previous != f.cause.code() => {
                 let level = match f.cause {
-                    Cause::HttpStatus | Cause::Connect | Cause::Timeout | Cause::Reset | Cause::Malformed => {
-                        LogLevel::Warn
-                    }
-                    Cause::Signature | Cause::Rollback | Cause::Expired | Cause::Invalid | Cause::UnknownKey => {
-                        LogLevel::Error
-                    }
+                    Cause::HttpStatus
+                    | Cause::Connect
+                    | Cause::Timeout
+                    | Cause::Reset
+                    | Cause::Rejected(RejectCause::Malformed) => LogLevel::Warn,
+                    Cause::Rejected(_) => LogLevel::Error,
                 };
                 log(
                     level,

@@ -17,4 +17,5 @@ mod identity;
 mod mcp;
 mod paths;
 mod routes;
+mod tidy;
 mod validation;
