@@ -34,7 +34,7 @@ const WARM: usize = 3;
 pub fn count(modes: &[Mode]) -> Vec<Count> {
     let keys = Keys::get();
     let signed = keys.sign_bundle(&mcp::bundle());
-    let noop = host::target_dir().join("wasm32-wasip1/wasm/noop.wasm");
+    let noop = warden_benches::target_dir().join("wasm32-wasip1/wasm/noop.wasm");
     modes
         .iter()
         .filter(|m| matches!(m.chain, Chain::Floor | Chain::Warden { .. }))

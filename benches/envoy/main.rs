@@ -31,7 +31,6 @@ mod wrk;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use warden_benches::host;
 
 use crate::run::{Ctx, Row, Settings};
 
@@ -158,7 +157,7 @@ fn main() {
         "host_calls": counts.iter().map(|c| (c.mode.to_string(), c.json())).collect::<serde_json::Map<_, _>>(),
     });
     let name = if filters.is_empty() { "warden-envoy.json" } else { "warden-envoy-partial.json" };
-    let path = host::target_dir().join("criterion").join(name);
+    let path = warden_benches::target_dir().join("criterion").join(name);
     let _ = std::fs::create_dir_all(path.parent().unwrap_or(&path));
     match serde_json::to_vec_pretty(&record) {
         Ok(bytes) => {

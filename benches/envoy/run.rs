@@ -68,7 +68,7 @@ impl Ctx {
     pub fn new(settings: Settings) -> Ctx {
         let now = unix_now();
         let keys = Keys::get();
-        let target = host::target_dir().join("wasm32-wasip1/wasm");
+        let target = warden_benches::target_dir().join("wasm32-wasip1/wasm");
         let noop_wasm = target.join("noop.wasm");
         assert!(
             noop_wasm.exists(),
