@@ -97,6 +97,12 @@ pub struct EnvoyOptions {
     pub access_log_extra: Vec<String>,
     /// The Envoy binary; default [`crate::artifacts::envoy`].
     pub envoy_bin: Option<PathBuf>,
+    /// More fields of the `HttpConnectionManager` (`normalize_path`, `merge_slashes`,
+    /// `common_http_protocol_options`, ...), set over the generated ones.
+    pub hcm_extra: serde_json::Map<String, Value>,
+    /// HTTP/1 trailers on: downstream (`http_protocol_options.enable_trailers` of the connection manager) and on
+    /// the upstream cluster; Envoy's HTTP/1 codec drops trailers otherwise.
+    pub http1_trailers: bool,
 }
 
 impl EnvoyOptions {
@@ -118,6 +124,8 @@ impl EnvoyOptions {
             log_level: "info".into(),
             access_log_extra: Vec::new(),
             envoy_bin: None,
+            hcm_extra: serde_json::Map::new(),
+            http1_trailers: false,
         }
     }
 
@@ -151,6 +159,17 @@ impl EnvoyOptions {
         self
     }
 
+    /// Sets a field of the `HttpConnectionManager`.
+    pub fn hcm(mut self, field: &str, value: Value) -> Self {
+        self.hcm_extra.insert(field.into(), value);
+        self
+    }
+
+    pub fn http1_trailers(mut self, yes: bool) -> Self {
+        self.http1_trailers = yes;
+        self
+    }
+
     pub fn access_log_column(mut self, operator: &str) -> Self {
         self.access_log_extra.push(operator.into());
         self
@@ -177,7 +196,16 @@ impl EnvoyOptions {
                     {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]}
             })
         };
-        let mut clusters = vec![cluster("upstream", self.upstream)];
+        let mut upstream = cluster("upstream", self.upstream);
+        if self.http1_trailers {
+            upstream["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}
+                }
+            });
+        }
+        let mut clusters = vec![upstream];
         clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
         let wasm = json!({
             "name": "warden",
@@ -230,6 +258,13 @@ impl EnvoyOptions {
                 }]
             }
         });
+        let mut hcm = hcm;
+        if self.http1_trailers {
+            hcm["typed_config"]["http_protocol_options"] = json!({"enable_trailers": true});
+        }
+        for (k, v) in &self.hcm_extra {
+            hcm["typed_config"][k] = v.clone();
+        }
         let mut chain = json!({"filters": [hcm]});
         if let Some(tls) = &self.tls {
             chain["transport_socket"] = json!({

@@ -566,7 +566,6 @@ fn path_tricks_are_normalized_before_matching_and_forwarding() {
         ("/api/v2/x/%2E%2E/contacts/42", "/api/v2/contacts/42"),
         ("/api/v2/contacts/42?q=a/../b&x=%2F", "/api/v2/contacts/42?q=a/../b&x=%2F"),
         ("/api/v2/a/b/../../contacts/42?z", "/api/v2/contacts/42?z"),
-        ("/api/v2/contacts/caf%c3%a9", "/api/v2/contacts/caf%C3%A9"),
     ];
     for (raw, want) in normalized {
         let mut up = upstream();
@@ -588,6 +587,7 @@ fn path_tricks_are_normalized_before_matching_and_forwarding() {
 
     let refused = [
         ("/api/v2/contacts%2F42", "path_encoded_slash"),
+        ("/api/v2/contacts/caf%c3%a9", "path_encoded_char"),
         ("/api/v2/contacts%2f42", "path_encoded_slash"),
         ("/api/v2/contacts%5C42", "path_encoded_backslash"),
         ("/api/v2/contacts\\42", "path_backslash"),
