@@ -127,8 +127,9 @@ fn every_shape_of_response_is_filtered_or_replaced() {
                 Err(reason) => assert_eq!(reason, "mcp_list_unfilterable", "{which}"),
             }
         }
-        // Two answers to one request: refused (a client takes the first; the filter takes none).
-        assert_eq!(client_view("second-answer", &list(g, "second-answer")), Err("mcp_list_unfilterable".into()));
+        // Two answers to one request: the stream ends for the client with the first (filtered); the second, which
+        // a client reading the last answer would take, never reaches it.
+        assert_eq!(client_view("second-answer", &list(g, "second-answer")), Ok(vec![vec!["lookup".to_string()]]));
         // Over the bound: replaced, never passed on or cut.
         assert_eq!(client_view("too-large", &list(g, "too-large")), Err("mcp_list_too_large".into()));
     }
