@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde_json::Value;
-use warden_core::bundle::Bundle;
+use warden_core::bundle::{Bundle, Effect};
 use warden_core::compile::{compile, CompiledBundle};
 use warden_core::path;
 use warden_core::time::parse_rfc3339;
@@ -157,6 +157,21 @@ pub fn warnings(bundle: &Bundle, compiled: &CompiledBundle) -> Vec<Finding> {
             }
         }
     }
+    if bundle.defaults.unknown_tool == Effect::Allow {
+        let routes = bundle.tools.iter().filter(|t| !t.http.is_empty()).count() + bundle.mcp_servers.len();
+        if routes > 0 {
+            warn(
+                "/defaults/unknown_tool".into(),
+                format!(
+                    "\"allow\" lets through every request that matches no route, next to {routes} tool(s) and MCP \
+                     server(s) with routes: a tool that answers its route under another spelling (a trailing \
+                     slash, other letter case, a \".json\" suffix, a prefix it ignores) would be reached without \
+                     its rules. The gateway refuses those three near-misses of a route (route_near_miss), not \
+                     every spelling a tool may accept: prefer \"deny\" and list the tools"
+                ),
+            );
+        }
+    }
     for (ri, rule) in bundle.rules.iter().enumerate() {
         if let Some(expires) = rule.expires_at.as_deref().and_then(parse_rfc3339) {
             if expires <= compiled.issued_at {
@@ -260,7 +275,7 @@ mod tests {
     #[test]
     fn paths_normalization_never_leaves_as_written() {
         assert!(unreachable_path("/a/x").is_none());
-        assert!(unreachable_path("/a%20b/").is_none());
+        assert!(unreachable_path("/a%20b/").unwrap().contains("path_encoded_char"));
         let slash = unreachable_path("/a%2Fb").unwrap();
         assert!(slash.contains("path_encoded_slash"), "{slash}");
         assert!(unreachable_path("/a;v=1/x").unwrap().contains("path_semicolon"));

@@ -106,6 +106,12 @@ pub struct EnvoyOptions {
     /// Write the access log (default: yes). Off for benchmarks: formatting and writing a line per request is
     /// Envoy CPU that no filter chain adds.
     pub access_log: bool,
+    /// More fields of the `HttpConnectionManager` (`normalize_path`, `merge_slashes`,
+    /// `common_http_protocol_options`, ...), set over the generated ones.
+    pub hcm_extra: serde_json::Map<String, Value>,
+    /// HTTP/1 trailers on: downstream (`http_protocol_options.enable_trailers` of the connection manager) and on
+    /// the upstream cluster; Envoy's HTTP/1 codec drops trailers otherwise.
+    pub http1_trailers: bool,
 }
 
 /// A route's `direct_response`: what Envoy answers by itself.
@@ -139,6 +145,8 @@ impl EnvoyOptions {
             http_filters: None,
             direct_response: None,
             access_log: true,
+            hcm_extra: serde_json::Map::new(),
+            http1_trailers: false,
         }
     }
 
@@ -157,6 +165,17 @@ impl EnvoyOptions {
     /// No access log (see [`EnvoyOptions::access_log`]).
     pub fn without_access_log(mut self) -> Self {
         self.access_log = false;
+        self
+    }
+
+    /// Sets a field of the `HttpConnectionManager`.
+    pub fn hcm(mut self, field: &str, value: Value) -> Self {
+        self.hcm_extra.insert(field.into(), value);
+        self
+    }
+
+    pub fn http1_trailers(mut self, yes: bool) -> Self {
+        self.http1_trailers = yes;
         self
     }
 
@@ -242,7 +261,16 @@ impl EnvoyOptions {
                     {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]}
             })
         };
-        let mut clusters = vec![cluster("upstream", self.upstream)];
+        let mut upstream = cluster("upstream", self.upstream);
+        if self.http1_trailers {
+            upstream["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}
+                }
+            });
+        }
+        let mut clusters = vec![upstream];
         clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
         let mut http_filters = self.http_filters.clone().unwrap_or_else(|| vec![self.wasm_filter()]);
         http_filters.push(json!({
@@ -287,6 +315,13 @@ impl EnvoyOptions {
                 "http_filters": http_filters
             }
         });
+        let mut hcm = hcm;
+        if self.http1_trailers {
+            hcm["typed_config"]["http_protocol_options"] = json!({"enable_trailers": true});
+        }
+        for (k, v) in &self.hcm_extra {
+            hcm["typed_config"][k] = v.clone();
+        }
         let mut chain = json!({"filters": [hcm]});
         if let Some(tls) = &self.tls {
             chain["transport_socket"] = json!({

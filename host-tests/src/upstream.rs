@@ -72,11 +72,24 @@ pub struct Reply {
     pub delay: Duration,
     /// Close the connection without answering.
     pub reset: bool,
+    /// Trailers after a chunked body (the body goes chunked when there are trailers).
+    pub trailers: Headers,
+    /// Keep the response open this long after the last body piece before ending it (a stream held open).
+    pub hold_open: Duration,
 }
 
 impl Reply {
     pub fn new(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), body: Vec::new(), chunks: None, delay: Duration::ZERO, reset: false }
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            chunks: None,
+            delay: Duration::ZERO,
+            reset: false,
+            trailers: Vec::new(),
+            hold_open: Duration::ZERO,
+        }
     }
 
     /// 200, `content-type: text/plain`, this body.
@@ -106,6 +119,18 @@ impl Reply {
 
     pub fn delayed(mut self, d: Duration) -> Reply {
         self.delay = d;
+        self
+    }
+
+    /// Sends the body chunked with these trailers after it.
+    pub fn trailer(mut self, k: &str, v: &str) -> Reply {
+        self.trailers.push((k.to_ascii_lowercase(), v.to_string()));
+        self
+    }
+
+    /// Keeps the (chunked) response open for `d` after the last body piece.
+    pub fn held_open(mut self, d: Duration) -> Reply {
+        self.hold_open = d;
         self
     }
 
@@ -364,13 +389,18 @@ fn write_reply(w: &mut TcpStream, reply: &Reply, head: bool) -> std::io::Result<
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     let has = |k: &str| reply.headers.iter().any(|(hk, _)| hk == k);
-    match &reply.chunks {
+    let whole = [reply.body.len()];
+    let chunks = match &reply.chunks {
+        None if !reply.trailers.is_empty() || !reply.hold_open.is_zero() => Some(&whole[..]),
+        c => c.as_deref(),
+    };
+    match chunks {
         Some(sizes) if !head => {
             out.push_str("transfer-encoding: chunked\r\n\r\n");
             w.write_all(out.as_bytes())?;
             let mut pos = 0;
             let mut pieces: Vec<&[u8]> = Vec::new();
-            for &n in sizes {
+            for &n in sizes.iter() {
                 let end = (pos + n).min(reply.body.len());
                 pieces.push(&reply.body[pos..end]);
                 pos = end;
@@ -385,7 +415,14 @@ fn write_reply(w: &mut TcpStream, reply: &Reply, head: bool) -> std::io::Result<
                 w.flush()?;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            w.write_all(b"0\r\n\r\n")?;
+            if !reply.hold_open.is_zero() {
+                std::thread::sleep(reply.hold_open);
+            }
+            w.write_all(b"0\r\n")?;
+            for (k, v) in &reply.trailers {
+                w.write_all(format!("{k}: {v}\r\n").as_bytes())?;
+            }
+            w.write_all(b"\r\n")?;
         }
         _ => {
             if !has("content-length") && !(100..200).contains(&reply.status) && reply.status != 204 {

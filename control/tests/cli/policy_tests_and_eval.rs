@@ -127,7 +127,7 @@ fn eval_explains_one_recorded_request() {
     let token = workload_token("spiffe://acme.example/agents/support/bot-1", now - 10, json!({"aud": audience()}));
     let request = s.write(
         "req.json",
-        json!({"id": "r1", "method": "GET", "path": "/api/v2//contacts/./42?x=1", "host": "crm.acme.example",
+        json!({"id": "r1", "method": "GET", "path": "/api/v2//contacts/%34%32?x=1", "host": "crm.acme.example",
                "headers": [["authorization", format!("Bearer {token}")]], "time": "2026-11-28T10:00:00Z"})
         .to_string(),
     );

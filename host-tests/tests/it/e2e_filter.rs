@@ -140,7 +140,8 @@ fn allow_reaches_a_real_upstream_over_loopback() {
     let mut p = started(1);
     let (addr, server) = one_shot_server();
     let mut up = warden_host::HttpUpstream { address: addr };
-    let req = authed("GET", CRM, "/api//v2/x/../contacts/42?f=1", &support_token()).header("x-warden-agent", "forged");
+    let req =
+        authed("GET", CRM, "/api/v2/x/../contacts/%34%32?f=1", &support_token()).header("x-warden-agent", "forged");
     let x = p.send(0, req, &mut up);
     let r = assert_forwarded(&x);
     let wire = server.join().unwrap().to_ascii_lowercase();
@@ -566,7 +567,6 @@ fn path_tricks_are_normalized_before_matching_and_forwarding() {
         ("/api/v2/x/%2E%2E/contacts/42", "/api/v2/contacts/42"),
         ("/api/v2/contacts/42?q=a/../b&x=%2F", "/api/v2/contacts/42?q=a/../b&x=%2F"),
         ("/api/v2/a/b/../../contacts/42?z", "/api/v2/contacts/42?z"),
-        ("/api/v2/contacts/caf%c3%a9", "/api/v2/contacts/caf%C3%A9"),
     ];
     for (raw, want) in normalized {
         let mut up = upstream();
@@ -588,6 +588,7 @@ fn path_tricks_are_normalized_before_matching_and_forwarding() {
 
     let refused = [
         ("/api/v2/contacts%2F42", "path_encoded_slash"),
+        ("/api/v2/contacts/caf%c3%a9", "path_encoded_char"),
         ("/api/v2/contacts%2f42", "path_encoded_slash"),
         ("/api/v2/contacts%5C42", "path_encoded_backslash"),
         ("/api/v2/contacts\\42", "path_backslash"),
@@ -939,7 +940,7 @@ fn mixed_requests(tok: &str) -> Vec<(warden_host::HttpRequest, u16, &'static str
         (authed("PUT", CRM, "/api/v2/contacts/42", tok), 403, "denied_by_rule"),
         (authed("POST", BILLING, "/v1/refunds", tok), 403, "step_up_required"),
         (request("GET", CRM, "/api/v2/contacts/42"), 401, "identity_missing"),
-        (authed("GET", CRM, "/api//v2/x/../contacts/42", tok), 200, "allowed_by_rule"),
+        (authed("GET", CRM, "/api/v2/x/../contacts/%34%32", tok), 200, "allowed_by_rule"),
         (authed("GET", CRM, "/api/v2/contacts%2F42", tok), 400, "path_encoded_slash"),
     ]
 }

@@ -7,6 +7,8 @@
 
 mod support;
 
+mod attack_paths;
+mod attack_tools_list;
 mod deploy_configs;
 mod e2e_control;
 mod e2e_filter;

@@ -342,9 +342,10 @@ fn tools_list_responses_show_only_callable_tools_and_fail_closed() {
         let body = x.body_str();
         assert!(body.contains("notifications/progress") && body.contains("\"lookup\""), "{body}");
         assert!(!body.contains("wipe") && !body.contains("not_in_catalog"), "{body}");
-        // An SSE event that cannot be parsed: the whole response is replaced by an error, nothing of it leaks.
+        // An SSE event before the answer that cannot be parsed: the whole response is replaced by an error, nothing
+        // of it leaks. (After the answer the stream is the client's no more: what follows is dropped.)
         let broken = format!(
-            "event: message\ndata: {}\n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":11,\n\n",
+            "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":11,\n\nevent: message\ndata: {}\n\n",
             tool_list()
         );
         let x = list_call(&mut p, UpstreamResponse::ok(broken).header("content-type", "text/event-stream"));

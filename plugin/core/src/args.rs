@@ -284,6 +284,7 @@ impl Condition {
                 _ => Truth::Unknown,
             },
             Test::Glob(tokens) => match v {
+                Value::String(s) if s.len() > MAX_GLOB_INPUT => Truth::Unknown,
                 Value::String(s) => Truth::from_bool(glob_match(tokens, s)),
                 _ => Truth::Unknown,
             },
@@ -336,46 +337,153 @@ fn under(s: &str, prefix: &str) -> bool {
     }
 }
 
-/// Glob match by dynamic programming over (pattern position): linear in the input times the pattern length, never
-/// exponential.
-fn glob_match(tokens: &[GlobToken], s: &str) -> bool {
-    let n = tokens.len();
-    // reach[i]: the pattern prefix of length i matches the input read so far.
-    let mut reach = vec![false; n + 1];
-    reach[0] = true;
-    close_stars(tokens, &mut reach);
-    for c in s.chars() {
-        let mut next = vec![false; n + 1];
-        for (i, t) in tokens.iter().enumerate() {
-            if !reach[i] {
-                continue;
-            }
-            match t {
-                GlobToken::Char(x) if *x == c => next[i + 1] = true,
-                GlobToken::Char(_) => {}
-                GlobToken::One if c != '/' => next[i + 1] = true,
-                GlobToken::One => {}
-                GlobToken::Star if c != '/' => next[i] = true,
-                GlobToken::Star => {}
-                GlobToken::DoubleStar => next[i] = true,
-            }
-        }
-        close_stars(tokens, &mut next);
-        if !next.iter().any(|&r| r) {
-            return false;
-        }
-        reach = next;
+/// Most tokens in a glob (each literal character and each `?`, `*`, `**` is one): the matcher's state is one bit per
+/// pattern position, so this bounds the work per input character at [`GLOB_WORDS`] machine words.
+pub(crate) const MAX_GLOB_TOKENS: usize = 256;
+
+/// Machine words of the matcher's state (one bit per pattern position, `0..=MAX_GLOB_TOKENS`).
+const GLOB_WORDS: usize = (MAX_GLOB_TOKENS + 1).div_ceil(64);
+
+/// Longest argument string (bytes) a `glob` condition is evaluated on; a longer one is `Unknown` (a deny or step-up
+/// rule denies it, an allow rule does not match), so one glob costs at most this many characters times
+/// [`GLOB_WORDS`] word steps.
+pub const MAX_GLOB_INPUT: usize = 64 * 1024;
+
+type Bits = [u64; GLOB_WORDS];
+
+fn bit(b: &mut Bits, i: usize) {
+    if let Some(w) = b.get_mut(i / 64) {
+        *w |= 1 << (i % 64);
     }
-    reach[n]
 }
 
-/// A star may match the empty string: propagate reachability across stars.
-fn close_stars(tokens: &[GlobToken], reach: &mut [bool]) {
-    for (i, t) in tokens.iter().enumerate() {
-        if reach[i] && matches!(t, GlobToken::Star | GlobToken::DoubleStar) {
-            reach[i + 1] = true;
+fn has_bit(b: &Bits, i: usize) -> bool {
+    b.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// `x << 1` over the words (bit i moves to i + 1).
+fn shifted(x: &Bits) -> Bits {
+    let mut out = [0u64; GLOB_WORDS];
+    let mut carry = 0;
+    for (o, w) in out.iter_mut().zip(x) {
+        *o = (w << 1) | carry;
+        carry = w >> 63;
+    }
+    out
+}
+
+/// The glob as a bit-parallel automaton: bit `i` of the state says the first `i` tokens match the input read so
+/// far. Built once per match from the tokens (no allocation per character).
+struct GlobMachine {
+    /// Positions whose token is a literal, per distinct literal character (sorted by character).
+    by_char: Vec<(char, Bits)>,
+    /// Positions whose token is `?`.
+    one: Bits,
+    /// Positions whose token is `*` / `**` (they may match the empty string).
+    stars: Bits,
+    /// Positions whose token is `*` (stays on any character but `/`) or `**` (stays on any character).
+    star: Bits,
+    double_star: Bits,
+    len: usize,
+}
+
+impl GlobMachine {
+    fn new(tokens: &[GlobToken]) -> Option<GlobMachine> {
+        if tokens.len() > MAX_GLOB_TOKENS {
+            return None;
+        }
+        let mut m = GlobMachine {
+            by_char: Vec::new(),
+            one: [0; GLOB_WORDS],
+            stars: [0; GLOB_WORDS],
+            star: [0; GLOB_WORDS],
+            double_star: [0; GLOB_WORDS],
+            len: tokens.len(),
+        };
+        for (i, t) in tokens.iter().enumerate() {
+            match t {
+                GlobToken::Char(c) => match m.by_char.binary_search_by(|(k, _)| k.cmp(c)) {
+                    Ok(at) => bit(&mut m.by_char[at].1, i),
+                    Err(at) => {
+                        let mut b = [0; GLOB_WORDS];
+                        bit(&mut b, i);
+                        m.by_char.insert(at, (*c, b));
+                    }
+                },
+                GlobToken::One => bit(&mut m.one, i),
+                GlobToken::Star => {
+                    bit(&mut m.star, i);
+                    bit(&mut m.stars, i);
+                }
+                GlobToken::DoubleStar => {
+                    bit(&mut m.double_star, i);
+                    bit(&mut m.stars, i);
+                }
+            }
+        }
+        Some(m)
+    }
+
+    /// A star may match the empty string: a position before a star reaches the position after it.
+    fn close(&self, state: &mut Bits) {
+        loop {
+            let mut through = [0u64; GLOB_WORDS];
+            for ((t, s), st) in through.iter_mut().zip(state.iter()).zip(&self.stars) {
+                *t = s & st;
+            }
+            let add = shifted(&through);
+            let mut changed = false;
+            for (s, a) in state.iter_mut().zip(add) {
+                changed |= (*s | a) != *s;
+                *s |= a;
+            }
+            if !changed {
+                return;
+            }
         }
     }
+
+    /// Runs the automaton over `s`: whether it matches, and the number of characters stepped (each step is a fixed
+    /// [`GLOB_WORDS`]-word update, so the work is linear in the input).
+    fn run(&self, s: &str) -> (bool, usize) {
+        let mut state = [0u64; GLOB_WORDS];
+        bit(&mut state, 0);
+        self.close(&mut state);
+        let mut steps = 0;
+        for c in s.chars() {
+            steps += 1;
+            let literal = self.by_char.binary_search_by(|(k, _)| k.cmp(&c)).ok().and_then(|i| self.by_char.get(i));
+            let mut advance = [0u64; GLOB_WORDS];
+            let mut stay = [0u64; GLOB_WORDS];
+            for w in 0..GLOB_WORDS {
+                let mut a = literal.map_or(0, |(_, b)| b[w]);
+                let mut l = self.double_star[w];
+                if c != '/' {
+                    a |= self.one[w];
+                    l |= self.star[w];
+                }
+                advance[w] = state[w] & a;
+                stay[w] = state[w] & l;
+            }
+            let moved = shifted(&advance);
+            let mut any = 0;
+            for w in 0..GLOB_WORDS {
+                state[w] = moved[w] | stay[w];
+                any |= state[w];
+            }
+            if any == 0 {
+                return (false, steps);
+            }
+            self.close(&mut state);
+        }
+        (has_bit(&state, self.len), steps)
+    }
+}
+
+/// Glob match in time linear in the input: a bit-parallel automaton of at most [`MAX_GLOB_TOKENS`] + 1 states
+/// (never backtracking, never exponential). A pattern over the bound (which [`parse_glob`] refuses) matches nothing.
+fn glob_match(tokens: &[GlobToken], s: &str) -> bool {
+    GlobMachine::new(tokens).is_some_and(|m| m.run(s).0)
 }
 
 /// Parses a glob: `**` (any run), `*` (any run without `/`), `?` (one character but `/`), anything else literal.
@@ -390,7 +498,7 @@ pub(crate) fn parse_glob(raw: &str) -> Result<Box<[GlobToken]>, String> {
     if raw.chars().any(|c| c.is_control()) {
         return Err("must not contain control characters".into());
     }
-    let mut out = Vec::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len().min(MAX_GLOB_TOKENS + 1));
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
         out.push(match c {
@@ -405,6 +513,12 @@ pub(crate) fn parse_glob(raw: &str) -> Result<Box<[GlobToken]>, String> {
             '?' => GlobToken::One,
             c => GlobToken::Char(c),
         });
+    }
+    if out.len() > MAX_GLOB_TOKENS {
+        return Err(format!(
+            "{} tokens, at most {MAX_GLOB_TOKENS} (each character, \"?\", \"*\" and \"**\" is one token)",
+            out.len()
+        ));
     }
     Ok(out.into_boxed_slice())
 }
@@ -783,6 +897,58 @@ mod tests {
         assert!(!g("a*b*c", "aXXbYY"));
         assert!(g(&"*a".repeat(20), &"a".repeat(200)));
         assert!(!g(&"*a".repeat(20), &"a".repeat(19)));
+    }
+
+    #[test]
+    fn glob_cost_is_bounded_at_compile_time_and_linear_in_the_input() {
+        // Issue 19 item 16: a 1001-token glob is refused when the bundle compiles, at the condition's location.
+        let huge = "*a".repeat(500) + "b";
+        let cond =
+            |glob: &str| ArgCondition { argument: "/path".into(), glob: Some(glob.into()), ..Default::default() };
+        let errs = compile_conditions(&[cond(&huge)], "/rules/3/conditions").unwrap_err();
+        assert_eq!(errs[0].location, "/rules/3/conditions/0/glob", "{errs:?}");
+        assert!(errs[0].message.contains("1001 tokens, at most 256"), "{errs:?}");
+        // The largest accepted glob over 1 MB: one fixed-size step per character, whatever the pattern.
+        let widest = "*a".repeat(127) + "b*";
+        let tokens = parse_glob(&widest).unwrap();
+        assert_eq!(tokens.len(), 256);
+        let input = "a".repeat(1 << 20);
+        let (matched, steps) = GlobMachine::new(&tokens).unwrap().run(&input);
+        assert!(!matched);
+        assert_eq!(steps, 1 << 20, "linear: one step per character");
+        let (matched, steps) = GlobMachine::new(&tokens).unwrap().run(&(input.clone() + "b"));
+        assert!(matched);
+        assert_eq!(steps, (1 << 20) + 1);
+        // An argument over MAX_GLOB_INPUT is not matched at all: the condition is Unknown (never loosens policy).
+        let c = compile_conditions(&[cond("**")], "/rules/0/conditions").unwrap();
+        let long = serde_json::json!({"path": "x".repeat(MAX_GLOB_INPUT + 1)});
+        assert_eq!(c.eval(Some(&long)), Truth::Unknown);
+        let short = serde_json::json!({"path": "x".repeat(MAX_GLOB_INPUT)});
+        assert_eq!(c.eval(Some(&short)), Truth::True);
+    }
+
+    #[test]
+    fn globs_agree_with_a_backtracking_reference() {
+        fn reference(p: &[GlobToken], s: &[char]) -> bool {
+            match p.split_first() {
+                None => s.is_empty(),
+                Some((GlobToken::Char(c), rest)) => s.first() == Some(c) && reference(rest, &s[1..]),
+                Some((GlobToken::One, rest)) => s.first().is_some_and(|&c| c != '/') && reference(rest, &s[1..]),
+                Some((GlobToken::Star, rest)) => {
+                    (0..=s.len()).take_while(|&i| i == 0 || s[i - 1] != '/').any(|i| reference(rest, &s[i..]))
+                }
+                Some((GlobToken::DoubleStar, rest)) => (0..=s.len()).any(|i| reference(rest, &s[i..])),
+            }
+        }
+        let patterns = ["a*b", "a**b", "*/?", "**/x", "?*?", "a*/*b", "*", "**", "x?y*z**", "é*ü", "*.csv"];
+        let inputs = ["", "ab", "axb", "a/b", "a/xb", "x/y", "/x", "abc/x", "xyz", "xqyz/z", "éü", "é/ü", "r.csv"];
+        for p in patterns {
+            let tokens = parse_glob(p).unwrap();
+            for s in inputs {
+                let chars: Vec<char> = s.chars().collect();
+                assert_eq!(glob_matches(&tokens, s), reference(&tokens, &chars), "{p} on {s:?}");
+            }
+        }
     }
 
     #[test]

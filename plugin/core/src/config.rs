@@ -29,6 +29,9 @@ pub const MAX_BUNDLE_GRACE_SECONDS: u64 = 86_400;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 /// Upper bound for `max_body_bytes`.
 pub const MAX_MAX_BODY_BYTES: u64 = 16 << 20;
+/// Default for `max_list_response_bytes`: below Envoy's default buffer limit (1 MiB), so the filter, not Envoy,
+/// answers a `tools/list` response over it.
+pub const DEFAULT_MAX_LIST_RESPONSE_BYTES: u64 = 512 << 10;
 /// Prefix of the headers the filter owns; clients' copies are always removed.
 pub const RESERVED_HEADER_PREFIX: &str = "x-warden-";
 /// Default path of the signed bundle on the control endpoint.
@@ -86,6 +89,9 @@ pub struct GateConfig {
     pub allow_on_headers_stop_iteration: bool,
     /// Largest request body read and decided (MCP, step-up); a larger one is refused (413).
     pub max_body_bytes: u64,
+    /// Largest `tools/list` response buffered until its answer; a larger one is replaced by a JSON-RPC error
+    /// (`mcp_list_too_large`).
+    pub max_list_response_bytes: u64,
 }
 
 impl GateConfig {
@@ -101,6 +107,7 @@ impl GateConfig {
             forward_identity_headers: true,
             allow_on_headers_stop_iteration: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_list_response_bytes: DEFAULT_MAX_LIST_RESPONSE_BYTES,
         }
     }
 }
@@ -201,6 +208,8 @@ struct RawConfig {
     allow_on_headers_stop_iteration: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     max_body_bytes: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    max_list_response_bytes: Option<Value>,
 }
 
 /// The `control` object, same approach as [`RawConfig`].
@@ -319,6 +328,18 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             }
         },
     };
+    let max_list_response_bytes = match raw.max_list_response_bytes {
+        None => DEFAULT_MAX_LIST_RESPONSE_BYTES,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_MAX_BODY_BYTES).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::field(
+                    "max_list_response_bytes",
+                    format!("expected an integer from 1 to {MAX_MAX_BODY_BYTES}, got {}", show(&v)),
+                ))
+            }
+        },
+    };
     let control = match raw.control {
         None => None,
         Some(v @ Value::Object(_)) => Some(parse_control(v)?),
@@ -345,6 +366,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             forward_identity_headers: forward_identity_headers.unwrap_or(true),
             allow_on_headers_stop_iteration,
             max_body_bytes,
+            max_list_response_bytes,
         },
         authority,
         bundle_keys,
@@ -664,7 +686,7 @@ mod tests {
                 "unknown field `controls`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
                  `token_header`, `txn_token_header`, `approval_header`, `inline_bundle`, `bundle_grace_seconds`, \
                  `forward_identity_headers`, `log_decisions`, `control`, `allow_on_headers_stop_iteration`, \
-                 `max_body_bytes` at line 1 column 34",
+                 `max_body_bytes`, `max_list_response_bytes` at line 1 column 34",
             ),
             (
                 b"{\"environment\": \"prod\", \"environment\": \"dev\"}".to_vec(),

@@ -153,6 +153,10 @@ pub enum RequestRefusal {
     McpBodyTooLarge,
     /// Trailers after an MCP body (400 `mcp_trailers`).
     McpTrailers,
+    /// Under `unknown_tool: allow`, a request that reaches no route but misses one only by spelling (letter case, a
+    /// trailing `/`, a `.suffix`, `HEAD` for `GET`), which its tool may answer as that route (400
+    /// `route_near_miss`; the record names the tool).
+    RouteNearMiss,
     /// The MCP body was refused by the strict parser (400, the parser's `mcp_*` code).
     McpBody(McpErrorKind),
     /// A held step-up body over `max_body_bytes` (413 `body_too_large`).
@@ -173,6 +177,7 @@ impl RequestRefusal {
             RequestRefusal::McpMethodNotAllowed => "mcp_method_not_allowed",
             RequestRefusal::McpBodyTooLarge => "mcp_body_too_large",
             RequestRefusal::McpTrailers => "mcp_trailers",
+            RequestRefusal::RouteNearMiss => "route_near_miss",
             RequestRefusal::McpBody(k) => k.code(),
             RequestRefusal::BodyTooLarge => "body_too_large",
             RequestRefusal::BodyUnreadable => "body_unreadable",
@@ -188,6 +193,7 @@ impl RequestRefusal {
             RequestRefusal::McpAmbiguousHeader
             | RequestRefusal::McpHeaderMismatch
             | RequestRefusal::McpTrailers
+            | RequestRefusal::RouteNearMiss
             | RequestRefusal::McpBody(_)
             | RequestRefusal::BodyUnreadable
             | RequestRefusal::StepUpTrailers => 400,

@@ -15,14 +15,18 @@
 //!    Escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded (`%61` → `a`, `%2D` → `-`, `%2E` → `.`);
 //!    `%2F`/`%2f` (encoded slash) and `%5C`/`%5c` (encoded backslash) are refused (`path_encoded_slash`,
 //!    `path_encoded_backslash`), as are encoded control characters `%00`-`%1F` and `%7F` (`path_encoded_control`);
-//!    every other escape (reserved characters such as `%3F` or `%20`, and UTF-8 bytes such as `%C3%A9`) stays encoded
-//!    with its hex digits upper-cased, so equal paths have one spelling.
+//!    every other escape (reserved characters such as `%3F` or `%20`, `%25` itself, and UTF-8 bytes such as
+//!    `%C3%A9`) is refused (`path_encoded_char`): kept encoded, it would reach the tool undecoded, and a tool that
+//!    decodes once more (`%252F` → `%2F` → `/`) would route it elsewhere than Warden matched.
 //! 6. Path parameters are refused: a `;` or `%3B` anywhere in the path (`path_semicolon`). Servlet containers
 //!    (Tomcat, Jetty, Spring) strip `;params` from each segment before resolving it, so `/a/..;/admin` or
 //!    `/api/admin;x` would reach another resource than the one matched here.
 //! 7. Dot segments are resolved *after* decoding (RFC 3986 section 5.2.4), so an encoded `%2E%2E` is a `..` like any
 //!    other and cannot smuggle a traversal past the matcher: `/a/%2E%2E/b` is `/b`. A `..` that would climb above the
 //!    root is refused (`path_above_root`), never clamped. Runs of `/` are merged into one (empty segments dropped).
+//!    A path with both an empty segment (`//`) and a `.` or `..` segment is refused (`path_ambiguous_segments`):
+//!    merging first (`/a//../b` → `/b`) and resolving first (→ `/a/b`, as Envoy's `normalize_path` and RFC 3986 do)
+//!    give different paths, and Warden cannot know which one the tool uses.
 //! 8. A trailing `/` is kept (`/a/` stays `/a/`, `/a` stays `/a`); a path ending in a `.` or `..` segment ends with
 //!    `/` (`/a/b/..` is `/a/`), as in RFC 3986.
 
@@ -81,6 +85,11 @@ pub enum PathError {
     AboveRoot,
     /// `;` or `%3B` in the path: path parameters, which servlet containers strip before resolving the path.
     Semicolon { position: usize },
+    /// A percent-escape of a character outside the unreserved set (other than the ones refused above): `%20`,
+    /// `%25`, `%3F`, UTF-8 bytes such as `%C3`.
+    EncodedChar { position: usize, byte: u8 },
+    /// Both an empty segment (`//`) and a `.`/`..` segment: normalizers disagree on the result.
+    AmbiguousSegments { position: usize },
 }
 
 impl PathError {
@@ -98,6 +107,8 @@ impl PathError {
             PathError::EncodedControl { .. } => "path_encoded_control",
             PathError::AboveRoot => "path_above_root",
             PathError::Semicolon { .. } => "path_semicolon",
+            PathError::EncodedChar { .. } => "path_encoded_char",
+            PathError::AmbiguousSegments { .. } => "path_ambiguous_segments",
         }
     }
 }
@@ -131,6 +142,16 @@ impl fmt::Display for PathError {
                     "request path has a path parameter (';' or %3B) at byte {position}; path parameters are refused"
                 )
             }
+            PathError::EncodedChar { position, byte } => write!(
+                f,
+                "request path has an escape of a character outside the unreserved set (%{byte:02X}) at byte \
+                 {position}; only escapes of A-Z a-z 0-9 - . _ ~ are accepted (and decoded)"
+            ),
+            PathError::AmbiguousSegments { position } => write!(
+                f,
+                "request path has both an empty segment ('//') and a '.' or '..' segment (at byte {position}); \
+                 normalizers disagree on such a path: send it without either"
+            ),
         }
     }
 }
@@ -187,6 +208,8 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     let mut i = 0;
     // Closes the current segment: resolves `.` and `..`, drops empty ones.
     // Returns whether it was a dot segment.
+    // Whether an empty segment (`//`) and a dot segment were seen: together they are refused.
+    let (mut empty_seen, mut dot_seen) = (false, false);
     let close = |segment: &mut String, segments: &mut Vec<String>| -> Result<bool, PathError> {
         let seg = std::mem::take(segment);
         match seg.as_str() {
@@ -210,7 +233,11 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
         let b = path[i];
         match b {
             b'/' => {
-                close(&mut current, &mut segments)?;
+                empty_seen |= current.is_empty();
+                dot_seen |= close(&mut current, &mut segments)?;
+                if empty_seen && dot_seen {
+                    return Err(PathError::AmbiguousSegments { position: i });
+                }
                 trailing_slash = true;
                 i += 1;
                 continue;
@@ -230,10 +257,7 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
                     b';' => return Err(PathError::Semicolon { position: i }),
                     0x00..=0x1f | 0x7f => return Err(PathError::EncodedControl { position: i, byte: value }),
                     v if is_unreserved(v) => current.push(char::from(v)),
-                    v => {
-                        current.push('%');
-                        current.push_str(&format!("{v:02X}"));
-                    }
+                    byte => return Err(PathError::EncodedChar { position: i, byte }),
                 }
                 i += 3;
             }
@@ -247,6 +271,9 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     }
     // The last segment: a final `.`/`..` leaves a trailing slash (RFC 3986 5.2.4).
     let dot_at_end = close(&mut current, &mut segments)?;
+    if empty_seen && dot_at_end {
+        return Err(PathError::AmbiguousSegments { position: path.len() });
+    }
     let mut out = String::with_capacity(path_part.len());
     for s in &segments {
         out.push('/');

@@ -24,6 +24,9 @@ pub(crate) struct RouteTable {
     /// Keyed by the domain after `*.`.
     wildcard_hosts: FxHashMap<Box<str>, MethodTable>,
     any_host: MethodTable,
+    /// The same routes in their loose form (literal segments lower-cased, a trailing `/` dropped), for
+    /// [`RouteTable::near_miss`]; `None` in the loose table itself.
+    loose: Option<Box<RouteTable>>,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +63,29 @@ pub(crate) enum HostPattern {
 impl RouteTable {
     /// Adds a route. On conflict returns the location of the route already there (for a different tool).
     pub(crate) fn insert(
+        &mut self,
+        host: &HostPattern,
+        methods: &[String],
+        path: &[Segment],
+        tool: ToolIdx,
+        loc: RouteLoc,
+    ) -> Result<(), RouteLoc> {
+        // The loose table takes whichever tool comes first: a near miss is refused whichever tool it names.
+        let loose_path: Vec<Segment> = path
+            .iter()
+            .enumerate()
+            .filter(|(i, seg)| !(*i + 1 == path.len() && path.len() > 1 && **seg == Segment::Literal(String::new())))
+            .map(|(_, seg)| match seg {
+                Segment::Literal(l) => Segment::Literal(l.to_ascii_lowercase()),
+                other => other.clone(),
+            })
+            .collect();
+        let loose = self.loose.get_or_insert_with(Box::default);
+        let _ = loose.insert_exact(host, methods, &loose_path, tool, loc);
+        self.insert_exact(host, methods, path, tool, loc)
+    }
+
+    fn insert_exact(
         &mut self,
         host: &HostPattern,
         methods: &[String],
@@ -114,6 +140,32 @@ impl RouteTable {
             }
         }
         self.any_host.resolve(method, rem)
+    }
+
+    /// For a request that reaches no route: a route it misses only by spelling, which a tool may well answer as
+    /// that route — letter case (`/V1/Payouts`), a trailing `/` (`/v1/payouts/` for `/v1/payouts` and the other way
+    /// round), a `.suffix` on the last segment (`/v1/payouts.json`), or the method's case / `HEAD` for `GET`.
+    /// Allocates (the loose spelling); meant for the unknown-tool path only.
+    pub(crate) fn near_miss(&self, host: &str, method: &str, path: &str) -> Option<ToolIdx> {
+        let loose = self.loose.as_deref()?;
+        let lower = path.to_ascii_lowercase();
+        let trimmed = match lower.strip_suffix('/') {
+            Some(t) if !t.is_empty() => t,
+            _ => lower.as_str(),
+        };
+        let (dir, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        let unsuffixed = match last.split_once('.') {
+            Some((stem, _)) if !stem.is_empty() => Some(format!("{dir}/{stem}")),
+            _ => None,
+        };
+        let upper = method.to_ascii_uppercase();
+        let mut methods = vec![upper.as_str()];
+        if upper == "HEAD" {
+            methods.push("GET");
+        }
+        methods.iter().find_map(|m| {
+            loose.resolve(host, m, trimmed).or_else(|| unsuffixed.as_deref().and_then(|p| loose.resolve(host, m, p)))
+        })
     }
 }
 

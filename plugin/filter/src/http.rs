@@ -17,7 +17,7 @@ use warden_core::gate::{
 use warden_core::ids::IdGen;
 use warden_core::token_cache::TokenCache;
 
-use crate::host::{log, unix_nanos, HostStore};
+use crate::host::{log, unix_nanos, unix_secs, HostStore};
 use crate::metrics::Metrics;
 
 /// The filter-state key the decision record is written to (Envoy: `%FILTER_STATE(wasm.warden_decision:PLAIN)%`).
@@ -108,25 +108,62 @@ impl HttpContext for WardenHttp {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else { return Action::Continue };
-        let Some((flow, active)) = self.flow.as_ref() else { return Action::Continue };
-        match flow.on_response_body(end_of_stream) {
+        let Some((flow, _)) = self.flow.as_ref() else { return Action::Continue };
+        let next = flow.on_response_body(&shared.config.gate, body_size, end_of_stream);
+        self.respond(&shared, next, Some(body_size), end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(shared) = self.shared.clone() else { return Action::Continue };
+        let Some((flow, _)) = self.flow.as_ref() else { return Action::Continue };
+        let next = flow.on_response_trailers();
+        self.respond(&shared, next, None, true)
+    }
+}
+
+impl WardenHttp {
+    /// Carries out what the flow says of a filtered response's body: `body_size` is what is buffered (`None` at the
+    /// trailers, where the host gives no size: everything buffered is read).
+    fn respond(
+        &mut self,
+        shared: &Shared,
+        next: ResponseNext,
+        body_size: Option<usize>,
+        end_of_stream: bool,
+    ) -> Action {
+        match next {
             ResponseNext::Continue => Action::Continue,
             ResponseNext::Pause => Action::Pause,
-            ResponseNext::ReadBody => {
-                let Some(active) = active.clone() else { return Action::Continue };
-                let body = if body_size == 0 {
-                    Vec::new()
-                } else {
-                    self.get_http_response_body(0, body_size).unwrap_or_default()
-                };
-                let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
-                let out = flow.on_response_body_bytes(&shared.config.gate, &active.bundle, &body);
-                self.set_http_response_body(0, body_size, &out);
+            ResponseNext::Discard => {
+                if let Some(size) = body_size.filter(|&n| n > 0) {
+                    self.set_http_response_body(0, size, &[]);
+                }
                 Action::Continue
+            }
+            ResponseNext::Read { from } => {
+                let Some(Some(active)) = self.flow.as_ref().map(|(_, a)| a.clone()) else { return Action::Continue };
+                let want = body_size.map_or(MAX_READ, |n| n.saturating_sub(from));
+                let rest =
+                    if want == 0 { Vec::new() } else { self.get_http_response_body(from, want).unwrap_or_default() };
+                let total = body_size.unwrap_or(from.saturating_add(rest.len()));
+                let now = unix_secs(unix_nanos(self.get_current_time()));
+                let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
+                match flow.on_response_body_bytes(&shared.config.gate, &active.bundle, &rest, total, end_of_stream, now)
+                {
+                    Some(body) => {
+                        self.set_http_response_body(0, total, &body);
+                        Action::Continue
+                    }
+                    None => Action::Pause,
+                }
             }
         }
     }
 }
+
+/// Most bytes read of a buffered response body whose size the host does not give (at the trailers): more than any
+/// `max_list_response_bytes`.
+const MAX_READ: usize = 1 << 30;
 
 impl WardenHttp {
     /// Carries out a step (and the steps it leads to: reading the body, claiming in shared data). `body_size` is

@@ -325,6 +325,7 @@ pub fn host_outcome(p: &mut Plugin, req: HttpRequest, reply: &ReplyFn) -> (Outco
         let mut resp = UpstreamResponse::new(r.status).body(r.body);
         resp.headers = r.headers;
         resp.body_chunks = r.chunks;
+        resp.trailers = r.trailers;
         resp
     };
     let x = p.send(0, req, &mut up);

@@ -177,6 +177,17 @@ impl CompiledBundle {
         self.routes.resolve(host, method, path)
     }
 
+    /// For a request that reaches no tool: the tool whose route it misses only by spelling (letter case, a trailing
+    /// `/`, a `.suffix`, `HEAD` for `GET`; `policies/README.md`, "Near misses").
+    pub fn near_miss_tool(&self, host: &str, method: &str, path: &str) -> Option<ToolIdx> {
+        self.routes.near_miss(host, method, path)
+    }
+
+    /// For a request that reaches no MCP server: the server whose path it misses only by spelling.
+    pub fn near_miss_mcp_server(&self, host: &str, path: &str) -> Option<McpServerIdx> {
+        self.mcp.near_miss(host, path)
+    }
+
     /// The tool with this id.
     pub fn tool_by_id(&self, id: &str) -> Option<ToolIdx> {
         self.tool_ids.get(id).copied()

@@ -138,8 +138,12 @@ pub fn run(
                 get("content-type").map(String::as_str),
                 get("content-encoding").map(String::as_str),
             );
-            if host.flow.on_response_body(true) == ResponseNext::ReadBody {
-                out = host.flow.on_response_body_bytes(config, b, &resp.body);
+            if let ResponseNext::Read { from } = host.flow.on_response_body(config, resp.body.len(), true) {
+                let rest = resp.body.get(from..).unwrap_or_default();
+                let now = i64::try_from(time_ns / 1_000_000_000).unwrap_or(i64::MAX);
+                if let Some(body) = host.flow.on_response_body_bytes(config, b, rest, resp.body.len(), true, now) {
+                    out = body;
+                }
             }
         }
         response_body = Some(out);

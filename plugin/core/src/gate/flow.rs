@@ -12,6 +12,7 @@
 //! | `:path` refused by path normalization | 400 | the path error's code |
 //! | identity: token header repeated, absent, unusable, refused; Transaction Token refused | 401 | `token_*`, `identity_missing`, `txn_token_*` |
 //! | otherwise `decide` on the HTTP route's tool | 403 (deny, step-up) or continue | the decision's reason |
+//! | `unknown_tool: allow` decided it, but the path misses a route or an MCP server's path only by spelling | 400 | `route_near_miss` |
 //!
 //! Then, for a caller past identity, revocations and task expiry:
 //! - **MCP** (the request reaches an MCP server of the bundle): `GET`/`DELETE` get the server's life-cycle effect;
@@ -47,7 +48,10 @@ use crate::gate::step::{Credentials, Edit, Next, ResponseEdits, ResponseNext, St
 use crate::gate::store::{Claim, ClaimOutcome, ClaimRefused};
 use crate::gate::view::{is_json, Field, Presented, RequestView, TokenHeader};
 use crate::identity::{self, token_in};
-use crate::mcp::list::{filter_tools_list, list_failure, list_framing, ListFraming, Unfilterable};
+use crate::mcp::list::{
+    filter_tools_list, list_failure, list_framing, ListFailure, ListFraming, SseFilter, Unfilterable,
+    LIST_DEADLINE_SECS,
+};
 use crate::mcp::{self, McpBody, McpErrorKind, McpMessage, McpServerIdx, McpTarget};
 use crate::path;
 use crate::token_cache::TokenCache;
@@ -81,7 +85,17 @@ enum State {
     /// A verified approval being claimed; then the request ends as `then` says.
     Claiming { approval: VerifiedApproval, then: Then },
     /// An allowed `tools/list` whose response is filtered.
-    Listing { server: McpServerIdx, id: Value, framing: Option<ListFraming>, started: bool },
+    Listing { server: McpServerIdx, id: Value, framing: Option<ListFraming>, started: bool, read: Box<ListRead> },
+    /// The filtered answer of a `tools/list` went out: the rest of the response is not the client's.
+    Released,
+}
+
+/// How much of a filtered `tools/list` response was read, and the event-stream reader.
+#[derive(Debug, Default)]
+struct ListRead {
+    /// Bytes of the buffered body handed to [`Flow::on_response_body_bytes`] so far.
+    bytes: usize,
+    sse: SseFilter,
 }
 
 /// How a request that waited for a claim ends.
@@ -201,6 +215,20 @@ impl Flow {
         flow.tool = tool;
 
         let verified = matches!(flow.identity, Identity::Verified(_));
+        if flow.decision.reason == Reason::UnknownTool
+            && flow.decision.outcome == Outcome::Allow
+            && bundle.resolve_mcp_server(&flow.host, &flow.path).is_none()
+        {
+            // `unknown_tool: allow` lets through what reaches no route, but not a near miss of one: its tool may
+            // answer it as that route.
+            let tool = bundle.near_miss_tool(&flow.host, &flow.method, &flow.path);
+            if tool.is_some() || bundle.near_miss_mcp_server(&flow.host, &flow.path).is_some() {
+                flow.tool = tool;
+                flow.decision = Decision::refusal(Reason::Request(RequestRefusal::RouteNearMiss), bundle.revision);
+                let step = flow.finish(config, Then::Headers);
+                return (flow, step);
+            }
+        }
         if verified {
             flow.presented = Presented::from_header(view.approval);
         }
@@ -398,28 +426,76 @@ impl Flow {
         edits
     }
 
-    /// A response body chunk.
-    pub fn on_response_body(&self, end_of_stream: bool) -> ResponseNext {
-        match self.state {
-            State::Listing { started: true, .. } if end_of_stream => ResponseNext::ReadBody,
+    /// A response body chunk; `body_size` is what the host holds buffered (all of it while the flow pauses).
+    pub fn on_response_body(&self, config: &GateConfig, body_size: usize, end_of_stream: bool) -> ResponseNext {
+        match &self.state {
+            State::Released => ResponseNext::Discard,
+            State::Listing { started: true, framing: Some(ListFraming::Sse), read, .. } => {
+                ResponseNext::Read { from: read.bytes }
+            }
+            State::Listing { started: true, read, .. }
+                if end_of_stream || body_size as u64 > config.max_list_response_bytes =>
+            {
+                ResponseNext::Read { from: read.bytes }
+            }
             State::Listing { started: true, .. } => ResponseNext::Pause,
             _ => ResponseNext::Continue,
         }
     }
 
-    /// The whole response body of a filtered `tools/list`: what replaces it, with only the tools the agent may call
-    /// (step-up tools marked); anything unreadable becomes a JSON-RPC error.
-    pub fn on_response_body_bytes(&mut self, config: &GateConfig, bundle: &CompiledBundle, body: &[u8]) -> Vec<u8> {
-        let State::Listing { server, id, framing, .. } = std::mem::replace(&mut self.state, State::Decided) else {
-            return body.to_vec();
-        };
-        let facts = self.facts(config, None);
-        let visible = |name: &str| decide::mcp::tool_visibility(bundle, &facts, server, name, self.now);
-        match framing {
-            Some(framing) => filter_tools_list(framing, body, &id, &visible)
-                .unwrap_or_else(|Unfilterable| list_failure(Some(framing), &id, &self.decision_id)),
-            None => list_failure(None, &id, &self.decision_id),
+    /// Response trailers: the body is complete (an answer not read yet is read now, as at the end of the stream).
+    pub fn on_response_trailers(&self) -> ResponseNext {
+        match &self.state {
+            State::Listing { started: true, read, .. } => ResponseNext::Read { from: read.bytes },
+            _ => ResponseNext::Continue,
         }
+    }
+
+    /// The bytes of a filtered `tools/list` response from the `from` of [`ResponseNext::Read`] to `body_size` (the
+    /// end of what is buffered); `now` is the host's time in seconds. `Some(body)`: replace the whole buffered body
+    /// with it and let it go — the filtered answer (with, for an event stream, the events before it), or a JSON-RPC
+    /// error when the response cannot be filtered, is over `max_list_response_bytes` or missed its deadline
+    /// ([`LIST_DEADLINE_SECS`] from the request); anything after it is discarded. `None`: keep buffering.
+    pub fn on_response_body_bytes(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        bytes: &[u8],
+        body_size: usize,
+        end_of_stream: bool,
+        now: i64,
+    ) -> Option<Vec<u8>> {
+        let facts = self.facts(config, None);
+        let (request_time, bound) = (self.now, config.max_list_response_bytes);
+        let over = body_size as u64 > bound;
+        let State::Listing { server, id, framing, read, .. } = &mut self.state else {
+            return match self.state {
+                State::Released => Some(Vec::new()),
+                _ => Some(bytes.to_vec()),
+            };
+        };
+        read.bytes = read.bytes.saturating_add(bytes.len());
+        let server = *server;
+        let visible = |name: &str| decide::mcp::tool_visibility(bundle, &facts, server, name, request_time);
+        let outcome = match *framing {
+            None => Err(ListFailure::Unfilterable),
+            Some(ListFraming::Json) if over => Err(ListFailure::TooLarge),
+            Some(ListFraming::Json) if !end_of_stream => return None,
+            // Read whole: nothing was handed over before the end.
+            Some(ListFraming::Json) => filter_tools_list(ListFraming::Json, bytes, id, &visible)
+                .map_err(|Unfilterable| ListFailure::Unfilterable),
+            Some(ListFraming::Sse) => match read.sse.push(bytes, id, &visible) {
+                Ok(Some(out)) => Ok(out),
+                Err(Unfilterable) => Err(ListFailure::Unfilterable),
+                Ok(None) if end_of_stream => Err(ListFailure::Unfilterable),
+                Ok(None) if over => Err(ListFailure::TooLarge),
+                Ok(None) if now.saturating_sub(request_time) > LIST_DEADLINE_SECS => Err(ListFailure::Deadline),
+                Ok(None) => return None,
+            },
+        };
+        let body = outcome.unwrap_or_else(|why| list_failure(*framing, id, &self.decision_id, why));
+        self.state = State::Released;
+        Some(body)
     }
 
     /// Calls `f` with every edit of the request headers, when a [`Step`] says `edit_headers`: the reserved headers
@@ -557,7 +633,7 @@ impl Flow {
         let edit_headers = through && matches!(then, Then::Headers);
         if let Then::Mcp { server, list: Some(id), .. } = then {
             if self.decision.outcome == Outcome::Allow {
-                self.state = State::Listing { server, id, framing: None, started: false };
+                self.state = State::Listing { server, id, framing: None, started: false, read: Box::default() };
             }
         }
         Step { edit_headers, record: true, next }

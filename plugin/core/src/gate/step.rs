@@ -63,9 +63,12 @@ pub enum ResponseNext {
     Continue,
     /// Buffer it.
     Pause,
-    /// Read the whole buffered body, call [`crate::gate::Flow::on_response_body_bytes`], and replace the body with
-    /// what it returns.
-    ReadBody,
+    /// Read the buffered body from byte `from` to its end and hand it to
+    /// [`crate::gate::Flow::on_response_body_bytes`]: `Some(body)` replaces the whole buffered body, which goes on;
+    /// `None` keeps buffering (pause).
+    Read { from: usize },
+    /// The filtered answer already went: replace this chunk with nothing and go on.
+    Discard,
 }
 
 /// Where the caller's identity comes from.

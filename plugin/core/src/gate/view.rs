@@ -108,9 +108,15 @@ impl<'h> RequestView<'h> {
     }
 }
 
-/// `x-warden-*`, in any case.
-fn is_reserved(name: &str) -> bool {
-    name.get(..RESERVED_HEADER_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
+/// `x-warden-*` in any case, with `_` read as `-` (`x_warden_agent`, `X-Warden_Task`): CGI, WSGI and many
+/// frameworks map both to the same name, so an upstream would read any of them as the filter's own header.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    let prefix = RESERVED_HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix).all(|(b, &p)| {
+            let b = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+            b == p
+        })
 }
 
 /// The step-up approval a request presented.
@@ -197,6 +203,9 @@ mod tests {
             ("X-Warden-Task".to_string(), b"spoofed".to_vec()),
             ("x-warden-agent".to_string(), b"again".to_vec()),
             ("x-wardenish".to_string(), b"not ours".to_vec()),
+            ("x_warden_agent".to_string(), b"spoofed".to_vec()),
+            ("X-Warden_Task".to_string(), b"spoofed".to_vec()),
+            ("x_wardenx".to_string(), b"not ours".to_vec()),
             ("content-type".to_string(), b"application/json".to_vec()),
             ("mcp-method".to_string(), b"a".to_vec()),
             ("mcp-method".to_string(), b"b".to_vec()),
@@ -205,7 +214,7 @@ mod tests {
         assert_eq!(v.method, Field::Present("GET"));
         assert_eq!(v.authority, Field::Unreadable);
         assert_eq!(v.token, TokenHeader::One(&[0xc3, 0x28]));
-        assert_eq!(v.reserved, vec!["x-warden-agent", "X-Warden-Task"]);
+        assert_eq!(v.reserved, vec!["x-warden-agent", "X-Warden-Task", "x_warden_agent", "X-Warden_Task"]);
         assert_eq!(v.content_type, Field::Present("application/json"));
         assert_eq!(v.mcp_method, Field::Unreadable);
         assert_eq!(v.mcp_name, Field::Missing);

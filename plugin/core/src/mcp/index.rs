@@ -218,8 +218,15 @@ impl McpIndex {
 impl McpIndex {
     /// The MCP server a request goes to: `host` as sent (port and case ignored), `path` the normalized path without
     /// its query. `None`: not an MCP endpoint of the catalog (HTTP routes apply).
+    /// A trailing `/` after the server's path (`/mcp/`, also what `/mcp/.` normalizes to) is the endpoint too.
     pub(crate) fn resolve_server(&self, host: &str, path: &str) -> Option<McpServerIdx> {
-        self.routes.resolve(host, "POST", path).map(|t| McpServerIdx(t.0))
+        let at = |p: &str| self.routes.resolve(host, "POST", p).map(|t| McpServerIdx(t.0));
+        at(path).or_else(|| path.strip_suffix('/').filter(|p| !p.is_empty()).and_then(at))
+    }
+
+    /// A server whose path the request misses only by spelling (see `RouteTable::near_miss`).
+    pub(crate) fn near_miss(&self, host: &str, path: &str) -> Option<McpServerIdx> {
+        self.routes.near_miss(host, "POST", path).map(|t| McpServerIdx(t.0))
     }
 
     /// The server's name (empty for an index from another bundle).

@@ -1,6 +1,17 @@
 //! Filtering a `tools/list` response: the agent sees only the tools it may call, step-up tools marked in `_meta`;
 //! a response that cannot be read completely (framing, encoding, a message that is not JSON-RPC, no answer to the
 //! request) is never passed on: the caller replaces it with [`list_failure`].
+//!
+//! JSON (`application/json`) is one JSON-RPC message, read whole. Server-sent events (`text/event-stream`) are read
+//! as the WHATWG event-stream format says, strictly ([`SseFilter`]): one byte-order mark at the start is dropped;
+//! lines end at CRLF, LF or a lone CR; a line starting with `:` is a comment and is dropped; the fields are `data`,
+//! `event`, `id` and `retry`, case-sensitive, and any other field name (`Data`, `DATA`, `x`) makes the response
+//! unfilterable, since a lenient client could read it as data. Every event's data must be a JSON-RPC message; a
+//! message that is both a request and an answer, or an error answer that also has a `result`, is unfilterable.
+//! The stream ends, for the client, with the first answer to the request: the events up to it go out (filtered) as
+//! soon as it is complete, and anything the server sends after it is dropped (MCP servers end the stream after the
+//! answer), so a server that keeps the stream open cannot hold the answer back, and a second answer (a decoy) never
+//! reaches the client.
 
 use serde_json::{json, Value};
 
@@ -19,6 +30,14 @@ pub enum Visibility {
 
 /// The `_meta` key that marks a listed tool whose calls need a step-up approval.
 pub const APPROVAL_META: &str = "dev.warden/approval";
+
+/// The largest `tools/list` response body buffered by default (`max_list_response_bytes`), below Envoy's default
+/// per-connection buffer limit (1 MiB), so that the filter, not Envoy, answers a response over it.
+pub const DEFAULT_MAX_LIST_BYTES: usize = 512 * 1024;
+
+/// How long a `tools/list` response may take from its headers to its answer (seconds), checked whenever a piece of
+/// it arrives; a stream that sends nothing at all is ended by Envoy's route timeout.
+pub const LIST_DEADLINE_SECS: i64 = 30;
 
 /// How a `tools/list` response body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,25 +66,65 @@ pub fn list_framing(content_type: Option<&str>, content_encoding: Option<&str>) 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unfilterable;
 
-/// Rewrites one JSON-RPC message of a `tools/list` response: the answer to request `id` keeps only the tools
-/// `visible` does not hide, and marks those needing approval in their `_meta`. Other messages (notifications,
-/// requests of the server, error answers) are kept. `Err` when the message is not a JSON-RPC 2.0 object or the
-/// answer has no `result.tools` array of objects with a string `name`.
-fn rewrite_message(
-    text: &str,
-    id: &Value,
-    visible: &dyn Fn(&str) -> Visibility,
-) -> Result<Option<String>, Unfilterable> {
+/// Why a `tools/list` response was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFailure {
+    /// Unreadable, compressed, unexpected content, or no answer.
+    Unfilterable,
+    /// Over `max_list_response_bytes` before its answer was complete.
+    TooLarge,
+    /// No answer within [`LIST_DEADLINE_SECS`].
+    Deadline,
+}
+
+impl ListFailure {
+    /// The reason code in the JSON-RPC error's `data`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ListFailure::Unfilterable => "mcp_list_unfilterable",
+            ListFailure::TooLarge => "mcp_list_too_large",
+            ListFailure::Deadline => "mcp_list_deadline",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ListFailure::Unfilterable => {
+                "warden could not filter the tools/list response (unreadable, compressed or unexpected content)"
+            }
+            ListFailure::TooLarge => "the tools/list response is larger than warden buffers (max_list_response_bytes)",
+            ListFailure::Deadline => "the tools/list response did not answer in time",
+        }
+    }
+}
+
+/// One JSON-RPC message of a `tools/list` response, read.
+enum Read {
+    /// A request or notification of the server: kept as it was.
+    Other,
+    /// The answer to the request: its text as it goes out (filtered, or an error answer as it was).
+    Answer(String),
+}
+
+/// Reads one JSON-RPC message of a `tools/list` response: the answer to request `id` keeps only the tools `visible`
+/// does not hide, and marks those needing approval in their `_meta`. `Err` when the message is not a JSON-RPC 2.0
+/// object, is both a request and an answer, is an answer to another id, has both `error` and `result`, or its
+/// result has no `tools` array of objects with a string `name`.
+fn read_message(text: &str, id: &Value, visible: &dyn Fn(&str) -> Visibility) -> Result<Read, Unfilterable> {
     let mut v = parse_strict(text.as_bytes()).map_err(|_| Unfilterable)?;
     let Some(obj) = v.as_object_mut() else { return Err(Unfilterable) };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(Unfilterable);
     }
-    if obj.contains_key("method") || obj.contains_key("error") {
-        return Ok(None);
+    let (request, result, error) = (obj.contains_key("method"), obj.contains_key("result"), obj.contains_key("error"));
+    if request {
+        return if result || error { Err(Unfilterable) } else { Ok(Read::Other) };
     }
-    if obj.get("id") != Some(id) {
+    if obj.get("id") != Some(id) || result == error {
         return Err(Unfilterable);
+    }
+    if error {
+        return Ok(Read::Answer(text.to_string()));
     }
     let tools = obj
         .get_mut("result")
@@ -88,68 +147,171 @@ fn rewrite_message(
         }
     }
     *tools = kept;
-    serde_json::to_string(&v).map(Some).map_err(|_| Unfilterable)
+    serde_json::to_string(&v).map(Read::Answer).map_err(|_| Unfilterable)
 }
 
 /// Rewrites a whole `tools/list` response body. `Err` (fail closed) when it cannot be read completely: not UTF-8,
-/// a message that is not JSON-RPC, an SSE event whose data is not JSON, or no answer to `id` at all.
+/// a message that is not JSON-RPC, an SSE line the filter does not know, or no answer to `id` at all.
 pub fn filter_tools_list(
     framing: ListFraming,
     body: &[u8],
     id: &Value,
     visible: &dyn Fn(&str) -> Visibility,
 ) -> Result<Vec<u8>, Unfilterable> {
-    let text = std::str::from_utf8(body).map_err(|_| Unfilterable)?;
     match framing {
-        ListFraming::Json => match rewrite_message(text, id, visible)? {
-            Some(out) => Ok(out.into_bytes()),
-            None => Ok(body.to_vec()),
-        },
-        ListFraming::Sse => {
-            let text = text.replace("\r\n", "\n");
-            let mut out = String::with_capacity(text.len());
-            let mut answered = false;
-            for event in text.split("\n\n") {
-                if event.is_empty() {
-                    continue;
-                }
-                let mut data: Vec<&str> = Vec::new();
-                let mut other: Vec<&str> = Vec::new();
-                for line in event.split('\n') {
-                    if let Some(d) = line.strip_prefix("data:") {
-                        data.push(d.strip_prefix(' ').unwrap_or(d));
-                    } else {
-                        other.push(line);
-                    }
-                }
-                for line in &other {
-                    out.push_str(line);
-                    out.push('\n');
-                }
-                if !data.is_empty() {
-                    let joined = data.join("\n");
-                    let rewritten = rewrite_message(&joined, id, visible)?;
-                    answered |= rewritten.is_some();
-                    out.push_str("data: ");
-                    out.push_str(rewritten.as_deref().unwrap_or(&joined).replace('\n', "\ndata: ").as_str());
-                    out.push('\n');
-                }
-                out.push('\n');
+        ListFraming::Json => {
+            let text = std::str::from_utf8(body).map_err(|_| Unfilterable)?;
+            match read_message(text, id, visible)? {
+                Read::Answer(out) => Ok(out.into_bytes()),
+                Read::Other => Err(Unfilterable),
             }
-            if !answered {
-                return Err(Unfilterable);
-            }
-            Ok(out.into_bytes())
         }
+        ListFraming::Sse => {
+            let mut f = SseFilter::default();
+            match f.push(body, id, visible)? {
+                Some(out) => Ok(out),
+                None => f.finish(),
+            }
+        }
+    }
+}
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// An event-stream `tools/list` response read as it arrives (see the module documentation): [`SseFilter::push`]
+/// each new piece; the first complete answer gives the whole filtered output.
+#[derive(Debug, Default)]
+pub struct SseFilter {
+    /// The stream's first bytes were checked for a byte-order mark.
+    bom_done: bool,
+    /// The start of a line not complete yet.
+    partial: Vec<u8>,
+    /// The last piece ended with CR: an LF starting the next one belongs to that line end.
+    after_cr: bool,
+    /// The output for the events complete so far.
+    out: String,
+    /// The event being read: its other fields (as output lines) and its data lines.
+    fields: Vec<String>,
+    data: Vec<String>,
+}
+
+impl SseFilter {
+    /// Reads the next piece of the body: `Ok(Some(output))` once the answer's event is complete (the events up to
+    /// and including it, filtered; what follows is not the client's), `Ok(None)` while it is not.
+    pub fn push(
+        &mut self,
+        piece: &[u8],
+        id: &Value,
+        visible: &dyn Fn(&str) -> Visibility,
+    ) -> Result<Option<Vec<u8>>, Unfilterable> {
+        let mut bytes = piece;
+        if !self.bom_done {
+            // A byte-order mark at the very start of the stream is not part of the first line.
+            self.partial.extend_from_slice(bytes);
+            if self.partial.len() < BOM.len() && BOM.starts_with(&self.partial) {
+                return Ok(None);
+            }
+            self.bom_done = true;
+            let head = std::mem::take(&mut self.partial);
+            let skip = if head.starts_with(BOM) { BOM.len() } else { 0 };
+            return self.lines(&head[skip..], id, visible);
+        }
+        if self.after_cr && bytes.first() == Some(&b'\n') {
+            bytes = &bytes[1..];
+        }
+        self.after_cr = false;
+        self.lines(bytes, id, visible)
+    }
+
+    fn lines(
+        &mut self,
+        mut bytes: &[u8],
+        id: &Value,
+        visible: &dyn Fn(&str) -> Visibility,
+    ) -> Result<Option<Vec<u8>>, Unfilterable> {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&bytes[..end]);
+            let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
+            if bytes[end] == b'\r' && end + 1 == bytes.len() {
+                self.after_cr = true;
+            }
+            bytes = &bytes[end + if crlf { 2 } else { 1 }..];
+            let text = String::from_utf8(line).map_err(|_| Unfilterable)?;
+            if let Some(out) = self.line(&text, id, visible)? {
+                return Ok(Some(out));
+            }
+        }
+        self.partial.extend_from_slice(bytes);
+        Ok(None)
+    }
+
+    /// One complete line; at an empty line, the event ends.
+    fn line(
+        &mut self,
+        line: &str,
+        id: &Value,
+        visible: &dyn Fn(&str) -> Visibility,
+    ) -> Result<Option<Vec<u8>>, Unfilterable> {
+        if line.is_empty() {
+            return self.dispatch(id, visible);
+        }
+        if line.starts_with(':') {
+            return Ok(None);
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => self.data.push(value.to_string()),
+            "event" | "id" | "retry" => self.fields.push(format!("{field}: {value}")),
+            _ => return Err(Unfilterable),
+        }
+        Ok(None)
+    }
+
+    fn dispatch(&mut self, id: &Value, visible: &dyn Fn(&str) -> Visibility) -> Result<Option<Vec<u8>>, Unfilterable> {
+        let fields = std::mem::take(&mut self.fields);
+        let data = std::mem::take(&mut self.data);
+        for f in &fields {
+            self.out.push_str(f);
+            self.out.push('\n');
+        }
+        let mut answered = false;
+        if !data.is_empty() {
+            let joined = data.join("\n");
+            let text = match read_message(&joined, id, visible)? {
+                Read::Other => joined,
+                Read::Answer(a) => {
+                    answered = true;
+                    a
+                }
+            };
+            for l in text.split('\n') {
+                self.out.push_str("data: ");
+                self.out.push_str(l);
+                self.out.push('\n');
+            }
+        }
+        if !fields.is_empty() || !data.is_empty() {
+            self.out.push('\n');
+        }
+        Ok(answered.then(|| std::mem::take(&mut self.out).into_bytes()))
+    }
+
+    /// The end of the stream without an answer: unfilterable (also when an event was left incomplete).
+    pub fn finish(&mut self) -> Result<Vec<u8>, Unfilterable> {
+        Err(Unfilterable)
     }
 }
 
 /// The body that replaces a `tools/list` response the filter could not read: a JSON-RPC error for `id` (as one SSE
 /// event for an event stream).
-pub fn list_failure(framing: Option<ListFraming>, id: &Value, decision_id: &str) -> Vec<u8> {
-    let err = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
-        "message": "warden could not filter the tools/list response (unreadable, compressed or unexpected content)",
-        "data": {"decision_id": decision_id, "reason": "mcp_list_unfilterable"}}});
+pub fn list_failure(framing: Option<ListFraming>, id: &Value, decision_id: &str, why: ListFailure) -> Vec<u8> {
+    let err = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": why.message(),
+        "data": {"decision_id": decision_id, "reason": why.code()}}});
     match framing {
         Some(ListFraming::Sse) => format!("event: message\ndata: {err}\n\n").into_bytes(),
         _ => err.to_string().into_bytes(),
@@ -160,16 +322,22 @@ pub fn list_failure(framing: Option<ListFraming>, id: &Value, decision_id: &str)
 mod tests {
     use super::*;
 
-    #[test]
-    fn tools_lists_are_filtered_or_replaced() {
-        let vis = |name: &str| match name {
+    fn vis(name: &str) -> Visibility {
+        match name {
             "lookup" => Visibility::Visible,
             "refund" => Visibility::NeedsApproval,
             _ => Visibility::Hidden,
-        };
-        let list = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [
-            {"name": "lookup", "inputSchema": {}}, {"name": "wipe"}, {"name": "refund", "_meta": {"x": 1}}]}});
-        let out = filter_tools_list(ListFraming::Json, list.to_string().as_bytes(), &json!(3), &vis).unwrap();
+        }
+    }
+
+    fn list() -> Value {
+        json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [
+            {"name": "lookup", "inputSchema": {}}, {"name": "wipe"}, {"name": "refund", "_meta": {"x": 1}}]}})
+    }
+
+    #[test]
+    fn tools_lists_are_filtered_or_replaced() {
+        let out = filter_tools_list(ListFraming::Json, list().to_string().as_bytes(), &json!(3), &vis).unwrap();
         let got: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             got["result"]["tools"],
@@ -179,7 +347,7 @@ mod tests {
         let sse = format!(
             "event: message\ndata: {}\n\nevent: message\r\ndata: {}\r\n\r\n",
             json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}),
-            list
+            list()
         );
         let out =
             String::from_utf8(filter_tools_list(ListFraming::Sse, sse.as_bytes(), &json!(3), &vis).unwrap()).unwrap();
@@ -187,10 +355,10 @@ mod tests {
         assert!(!out.contains("wipe"), "{out}");
         assert!(out.contains("lookup") && out.contains(APPROVAL_META), "{out}");
         // Fail closed: a broken event, the wrong id, no answer, a duplicate key, not UTF-8.
-        let broken = format!("data: {}\n\ndata: {{not json\n\n", list);
+        let broken = format!("data: {{not json\n\ndata: {}\n\n", list());
         for (framing, body) in [
             (ListFraming::Sse, broken.into_bytes()),
-            (ListFraming::Json, list.to_string().replace("\"id\":3", "\"id\":4").into_bytes()),
+            (ListFraming::Json, list().to_string().replace("\"id\":3", "\"id\":4").into_bytes()),
             (ListFraming::Sse, b"event: ping\n\n".to_vec()),
             (
                 ListFraming::Json,
@@ -206,5 +374,64 @@ mod tests {
         assert_eq!(list_framing(Some("application/json"), Some("gzip")), None);
         assert_eq!(list_framing(Some("text/html"), None), None);
         assert_eq!(list_framing(None, None), None);
+    }
+
+    /// Issue 19 item 11: every shape a lenient client could read differently is filtered or refused.
+    #[test]
+    fn sse_shapes_that_could_hide_a_list_are_filtered_or_refused() {
+        let full = list();
+        let decoy = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [{"name": "lookup"}]}});
+        let mut both = full.clone();
+        both["error"] = json!({"code": 1, "message": "x"});
+        let run = |body: String| filter_tools_list(ListFraming::Sse, body.as_bytes(), &json!(3), &vis);
+        let shown = |r: Result<Vec<u8>, Unfilterable>| r.map(|b| String::from_utf8(b).unwrap());
+        // A BOM before the first event: dropped, the event filtered.
+        let out = shown(run(format!("\u{feff}data: {full}\n\ndata: {decoy}\n\n"))).unwrap();
+        assert!(!out.contains("wipe") && out.contains("lookup") && !out.starts_with('\u{feff}'), "{out}");
+        // Other spellings of a field, and unknown fields: refused.
+        assert_eq!(run(format!("Data: {full}\n\ndata: {decoy}\n\n")), Err(Unfilterable));
+        assert_eq!(run(format!("DATA: {full}\n\ndata: {decoy}\n\n")), Err(Unfilterable));
+        assert_eq!(run(format!("x: {full}\n\ndata: {decoy}\n\n")), Err(Unfilterable));
+        // Comments are dropped.
+        let out = shown(run(format!(": {full}\n\ndata: {decoy}\n\n"))).unwrap();
+        assert!(!out.contains("wipe"), "{out}");
+        // Lone CR line ends: read as line ends.
+        let out = shown(run(format!("data: {full}\r\rdata: {decoy}\r\r"))).unwrap();
+        assert!(!out.contains("wipe") && out.contains("lookup"), "{out}");
+        // An error answer with a result, a notification with a result: refused.
+        assert_eq!(run(format!("data: {both}\n\n")), Err(Unfilterable));
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/x", "result": full["result"]});
+        assert_eq!(run(format!("data: {note}\n\ndata: {decoy}\n\n")), Err(Unfilterable));
+        // A second answer after the first: not the client's (dropped).
+        let out = shown(run(format!("data: {decoy}\n\ndata: {full}\n\n"))).unwrap();
+        assert!(!out.contains("wipe") && !out.contains("refund"), "{out}");
+        // An answer whose event never ends: no answer.
+        assert_eq!(run(format!("data: {full}")), Err(Unfilterable));
+        // JSON: an error answer with a result is refused too.
+        assert_eq!(
+            filter_tools_list(ListFraming::Json, both.to_string().as_bytes(), &json!(3), &vis),
+            Err(Unfilterable)
+        );
+    }
+
+    #[test]
+    fn sse_pieces_of_any_size_give_the_same_output() {
+        let body = format!(
+            "\u{feff}event: message\r\ndata: {}\r\n\r\n: ping\rdata: {}\r\rdata: {{\"never\": 1}}\n\n",
+            json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}),
+            list()
+        );
+        let whole = filter_tools_list(ListFraming::Sse, body.as_bytes(), &json!(3), &vis).unwrap();
+        for size in [1, 2, 3, 5, 64] {
+            let mut f = SseFilter::default();
+            let mut got = None;
+            for piece in body.as_bytes().chunks(size) {
+                if let Some(out) = f.push(piece, &json!(3), &vis).unwrap() {
+                    got = Some(out);
+                    break;
+                }
+            }
+            assert_eq!(got.as_deref(), Some(&whole[..]), "pieces of {size}");
+        }
     }
 }
