@@ -29,6 +29,7 @@ mod http_calls;
 mod loading;
 mod mcp_sdk;
 mod mcp_smuggling;
+mod replies;
 mod streams;
 mod time_and_failure;
 mod token_attacks;

@@ -185,6 +185,28 @@ impl RequestRefusal {
         }
     }
 
+    fn jsonrpc_code(self) -> i64 {
+        match self {
+            RequestRefusal::McpAmbiguousHeader | RequestRefusal::McpHeaderMismatch => jsonrpc::HEADER_MISMATCH,
+            RequestRefusal::McpBody(k) => match k {
+                McpErrorKind::NotUtf8 | McpErrorKind::NotJson | McpErrorKind::DuplicateKey => jsonrpc::PARSE_ERROR,
+                McpErrorKind::InvalidParams => jsonrpc::INVALID_PARAMS,
+                McpErrorKind::BatchRefused
+                | McpErrorKind::EmptyBatch
+                | McpErrorKind::InvalidMessage
+                | McpErrorKind::InvalidId
+                | McpErrorKind::InvalidMethod => jsonrpc::INVALID_REQUEST,
+            },
+            RequestRefusal::McpContentType
+            | RequestRefusal::McpMethodNotAllowed
+            | RequestRefusal::McpBodyTooLarge
+            | RequestRefusal::McpTrailers
+            | RequestRefusal::BodyTooLarge
+            | RequestRefusal::BodyUnreadable
+            | RequestRefusal::StepUpTrailers => jsonrpc::INVALID_REQUEST,
+        }
+    }
+
     fn http_status(self) -> u16 {
         match self {
             RequestRefusal::McpContentType => 415,
@@ -201,12 +223,29 @@ impl RequestRefusal {
     }
 }
 
-/// JSON-RPC error code of a call the policy denies.
-pub const JSONRPC_DENIED: i64 = -32001;
-/// JSON-RPC error code of a call that needs a step-up approval.
-pub const JSONRPC_STEP_UP: i64 = -32002;
-/// JSON-RPC `Invalid Request`: a request whose shape is refused.
-pub const JSONRPC_INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC error codes of Warden's refusals on MCP routes. Warden's own codes lie outside the range JSON-RPC 2.0
+/// reserves (-32768 to -32000), whose -32000 to -32019 MCP 2026-07-28 calls implementation-defined and legacy, and
+/// whose -32020 to -32099 it reserves for the codes it defines; the spec's own codes are used where it means them.
+/// `plugin/filter/README.md` ("JSON-RPC error codes") documents the table.
+pub mod jsonrpc {
+    /// A policy refusal: a deny rule, no rule, an unknown tool, a revocation, an expired task, arguments a rule
+    /// cannot check, a protocol method the server denies.
+    pub const DENIED: i64 = -31001;
+    /// The call needs a step-up approval (none presented, or the one presented was refused).
+    pub const STEP_UP_REQUIRED: i64 = -31002;
+    /// The caller's identity: no token, or a token that was refused (HTTP 401).
+    pub const IDENTITY: i64 = -31003;
+    /// The gateway has no usable policy: no bundle yet, or an expired one (HTTP 503).
+    pub const UNAVAILABLE: i64 = -31004;
+    /// MCP `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` missing where required, malformed, or not what the body says.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// JSON-RPC `Parse error`: the body is not (one) JSON text.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// JSON-RPC `Invalid Request`: not a valid request for this route (message shape, method, batch, size, path).
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// JSON-RPC `Invalid params`: a method's `params` are not what the protocol defines for it.
+    pub const INVALID_PARAMS: i64 = -32602;
+}
 
 /// The answer for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,14 +293,31 @@ impl Decision {
         }
     }
 
-    /// The JSON-RPC error code of the refusal of an MCP request: step-up, a body that is not JSON (-32700, as the
-    /// parser says), another refused shape (-32600), or a policy refusal.
+    /// The JSON-RPC error code of the refusal of an MCP request ([`jsonrpc`]). One exhaustive mapping, so a new
+    /// reason cannot slip through unmapped.
     pub fn jsonrpc_code(&self) -> i64 {
-        match (self.outcome, self.reason) {
-            (Outcome::StepUp, _) => JSONRPC_STEP_UP,
-            (_, Reason::Request(RequestRefusal::McpBody(k))) => k.jsonrpc_code(),
-            (_, Reason::Request(_) | Reason::BadRequest | Reason::BadPath(_)) => JSONRPC_INVALID_REQUEST,
-            _ => JSONRPC_DENIED,
+        if self.outcome == Outcome::StepUp {
+            return jsonrpc::STEP_UP_REQUIRED;
+        }
+        match self.reason {
+            Reason::IdentityMissing | Reason::IdentityInvalid(_) => jsonrpc::IDENTITY,
+            Reason::NoActiveBundle | Reason::BundleExpired => jsonrpc::UNAVAILABLE,
+            Reason::Request(r) => r.jsonrpc_code(),
+            Reason::BadRequest | Reason::BadPath(_) => jsonrpc::INVALID_REQUEST,
+            Reason::AllowedByRule
+            | Reason::AllowedByException
+            | Reason::DeniedByRule
+            | Reason::StepUpRequired
+            | Reason::NoMatchingRule
+            | Reason::UnknownTool
+            | Reason::RevokedAgent
+            | Reason::RevokedTask
+            | Reason::RevokedToken
+            | Reason::TaskExpired
+            | Reason::InvalidArguments
+            | Reason::McpLifecycle
+            | Reason::AllowedByApproval
+            | Reason::ApprovalRefused(_) => jsonrpc::DENIED,
         }
     }
 

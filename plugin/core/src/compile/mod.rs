@@ -31,7 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::approval::{self, ApprovalFailure, ApproverSet, CallBinding, VerifiedApproval};
-use crate::args::Conditions;
+use crate::args::{Conditions, FailedCondition};
 use crate::bundle::{Bundle, Effect, Sensitivity};
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::identity::IssuerSet;
@@ -117,6 +117,8 @@ pub(crate) struct CompiledRule {
     pub(crate) max_delegation_depth: Option<u32>,
     pub(crate) require_sender_binding: bool,
     pub(crate) owner: Option<String>,
+    /// The reference to the approval that justifies the rule (ticket, change request).
+    pub(crate) approval: Option<String>,
     /// Argument conditions, compiled (`None`: the rule has none).
     pub(crate) conditions: Option<Conditions>,
 }
@@ -239,6 +241,21 @@ impl CompiledBundle {
             .map(|a| (a.id.as_str(), a.iss.as_str()))
             .collect();
         Some(StepUpRequirement { approvers, max_age_seconds: step_up.max_age })
+    }
+
+    /// Whom to ask about a rule's decision: its `owner` (else the bundle's) and its `approval` reference. For a
+    /// default's decision (`rule_id` `default` or unknown), the bundle's owner and no reference.
+    pub fn rule_contact(&self, rule_id: &str) -> (&str, Option<&str>) {
+        match self.rule(rule_id) {
+            Some(r) => (r.owner.as_deref().unwrap_or(&self.owner), r.approval.as_deref()),
+            None => (&self.owner, None),
+        }
+    }
+
+    /// The argument condition of rule `rule_id` that did not hold for these arguments (the first false one, else
+    /// the first that cannot be evaluated): what an `invalid_arguments` refusal names.
+    pub fn failed_condition(&self, rule_id: &str, arguments: Option<&serde_json::Value>) -> Option<FailedCondition> {
+        self.rule(rule_id)?.conditions.as_ref()?.failure(arguments)
     }
 
     /// The grant of a time-boxed exception (`None` for another rule or an unknown id).

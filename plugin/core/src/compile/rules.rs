@@ -279,6 +279,7 @@ fn compile_rule(
         max_delegation_depth: rule.max_delegation_depth,
         require_sender_binding: rule.require_sender_binding,
         owner: rule.owner.clone(),
+        approval: rule.approval.clone(),
         conditions,
     }
 }

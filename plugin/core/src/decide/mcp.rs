@@ -51,6 +51,17 @@ pub fn decide_headers(
     name: Option<&str>,
     now: i64,
 ) -> Option<Decision> {
+    let msg = header_message(method, name)?;
+    Some(match bundle.resolve_mcp(s, &msg) {
+        McpTarget::Tool(t) => decide_listing(bundle, &Facts { tool: Some(t), ..facts.clone() }, now),
+        McpTarget::Unknown => decide(bundle, &Facts { tool: None, ..facts.clone() }, now),
+        McpTarget::Lifecycle => decide_lifecycle(bundle, facts, s, now),
+    })
+}
+
+/// The message `Mcp-Method` / `Mcp-Name` describe (`None`: they cannot describe one: an invalid method, a name
+/// where the method takes none or none where it needs one). Its `id` is a placeholder.
+pub fn header_message(method: &str, name: Option<&str>) -> Option<McpMessage> {
     check_method(method).ok()?;
     let kind = match (method, name) {
         ("tools/call", Some(n)) => McpKind::ToolCall { name: n.to_string(), arguments: None },
@@ -63,12 +74,7 @@ pub fn decide_headers(
         (m, None) => McpKind::Other { method: m.to_string() },
         (_, Some(_)) => return None,
     };
-    let msg = McpMessage { id: Some(Value::from(0)), kind };
-    Some(match bundle.resolve_mcp(s, &msg) {
-        McpTarget::Tool(t) => decide_listing(bundle, &Facts { tool: Some(t), ..facts.clone() }, now),
-        McpTarget::Unknown => decide(bundle, &Facts { tool: None, ..facts.clone() }, now),
-        McpTarget::Lifecycle => decide_lifecycle(bundle, facts, s, now),
-    })
+    Some(McpMessage { id: Some(Value::from(0)), kind })
 }
 
 /// The decision for a whole body and the message that made it.

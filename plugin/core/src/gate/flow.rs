@@ -43,7 +43,7 @@ use crate::gate::outcome::{
     ApprovalRecord, ApproverRef, Counters, ExceptionRecord, Governance, McpRecord, ShadowRecord, StepUpInfo,
 };
 use crate::gate::record::{decision_label, RecordFields};
-use crate::gate::reply::{self, LocalReply, RpcRequests};
+use crate::gate::reply::{self, ArgumentFailure, LocalReply, McpLine, Refusal, RequestLine, RpcRequests, Shape};
 use crate::gate::step::{Credentials, Edit, Next, ResponseEdits, ResponseNext, Step};
 use crate::gate::store::{Claim, ClaimOutcome, ClaimRefused};
 use crate::gate::view::{is_json, Field, Presented, RequestView, TokenHeader};
@@ -84,6 +84,9 @@ enum State {
     StepUpBody,
     /// A verified approval being claimed; then the request ends as `then` says.
     Claiming { approval: VerifiedApproval, then: Then },
+    /// A request on an MCP route refused before its body, with the headers held: the reply waits for the body so
+    /// that it can answer with the request's `id` (nothing reaches the upstream meanwhile).
+    Refusing { server: McpServerIdx },
     /// An allowed `tools/list` whose response is filtered.
     Listing { server: McpServerIdx, id: Value, framing: Option<ListFraming>, started: bool, read: Box<ListRead> },
     /// The filtered answer of a `tools/list` went out: the rest of the response is not the client's.
@@ -139,6 +142,14 @@ pub struct Flow {
     /// `arguments` or `body`: what a step-up's digest was taken over.
     digest_of: &'static str,
     approval_counter: Option<Result<(), &'static str>>,
+    /// The MCP server the request's route goes to: every refusal on it is a JSON-RPC error.
+    server: Option<McpServerIdx>,
+    /// A body follows the headers.
+    body_follows: bool,
+    /// A plain-words detail for the reply (what the body parser found).
+    detail: Option<String>,
+    /// The argument condition an `invalid_arguments` refusal failed.
+    argument: Option<ArgumentFailure>,
     state: State,
 }
 
@@ -179,13 +190,20 @@ impl Flow {
             presented: Presented::Absent,
             digest_of: "body",
             approval_counter: None,
+            server: None,
+            body_follows: !req.end_of_stream,
+            detail: None,
+            argument: None,
             state: State::Decided,
         };
         let Some(bundle) = bundle else {
-            let step = flow.finish(config, Then::Headers);
+            let step = flow.finish(config, None, Then::Headers);
             return (flow, step);
         };
         flow.revision = Some(bundle.revision);
+        if matches!(normalized, Some(Ok(_))) {
+            flow.server = bundle.resolve_mcp_server(&flow.host, &flow.path);
+        }
         let grace = i64::try_from(config.bundle_grace_seconds).unwrap_or(i64::MAX);
         let refused = if now > bundle.expires_at.saturating_add(grace) {
             Some(Reason::BundleExpired)
@@ -198,7 +216,7 @@ impl Flow {
         };
         if let Some(reason) = refused {
             flow.decision = Decision::refusal(reason, bundle.revision);
-            let step = flow.finish(config, Then::Headers);
+            let step = flow.finish(config, Some(bundle), Then::Headers);
             return (flow, step);
         }
 
@@ -233,7 +251,7 @@ impl Flow {
             flow.presented = Presented::from_header(view.approval);
         }
         if verified && flow.decision.reason.passed_identity() {
-            if let Some(server) = bundle.resolve_mcp_server(&flow.host, &flow.path) {
+            if let Some(server) = flow.server {
                 let step = flow.mcp_headers(config, bundle, view, server, req.end_of_stream);
                 return (flow, step);
             }
@@ -250,7 +268,7 @@ impl Flow {
                 return (flow, step);
             }
         }
-        let step = flow.finish(config, Then::Headers);
+        let step = flow.finish(config, Some(bundle), Then::Headers);
         (flow, step)
     }
 
@@ -292,16 +310,21 @@ impl Flow {
         };
         if let Some(d) = early {
             self.decision = d;
+            if let Some(msg) =
+                header_method.as_deref().and_then(|m| decide::mcp::header_message(m, header_name.as_deref()))
+            {
+                if let McpTarget::Tool(t) = bundle.resolve_mcp(server, &msg) {
+                    self.tool = Some(t);
+                }
+            }
             self.mcp = Some(McpRecord {
                 server: bundle.mcp_server_name(server).to_string(),
-                method: header_method.unwrap_or_else(|| self.method.clone()),
+                method: header_method,
                 name: header_name,
                 messages: 0,
                 batch: false,
             });
-            let through = self.lets_through(config);
-            let next = if through { Next::Continue } else { Next::Reply(self.rpc_reply(&RpcRequests::Unread)) };
-            return Step { edit_headers: through, record: true, next };
+            return self.finish(config, Some(bundle), Then::Headers);
         }
         self.state = State::McpBody { server, header_method, header_name };
         let next = if config.allow_on_headers_stop_iteration { Next::Pause } else { Next::Continue };
@@ -329,6 +352,13 @@ impl Flow {
                     return self.http_body_refusal(config, bundle, RequestRefusal::BodyTooLarge);
                 }
             }
+            State::Refusing { .. } => {
+                if size > limit {
+                    // Too large to look for the id in: answered without it.
+                    self.state = State::Decided;
+                    return Step::wait(Next::Reply(self.reply(Some(bundle), Shape::JsonRpc(RpcRequests::Unread))));
+                }
+            }
             _ => return Step::wait(Next::Continue),
         }
         Step::wait(if end_of_stream { Next::ReadBody } else { Next::Pause })
@@ -345,6 +375,10 @@ impl Flow {
                 None => self.http_body_refusal(config, bundle, RequestRefusal::BodyUnreadable),
                 Some(b) => self.settle(config, bundle, approval::body_digest(b), "body", Then::HttpBody),
             },
+            State::Refusing { server } => {
+                let requests = requests_in(body.unwrap_or_default(), bundle.mcp_batches(server));
+                Step::wait(Next::Reply(self.reply(Some(bundle), Shape::JsonRpc(requests))))
+            }
             other => {
                 self.state = other;
                 Step::wait(Next::Continue)
@@ -361,6 +395,10 @@ impl Flow {
                 self.mcp_refusal(config, bundle, server, RequestRefusal::McpTrailers)
             }
             State::StepUpBody => self.http_body_refusal(config, bundle, RequestRefusal::StepUpTrailers),
+            State::Refusing { .. } => {
+                self.state = State::Decided;
+                Step::wait(Next::Reply(self.reply(Some(bundle), Shape::JsonRpc(RpcRequests::Unread))))
+            }
             _ => Step::wait(Next::Continue),
         }
     }
@@ -389,7 +427,7 @@ impl Flow {
             }
         }
         self.decision = self.decision.clone().with_approval(result);
-        self.finish(config, then)
+        self.finish(config, Some(bundle), then)
     }
 
     /// Whether the response is rewritten: then the host reads the response's `:status`, `content-type` and
@@ -613,24 +651,64 @@ impl Flow {
         Facts { environment: config.environment.clone(), identity: self.identity.clone(), tool }
     }
 
-    fn http_reply(&self) -> LocalReply {
-        reply::http(&self.decision, self.revision, &self.decision_id, self.step_up.as_ref())
+    /// The reply for the decision in `shape`: every refusal is rendered here, by [`reply::build`].
+    fn reply(&self, bundle: Option<&CompiledBundle>, shape: Shape) -> LocalReply {
+        let rule = self.decision.rule_id();
+        let (owner, rule_reference) = match bundle.map(|b| b.rule_contact(rule)) {
+            Some((owner, reference)) => (Some(owner), reference),
+            None => (None, None),
+        };
+        let mcp = match (&self.mcp, self.server, bundle) {
+            (Some(m), _, _) => {
+                Some(McpLine { server: &m.server, method: m.method.as_deref(), name: m.name.as_deref() })
+            }
+            (None, Some(s), Some(b)) => Some(McpLine { server: b.mcp_server_name(s), method: None, name: None }),
+            _ => None,
+        };
+        let detail = match (self.decision.reason, bundle) {
+            (Reason::IdentityInvalid(f), Some(b)) => reply::token_detail(b, f),
+            _ => self.detail.clone(),
+        };
+        let refusal = Refusal {
+            decision: &self.decision,
+            revision: self.revision,
+            decision_id: &self.decision_id,
+            step_up: self.step_up.as_ref(),
+            tool: self.tool.zip(bundle).map(|(t, b)| b.tool_id(t)),
+            agent: self.agent().map(|a| a.id.as_str()),
+            request: RequestLine { method: &self.method, host: &self.host, path: &self.path },
+            mcp,
+            owner,
+            rule_reference,
+            argument: self.argument.clone(),
+            detail,
+        };
+        reply::build(&refusal, &shape)
     }
 
-    fn rpc_reply(&self, requests: &RpcRequests) -> LocalReply {
-        reply::jsonrpc(&self.decision, self.revision, &self.decision_id, requests, self.step_up.as_ref())
-    }
-
-    /// Records and acts on the final decision.
-    fn finish(&mut self, config: &GateConfig, then: Then) -> Step {
+    /// Records and acts on the final decision. A refusal on an MCP route is a JSON-RPC error; one decided before the
+    /// body, with the headers held and a body to come, waits for the body to answer with its `id`.
+    fn finish(&mut self, config: &GateConfig, bundle: Option<&CompiledBundle>, then: Then) -> Step {
         self.state = State::Decided;
         let through = self.lets_through(config);
-        let reply = |flow: &Flow| match &then {
-            Then::Headers | Then::HttpBody => flow.http_reply(),
-            Then::Mcp { requests, .. } => flow.rpc_reply(requests),
-        };
-        let next = if through { Next::Continue } else { Next::Reply(reply(self)) };
         let edit_headers = through && matches!(then, Then::Headers);
+        let next = if through {
+            Next::Continue
+        } else {
+            match (&then, self.server) {
+                (Then::Mcp { requests, .. }, _) => Next::Reply(self.reply(bundle, Shape::JsonRpc(requests.clone()))),
+                (Then::Headers, Some(server))
+                    if self.body_follows && self.method == "POST" && config.allow_on_headers_stop_iteration =>
+                {
+                    self.state = State::Refusing { server };
+                    Next::Pause
+                }
+                (Then::Headers | Then::HttpBody, Some(_)) => {
+                    Next::Reply(self.reply(bundle, Shape::JsonRpc(RpcRequests::Unread)))
+                }
+                (Then::Headers | Then::HttpBody, None) => Next::Reply(self.reply(bundle, Shape::Http)),
+            }
+        };
         if let Then::Mcp { server, list: Some(id), .. } = then {
             if self.decision.outcome == Outcome::Allow {
                 self.state = State::Listing { server, id, framing: None, started: false, read: Box::default() };
@@ -649,13 +727,13 @@ impl Flow {
     ) -> Step {
         self.decision = Decision::refusal(Reason::Request(r), bundle.revision);
         self.mcp = Some(McpRecord { server: bundle.mcp_server_name(server).to_string(), ..McpRecord::default() });
-        self.finish(config, Then::Mcp { server, requests: RpcRequests::Unread, list: None })
+        self.finish(config, Some(bundle), Then::Mcp { server, requests: RpcRequests::Unread, list: None })
     }
 
     /// A held HTTP step-up body refused for its shape.
     fn http_body_refusal(&mut self, config: &GateConfig, bundle: &CompiledBundle, r: RequestRefusal) -> Step {
         self.decision = Decision::refusal(Reason::Request(r), bundle.revision);
-        self.finish(config, Then::HttpBody)
+        self.finish(config, Some(bundle), Then::HttpBody)
     }
 
     /// The whole MCP body: parsed, checked against the MCP headers, decided.
@@ -674,7 +752,9 @@ impl Flow {
             Err(e) => {
                 self.mcp = Some(rec);
                 self.decision = Decision::refusal(Reason::Request(RequestRefusal::McpBody(e.kind())), bundle.revision);
-                return self.finish(config, Then::Mcp { server, requests: RpcRequests::Unread, list: None });
+                self.detail = Some(e.to_string());
+                let requests = requests_in(bytes, bundle.mcp_batches(server));
+                return self.finish(config, Some(bundle), Then::Mcp { server, requests, list: None });
             }
         };
         rec.messages = body.messages.len();
@@ -684,7 +764,7 @@ impl Flow {
         if !headers_agree(header_method.as_deref(), header_name.as_deref(), &body) {
             self.mcp = Some(rec);
             self.decision = Decision::refusal(Reason::Request(RequestRefusal::McpHeaderMismatch), bundle.revision);
-            return self.finish(config, Then::Mcp { server, requests, list: None });
+            return self.finish(config, Some(bundle), Then::Mcp { server, requests, list: None });
         }
         let facts = self.facts(config, None);
         let bd = decide::mcp::decide_body(bundle, &facts, server, &body, self.now);
@@ -693,7 +773,7 @@ impl Flow {
             _ => None,
         };
         let msg = if bd.message < body.messages.len() { Some(body.messages.swap_remove(bd.message)) } else { None };
-        rec.method = msg.as_ref().map(|m| m.method().to_string()).unwrap_or_default();
+        rec.method = msg.as_ref().map(McpMessage::method).filter(|m| !m.is_empty()).map(str::to_string);
         rec.name = msg.as_ref().and_then(|m| m.name()).map(str::to_string);
         self.mcp = Some(rec);
         self.tool = msg.as_ref().and_then(|m| match bundle.resolve_mcp(server, m) {
@@ -702,6 +782,11 @@ impl Flow {
         });
         self.decision = bd.decision;
         let args = msg.as_ref().and_then(|m| m.arguments());
+        if self.decision.reason == Reason::InvalidArguments {
+            self.argument = bundle
+                .failed_condition(self.decision.rule_id(), args)
+                .map(|f| ArgumentFailure { pointer: f.argument, condition: f.condition });
+        }
         if let Some(t) = self.tool {
             let facts = Facts { tool: Some(t), ..facts };
             self.gov.shadow = decide::shadow(bundle, &facts, args, self.now).map(|d| ShadowRecord::from_decision(&d));
@@ -718,7 +803,7 @@ impl Flow {
             self.call = msg;
             return self.settle(config, bundle, digest, "arguments", then);
         } else {
-            self.finish(config, then)
+            self.finish(config, Some(bundle), then)
         };
         self.call = msg;
         step
@@ -747,13 +832,13 @@ impl Flow {
         match result {
             None => {
                 self.step_up = Some(self.step_up_info(config, bundle));
-                self.finish(config, then)
+                self.finish(config, Some(bundle), then)
             }
             Some(Err(f)) => {
                 self.approval_counter = Some(Err(f.code()));
                 self.step_up = Some(self.step_up_info(config, bundle));
                 self.decision = self.decision.clone().with_approval(Err(f));
-                self.finish(config, then)
+                self.finish(config, Some(bundle), then)
             }
             Some(Ok(a)) => {
                 let claim = Claim::UsedApproval { id: used_id(&a), expires_at: a.expires_at, now: self.now };
@@ -858,6 +943,20 @@ fn with_txn_token(
             Identity::Verified(agent)
         }
         Err(failure) => Identity::Invalid(failure),
+    }
+}
+
+/// The requests a JSON-RPC error answers, from a body: each request's `id` as the strict parser read it, else as far
+/// as it can still be read ([`mcp::readable_ids`]; an unreadable one answers with `null`), else one error with `null`.
+fn requests_in(bytes: &[u8], batches: bool) -> RpcRequests {
+    match mcp::parse_body(bytes, batches) {
+        Ok(body) => {
+            RpcRequests::Ids { ids: body.messages.into_iter().filter_map(|m| m.id).collect(), batch: body.batch }
+        }
+        Err(_) => match mcp::readable_ids(bytes) {
+            Some((ids, batch)) => RpcRequests::Ids { ids: ids.into_iter().flatten().collect(), batch },
+            None => RpcRequests::Unread,
+        },
     }
 }
 

@@ -98,8 +98,9 @@ impl ShadowRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct McpRecord {
     pub server: String,
-    /// JSON-RPC method (`""` for a client answer; `GET`/`DELETE` for those HTTP methods).
-    pub method: String,
+    /// The JSON-RPC method of the deciding message (from `Mcp-Method` when the headers decided); `None` for a
+    /// `GET` or `DELETE`, a client's answer to a server request, or a body that could not be parsed.
+    pub method: Option<String>,
     /// Tool or prompt name, or resource URI.
     pub name: Option<String>,
     /// Number of messages in the body (0 before the body was read).

@@ -273,7 +273,7 @@ pub fn build(r: &RecordFields<'_>) -> String {
     if let Some(m) = r.mcp {
         let mut rec = Obj::open(o.key("mcp"));
         rec.str("server", &m.server);
-        rec.str("method", &m.method);
+        rec.opt_str("method", m.method.as_deref());
         rec.opt_str("name", m.name.as_deref());
         rec.num("messages", u64::try_from(m.messages).unwrap_or(u64::MAX));
         let out = rec.key("batch");

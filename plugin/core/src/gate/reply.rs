@@ -1,16 +1,21 @@
-//! The local reply for a request the gate does not let through: status, headers and body, as an HTTP JSON refusal
-//! or, on MCP routes, a JSON-RPC error carrying the request's `id`.
+//! The local reply for a request the gate does not let through: one function, [`build`], from what the flow knows
+//! of the refusal ([`Refusal`]) to the reply in the route's one shape ([`Shape`]): on an HTTP route the HTTP JSON
+//! body, on an MCP route a JSON-RPC error answering each request of the body with its `id`.
 //!
 //! Headers: `content-type: application/json`, `cache-control: no-store`, `x-warden-decision-id`, and on 401 a
-//! `www-authenticate` challenge (RFC 6750): `Bearer realm="warden"` when no token was presented, else
-//! `Bearer error="invalid_token", error_description="<reason>"`. The body of an HTTP refusal and the `data` of a
-//! JSON-RPC error are the same object: `decision_id`, `decision`, `reason`, `rule`, `revision`, and for a step-up
-//! `approval` ([`StepUpInfo`]).
+//! `www-authenticate` challenge (RFC 6750, RFC 9728): `Bearer realm="warden"` when no token was presented, else
+//! `Bearer realm="warden", error="invalid_token", error_description="<plain words>"`. The body of an HTTP refusal
+//! and the `data` of a JSON-RPC error are the same object ([`Body`]): `decision_id`, `decision`, `reason`, `rule`,
+//! `revision`, `message`, `tool`, `agent`, `request`, and where they apply `mcp`, `owner`, `rule_reference`,
+//! `argument`, `approval` ([`StepUpInfo`]). It never carries a token or an argument value. `plugin/filter/README.md`
+//! ("Refusals") documents the fields and the JSON-RPC codes ([`crate::decision::jsonrpc`]).
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::decision::{Decision, Outcome, Reason};
+use crate::compile::CompiledBundle;
+use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
+use crate::facts::{TokenFailure, TxnFailure};
 use crate::gate::outcome::StepUpInfo;
 
 /// A local reply, ready for `send_http_response`.
@@ -33,6 +38,75 @@ impl LocalReply {
     }
 }
 
+/// The request as it was matched: the method, the host as sent, the normalized path without its query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+}
+
+/// The MCP message a refusal is about: the server, and the message's method and tool / prompt name or resource
+/// URI (each `null` when not known, e.g. before the body was read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct McpLine<'a> {
+    pub server: &'a str,
+    pub method: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+/// The argument condition an `invalid_arguments` refusal failed: the argument's JSON Pointer and the condition as
+/// authored (`/amount exclusive_min 100 max 5000`). Never the argument's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArgumentFailure {
+    pub pointer: String,
+    pub condition: String,
+}
+
+/// Everything a refusal states, gathered by the flow.
+#[derive(Debug, Clone)]
+pub struct Refusal<'a> {
+    pub decision: &'a Decision,
+    /// `None` while no bundle is active.
+    pub revision: Option<u64>,
+    pub decision_id: &'a str,
+    /// Step-up refusals: what the approval must bind to.
+    pub step_up: Option<&'a StepUpInfo>,
+    /// The tool id the request reached (`None`: no tool matched).
+    pub tool: Option<&'a str>,
+    /// The agent as verified.
+    pub agent: Option<&'a str>,
+    pub request: RequestLine<'a>,
+    pub mcp: Option<McpLine<'a>>,
+    /// The deciding rule's owner, else the bundle's (`None` without a bundle).
+    pub owner: Option<&'a str>,
+    /// The deciding rule's `approval` reference.
+    pub rule_reference: Option<&'a str>,
+    pub argument: Option<ArgumentFailure>,
+    /// A plain-words detail of the refusal (what the token check or the body parser found), when there is one.
+    pub detail: Option<String>,
+}
+
+/// The reply's shape, by route.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// An HTTP route (or no bundle to say otherwise): the HTTP JSON body.
+    Http,
+    /// An MCP route: a JSON-RPC error for these requests.
+    JsonRpc(RpcRequests),
+}
+
+/// Which requests of an MCP body a JSON-RPC error answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RpcRequests {
+    /// The body was not read (refused before it) or could not be read: one error with `id` null.
+    Unread,
+    /// The ids of the body's requests, in order (notifications have none; `null` for a request whose id cannot be
+    /// read), and whether the body was a batch. A batch gets one error per request; a body of notifications only
+    /// gets one error with `id` null (MCP Streamable HTTP: an HTTP error whose body has no id).
+    Ids { ids: Vec<Value>, batch: bool },
+}
+
 /// What a refusal says about itself: the body of a plain HTTP refusal, and the `data` of a JSON-RPC error.
 #[derive(Serialize)]
 struct Body<'a> {
@@ -41,55 +115,22 @@ struct Body<'a> {
     reason: &'static str,
     rule: &'a str,
     revision: Option<u64>,
+    /// A short sentence a person can act on.
+    message: String,
+    tool: Option<&'a str>,
+    agent: Option<&'a str>,
+    request: RequestLine<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp: Option<McpLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule_reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    argument: Option<&'a ArgumentFailure>,
     /// Step-up replies: what the approval must bind to, who may give it, and where it goes.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<&'a StepUpInfo>,
-}
-
-impl<'a> Body<'a> {
-    fn new(d: &'a Decision, revision: Option<u64>, decision_id: &'a str, step_up: Option<&'a StepUpInfo>) -> Body<'a> {
-        Body {
-            decision_id,
-            decision: d.outcome.as_str(),
-            reason: d.reason.code(),
-            rule: d.rule_id(),
-            revision,
-            approval: step_up.filter(|_| d.outcome == Outcome::StepUp),
-        }
-    }
-}
-
-fn headers(decision_id: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("content-type", "application/json".to_string()),
-        ("cache-control", "no-store".to_string()),
-        ("x-warden-decision-id", decision_id.to_string()),
-    ]
-}
-
-/// The HTTP JSON reply for a decision that is not let through; `revision` is `None` while no bundle is active. A
-/// step-up reply carries `approval`.
-pub fn http(d: &Decision, revision: Option<u64>, decision_id: &str, step_up: Option<&StepUpInfo>) -> LocalReply {
-    let body = serde_json::to_vec(&Body::new(d, revision, decision_id, step_up)).unwrap_or_else(|_| b"{}".to_vec());
-    let mut headers = headers(decision_id);
-    let status = d.http_status();
-    if status == 401 {
-        let challenge = match d.reason {
-            Reason::IdentityMissing => "Bearer realm=\"warden\"".to_string(),
-            _ => format!("Bearer error=\"invalid_token\", error_description=\"{}\"", d.reason.code()),
-        };
-        headers.push(("www-authenticate", challenge));
-    }
-    LocalReply { status, headers, body }
-}
-
-/// Which requests of an MCP body a JSON-RPC error answers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RpcRequests {
-    /// The body was not read or could not be parsed: one error with `id` null.
-    Unread,
-    /// The ids of the body's requests (notifications have none), and whether the body was a batch.
-    Ids { ids: Vec<Value>, batch: bool },
 }
 
 #[derive(Serialize)]
@@ -106,38 +147,183 @@ struct ErrorObject<'a> {
     data: &'a Body<'a>,
 }
 
-/// The JSON-RPC error reply for a refused MCP request: one error object with the request's `id` (`null` when the
-/// body could not be read), or for a batch an array with one error per request of the batch (the batch is refused
-/// whole). When every message is a notification there is nothing to answer in JSON-RPC: the HTTP reply is sent.
-pub fn jsonrpc(
-    d: &Decision,
-    revision: Option<u64>,
-    decision_id: &str,
-    requests: &RpcRequests,
-    step_up: Option<&StepUpInfo>,
-) -> LocalReply {
-    let message = match d.outcome {
-        Outcome::StepUp => format!("approval required by warden ({})", d.reason.code()),
-        _ => format!("refused by warden ({})", d.reason.code()),
+/// The reply for a decision that is not let through, in the route's shape. The one renderer of every refusal.
+pub fn build(r: &Refusal<'_>, shape: &Shape) -> LocalReply {
+    let d = r.decision;
+    let body = Body {
+        decision_id: r.decision_id,
+        decision: d.outcome.as_str(),
+        reason: d.reason.code(),
+        rule: d.rule_id(),
+        revision: r.revision,
+        message: message(r),
+        tool: r.tool,
+        agent: r.agent,
+        request: r.request,
+        mcp: r.mcp,
+        owner: r.owner,
+        rule_reference: r.rule_reference,
+        argument: r.argument.as_ref().filter(|_| d.reason == Reason::InvalidArguments),
+        approval: r.step_up.filter(|_| d.outcome == Outcome::StepUp),
     };
-    let data = Body::new(d, revision, decision_id, step_up);
-    let code = d.jsonrpc_code();
-    let error =
-        |id: Value| RpcError { jsonrpc: "2.0", id, error: ErrorObject { code, message: &message, data: &data } };
-    let payload = match requests {
-        RpcRequests::Unread => serde_json::to_vec(&error(Value::Null)),
-        RpcRequests::Ids { ids, .. } if ids.is_empty() => return http(d, revision, decision_id, step_up),
-        RpcRequests::Ids { ids, batch: true } => {
-            serde_json::to_vec(&ids.iter().cloned().map(error).collect::<Vec<_>>())
-        }
-        RpcRequests::Ids { ids, batch: false } => {
-            serde_json::to_vec(&error(ids.first().cloned().unwrap_or(Value::Null)))
+    let status = d.http_status();
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("cache-control", "no-store".to_string()),
+        ("x-warden-decision-id", r.decision_id.to_string()),
+    ];
+    if status == 401 {
+        headers.push(("www-authenticate", challenge(r, &body.message)));
+    }
+    let payload = match shape {
+        Shape::Http => serde_json::to_vec(&body),
+        Shape::JsonRpc(requests) => {
+            let summary = match d.outcome {
+                Outcome::StepUp => format!("Approval required by Warden ({})", d.reason.code()),
+                _ => format!("Refused by Warden ({})", d.reason.code()),
+            };
+            let code = d.jsonrpc_code();
+            let error = |id: Value| RpcError {
+                jsonrpc: "2.0",
+                id,
+                error: ErrorObject { code, message: &summary, data: &body },
+            };
+            match requests {
+                RpcRequests::Ids { ids, batch: true } if !ids.is_empty() => {
+                    serde_json::to_vec(&ids.iter().cloned().map(error).collect::<Vec<_>>())
+                }
+                RpcRequests::Ids { ids, .. } => serde_json::to_vec(&error(ids.first().cloned().unwrap_or(Value::Null))),
+                RpcRequests::Unread => serde_json::to_vec(&error(Value::Null)),
+            }
         }
     };
-    LocalReply {
-        status: d.http_status(),
-        headers: headers(decision_id),
-        body: payload.unwrap_or_else(|_| b"{}".to_vec()),
+    LocalReply { status, headers, body: payload.unwrap_or_else(|_| b"{}".to_vec()) }
+}
+
+/// The `www-authenticate` challenge of a 401: the realm, and for a refused token RFC 6750's machine-readable
+/// `error="invalid_token"` with the refusal in plain words (quotes and backslashes dropped, so the quoted string
+/// stays one).
+fn challenge(r: &Refusal<'_>, message: &str) -> String {
+    match r.decision.reason {
+        Reason::IdentityMissing => "Bearer realm=\"warden\"".to_string(),
+        _ => {
+            let words: String = message.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect();
+            format!("Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"{words}\"")
+        }
+    }
+}
+
+/// The refusal in a sentence: what is wrong and where.
+fn message(r: &Refusal<'_>) -> String {
+    let d = r.decision;
+    let agent = r.agent.unwrap_or("the caller");
+    let target = match (r.tool, r.mcp) {
+        (Some(t), _) => format!("tool {t}"),
+        (None, Some(m)) => match (m.method, m.name) {
+            (Some(method), Some(name)) => format!("no tool ({method} \"{name}\" on MCP server {})", m.server),
+            (Some(method), None) => format!("no tool ({method} on MCP server {})", m.server),
+            (None, _) => format!("no tool ({} on MCP server {})", r.request.method, m.server),
+        },
+        (None, None) => format!("no tool ({} {}{})", r.request.method, r.request.host, r.request.path),
+    };
+    let detail = r.detail.as_deref().map(|t| format!(": {t}")).unwrap_or_default();
+    let rule = d.rule_id();
+    match d.reason {
+        Reason::DeniedByRule => format!("rule {rule} denies {agent} the {target}"),
+        Reason::StepUpRequired => format!(
+            "rule {rule} requires an approval for {agent} to call {target}: get one bound to this call (see approval) \
+             and retry with it"
+        ),
+        Reason::ApprovalRefused(f) => format!("the approval presented for {target} under rule {rule} was refused: {f}"),
+        Reason::NoMatchingRule => {
+            format!("no rule allows {agent} to call {target}; ask the owner of the policy for a rule")
+        }
+        Reason::UnknownTool => format!("{target} of the catalog matches this request; it is denied by default"),
+        Reason::InvalidArguments => match &r.argument {
+            Some(a) => format!(
+                "rule {rule} cannot check argument {} of {target} (missing or of another type); it needs: {}",
+                a.pointer, a.condition
+            ),
+            None => format!("rule {rule} cannot check the arguments of {target}"),
+        },
+        Reason::McpLifecycle => format!("the MCP server denies this protocol method to {agent}"),
+        Reason::RevokedAgent => format!("agent {agent} is revoked in this policy"),
+        Reason::RevokedTask => format!("the task of {agent} is revoked in this policy"),
+        Reason::RevokedToken => "this token's id (jti) is revoked in this policy; get a new token".to_string(),
+        Reason::TaskExpired => "the task context has expired; start a new task".to_string(),
+        Reason::IdentityMissing => "no agent token was presented; send one (Bearer) with the request".to_string(),
+        Reason::IdentityInvalid(f) => format!("the agent token was refused: {}{detail}", token_words(f)),
+        Reason::NoActiveBundle => "the gateway has no policy bundle yet; retry later".to_string(),
+        Reason::BundleExpired => "the gateway's policy bundle has expired; retry when a new one is out".to_string(),
+        Reason::BadRequest => "the request's :method, :path or :authority is missing, repeated or not UTF-8".into(),
+        Reason::BadPath(e) => format!("the request path was refused: {e}"),
+        Reason::Request(q) => format!("{}{detail}", request_words(q)),
+        Reason::AllowedByRule | Reason::AllowedByException | Reason::AllowedByApproval => {
+            format!("{target} allowed")
+        }
+    }
+}
+
+fn request_words(q: RequestRefusal) -> &'static str {
+    match q {
+        RequestRefusal::McpContentType => "an MCP POST must have content-type application/json",
+        RequestRefusal::McpAmbiguousHeader => "content-type, Mcp-Method or Mcp-Name is repeated or not UTF-8",
+        RequestRefusal::McpHeaderMismatch => "the Mcp-Method / Mcp-Name headers do not say what the body says",
+        RequestRefusal::McpMethodNotAllowed => "an MCP endpoint takes GET, POST and DELETE only",
+        RequestRefusal::McpBodyTooLarge => "the MCP body is over the gateway's max_body_bytes",
+        RequestRefusal::McpTrailers => "an MCP request must not have trailers",
+        RequestRefusal::McpBody(_) => "the MCP body was refused by the strict JSON-RPC parser",
+        RequestRefusal::BodyTooLarge => "the body of this step-up call is over the gateway's max_body_bytes",
+        RequestRefusal::BodyUnreadable => "the body of this step-up call could not be read",
+        RequestRefusal::StepUpTrailers => "a step-up call must not have trailers",
+    }
+}
+
+fn token_words(f: TokenFailure) -> &'static str {
+    match f {
+        TokenFailure::Malformed => "it is not a well-formed JWT",
+        TokenFailure::TooLarge => "it is over the size limit",
+        TokenFailure::UnknownIssuer => "its iss names no issuer this policy trusts",
+        TokenFailure::AlgorithmNotAllowed => "its alg is not one its issuer allows",
+        TokenFailure::UnknownKey => "its kid names no key of its issuer",
+        TokenFailure::BadSignature => "its signature does not verify",
+        TokenFailure::Expired => "it has expired",
+        TokenFailure::NotYetValid => "it is not valid yet (nbf)",
+        TokenFailure::IssuedInFuture => "it is issued in the future (iat)",
+        TokenFailure::LifetimeTooLong => "its lifetime (exp - iat) is over its issuer's maximum",
+        TokenFailure::WrongAudience => "its aud names none of the audiences its issuer is trusted for",
+        TokenFailure::MissingClaim => "a claim its profile requires is missing or of another type",
+        TokenFailure::Ambiguous => "the token header is repeated",
+        TokenFailure::WrongType => "its typ is not the one its issuer's profile requires",
+        TokenFailure::WrongProfile => "its issuer does not issue agent tokens here",
+        TokenFailure::NotSpiffeId => "its sub is not a SPIFFE ID",
+        TokenFailure::DelegationNotAllowed => "it carries act (delegation) and its issuer allows none",
+        TokenFailure::DelegationTooDeep => "its delegation (act) is deeper than its issuer allows",
+        TokenFailure::SenderNotMtls => {
+            "it must be sender-bound and the request came without an mTLS client certificate"
+        }
+        TokenFailure::SenderMismatch => "the mTLS peer is not the agent the token names",
+        TokenFailure::CnfMismatch => "its cnf does not match the mTLS client certificate",
+        TokenFailure::Txn(t) => match t {
+            TxnFailure::Ambiguous => "the Transaction Token header is repeated",
+            TxnFailure::AgentMismatch => "the Transaction Token is for another agent",
+            TxnFailure::Malformed | TxnFailure::TooLarge => "the Transaction Token is malformed or too large",
+            _ => "the Transaction Token was refused (see reason)",
+        },
+    }
+}
+
+/// The plain-words detail of a token refusal: the limits the bundle's issuers set that the check applied
+/// (expected audiences, maximum lifetime, clock skew).
+pub fn token_detail(bundle: &CompiledBundle, f: TokenFailure) -> Option<String> {
+    let limits = bundle.issuers.limits();
+    match f {
+        TokenFailure::Expired | TokenFailure::NotYetValid | TokenFailure::IssuedInFuture => {
+            Some(format!("the gateway allows {} s of clock skew", limits.skew))
+        }
+        TokenFailure::LifetimeTooLong => Some(format!("at most {} s", limits.max_lifetime)),
+        TokenFailure::WrongAudience => Some(format!("expected aud: {}", limits.audiences.join(", "))),
+        _ => None,
     }
 }
 
@@ -147,103 +333,92 @@ pub fn unconfigured() -> LocalReply {
     LocalReply {
         status: 503,
         headers: vec![("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())],
-        body: br#"{"decision":"deny","reason":"no_active_bundle","rule":"default","revision":null}"#.to_vec(),
+        body: br#"{"decision":"deny","reason":"no_active_bundle","rule":"default","revision":null,"message":"the gateway has no configuration"}"#.to_vec(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::jsonrpc;
     use crate::facts::TokenFailure;
     use crate::gate::outcome::ApproverRef;
     use crate::path::PathError;
     use serde_json::{json, Value};
     use std::sync::Arc;
 
-    /// A decision and the revision its reply names (`None`: no active bundle).
-    struct Verdict {
-        decision: Decision,
-        revision: Option<u64>,
-    }
-
-    fn build(v: &Verdict, id: &str, step_up: Option<&StepUpInfo>) -> LocalReply {
-        http(&v.decision, v.revision, id, step_up)
-    }
-
     const ID: &str = "0f8e2c1a-5b7d-4c3e-9a1b-2c3d4e5f6a7b";
+    const REQ: RequestLine<'static> = RequestLine { method: "GET", host: "crm.example", path: "/a" };
 
-    fn verdict(outcome: Outcome, status: u16, reason: Reason, rule: Option<&str>, revision: Option<u64>) -> Verdict {
-        let decision = Decision { outcome, reason, rule: rule.map(Arc::from), revision: revision.unwrap_or(0) };
-        assert_eq!(decision.http_status(), status);
-        Verdict { decision, revision }
+    fn decision(outcome: Outcome, reason: Reason, rule: Option<&str>) -> Decision {
+        Decision { outcome, reason, rule: rule.map(Arc::from), revision: 7 }
     }
 
-    fn check(v: Verdict, want_status: u16, want_body: Value, want_challenge: Option<&str>) {
-        let r = build(&v, ID, None);
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        assert_eq!(r.status, want_status);
-        let body: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(body, want_body);
-        let header = |name: &str| r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str());
-        assert_eq!(header("content-type"), Some("application/json"));
-        assert_eq!(header("cache-control"), Some("no-store"));
-        assert_eq!(header("x-warden-decision-id"), Some(ID));
-        assert_eq!(header("www-authenticate"), want_challenge);
-        assert_eq!(r.header_pairs().len(), r.headers.len());
+    fn refusal(d: &Decision) -> Refusal<'_> {
+        Refusal {
+            decision: d,
+            revision: Some(7),
+            decision_id: ID,
+            step_up: None,
+            tool: None,
+            agent: None,
+            request: REQ,
+            mcp: None,
+            owner: Some("sec@acme.example"),
+            rule_reference: None,
+            argument: None,
+            detail: None,
+        }
+    }
+
+    fn body(r: &LocalReply) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Status, the challenge, and the body's fixed fields, for one refusal of each kind on an HTTP route.
+    #[test]
+    fn http_replies_by_decision() {
+        let cases: &[(Outcome, Reason, Option<&str>, u16, Option<&str>)] = &[
+            (Outcome::Deny, Reason::IdentityMissing, None, 401, Some("Bearer realm=\"warden\"")),
+            (Outcome::Deny, Reason::DeniedByRule, Some("no-writes"), 403, None),
+            (Outcome::StepUp, Reason::StepUpRequired, Some("refunds"), 403, None),
+            (Outcome::Deny, Reason::NoActiveBundle, None, 503, None),
+            (Outcome::Deny, Reason::BundleExpired, None, 503, None),
+            (Outcome::Deny, Reason::BadPath(PathError::EncodedSlash { position: 1 }), None, 400, None),
+        ];
+        for &(outcome, reason, rule, status, challenge) in cases {
+            let d = decision(outcome, reason, rule);
+            let r = build(&refusal(&d), &Shape::Http);
+            assert_eq!(r.status, status, "{reason:?}");
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+            assert_eq!(r.header("x-warden-decision-id"), Some(ID));
+            assert_eq!(r.header("www-authenticate"), challenge, "{reason:?}");
+            let b = body(&r);
+            assert_eq!(b["decision_id"], ID);
+            assert_eq!(b["decision"], outcome.as_str());
+            assert_eq!(b["reason"], reason.code());
+            assert_eq!(b["rule"], rule.unwrap_or("default"));
+            assert_eq!(b["revision"], 7);
+            assert_eq!(b["request"], json!({"method": "GET", "host": "crm.example", "path": "/a"}));
+            assert_eq!(b["owner"], "sec@acme.example");
+            assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(b.get("jsonrpc").is_none() && b.get("approval").is_none());
+        }
     }
 
     #[test]
-    fn replies_by_verdict() {
-        check(
-            verdict(Outcome::Deny, 401, Reason::IdentityMissing, None, Some(7)),
-            401,
-            json!({"decision_id": ID, "decision": "deny", "reason": "identity_missing", "rule": "default", "revision": 7}),
-            Some("Bearer realm=\"warden\""),
-        );
-        check(
-            verdict(Outcome::Deny, 401, Reason::IdentityInvalid(TokenFailure::Expired), None, Some(7)),
-            401,
-            json!({"decision_id": ID, "decision": "deny", "reason": "token_expired", "rule": "default", "revision": 7}),
-            Some("Bearer error=\"invalid_token\", error_description=\"token_expired\""),
-        );
-        check(
-            verdict(Outcome::Deny, 401, Reason::IdentityInvalid(TokenFailure::Ambiguous), None, Some(7)),
-            401,
-            json!({"decision_id": ID, "decision": "deny", "reason": "token_ambiguous", "rule": "default", "revision": 7}),
-            Some("Bearer error=\"invalid_token\", error_description=\"token_ambiguous\""),
-        );
-        check(
-            verdict(Outcome::Deny, 403, Reason::DeniedByRule, Some("no-prod-writes"), Some(12)),
-            403,
-            json!({"decision_id": ID, "decision": "deny", "reason": "denied_by_rule", "rule": "no-prod-writes", "revision": 12}),
-            None,
-        );
-        check(
-            verdict(Outcome::StepUp, 403, Reason::StepUpRequired, Some("refunds-need-approval"), Some(3)),
-            403,
-            json!({"decision_id": ID, "decision": "step_up", "reason": "step_up_required",
-                   "rule": "refunds-need-approval", "revision": 3}),
-            None,
-        );
-        check(
-            verdict(Outcome::Deny, 503, Reason::NoActiveBundle, None, None),
-            503,
-            json!({"decision_id": ID, "decision": "deny", "reason": "no_active_bundle", "rule": "default", "revision": null}),
-            None,
-        );
-        check(
-            verdict(Outcome::Deny, 503, Reason::BundleExpired, None, Some(4)),
-            503,
-            json!({"decision_id": ID, "decision": "deny", "reason": "bundle_expired", "rule": "default", "revision": 4}),
-            None,
-        );
-        let bad_path =
-            verdict(Outcome::Deny, 400, Reason::BadPath(PathError::EncodedSlash { position: 1 }), None, Some(4));
-        check(
-            bad_path,
-            400,
-            json!({"decision_id": ID, "decision": "deny", "reason": "path_encoded_slash", "rule": "default", "revision": 4}),
-            None,
+    fn a_refused_token_is_described_in_plain_words_in_the_challenge() {
+        let d = decision(Outcome::Deny, Reason::IdentityInvalid(TokenFailure::Expired), None);
+        let mut r = refusal(&d);
+        r.detail = Some("the gateway allows 30 s of clock skew".into());
+        let reply = build(&r, &Shape::Http);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(
+                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"the agent token was refused: it \
+                 has expired: the gateway allows 30 s of clock skew\""
+            )
         );
     }
 
@@ -264,66 +439,74 @@ mod tests {
             max_age_seconds: 300,
             header: "x-warden-approval".into(),
         };
-        let v = verdict(Outcome::StepUp, 403, Reason::StepUpRequired, Some("refunds-need-approval"), Some(3));
-        let r = build(&v, ID, Some(&info));
-        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let d = decision(Outcome::StepUp, Reason::StepUpRequired, Some("refunds-need-approval"));
+        let r =
+            build(&Refusal { step_up: Some(&info), tool: Some("billing.refunds.create"), ..refusal(&d) }, &Shape::Http);
         assert_eq!(
-            body["approval"],
+            body(&r)["approval"],
             json!({"agent": "spiffe://acme.example/agents/support/bot-1", "task": "T-1",
                    "tool": "billing.refunds.create", "arguments_digest": "ab".repeat(32), "digest_of": "body",
                    "decision_id": ID, "rule": "refunds-need-approval",
                    "approvers": [{"id": "payments-approvals", "iss": "https://approvals.acme.example"}],
                    "max_age_seconds": 300, "header": "x-warden-approval"})
         );
-        assert_eq!(r.status, 403);
-        // Without the object (a deny), the body has no `approval`.
-        let deny = verdict(Outcome::Deny, 403, Reason::DeniedByRule, Some("r"), Some(3));
-        let body: Value = serde_json::from_slice(&build(&deny, ID, None).body).unwrap();
-        assert!(body.get("approval").is_none());
+        // A deny never carries the object, even if the flow had one.
+        let deny = decision(Outcome::Deny, Reason::DeniedByRule, Some("r"));
+        assert!(body(&build(&Refusal { step_up: Some(&info), ..refusal(&deny) }, &Shape::Http))
+            .get("approval")
+            .is_none());
     }
 
     #[test]
-    fn error_replies_carry_the_id() {
-        let v = verdict(Outcome::Deny, 403, Reason::DeniedByRule, Some("no-refunds"), Some(3));
-        let ids = |b: &crate::mcp::McpBody| RpcRequests::Ids {
-            ids: b.messages.iter().filter_map(|m| m.id.clone()).collect(),
-            batch: b.batch,
-        };
-        let error_reply = |v: &Verdict, id: &str, body: Option<&crate::mcp::McpBody>| -> LocalReply {
-            let requests = body.map_or(RpcRequests::Unread, ids);
-            jsonrpc(&v.decision, v.revision, id, &requests, None)
-        };
-        let body = crate::mcp::parse_body(
-            br#"{"jsonrpc":"2.0","id":"r-7","method":"tools/call","params":{"name":"x"}}"#,
-            false,
-        )
-        .unwrap();
-        let r = error_reply(&v, "id-1", Some(&body));
-        assert_eq!(r.status, 403);
-        let got: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(
-            got,
-            json!({"jsonrpc": "2.0", "id": "r-7", "error": {"code": -32001, "message": "refused by warden (denied_by_rule)",
-                "data": {"decision_id": "id-1", "decision": "deny", "reason": "denied_by_rule", "rule": "no-refunds",
-                         "revision": 3}}})
-        );
-        let note = crate::mcp::parse_body(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, false).unwrap();
-        // Only notifications: nothing to answer in JSON-RPC, the HTTP reply goes.
-        assert_eq!(error_reply(&v, "id-1", Some(&note)), build(&v, "id-1", None));
-        let batch = crate::mcp::parse_body(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"},
-                {"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
-            true,
-        )
-        .unwrap();
-        let got: Value = serde_json::from_slice(&error_reply(&v, "id-1", Some(&batch)).body).unwrap();
-        assert_eq!(
-            got.as_array().map(|a| a.iter().map(|e| e["id"].clone()).collect::<Vec<_>>()),
-            Some(vec![json!(1), json!(2)])
-        );
-        let not_json = Reason::Request(crate::decision::RequestRefusal::McpBody(crate::mcp::McpErrorKind::NotJson));
-        let unread = verdict(Outcome::Deny, 400, not_json, None, Some(3));
-        let got: Value = serde_json::from_slice(&error_reply(&unread, "id-2", None).body).unwrap();
-        assert_eq!((got["id"].clone(), got["error"]["code"].clone()), (Value::Null, json!(-32700)));
+    fn json_rpc_errors_answer_each_request_with_its_id() {
+        let d = decision(Outcome::Deny, Reason::DeniedByRule, Some("no-refunds"));
+        let r = refusal(&d);
+        let rpc = |requests: RpcRequests| body(&build(&r, &Shape::JsonRpc(requests)));
+        let one = rpc(RpcRequests::Ids { ids: vec![json!("r-7")], batch: false });
+        assert_eq!(one["jsonrpc"], "2.0");
+        assert_eq!(one["id"], "r-7");
+        assert_eq!(one["error"]["code"], jsonrpc::DENIED);
+        assert_eq!(one["error"]["message"], "Refused by Warden (denied_by_rule)");
+        assert_eq!(one["error"]["data"], body(&build(&r, &Shape::Http)), "data is the HTTP body");
+        // Only notifications, or an unread body: one error, id null.
+        assert_eq!(rpc(RpcRequests::Ids { ids: vec![], batch: false })["id"], Value::Null);
+        assert_eq!(rpc(RpcRequests::Unread)["id"], Value::Null);
+        // A batch: one error per request.
+        let batch = rpc(RpcRequests::Ids { ids: vec![json!(1), json!(2)], batch: true });
+        let ids: Vec<Value> = batch.as_array().unwrap().iter().map(|e| e["id"].clone()).collect();
+        assert_eq!(ids, vec![json!(1), json!(2)]);
+    }
+
+    #[test]
+    fn json_rpc_codes_by_reason() {
+        use crate::decision::RequestRefusal as R;
+        use crate::mcp::McpErrorKind as K;
+        let cases: &[(Outcome, Reason, i64)] = &[
+            (Outcome::Deny, Reason::DeniedByRule, jsonrpc::DENIED),
+            (Outcome::Deny, Reason::UnknownTool, jsonrpc::DENIED),
+            (Outcome::Deny, Reason::InvalidArguments, jsonrpc::DENIED),
+            (Outcome::Deny, Reason::RevokedAgent, jsonrpc::DENIED),
+            (Outcome::StepUp, Reason::StepUpRequired, jsonrpc::STEP_UP_REQUIRED),
+            (
+                Outcome::StepUp,
+                Reason::ApprovalRefused(crate::approval::ApprovalFailure::Replayed),
+                jsonrpc::STEP_UP_REQUIRED,
+            ),
+            (Outcome::Deny, Reason::IdentityMissing, jsonrpc::IDENTITY),
+            (Outcome::Deny, Reason::IdentityInvalid(TokenFailure::Expired), jsonrpc::IDENTITY),
+            (Outcome::Deny, Reason::NoActiveBundle, jsonrpc::UNAVAILABLE),
+            (Outcome::Deny, Reason::Request(R::McpHeaderMismatch), -32020),
+            (Outcome::Deny, Reason::Request(R::McpAmbiguousHeader), -32020),
+            (Outcome::Deny, Reason::Request(R::McpBody(K::NotJson)), -32700),
+            (Outcome::Deny, Reason::Request(R::McpBody(K::DuplicateKey)), -32700),
+            (Outcome::Deny, Reason::Request(R::McpBody(K::InvalidParams)), -32602),
+            (Outcome::Deny, Reason::Request(R::McpBody(K::BatchRefused)), -32600),
+            (Outcome::Deny, Reason::Request(R::McpBodyTooLarge), -32600),
+        ];
+        for &(outcome, reason, code) in cases {
+            assert_eq!(decision(outcome, reason, None).jsonrpc_code(), code, "{reason:?}");
+            // Warden's own codes are outside JSON-RPC's reserved range; the others are the spec's.
+            assert!(!(-32768..=-32000).contains(&code) || [-32020, -32700, -32600, -32602].contains(&code));
+        }
     }
 }

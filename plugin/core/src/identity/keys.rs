@@ -51,6 +51,14 @@ impl fmt::Debug for CompiledIssuer {
     }
 }
 
+/// See [`IssuerSet::limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerLimits<'a> {
+    pub audiences: Vec<&'a str>,
+    pub max_lifetime: i64,
+    pub skew: i64,
+}
+
 impl IssuerSet {
     /// Validates the bundle's issuers and parses their keys once. Reports every problem, each with its location
     /// (`/issuers/2/jwks/keys/0`).
@@ -116,6 +124,20 @@ impl IssuerSet {
             Ok(set)
         } else {
             Err(errors)
+        }
+    }
+
+    /// What the trusted issuers accept, for refusals that say which limit a token broke: every audience, and the
+    /// largest maximum lifetime and clock skew (one issuer's own values when the bundle has one).
+    pub fn limits(&self) -> IssuerLimits<'_> {
+        let mut audiences: Vec<&str> =
+            self.issuers.iter().flat_map(|i| i.audiences.iter().map(String::as_str)).collect();
+        audiences.sort_unstable();
+        audiences.dedup();
+        IssuerLimits {
+            audiences,
+            max_lifetime: self.issuers.iter().map(|i| i.max_lifetime).max().unwrap_or(0),
+            skew: self.issuers.iter().map(|i| i.skew).max().unwrap_or(0),
         }
     }
 

@@ -64,7 +64,7 @@ use crate::jose::{parse_algorithm, Jwt};
 
 pub use crate::jose::{MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_BYTES, SUPPORTED_ALGORITHMS};
 pub(crate) use keys::CompiledIssuer;
-pub use keys::IssuerSet;
+pub use keys::{IssuerLimits, IssuerSet};
 use profiles::typ_fits;
 pub use profiles::{is_spiffe_id, MAX_DELEGATION_DEPTH};
 

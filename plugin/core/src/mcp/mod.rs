@@ -40,4 +40,4 @@ pub mod parse;
 pub use crate::vocab::McpServerIdx;
 pub use index::{McpTarget, LIFECYCLE_METHODS};
 pub use list::Visibility;
-pub use parse::{parse_body, parse_strict, McpBody, McpError, McpErrorKind, McpKind, McpMessage};
+pub use parse::{parse_body, parse_strict, readable_ids, McpBody, McpError, McpErrorKind, McpKind, McpMessage};

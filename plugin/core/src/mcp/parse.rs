@@ -84,15 +84,6 @@ impl McpErrorKind {
             McpErrorKind::InvalidParams => "mcp_invalid_params",
         }
     }
-
-    /// The JSON-RPC error code for a reply: -32700 (parse error) for bodies that are not JSON, -32600 (invalid
-    /// request) otherwise.
-    pub fn jsonrpc_code(self) -> i64 {
-        match self {
-            McpErrorKind::NotUtf8 | McpErrorKind::NotJson | McpErrorKind::DuplicateKey => -32700,
-            _ => -32600,
-        }
-    }
 }
 
 impl McpError {
@@ -114,11 +105,6 @@ impl McpError {
     /// Stable reason code.
     pub fn code(&self) -> &'static str {
         self.kind().code()
-    }
-
-    /// The JSON-RPC error code for a reply (see [`McpErrorKind::jsonrpc_code`]).
-    pub fn jsonrpc_code(&self) -> i64 {
-        self.kind().jsonrpc_code()
     }
 }
 
@@ -459,4 +445,139 @@ pub(crate) fn check_uri(uri: &str) -> Result<(), McpError> {
         return Err(bad());
     }
     Ok(())
+}
+
+/// The requests of a body the strict parser refused, as far as they can still be read without doubt, so that the
+/// refusal can answer each with its `id`: `None` when the body is not one JSON text. Otherwise one entry per
+/// message (`batch`: the body was an array): `Some(id)` for a request whose one `id` member is a string or an
+/// integer, `None` for a notification (a `method` and no `id`: nothing to answer), and `Some(null)` for anything
+/// else (an `id` repeated or of another type, a message that is not an object).
+pub fn readable_ids(body: &[u8]) -> Option<(Vec<Option<Value>>, bool)> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let top = Probe::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(match top {
+        Probe::One(id) => (vec![id], false),
+        Probe::Many(ids) => (ids, true),
+    })
+}
+
+/// What [`readable_ids`] reads of a value: one message's answer id, or each element's of an array.
+enum Probe {
+    One(Option<Value>),
+    Many(Vec<Option<Value>>),
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ProbeVisitor { top: true })
+    }
+}
+
+/// One element of a batch (never itself a batch).
+struct Element(Option<Value>);
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(ProbeVisitor { top: false })? {
+            Probe::One(id) => Ok(Element(id)),
+            Probe::Many(_) => Ok(Element(Some(Value::Null))),
+        }
+    }
+}
+
+struct ProbeVisitor {
+    top: bool,
+}
+
+impl ProbeVisitor {
+    fn not_a_message<E>(self) -> Result<Probe, E> {
+        Ok(Probe::One(Some(Value::Null)))
+    }
+}
+
+impl<'de> Visitor<'de> for ProbeVisitor {
+    type Value = Probe;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+        let (mut ids, mut method) = (Vec::new(), false);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "id" => ids.push(map.next_value::<Value>()?),
+                other => {
+                    method |= other == "method";
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Probe::One(match ids.as_slice() {
+            [] if method => None,
+            [id @ Value::String(_)] => Some(id.clone()),
+            [id @ Value::Number(n)] if n.is_i64() || n.is_u64() => Some(id.clone()),
+            _ => Some(Value::Null),
+        }))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
+        if !self.top {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            return self.not_a_message();
+        }
+        let mut ids = Vec::new();
+        while let Some(Element(id)) = seq.next_element::<Element>()? {
+            ids.push(id);
+        }
+        Ok(Probe::Many(ids))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
+        self.not_a_message()
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Probe, E> {
+        self.not_a_message()
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Probe, E> {
+        self.not_a_message()
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
+        self.not_a_message()
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Probe, E> {
+        self.not_a_message()
+    }
+    fn visit_unit<E>(self) -> Result<Probe, E> {
+        self.not_a_message()
+    }
+}
+
+#[cfg(test)]
+mod readable_ids_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_that_can_be_read_without_doubt() {
+        let ids = |b: &str| readable_ids(b.as_bytes());
+        let one = |v: Value| Some((vec![Some(v)], false));
+        assert_eq!(ids(r#"{"jsonrpc":"2.0","id":12,"method":"x","params":{"a":1,"a":2}}"#), one(json!(12)));
+        assert_eq!(ids(r#"{"id":"r-1"}"#), one(json!("r-1")));
+        assert_eq!(ids(r#"{"\u0069d":"r-2","method":"m"}"#), one(json!("r-2")));
+        assert_eq!(ids(r#"{"id":1,"id":2,"method":"m"}"#), one(Value::Null));
+        assert_eq!(ids(r#"{"id":2.5}"#), one(Value::Null));
+        assert_eq!(ids(r#"{"id":null}"#), one(Value::Null));
+        assert_eq!(ids(r#"{"id":{"a":1}}"#), one(Value::Null));
+        assert_eq!(ids(r#"{"method":"notifications/x"}"#), Some((vec![None], false)));
+        assert_eq!(ids(r#"7"#), one(Value::Null));
+        assert_eq!(
+            ids(r#"[{"id":1,"method":"a"},{"method":"n"},3,[1],{"id":"x","id":"y"}]"#),
+            Some((vec![Some(json!(1)), None, Some(Value::Null), Some(Value::Null), Some(Value::Null)], true))
+        );
+        assert_eq!(ids(r#"{"id":1"#), None);
+        assert_eq!(ids(r#"{"id":1} {}"#), None);
+        assert_eq!(ids("\u{1}"), None);
+    }
 }

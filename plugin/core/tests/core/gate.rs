@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use warden_core::activation::{load, Loaded};
 use warden_core::envelope::{sign, sign_typed, SigningKey};
-use warden_core::gate::{record, reply, Credentials, Edit, Field, Flow, Request, RequestView, TokenHeader};
+use warden_core::gate::{record, Credentials, Edit, Field, Flow, Next, Request, RequestView, TokenHeader};
 use warden_core::time::parse_rfc3339;
 
 const AUTHORITY_JWK: &str = include_str!("../../../../policies/examples/keys/TEST-ONLY-authority.jwk.json");
@@ -154,14 +154,14 @@ fn run_at(l: &Loaded, h: &[(String, Vec<u8>)], at: i64) -> Seen {
         time_ns,
         end_of_stream: true,
     };
-    let (flow, _step) = Flow::on_request_headers(config, bundle, request);
+    let (flow, step) = Flow::on_request_headers(config, bundle, request);
     let record: Value =
         serde_json::from_str(&record::build(&flow.record(config, bundle, "vm-00000001", time_ns))).unwrap();
     let d = flow.decision();
-    let revision = bundle.map(|b| b.revision);
-    let body = (d.http_status() != 200).then(|| {
-        serde_json::from_slice(&reply::http(d, revision, "00000000-0000-4000-8000-000000000001", None).body).unwrap()
-    });
+    let body = match &step.next {
+        Next::Reply(r) => Some(serde_json::from_slice(&r.body).unwrap()),
+        _ => None,
+    };
     let mut rewrite = None;
     flow.for_each_header_edit(config, |e| {
         if let Edit::Path(p) = e {
