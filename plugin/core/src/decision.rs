@@ -203,7 +203,8 @@ impl RequestRefusal {
             | RequestRefusal::McpTrailers
             | RequestRefusal::BodyTooLarge
             | RequestRefusal::BodyUnreadable
-            | RequestRefusal::StepUpTrailers => jsonrpc::INVALID_REQUEST,
+            | RequestRefusal::StepUpTrailers
+            | RequestRefusal::RouteNearMiss => jsonrpc::INVALID_REQUEST,
         }
     }
 

@@ -243,7 +243,7 @@ impl Flow {
             if tool.is_some() || bundle.near_miss_mcp_server(&flow.host, &flow.path).is_some() {
                 flow.tool = tool;
                 flow.decision = Decision::refusal(Reason::Request(RequestRefusal::RouteNearMiss), bundle.revision);
-                let step = flow.finish(config, Then::Headers);
+                let step = flow.finish(config, Some(bundle), Then::Headers);
                 return (flow, step);
             }
         }

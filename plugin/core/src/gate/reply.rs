@@ -276,6 +276,10 @@ fn request_words(q: RequestRefusal) -> &'static str {
         RequestRefusal::BodyTooLarge => "the body of this step-up call is over the gateway's max_body_bytes",
         RequestRefusal::BodyUnreadable => "the body of this step-up call could not be read",
         RequestRefusal::StepUpTrailers => "a step-up call must not have trailers",
+        RequestRefusal::RouteNearMiss => {
+            "the path differs from a route of this policy only by case, a trailing slash or a suffix, so it is refused \
+             even under unknown_tool: allow"
+        }
     }
 }
 
