@@ -11,7 +11,7 @@
 //!   body is buffered and the call decided at its end), through to the canned upstream and back.
 //!
 //! Before anything is timed, on every worker: the call is allowed by `refund-small` and the upstream receives the
-//! body byte for byte; the same call with `amount` 250 is refused (403, JSON-RPC error `-32002`,
+//! body byte for byte; the same call with `amount` 250 is refused (403, JSON-RPC error `-31002`,
 //! `step_up_required` by `refund-large`) and no byte of its body reaches the upstream. `cargo test -p warden-benches
 //! --bench mcp` runs these checks (and each bench once).
 //!
@@ -77,7 +77,7 @@ fn check_refused(plugin: &mut Plugin, token: &str, body: &[u8]) {
     }
     let v: Value =
         serde_json::from_slice(&x.body).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", x.body_str()));
-    assert_eq!((&v["id"], &v["error"]["code"]), (&json!(2), &json!(-32002)), "reply {v}");
+    assert_eq!((&v["id"], &v["error"]["code"]), (&json!(2), &json!(-31002)), "reply {v}");
     assert_eq!(
         (&v["error"]["data"]["reason"], &v["error"]["data"]["rule"]),
         (&json!("step_up_required"), &json!("refund-large"))

@@ -352,7 +352,7 @@ mod tests {
     fn reads_the_http_reply_and_the_json_rpc_error() {
         let http = parse_reply(&http_reply()).unwrap();
         let rpc = parse_reply(&json!({"jsonrpc": "2.0", "id": 7,
-            "error": {"code": -32001, "message": "step-up required", "data": {"approval": approval_object()}}}))
+            "error": {"code": -31002, "message": "step-up required", "data": {"approval": approval_object()}}}))
         .unwrap();
         assert_eq!(http, rpc);
         assert_eq!(http.agent.as_deref(), Some(AGENT));

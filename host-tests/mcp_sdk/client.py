@@ -44,9 +44,9 @@ async def main() -> None:
             r = await session.call_tool("refund", {"order": "o-1", "amount": 40})
             check("refund under the limit", not r.is_error and "refunded" in r.content[0].text, str(r.content))
             for name, args, code, reason in [
-                ("wipe", {}, -32001, "denied_by_rule"),
-                ("refund", {"order": "o-1", "amount": 250}, -32002, "step_up_required"),
-                ("refund", {"order": "o-1"}, -32001, "invalid_arguments"),
+                ("wipe", {}, -31001, "denied_by_rule"),
+                ("refund", {"order": "o-1", "amount": 250}, -31002, "step_up_required"),
+                ("refund", {"order": "o-1"}, -31001, "invalid_arguments"),
             ]:
                 try:
                     r = await session.call_tool(name, args)
@@ -56,6 +56,21 @@ async def main() -> None:
                     data = getattr(err, "data", None) or {}
                     check(f"{name} {args} refused as a JSON-RPC error",
                           getattr(err, "code", None) == code and data.get("reason") == reason, repr(e))
+
+    # No token: the SDK raises the identity error Warden sends with the 401 (its JSON-RPC error, read from the body).
+    bare = create_mcp_http_client()
+    try:
+        async with bare, streamable_http_client(URL, http_client=bare) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+        check("missing token refused", False, "initialize succeeded")
+    except Exception as e:
+        while getattr(e, "exceptions", None):  # ExceptionGroups from the SDK's task groups
+            e = e.exceptions[0]
+        err = getattr(e, "error", None)
+        data = getattr(err, "data", None) or {}
+        check("missing token refused as a JSON-RPC error",
+              getattr(err, "code", None) == -31003 and data.get("reason") == "identity_missing", repr(e))
     if failures:
         sys.exit(1)
 

@@ -24,7 +24,7 @@ fn digest() -> String {
 
 /// The step-up reply of an MCP call, as a JSON-RPC error.
 fn rpc_reply() -> Value {
-    json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32001, "message": "step-up approval required", "data": {
+    json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -31002, "message": "step-up approval required", "data": {
         "decision_id": "dec-42", "decision": "step_up", "reason": "step_up_required",
         "approval": {"agent": AGENT, "task": "task-1", "tool": "payments.refunds.create",
                      "arguments_digest": digest(), "digest_of": "arguments", "decision_id": "dec-42",

@@ -255,7 +255,14 @@ fn deny_by_rule_is_a_403_with_matching_decision_ids() {
     let x = send(&mut p, authed("PUT", CRM, "/api/v2/contacts/42", &support_token()).body("{}"));
     let (body, r) = assert_refused(&x, 403, "deny", "denied_by_rule", "support-no-writes");
     assert_eq!(body["revision"], REVISION);
-    assert_eq!(body.as_object().unwrap().len(), 5, "body fields: {body}");
+    // Issue 15: the actionable fields (plugin/filter/README.md, "What clients see").
+    let mut fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["agent", "decision", "decision_id", "message", "owner", "reason", "request", "revision", "rule", "tool"],
+        "body fields: {body}"
+    );
     assert_eq!(x.header("www-authenticate"), None);
     assert_eq!(r["decision"], "deny");
     assert_eq!(r["agent"], SUPPORT_BOT);
@@ -491,11 +498,12 @@ fn invalid_tokens_are_401_with_their_reason_codes() {
         let x = send(&mut p, request("GET", CRM, "/api/v2/contacts/42").header("authorization", &value));
         assert_eq!(x.status, Some(401), "{what}: body {}", x.body_str());
         let (_, r) = assert_refused(&x, 401, "deny", reason, "default");
-        assert_eq!(
-            x.header("www-authenticate"),
-            Some(format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"").as_str()),
-            "{what}"
-        );
+        // Issue 15: machine-readable `error=`, the refusal in plain words (the code is in the body).
+        let challenge = x.header("www-authenticate").unwrap_or_default();
+        let prefix =
+            "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"the agent token was refused: ";
+        assert!(challenge.starts_with(prefix) && challenge.ends_with('"'), "{what}: {challenge}");
+        assert!(!challenge.contains(&format!("\"{reason}\"")), "{what}: a bare code: {challenge}");
         assert_eq!(r["agent"], Value::Null, "{what}: an unverified token names no agent");
         let rec = serde_json::to_string(&r).unwrap();
         let tok = value.trim_start_matches("Bearer ").trim_start_matches("Basic ");
@@ -522,7 +530,10 @@ fn two_token_headers_are_ambiguous() {
         assert_refused(&x, 401, "deny", "token_ambiguous", "default");
         assert_eq!(
             x.header("www-authenticate"),
-            Some("Bearer error=\"invalid_token\", error_description=\"token_ambiguous\"")
+            Some(
+                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"the agent token was refused: \
+                 the token header is repeated\""
+            )
         );
     }
 }

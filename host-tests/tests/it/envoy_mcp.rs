@@ -122,7 +122,7 @@ fn refused_calls_never_reach_the_upstream() {
     both_modes(|g| {
         let seen = differential(g, post(MCP_HOST, call(2, "wipe", json!({}))));
         let v = assert_refused(g, &seen, 403, "denied_by_rule", json!(2));
-        assert_eq!(v["error"]["code"], -32001);
+        assert_eq!(v["error"]["code"], -31001);
         // What Envoy did: the access log says whether it contacted the upstream at all.
         let log = seen.log.as_ref().unwrap();
         eprintln!(

@@ -129,6 +129,7 @@ fn the_official_python_sdk_through(proxy: Proxy) {
         "ok   wipe {} refused as a JSON-RPC error",
         "ok   refund {'order': 'o-1', 'amount': 250} refused as a JSON-RPC error",
         "ok   refund {'order': 'o-1'} refused as a JSON-RPC error",
+        "ok   missing token refused as a JSON-RPC error",
     ] {
         assert!(report.contains(line), "missing {line:?} in:\n{report}");
     }

@@ -121,7 +121,7 @@ fn argument_rules_allow_step_up_and_deny() {
         assert_not_delivered(&x, &up, hold, 403, "step_up_required");
         // Without holding, the headers went on before the body was decided (and nothing else did).
         assert_eq!(x.forwarded.is_some(), !hold, "forwarded: {:?}", x.forwarded);
-        let v = assert_jsonrpc_error(&x, json!(7), -32002, "step_up_required");
+        let v = assert_jsonrpc_error(&x, json!(7), -31002, "step_up_required");
         let approval = &v["error"]["data"]["approval"];
         assert_eq!(approval["agent"], SUPPORT_BOT);
         assert_eq!(approval["tool"], "mcp.refund");
@@ -132,12 +132,12 @@ fn argument_rules_allow_step_up_and_deny() {
         // Far over: no rule.
         let (x, up) = exchange(&mut p, post(MCP_HOST, call(8, "refund", json!({"amount": 90000}))));
         assert_not_delivered(&x, &up, hold, 403, "no_matching_rule");
-        assert_jsonrpc_error(&x, json!(8), -32001, "no_matching_rule");
+        assert_jsonrpc_error(&x, json!(8), -31001, "no_matching_rule");
         // Missing or mistyped amount: denied.
         for args in [json!({"order": "o-1"}), json!({"amount": "40"})] {
             let (x, up) = exchange(&mut p, post(MCP_HOST, call(9, "refund", args)));
             assert_not_delivered(&x, &up, hold, 403, "invalid_arguments");
-            assert_jsonrpc_error(&x, json!(9), -32001, "invalid_arguments");
+            assert_jsonrpc_error(&x, json!(9), -31001, "invalid_arguments");
         }
     });
 }
@@ -159,7 +159,11 @@ fn batches_mixing_allowed_and_denied_calls_are_denied_whole() {
         // A server without batches refuses any batch.
         let (x, up) = exchange(&mut p, post(MCP_HOST, format!("[{}]", call(1, "lookup", json!({})))));
         assert_not_delivered(&x, &up, hold, 400, "mcp_batch_refused");
-        assert_jsonrpc_error(&x, Value::Null, -32600, "mcp_batch_refused");
+        // Issue 15: one error per request of the refused batch, each with its id.
+        let v = reply(&x);
+        assert_eq!(v[0]["id"], 1, "{v}");
+        assert_eq!(v[0]["error"]["code"], -32600, "{v}");
+        assert_eq!(v[0]["error"]["data"]["reason"], "mcp_batch_refused", "{v}");
     });
 }
 
@@ -174,7 +178,8 @@ fn duplicate_keys_are_refused() {
         ] {
             let (x, up) = exchange(&mut p, post(MCP_HOST, body));
             assert_not_delivered(&x, &up, hold, 400, "mcp_duplicate_key");
-            assert_jsonrpc_error(&x, Value::Null, -32700, "mcp_duplicate_key");
+            // Issue 15: the one `id` member is still read after the strict parser refused the body.
+            assert_jsonrpc_error(&x, json!(1), -32700, "mcp_duplicate_key");
         }
     });
 }
@@ -234,7 +239,7 @@ fn bodies_split_across_many_chunks_are_decided_whole() {
         let bad = call(2, "wipe", json!({"q": "y".repeat(200)}));
         let (x, up) = exchange(&mut p, post(MCP_HOST, bad.clone()).chunks(vec![7; bad.len().div_ceil(7)]));
         assert_not_delivered(&x, &up, hold, 403, "denied_by_rule");
-        assert_jsonrpc_error(&x, json!(2), -32001, "denied_by_rule");
+        assert_jsonrpc_error(&x, json!(2), -31001, "denied_by_rule");
     });
 }
 
@@ -284,11 +289,11 @@ fn notifications_lifecycle_and_identity() {
         let (x, up) = exchange(&mut p, post(MCP_HOST, init));
         let r = assert_delivered(&x, &up, init.as_bytes());
         assert_eq!(r["reason"], "mcp_lifecycle");
-        // A denied notification: an HTTP status and Warden's plain reply, no JSON-RPC error object.
+        // A denied notification: a JSON-RPC error too (issue 15: one shape per route), with no id to echo.
         let note = r#"{"jsonrpc":"2.0","method":"notifications/x-wipe"}"#;
         let (x, up) = exchange(&mut p, post(MCP_HOST, note));
         assert_not_delivered(&x, &up, hold, 403, "unknown_tool");
-        assert!(reply(&x).get("jsonrpc").is_none());
+        assert_jsonrpc_error(&x, Value::Null, -31001, "unknown_tool");
         // No token: 401 at the header phase.
         let req =
             HttpRequest::new("POST", "/mcp").authority(MCP_HOST).header("content-type", "application/json").body(init);

@@ -382,7 +382,9 @@ mod tests {
     /// Status, the challenge, and the body's fixed fields, for one refusal of each kind on an HTTP route.
     #[test]
     fn http_replies_by_decision() {
-        let cases: &[(Outcome, Reason, Option<&str>, u16, Option<&str>)] = &[
+        /// Outcome, reason, rule; then the status and challenge expected.
+        type Case = (Outcome, Reason, Option<&'static str>, u16, Option<&'static str>);
+        let cases: &[Case] = &[
             (Outcome::Deny, Reason::IdentityMissing, None, 401, Some("Bearer realm=\"warden\"")),
             (Outcome::Deny, Reason::DeniedByRule, Some("no-writes"), 403, None),
             (Outcome::StepUp, Reason::StepUpRequired, Some("refunds"), 403, None),
