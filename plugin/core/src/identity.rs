@@ -587,14 +587,15 @@ fn significant_bits(be: &[u8]) -> usize {
     }
 }
 
-/// Extracts the token from an `Authorization` header value: the scheme `Bearer` (any case), exactly one space, then
-/// a non-empty token without whitespace or control characters. Anything else is `Malformed`.
+/// Extracts the token from an `Authorization` header value: the scheme `Bearer` (any case), one or more spaces
+/// (RFC 9110 section 11.4 `auth-scheme 1*SP token68`, RFC 6750 section 2.1; spaces only, no tab), then a non-empty
+/// token without whitespace or control characters. Anything else is `Malformed`.
 pub fn bearer_token(header_value: &str) -> Result<&str, TokenFailure> {
     let scheme = header_value.get(..7).ok_or(TokenFailure::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer ") {
         return Err(TokenFailure::Malformed);
     }
-    let token = &header_value[7..];
+    let token = header_value[7..].trim_start_matches(' ');
     // Visible ASCII only (no whitespace, control characters or non-ASCII): one range check per byte.
     if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return Err(TokenFailure::Malformed);
