@@ -158,9 +158,11 @@ fn a_plain_http_approval_binds_method_path_query_content_type_and_body() {
         // A query of its own is bound too: the approval minted for `?note=a` passes only `?note=a`.
         let (x, _) = exchange(&mut p, refund("/v1/refunds?note=a", "application/json", REFUND_BODY, None));
         let with_query = warden_approve(&x.body, now(&p), &[]);
-        let (x, up) = exchange(&mut p, refund("/v1/refunds?note=b", "application/json", REFUND_BODY, Some(&with_query)));
+        let (x, up) =
+            exchange(&mut p, refund("/v1/refunds?note=b", "application/json", REFUND_BODY, Some(&with_query)));
         assert_not_delivered(&x, &up, 403, "approval_wrong_arguments");
-        let (x, up) = exchange(&mut p, refund("/v1/refunds?note=a", "application/json", REFUND_BODY, Some(&with_query)));
+        let (x, up) =
+            exchange(&mut p, refund("/v1/refunds?note=a", "application/json", REFUND_BODY, Some(&with_query)));
         assert_delivered(&x, &up, REFUND_BODY.as_bytes());
     }
 }

@@ -39,7 +39,8 @@ fn get_and_delete_on_an_mcp_endpoint_carry_no_body_and_no_upgrade() {
         let tok = support_token();
         for method in ["GET", "DELETE"] {
             // A body (a denied call's, even) on GET or DELETE: refused.
-            let req = authed(method, MCP_HOST, "/mcp", &tok).header("content-type", "application/json").body(call("wipe"));
+            let req =
+                authed(method, MCP_HOST, "/mcp", &tok).header("content-type", "application/json").body(call("wipe"));
             let (x, up) = exchange(&mut p, req);
             assert_refused_at_headers(&x, &up, 400, "mcp_unexpected_body");
             // Announced by framing alone (chunked), no content type.
@@ -64,7 +65,8 @@ fn get_and_delete_on_an_mcp_endpoint_carry_no_body_and_no_upgrade() {
         assert_refused_at_headers(&x, &up, 400, "mcp_upgrade");
         // The plain stream GET and the session DELETE still go through.
         for method in ["GET", "DELETE"] {
-            let (x, up) = exchange(&mut p, authed(method, MCP_HOST, "/mcp", &tok).header("accept", "text/event-stream"));
+            let (x, up) =
+                exchange(&mut p, authed(method, MCP_HOST, "/mcp", &tok).header("accept", "text/event-stream"));
             assert_eq!(x.status, Some(200), "{method}: {} {:#?}", x.body_str(), x.logs);
             assert_eq!(up.requests.len(), 1);
         }
