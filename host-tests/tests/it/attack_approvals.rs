@@ -208,7 +208,6 @@ fn arguments_without_an_exact_canonical_form_are_refused() {
             );
             let (x, up) = exchange(&mut p, mcp_post(&body, None));
             assert_not_delivered(&x, &up, 400, "mcp_inexact_number");
-            assert!(x.body_str().contains(amount), "the refusal names the number: {}", x.body_str());
         }
         // Numbers that have one exact form still go through (under the step-up threshold: allowed).
         for amount in ["99.5", "1e1", "0.1", "9007199254740993"] {

@@ -127,7 +127,7 @@ fn expired_token() {
 fn revoked_agent_task_and_token_id() {
     let agent = token(&claims(REVOKED_BOT, now()));
     differential(gateway(), get(CRM, "/api/v2/contacts/42", &agent)).assert_refused(
-        403,
+        401,
         "deny",
         "revoked_agent",
         "default",
@@ -143,7 +143,7 @@ fn revoked_agent_task_and_token_id() {
     let mut jti = claims(SUPPORT_BOT, now());
     jti["jti"] = json!(REVOKED_JTI);
     differential(gateway(), get(CRM, "/api/v2/contacts/42", &token(&jti))).assert_refused(
-        403,
+        401,
         "deny",
         "revoked_token",
         "default",

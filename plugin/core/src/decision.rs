@@ -116,7 +116,11 @@ impl Decision {
     pub fn http_status(&self) -> u16 {
         match (self.outcome, self.reason) {
             (Outcome::Allow, _) => 200,
-            (_, Reason::IdentityMissing | Reason::IdentityInvalid(_)) => 401,
+            // A revoked token or agent is a credential that no longer counts (RFC 6750 section 3.1 `invalid_token`),
+            // not a missing permission.
+            (_, Reason::IdentityMissing | Reason::IdentityInvalid(_) | Reason::RevokedAgent | Reason::RevokedToken) => {
+                401
+            }
             (_, Reason::NoActiveBundle | Reason::BundleExpired) => 503,
             (_, Reason::BadRequest) => 400,
             (
@@ -127,9 +131,7 @@ impl Decision {
                 | Reason::StepUpRequired
                 | Reason::NoMatchingRule
                 | Reason::UnknownTool
-                | Reason::RevokedAgent
                 | Reason::RevokedTask
-                | Reason::RevokedToken
                 | Reason::TaskExpired
                 | Reason::InvalidArguments
                 | Reason::McpLifecycle

@@ -90,6 +90,11 @@ struct CompiledIssuer {
     claims: ClaimMapping,
     profile: TokenProfile,
     require_sender_binding: bool,
+    /// `require_sender_binding_for`: agents whose tokens must be sender-bound.
+    sender_binding_for: Vec<OwnedAgentPattern>,
+    require_iat: bool,
+    /// `trust_domains` of a JWT-SVID issuer; `None`: any.
+    trust_domains: Option<Vec<String>>,
     /// `delegation.max_depth`; `None`: tokens with `act` are refused.
     max_delegation_depth: Option<u32>,
 }
@@ -239,6 +244,7 @@ impl IssuerSet {
             let skew = i64::try_from(issuer.clock_skew_seconds.min(MAX_CLOCK_SKEW_SECONDS)).unwrap_or(0);
             compile_claims(i, &issuer.claims, &mut err);
             compile_profile(i, issuer, &mut err);
+            let sender_binding_for = compile_issuer_options(i, issuer, &mut err);
             let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
             if !issuer.iss.is_empty() && !set.by_iss.contains_key(&issuer.iss) {
                 set.by_iss.insert(issuer.iss.clone(), set.issuers.len());
@@ -254,6 +260,9 @@ impl IssuerSet {
                 claims: issuer.claims.clone(),
                 profile: issuer.profile,
                 require_sender_binding: issuer.require_sender_binding,
+                sender_binding_for,
+                require_iat: issuer.require_iat,
+                trust_domains: issuer.trust_domains.clone(),
                 max_delegation_depth: issuer.delegation.as_ref().map(|d| d.max_depth),
             });
         }
@@ -283,6 +292,81 @@ impl IssuerSet {
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.issuers.iter().map(|i| i.id.as_str())
     }
+}
+
+/// An agent pattern of `require_sender_binding_for`, owned (the rules' syntax, [`parse_agent_pattern`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OwnedAgentPattern {
+    Any,
+    Exact(String),
+    /// The prefix including its trailing `/`.
+    Prefix(String),
+}
+
+impl OwnedAgentPattern {
+    fn matches(&self, agent_id: &str) -> bool {
+        match self {
+            OwnedAgentPattern::Any => true,
+            OwnedAgentPattern::Exact(id) => id == agent_id,
+            OwnedAgentPattern::Prefix(p) => agent_id.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// `require_sender_binding_for`, `require_iat` and `trust_domains` of one issuer: validated, the patterns parsed.
+fn compile_issuer_options(i: usize, issuer: &Issuer, err: &mut impl FnMut(String, String)) -> Vec<OwnedAgentPattern> {
+    let mut patterns = Vec::new();
+    if issuer.profile == TokenProfile::TxnToken && !issuer.require_sender_binding_for.is_empty() {
+        err(
+            format!("/issuers/{i}/require_sender_binding_for"),
+            "not allowed for profile \"txn_token\": a Transaction Token is bound to the agent through its subject"
+                .to_string(),
+        );
+    }
+    for (k, raw) in issuer.require_sender_binding_for.iter().enumerate() {
+        match crate::index::parse_agent_pattern(raw) {
+            Some(crate::index::AgentPattern::Any) => patterns.push(OwnedAgentPattern::Any),
+            Some(crate::index::AgentPattern::Exact(id)) => patterns.push(OwnedAgentPattern::Exact(id.to_string())),
+            Some(crate::index::AgentPattern::Prefix(p)) => patterns.push(OwnedAgentPattern::Prefix(p.to_string())),
+            None => err(
+                format!("/issuers/{i}/require_sender_binding_for/{k}"),
+                format!("bad agent pattern {raw:?}: use *, prefix/* or an exact agent id"),
+            ),
+        }
+    }
+    if let Some(domains) = &issuer.trust_domains {
+        if issuer.profile != TokenProfile::SpiffeJwtSvid {
+            err(
+                format!("/issuers/{i}/trust_domains"),
+                "not allowed for this profile: only spiffe_jwt_svid issuers name SPIFFE trust domains".to_string(),
+            );
+        }
+        if domains.is_empty() {
+            err(format!("/issuers/{i}/trust_domains"), "at least one trust domain (or leave it out)".to_string());
+        }
+        for (k, d) in domains.iter().enumerate() {
+            if !is_spiffe_id(&format!("spiffe://{d}/x")) {
+                err(
+                    format!("/issuers/{i}/trust_domains/{k}"),
+                    format!("bad trust domain {d:?}: lower-case letters, digits, '.', '-' and '_'"),
+                );
+            }
+        }
+    }
+    patterns
+}
+
+/// An access token's agent id is clean: no control characters, and after the scheme's `//` (or in the whole id)
+/// no empty, `.` or `..` segment, so a `prefix/*` rule cannot be climbed out of.
+fn clean_agent_id(id: &str) -> bool {
+    if id.chars().any(char::is_control) {
+        return false;
+    }
+    let path = match id.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => id,
+    };
+    path.is_empty() || path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 pub(crate) fn valid_id(id: &str) -> bool {
@@ -874,7 +958,7 @@ fn check_sender(
 ) -> Result<bool, TokenFailure> {
     let uri_san = peer.and_then(|p| p.uri_san.as_deref());
     let bound = uri_san == Some(agent_id);
-    if issuer.require_sender_binding {
+    if issuer.require_sender_binding || issuer.sender_binding_for.iter().any(|p| p.matches(agent_id)) {
         match uri_san {
             None => return Err(TokenFailure::SenderNotMtls),
             Some(_) if !bound => return Err(TokenFailure::SenderMismatch),
@@ -913,10 +997,18 @@ fn check_agent(
     let nbf = numeric_date(claims.get("nbf"))?;
     let aud = claims.get("aud").ok_or(TokenFailure::MissingClaim)?;
     let token_id = string_claim(claims.get("jti"))?.map(str::to_string);
+    if issuer.require_iat && iat.is_none() {
+        return Err(TokenFailure::MissingClaim);
+    }
     match issuer.profile {
         TokenProfile::SpiffeJwtSvid => {
             if !is_spiffe_id(sub) {
                 return Err(TokenFailure::NotSpiffeId);
+            }
+            if let Some(domains) = &issuer.trust_domains {
+                if !domains.iter().any(|d| d == trust_domain(sub)) {
+                    return Err(TokenFailure::UntrustedTrustDomain);
+                }
             }
         }
         TokenProfile::OauthAccessToken => {
@@ -934,6 +1026,9 @@ fn check_agent(
         Some((agent, d)) => (agent, Some(d)),
         None => (mapped.to_string(), None),
     };
+    if issuer.profile == TokenProfile::OauthAccessToken && !clean_agent_id(&agent_id) {
+        return Err(TokenFailure::InvalidAgentId);
+    }
     let task = match &issuer.claims.task_id {
         Some(name) => match string_claim(claims.get(name))? {
             Some(id) => Some(Task {
@@ -994,7 +1089,11 @@ fn check_txn(issuers: &IssuerSet, signed: &Signed, agent: &Agent, now: i64) -> R
         Some(Value::Object(rctx)) => string_claim(rctx.get("req_wl"))?,
         Some(_) => return Err(TokenFailure::MissingClaim),
     };
-    // `exp` is not checked here: it is the task's expiry, and `decide` denies an expired task (`task_expired`).
+    // `exp` is the task's expiry: past it the Transaction Token is invalid (`txn_token_expired`). No skew: the task
+    // is over at `exp`, as `decide` reads `task.expires_at`.
+    if now >= exp {
+        return Err(TokenFailure::Expired);
+    }
     check_times(issuer, exp, Some(iat), nbf, now)?;
     check_audience(issuer, aud)?;
     let for_agent = sub == agent.id && requesting_workload.is_none_or(|w| w == agent.id);

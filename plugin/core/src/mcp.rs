@@ -110,6 +110,8 @@ pub enum McpError {
     InvalidId,
     InvalidMethod(String),
     InvalidParams(String),
+    /// A number without an exact canonical form ([`crate::args::check_exact_numbers`]).
+    InexactNumber(crate::args::InexactNumber),
 }
 
 impl McpError {
@@ -125,6 +127,7 @@ impl McpError {
             McpError::InvalidId => "mcp_invalid_id",
             McpError::InvalidMethod(_) => "mcp_invalid_method",
             McpError::InvalidParams(_) => "mcp_invalid_params",
+            McpError::InexactNumber(_) => "mcp_inexact_number",
         }
     }
 
@@ -150,6 +153,7 @@ impl fmt::Display for McpError {
             McpError::InvalidId => write!(f, "\"id\" must be a string or an integer"),
             McpError::InvalidMethod(m) => write!(f, "invalid method {m:?}"),
             McpError::InvalidParams(d) => write!(f, "invalid params: {d}"),
+            McpError::InexactNumber(n) => write!(f, "{n}"),
         }
     }
 }
@@ -224,8 +228,10 @@ pub struct McpBody {
 
 /// Parses a POST body strictly (see the module documentation).
 pub fn parse_body(body: &[u8], batches: bool) -> Result<McpBody, McpError> {
-    std::str::from_utf8(body).map_err(|_| McpError::NotUtf8)?;
+    let text = std::str::from_utf8(body).map_err(|_| McpError::NotUtf8)?;
     let value = parse_strict(body)?;
+    // Arguments are digested for approvals and compared by conditions: a number they would round is refused.
+    crate::args::check_exact_numbers(text).map_err(McpError::InexactNumber)?;
     match value {
         Value::Array(list) => {
             if !batches {
