@@ -63,6 +63,9 @@ pub enum Reason {
     McpLifecycle,
     /// A step-up rule matched and the call's approval verified (see [`Decision::with_approval`]).
     AllowedByApproval,
+    /// A JSON-RPC batch with more than one call that needs step-up: one approval covers one call, so the batch is
+    /// refused whole, whatever approval it carries.
+    StepUpBatch,
     /// A step-up rule matched and the presented approval was refused; the code is the failure's (`approval_*`).
     ApprovalRefused(ApprovalFailure),
 }
@@ -89,6 +92,7 @@ impl Reason {
             Reason::InvalidArguments => "invalid_arguments",
             Reason::McpLifecycle => "mcp_lifecycle",
             Reason::AllowedByApproval => "allowed_by_approval",
+            Reason::StepUpBatch => "step_up_batch",
             Reason::ApprovalRefused(f) => f.code(),
         }
     }
@@ -136,6 +140,7 @@ impl Decision {
                 | Reason::InvalidArguments
                 | Reason::McpLifecycle
                 | Reason::AllowedByApproval
+                | Reason::StepUpBatch
                 | Reason::ApprovalRefused(_),
             ) => 403,
         }
