@@ -125,7 +125,6 @@ fn refund(path: &str, content_type: &str, body: &str, approval: Option<&str>) ->
 }
 
 #[test]
-#[ignore = "issue 19 item 2: fixed in a later commit"]
 fn a_plain_http_approval_binds_method_path_query_content_type_and_body() {
     for hold in [false, true] {
         let mut p = start_holding(&default_config(), hold);
@@ -169,7 +168,6 @@ fn a_plain_http_approval_binds_method_path_query_content_type_and_body() {
 }
 
 #[test]
-#[ignore = "issue 19 item 2: fixed in a later commit"]
 fn body_less_step_up_calls_of_one_tool_do_not_share_a_digest() {
     // Two body-less calls of one tool used to share `sha256("")`: the binding now tells them apart by path and
     // query, at the header phase, in both modes.

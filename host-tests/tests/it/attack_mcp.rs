@@ -33,7 +33,6 @@ fn call(name: &str) -> String {
 }
 
 #[test]
-#[ignore = "issue 19 item 6: fixed in a later commit"]
 fn get_and_delete_on_an_mcp_endpoint_carry_no_body_and_no_upgrade() {
     for hold in [false, true] {
         let mut p = start_holding(&config(Some(&sign(&mcp_bundle_at(T0)))), hold);
@@ -75,7 +74,6 @@ fn get_and_delete_on_an_mcp_endpoint_carry_no_body_and_no_upgrade() {
 }
 
 #[test]
-#[ignore = "issue 19 item 8: fixed in a later commit"]
 fn a_content_encoding_on_a_decided_body_is_refused() {
     for hold in [false, true] {
         // MCP: whatever the encoding says (the bytes here are plain JSON labelled gzip).

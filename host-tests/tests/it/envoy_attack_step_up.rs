@@ -3,7 +3,9 @@
 //! body; the recording upstream notes when bytes arrive.
 //! - `true`: the headers are held until the body is decided: an unapproved call reaches nothing, an approved one
 //!   reaches the upstream only after its last body byte was sent (the approval binds to the body);
-//! - `false` (Istio): the headers cannot be held while the body is read, so a step-up call is decided at the
+//! - `false` (Istio), the behaviour this test proposes (not implemented: refusing every step-up call with a body in
+//!   the default mode is a product decision, so the test is ignored until it is taken): the headers cannot be held
+//!   while the body is read, so a step-up call is decided at the
 //!   header phase: a body-less call on its approval, a call with a body refused (`step_up_needs_held_headers`),
 //!   and nothing of either reaches the upstream before that.
 
@@ -88,7 +90,7 @@ fn assert_nothing_upstream(g: &Gateway, s: &Split) {
 }
 
 #[test]
-#[ignore = "issue 19 item 3: fixed in a later commit"]
+#[ignore = "issue 19 item 3: open (allow_on_headers_stop_iteration false still lets the head go upstream), see the harden-a report"]
 fn a_step_up_call_reaches_nothing_upstream_before_its_approval_is_verified() {
     for hold in [true, false] {
         let g = Gateway::start(&config(Some(&sign(&bundle()))), hold, 1);

@@ -77,7 +77,7 @@ fn step_up_with_a_body_binds_its_digest() {
     assert_eq!(seen.response.status, 403, "{seen:#?}");
     let body = seen.json();
     assert_eq!(body["reason"], "step_up_required", "{body}");
-    assert_eq!(body["approval"]["digest_of"], "body", "{body}");
+    assert_eq!(body["approval"]["digest_of"], "request", "{body}");
     // Without allow_on_headers_stop_iteration the headers may have gone upstream while the body was held; no body
     // byte did.
     if let Some(up) = &seen.upstream {

@@ -166,6 +166,14 @@ pub enum RequestRefusal {
     BodyUnreadable,
     /// Trailers after a held step-up body (400 `step_up_trailers`).
     StepUpTrailers,
+    /// A body on an MCP `GET` or `DELETE` (400 `mcp_unexpected_body`).
+    McpUnexpectedBody,
+    /// An `Upgrade` header on an MCP endpoint (400 `mcp_upgrade`).
+    McpUpgrade,
+    /// A `Content-Encoding` on an MCP `POST` (415 `mcp_content_encoding`).
+    McpContentEncoding,
+    /// A `Content-Encoding` on a step-up call's body (415 `step_up_content_encoding`).
+    StepUpContentEncoding,
 }
 
 impl RequestRefusal {
@@ -182,12 +190,18 @@ impl RequestRefusal {
             RequestRefusal::BodyTooLarge => "body_too_large",
             RequestRefusal::BodyUnreadable => "body_unreadable",
             RequestRefusal::StepUpTrailers => "step_up_trailers",
+            RequestRefusal::McpUnexpectedBody => "mcp_unexpected_body",
+            RequestRefusal::McpUpgrade => "mcp_upgrade",
+            RequestRefusal::McpContentEncoding => "mcp_content_encoding",
+            RequestRefusal::StepUpContentEncoding => "step_up_content_encoding",
         }
     }
 
     fn http_status(self) -> u16 {
         match self {
-            RequestRefusal::McpContentType => 415,
+            RequestRefusal::McpContentType
+            | RequestRefusal::McpContentEncoding
+            | RequestRefusal::StepUpContentEncoding => 415,
             RequestRefusal::McpMethodNotAllowed => 405,
             RequestRefusal::McpBodyTooLarge | RequestRefusal::BodyTooLarge => 413,
             RequestRefusal::McpAmbiguousHeader
@@ -195,7 +209,9 @@ impl RequestRefusal {
             | RequestRefusal::McpTrailers
             | RequestRefusal::McpBody(_)
             | RequestRefusal::BodyUnreadable
-            | RequestRefusal::StepUpTrailers => 400,
+            | RequestRefusal::StepUpTrailers
+            | RequestRefusal::McpUnexpectedBody
+            | RequestRefusal::McpUpgrade => 400,
         }
     }
 }
