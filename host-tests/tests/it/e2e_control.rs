@@ -115,14 +115,14 @@ fn a_revocation_uploaded_in_a_new_revision_takes_effect() {
     step(&mut p, 3);
     assert_eq!(revisions(&mut p), vec![Some(6), Some(6)]);
     for w in 0..2 {
-        assert_eq!(read(&mut p, w), (403, "revoked_agent".into()), "worker {w}");
-        assert_eq!(write(&mut p, w).0, 403, "worker {w}");
+        assert_eq!(read(&mut p, w), (401, "revoked_agent".into()), "worker {w}");
+        assert_eq!(write(&mut p, w).0, 401, "worker {w}");
     }
     // The revocation stays in force while serve answers 304.
     let before = metric(&p, "warden.bundle.fetch.not_modified");
     step(&mut p, 7);
     assert!(metric(&p, "warden.bundle.fetch.not_modified") > before);
-    assert_eq!(read(&mut p, 0), (403, "revoked_agent".into()));
+    assert_eq!(read(&mut p, 0), (401, "revoked_agent".into()));
 }
 
 #[test]

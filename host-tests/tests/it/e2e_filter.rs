@@ -229,11 +229,10 @@ fn identities_unsafe_for_a_header_are_not_forwarded() {
         header.typ = Some("at+jwt".to_string());
         jsonwebtoken::encode(&header, c, &world().issuer.encoding).unwrap()
     };
-    for agent in [
-        "spiffe://acme.example/agents/support/b\u{f8}t",
-        "spiffe://acme.example/agents/support/bot\r\nx-admin: true",
-        "spiffe://acme.example/agents/support/bot\u{0}",
-    ] {
+    // Ids with control characters are refused as tokens (`token_invalid_agent_id`, issue 19 item 10): see
+    // attack_tokens; a non-ASCII id is a valid id that no header can carry.
+    #[allow(clippy::single_element_loop)] // the other ids of this list are refused now (attack_tokens)
+    for agent in ["spiffe://acme.example/agents/support/b\u{f8}t"] {
         let mut c = claims(agent, T0);
         c["task_id"] = json!("T-\n1");
         c["client_id"] = json!("support-bot");
@@ -317,7 +316,7 @@ fn no_matching_rule_is_denied() {
 fn revoked_agent_is_denied_even_with_a_valid_token() {
     let mut p = started(1);
     let x = send(&mut p, authed("GET", CRM, "/api/v2/contacts/42", &token(&claims(REVOKED_BOT, T0))));
-    let (_, r) = assert_refused(&x, 403, "deny", "revoked_agent", "default");
+    let (_, r) = assert_refused(&x, 401, "deny", "revoked_agent", "default");
     assert_eq!(r["agent"], REVOKED_BOT);
 }
 
@@ -331,7 +330,7 @@ fn revoked_task_and_token_id_are_denied() {
     let mut c = claims(SUPPORT_BOT, T0);
     c["jti"] = json!(REVOKED_JTI);
     let x = send(&mut p, authed("GET", CRM, "/api/v2/contacts/42", &token(&c)));
-    let (_, r) = assert_refused(&x, 403, "deny", "revoked_token", "default");
+    let (_, r) = assert_refused(&x, 401, "deny", "revoked_token", "default");
     assert!(!serde_json::to_string(&r).unwrap().contains(REVOKED_JTI), "the token id is not recorded: {r}");
 }
 

@@ -204,8 +204,8 @@ fn a_bundle_served_by_nginx_activates_and_updates_with_304s_in_between() {
     assert_eq!(revisions(&mut p), vec![Some(6), Some(6)], "{:#?}", p.logs());
     eprintln!("revision 6 enforced by both workers {} s (host clock) after the file changed", now(&p) - published);
     for w in 0..2 {
-        assert_eq!(read(&mut p, w), (403, "revoked_agent".into()), "worker {w}");
-        assert_eq!(write(&mut p, w), (403, "revoked_agent".into()), "worker {w}");
+        assert_eq!(read(&mut p, w), (401, "revoked_agent".into()), "worker {w}");
+        assert_eq!(write(&mut p, w), (401, "revoked_agent".into()), "worker {w}");
     }
     step(&mut p, 6);
     assert_eq!(metric(&p, "warden.bundle.fetch.success"), 2);

@@ -132,8 +132,8 @@ fn revocation_in_a_new_revision_takes_effect() {
     server.set(Reply::bundle(&sign(&revoking)));
     step1(&mut p, 3);
     for w in 0..2 {
-        assert_eq!(read(&mut p, w), (403, "revoked_agent".into()));
-        assert_eq!(write(&mut p, w).0, 403);
+        assert_eq!(read(&mut p, w), (401, "revoked_agent".into()));
+        assert_eq!(write(&mut p, w).0, 401);
     }
 }
 

@@ -77,7 +77,7 @@ fn step_up_with_a_body_binds_its_digest() {
     assert_eq!(seen.response.status, 403, "{seen:#?}");
     let body = seen.json();
     assert_eq!(body["reason"], "step_up_required", "{body}");
-    assert_eq!(body["approval"]["digest_of"], "body", "{body}");
+    assert_eq!(body["approval"]["digest_of"], "request", "{body}");
     // Without allow_on_headers_stop_iteration the headers may have gone upstream while the body was held; no body
     // byte did.
     if let Some(up) = &seen.upstream {
@@ -127,7 +127,7 @@ fn expired_token() {
 fn revoked_agent_task_and_token_id() {
     let agent = token(&claims(REVOKED_BOT, now()));
     differential(gateway(), get(CRM, "/api/v2/contacts/42", &agent)).assert_refused(
-        403,
+        401,
         "deny",
         "revoked_agent",
         "default",
@@ -143,7 +143,7 @@ fn revoked_agent_task_and_token_id() {
     let mut jti = claims(SUPPORT_BOT, now());
     jti["jti"] = json!(REVOKED_JTI);
     differential(gateway(), get(CRM, "/api/v2/contacts/42", &token(&jti))).assert_refused(
-        403,
+        401,
         "deny",
         "revoked_token",
         "default",

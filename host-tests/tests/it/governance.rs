@@ -12,6 +12,18 @@ use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream};
 
 const REFUND_BODY: &str = r#"{"amount": 4200, "currency": "EUR", "order": "o-981"}"#;
 
+/// The digest a refund's approval binds: the request as it goes upstream (`digest_of: "request"`, issue 19 item 2).
+fn refund_digest(body: &str) -> String {
+    warden_core::approval::HttpBinding {
+        method: "POST".into(),
+        host: BILLING.into(),
+        path: "/v1/refunds".into(),
+        content_type: "application/json".into(),
+        body_sha256: hex_sha256(body.as_bytes()),
+    }
+    .digest()
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -75,7 +87,7 @@ fn approval_claims(iat: i64, jti: &str) -> Value {
         "agent": SUPPORT_BOT,
         "task": TASK_ID,
         "tool": "billing.refunds.create",
-        "arguments_digest": hex_sha256(REFUND_BODY.as_bytes()),
+        "arguments_digest": refund_digest(REFUND_BODY),
     })
 }
 
@@ -96,14 +108,15 @@ fn a_payment_needs_an_approval_bound_to_that_exact_call_and_usable_once() {
     assert_eq!(a["agent"], SUPPORT_BOT);
     assert_eq!(a["task"], TASK_ID);
     assert_eq!(a["tool"], "billing.refunds.create");
-    assert_eq!(a["arguments_digest"], hex_sha256(REFUND_BODY.as_bytes()));
-    assert_eq!(a["digest_of"], "body");
+    assert_eq!(a["arguments_digest"], refund_digest(REFUND_BODY));
+    assert_eq!(a["digest_of"], "request");
+    assert_eq!(a["binding"]["body_sha256"], hex_sha256(REFUND_BODY.as_bytes()));
     assert_eq!(a["decision_id"], body["decision_id"]);
     assert_eq!(a["rule"], "refunds-need-approval");
     assert_eq!(a["approvers"], json!([{"id": APPROVER_ID, "iss": APPROVER_ISS}]));
     assert_eq!(a["max_age_seconds"], APPROVAL_MAX_AGE);
     assert_eq!(a["header"], "x-warden-approval");
-    assert_eq!(r["arguments_digest"], hex_sha256(REFUND_BODY.as_bytes()));
+    assert_eq!(r["arguments_digest"], refund_digest(REFUND_BODY));
     assert_eq!(r["approval"], Value::Null);
 
     // 2. `warden approve` mints an approval from that reply; the retry goes through, once.
@@ -127,7 +140,7 @@ fn a_payment_needs_an_approval_bound_to_that_exact_call_and_usable_once() {
     let (x, up) = send_on(&mut p, 1, refund(&tok, REFUND_BODY, Some(&approval)));
     let (body, _) = assert_refused(&x, 403, "step_up", "approval_replayed", "refunds-need-approval");
     assert!(up.requests.is_empty());
-    assert_eq!(body["approval"]["arguments_digest"], hex_sha256(REFUND_BODY.as_bytes()));
+    assert_eq!(body["approval"]["arguments_digest"], refund_digest(REFUND_BODY));
 
     assert_eq!(metric(&p, "warden.approvals.accepted"), 1);
     assert_eq!(metric(&p, "warden.approvals.refused.approval_replayed"), 1);
@@ -149,7 +162,7 @@ fn an_approval_for_another_call_is_refused_with_the_reason() {
     let a = mint(&p);
     let (x, _) = send_on(&mut p, 0, refund(&tok, &other_body, Some(&a)));
     let (body, _) = assert_refused(&x, 403, "step_up", "approval_wrong_arguments", "refunds-need-approval");
-    assert_eq!(body["approval"]["arguments_digest"], hex_sha256(other_body.as_bytes()), "what would bind instead");
+    assert_eq!(body["approval"]["arguments_digest"], refund_digest(&other_body), "what would bind instead");
 
     // Another agent under the same rule.
     let other_agent = token(&claims("spiffe://acme.example/agents/support/bot-3", now(&p)));
@@ -354,7 +367,7 @@ fn the_decision_record_carries_what_an_auditor_needs() {
     assert_eq!(r["reason"], "allowed_by_approval");
     assert_eq!(r["bundles"], json!({"warden": {"revision": REVISION}}));
     assert!(r["approval"]["id"].is_string());
-    assert_eq!(r["arguments_digest"], hex_sha256(REFUND_BODY.as_bytes()));
+    assert_eq!(r["arguments_digest"], refund_digest(REFUND_BODY));
     assert!(r.get("arguments").is_none(), "arguments only where the bundle opts in");
     assert!(!line.message.contains(&tok), "token contents are never logged");
     assert!(!line.message.contains("o-981"), "arguments are logged as their digest only");

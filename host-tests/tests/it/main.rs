@@ -7,13 +7,17 @@
 
 mod support;
 
+mod attack_approvals;
+mod attack_mcp;
 mod attack_paths;
+mod attack_tokens;
 mod attack_tools_list;
 mod deploy_configs;
 mod e2e_control;
 mod e2e_filter;
 mod e2e_nginx;
 mod e2e_polling;
+mod envoy_attack_step_up;
 mod envoy_decisions;
 mod envoy_deploy;
 mod envoy_fidelity;

@@ -223,14 +223,14 @@ fn cases() -> Vec<Case> {
             .txn("txn_user_other_workload"),
         c("Txn-Token for a user the agent does not act for", "svid_ok", 401, "txn_token_agent_mismatch")
             .txn("txn_for_user_ok"),
-        c("expired task (Txn-Token past exp), agent token valid", "svid_ok", 403, "task_expired")
+        c("expired Txn-Token, agent token valid: an invalid token", "svid_ok", 401, "txn_token_expired")
             .call(Call::Update)
             .txn("txn_expired"),
         c("revoked task", "svid_ok", 403, "revoked_task").txn("txn_revoked_task"),
         c("Txn-Token without purp", "svid_ok", 401, "txn_token_missing_claim").txn("txn_missing_purp"),
         c("Txn-Token for another trust domain", "svid_ok", 401, "txn_token_wrong_audience").txn("txn_wrong_audience"),
         // Ephemeral credentials.
-        c("revoked jti", "access_revoked_jti", 403, "revoked_token"),
+        c("revoked jti", "access_revoked_jti", 401, "revoked_token"),
         // Sender binding.
         c("bound token without mTLS", "bound_for_binding", 401, "token_sender_not_mtls"),
         c("bound token from another workload", "bound_for_binding", 401, "token_sender_mismatch")

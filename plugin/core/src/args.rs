@@ -19,6 +19,13 @@
 //! (`1.5`, `100`, `1e+21`, `1e-7`), except that numbers written as integers that fit in 64 bits keep every digit
 //! (JCS would round integers beyond ±2^53; Warden must not let two different amounts share a digest).
 //! [`arguments_digest`] is the lower-case hex SHA-256 of that form; absent arguments digest as `{}`.
+//!
+//! The canonical form is exact only for numbers it can print without losing a digit: an integer that fits in 64
+//! bits, or a number whose decimal value is the shortest round-trip text of the nearest double (`0.1`, `99.5`,
+//! `1e21`). [`check_exact_numbers`] finds any other number in a JSON text (`18446744073709551616` beyond 64 bits,
+//! `99.99999999999999999` or `9007199254740993.0` beyond double precision), which the MCP parser refuses: two
+//! different amounts must never share a digest (nor compare equal in a condition). Equal digests therefore mean
+//! equal arguments, numbers compared by value (`5`, `5.0` and `5e0` are one number).
 
 use std::fmt::Write as _;
 
@@ -751,6 +758,98 @@ pub fn arguments_digest(arguments: Option<&Value>) -> String {
     hex
 }
 
+/// A number in a JSON text that the canonical form cannot represent exactly (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InexactNumber {
+    /// The number as written.
+    pub text: String,
+    /// Its byte offset in the JSON text.
+    pub offset: usize,
+}
+
+impl std::fmt::Display for InexactNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the number {} at byte {} has no exact canonical form (beyond 64-bit integers or double precision); \
+             send it as a string",
+            self.text, self.offset
+        )
+    }
+}
+
+impl std::error::Error for InexactNumber {}
+
+/// Checks every number of a JSON text (already parsed as valid JSON) for an exact canonical form: the first one
+/// without is the error. One pass over the bytes, strings skipped.
+pub fn check_exact_numbers(json: &str) -> Result<(), InexactNumber> {
+    let b = json.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let text = &json[start..i];
+                if !number_is_exact(text) {
+                    return Err(InexactNumber { text: text.to_string(), offset: start });
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Whether a JSON number literal keeps its value in the canonical form: integers within 64 bits are printed as
+/// they are; any other number goes through a double (parsed as `serde_json` parses it) and must come back as the
+/// same decimal value.
+fn number_is_exact(text: &str) -> bool {
+    let integer = !text.contains(['.', 'e', 'E']);
+    if integer && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()) {
+        return true;
+    }
+    let Ok(x) = serde_json::from_str::<f64>(text) else { return false };
+    if !x.is_finite() {
+        return false;
+    }
+    decimal_value(text) == decimal_value(&es_number(x))
+}
+
+/// A decimal number's value as (negative, significant digits without leading or trailing zeros, exponent `n` with
+/// value = 0.DIGITS × 10^n); zero is `(false, "", 0)` whatever its spelling. `None` for a text that is not a number.
+fn decimal_value(text: &str) -> Option<(bool, String, i64)> {
+    let (neg, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exp) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    if digits.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let n = (int.len() as i64).checked_add(exp)?.checked_sub(lead as i64)?;
+    Some((neg, digits.to_string(), n))
+}
+
 fn write_canonical(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("null"),
@@ -882,6 +981,137 @@ mod tests {
             (1.7976931348623157e308, "1.7976931348623157e+308"),
         ] {
             assert_eq!(es_number(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn exact_numbers() {
+        for ok in [
+            "0",
+            "-0",
+            "0.0",
+            "1",
+            "-1",
+            "100",
+            "100.0",
+            "1e2",
+            "1E+2",
+            "0.1",
+            "99.5",
+            "1.5e-7",
+            "-2.5e-10",
+            "9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1e21",
+            "100000000000000000000",
+            "1.7976931348623157e308",
+            "5e-324",
+            "123.456",
+        ] {
+            assert!(number_is_exact(ok), "{ok}");
+        }
+        for bad in [
+            "18446744073709551616",
+            "18446744073709551617",
+            "-9223372036854775809",
+            "99.99999999999999999",
+            "100.0000000000000001",
+            "9007199254740993.0",
+            "0.30000000000000000001",
+            "1.00000000000000000000000001e5",
+        ] {
+            assert!(!number_is_exact(bad), "{bad}");
+        }
+        let text = r#"{"s":"1.00000000000000000001 \" 18446744073709551616","a":[1,2.5,{"b":-0.1}]}"#;
+        assert_eq!(check_exact_numbers(text), Ok(()));
+        let err = check_exact_numbers(r#"{"x":"99.99999999999999999","amount":99.99999999999999999}"#).unwrap_err();
+        assert_eq!(err, InexactNumber { text: "99.99999999999999999".into(), offset: 37 });
+    }
+
+    /// A deterministic generator for the property test (xorshift64*): no dependency, the same cases every run.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        /// A JSON number literal: often near the edges of i64/u64/f64 precision, sometimes plain.
+        fn number(&mut self) -> String {
+            let neg = if self.below(4) == 0 { "-" } else { "" };
+            let edges = ["18446744073709551615", "18446744073709551616", "9007199254740992", "100", "0.1", "99.99"];
+            let mut int = match self.below(3) {
+                0 => edges[self.below(edges.len() as u64) as usize].to_string(),
+                _ => (0..1 + self.below(22)).map(|_| char::from(b'0' + self.below(10) as u8)).collect(),
+            };
+            while int.len() > 1 && int.starts_with('0') {
+                int.remove(0);
+            }
+            let mut s = format!("{neg}{int}");
+            if !s.contains('.') && self.below(2) == 0 {
+                let frac: String = (0..1 + self.below(20)).map(|_| char::from(b'0' + self.below(10) as u8)).collect();
+                s = format!("{s}.{frac}");
+            }
+            if self.below(4) == 0 {
+                s = format!("{s}e{}", self.below(40) as i64 - 20);
+            }
+            s
+        }
+    }
+
+    /// The value of a decimal literal, computed independently of [`decimal_value`]: an exact rational as
+    /// (sign, digits, power of ten) with digits stripped of leading and trailing zeros.
+    fn value(lit: &str) -> (bool, String, i64) {
+        let neg = lit.starts_with('-');
+        let lit = lit.trim_start_matches('-');
+        let (m, e) = lit.split_once('e').map_or((lit, 0), |(m, e)| (m, e.parse::<i64>().unwrap()));
+        let (i, f) = m.split_once('.').unwrap_or((m, ""));
+        // value = int(i ++ f) × 10^(e - len(f))
+        let mut digits = format!("{i}{f}");
+        let mut pow = e - f.len() as i64;
+        while digits.ends_with('0') {
+            digits.pop();
+            pow += 1;
+        }
+        let digits = digits.trim_start_matches('0').to_string();
+        if digits.is_empty() {
+            return (false, digits, 0);
+        }
+        (neg, digits, pow)
+    }
+
+    #[test]
+    fn equal_digests_mean_equal_arguments() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut by_digest: std::collections::HashMap<String, (String, (bool, String, i64))> = Default::default();
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let lit = g.number();
+            let text = format!(r#"{{"amount":{lit}}}"#);
+            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            if check_exact_numbers(&text).is_err() {
+                refused += 1;
+                continue;
+            }
+            accepted += 1;
+            let want = value(&lit);
+            let digest = arguments_digest(Some(&v));
+            if let Some((other, seen)) = by_digest.get(&digest) {
+                assert_eq!(seen, &want, "{other} and {lit} share the digest {digest} but differ");
+            }
+            by_digest.insert(digest, (lit, want));
+        }
+        assert!(accepted > 5_000 && refused > 1_000, "accepted {accepted}, refused {refused}");
+        // Every value has one digest: spellings of one number agree.
+        for (a, b) in [("5", "5.0"), ("5", "5e0"), ("100", "1e2"), ("0.1", "1e-1"), ("-0", "0")] {
+            let d = |t: &str| arguments_digest(Some(&serde_json::from_str::<Value>(t).unwrap()));
+            assert_eq!(d(a), d(b), "{a} {b}");
         }
     }
 

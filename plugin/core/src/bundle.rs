@@ -140,6 +140,19 @@ pub struct Issuer {
     /// workload, or without mTLS, is refused). Default false. Not for `txn_token` issuers.
     #[serde(default)]
     pub require_sender_binding: bool,
+    /// Sender binding for the agents matching any of these patterns (the rules' agent pattern syntax: `*`,
+    /// `prefix/*`, an exact id): such an agent's token presented without mTLS, or from another workload, is an
+    /// invalid token (401). Not for `txn_token` issuers.
+    #[serde(default)]
+    pub require_sender_binding_for: Vec<String>,
+    /// `iat` is required, so `max_token_lifetime_seconds` is always checked against the token's whole lifetime
+    /// (JWT-SVIDs may otherwise omit it; the other profiles always require it). Default false.
+    #[serde(default)]
+    pub require_iat: bool,
+    /// SPIFFE trust domains this issuer may issue for (`spiffe_jwt_svid` only): a `sub` in any other trust domain
+    /// is an invalid token (`token_untrusted_trust_domain`). Absent: any.
+    #[serde(default)]
+    pub trust_domains: Option<Vec<String>>,
     /// Delegation (RFC 8693 `act`). Absent: a token with an `act` claim is refused. Only `oauth_access_token`.
     #[serde(default)]
     pub delegation: Option<Delegation>,

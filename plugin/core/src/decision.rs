@@ -74,6 +74,9 @@ pub enum Reason {
     McpLifecycle,
     /// A step-up rule matched and the call's approval verified (see [`Decision::with_approval`]).
     AllowedByApproval,
+    /// A JSON-RPC batch with more than one call that needs step-up: one approval covers one call, so the batch is
+    /// refused whole, whatever approval it carries.
+    StepUpBatch,
     /// A step-up rule matched and the presented approval was refused; the code is the failure's (`approval_*`).
     ApprovalRefused(ApprovalFailure),
 }
@@ -102,6 +105,7 @@ impl Reason {
             Reason::InvalidArguments => "invalid_arguments",
             Reason::McpLifecycle => "mcp_lifecycle",
             Reason::AllowedByApproval => "allowed_by_approval",
+            Reason::StepUpBatch => "step_up_batch",
             Reason::ApprovalRefused(f) => f.code(),
         }
     }
@@ -122,6 +126,7 @@ impl Reason {
             | Reason::InvalidArguments
             | Reason::McpLifecycle
             | Reason::AllowedByApproval
+            | Reason::StepUpBatch
             | Reason::ApprovalRefused(_) => true,
             Reason::RevokedAgent
             | Reason::RevokedTask
@@ -165,6 +170,14 @@ pub enum RequestRefusal {
     BodyUnreadable,
     /// Trailers after a held step-up body (400 `step_up_trailers`).
     StepUpTrailers,
+    /// A body on an MCP `GET` or `DELETE` (400 `mcp_unexpected_body`).
+    McpUnexpectedBody,
+    /// An `Upgrade` header on an MCP endpoint (400 `mcp_upgrade`).
+    McpUpgrade,
+    /// A `Content-Encoding` on an MCP `POST` (415 `mcp_content_encoding`).
+    McpContentEncoding,
+    /// A `Content-Encoding` on a step-up call's body (415 `step_up_content_encoding`).
+    StepUpContentEncoding,
 }
 
 impl RequestRefusal {
@@ -182,6 +195,10 @@ impl RequestRefusal {
             RequestRefusal::BodyTooLarge => "body_too_large",
             RequestRefusal::BodyUnreadable => "body_unreadable",
             RequestRefusal::StepUpTrailers => "step_up_trailers",
+            RequestRefusal::McpUnexpectedBody => "mcp_unexpected_body",
+            RequestRefusal::McpUpgrade => "mcp_upgrade",
+            RequestRefusal::McpContentEncoding => "mcp_content_encoding",
+            RequestRefusal::StepUpContentEncoding => "step_up_content_encoding",
         }
     }
 
@@ -210,7 +227,9 @@ impl RequestRefusal {
 
     fn http_status(self) -> u16 {
         match self {
-            RequestRefusal::McpContentType => 415,
+            RequestRefusal::McpContentType
+            | RequestRefusal::McpContentEncoding
+            | RequestRefusal::StepUpContentEncoding => 415,
             RequestRefusal::McpMethodNotAllowed => 405,
             RequestRefusal::McpBodyTooLarge | RequestRefusal::BodyTooLarge => 413,
             RequestRefusal::McpAmbiguousHeader
@@ -219,7 +238,9 @@ impl RequestRefusal {
             | RequestRefusal::RouteNearMiss
             | RequestRefusal::McpBody(_)
             | RequestRefusal::BodyUnreadable
-            | RequestRefusal::StepUpTrailers => 400,
+            | RequestRefusal::StepUpTrailers
+            | RequestRefusal::McpUnexpectedBody
+            | RequestRefusal::McpUpgrade => 400,
         }
     }
 }
@@ -270,7 +291,11 @@ impl Decision {
     pub fn http_status(&self) -> u16 {
         match (self.outcome, self.reason) {
             (Outcome::Allow, _) => 200,
-            (_, Reason::IdentityMissing | Reason::IdentityInvalid(_)) => 401,
+            // A revoked token or agent is a credential that no longer counts (RFC 6750 section 3.1 `invalid_token`),
+            // not a missing permission.
+            (_, Reason::IdentityMissing | Reason::IdentityInvalid(_) | Reason::RevokedAgent | Reason::RevokedToken) => {
+                401
+            }
             (_, Reason::NoActiveBundle | Reason::BundleExpired) => 503,
             (_, Reason::BadRequest | Reason::BadPath(_)) => 400,
             (_, Reason::Request(r)) => r.http_status(),
@@ -282,13 +307,12 @@ impl Decision {
                 | Reason::StepUpRequired
                 | Reason::NoMatchingRule
                 | Reason::UnknownTool
-                | Reason::RevokedAgent
                 | Reason::RevokedTask
-                | Reason::RevokedToken
                 | Reason::TaskExpired
                 | Reason::InvalidArguments
                 | Reason::McpLifecycle
                 | Reason::AllowedByApproval
+                | Reason::StepUpBatch
                 | Reason::ApprovalRefused(_),
             ) => 403,
         }

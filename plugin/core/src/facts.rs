@@ -161,6 +161,11 @@ pub enum TokenFailure {
     SenderMismatch,
     /// `cnf.x5t#S256` does not match the mTLS peer certificate (RFC 8705).
     CnfMismatch,
+    /// A JWT-SVID whose `sub` is in none of the issuer's `trust_domains`.
+    UntrustedTrustDomain,
+    /// An access token's agent id (the mapped claim or `act.sub`) has a control character or an empty, `.` or `..`
+    /// path segment.
+    InvalidAgentId,
     /// The Transaction Token was refused; the inner code says which check failed.
     Txn(TxnFailure),
 }
@@ -187,6 +192,8 @@ pub enum TxnFailure {
     AgentMismatch,
     /// More than one `Txn-Token` header.
     Ambiguous,
+    /// `exp` passed (beyond the skew): the task context is over.
+    Expired,
 }
 
 impl TxnFailure {
@@ -208,6 +215,7 @@ impl TxnFailure {
             TxnFailure::MissingClaim => "txn_token_missing_claim",
             TxnFailure::AgentMismatch => "txn_token_agent_mismatch",
             TxnFailure::Ambiguous => "txn_token_ambiguous",
+            TxnFailure::Expired => "txn_token_expired",
         }
     }
 
@@ -228,8 +236,10 @@ impl TxnFailure {
             TokenFailure::WrongType => TxnFailure::WrongType,
             TokenFailure::WrongProfile => TxnFailure::WrongProfile,
             TokenFailure::Txn(t) => t,
+            TokenFailure::Expired => TxnFailure::Expired,
             TokenFailure::MissingClaim
-            | TokenFailure::Expired
+            | TokenFailure::UntrustedTrustDomain
+            | TokenFailure::InvalidAgentId
             | TokenFailure::NotSpiffeId
             | TokenFailure::DelegationNotAllowed
             | TokenFailure::DelegationTooDeep
@@ -242,7 +252,7 @@ impl TxnFailure {
 
 impl TokenFailure {
     /// Every failure, Transaction Token ones included (for tools that take a reason code as input).
-    pub const ALL: [TokenFailure; 36] = [
+    pub const ALL: [TokenFailure; 39] = [
         TokenFailure::Malformed,
         TokenFailure::TooLarge,
         TokenFailure::UnknownIssuer,
@@ -264,6 +274,8 @@ impl TokenFailure {
         TokenFailure::SenderNotMtls,
         TokenFailure::SenderMismatch,
         TokenFailure::CnfMismatch,
+        TokenFailure::UntrustedTrustDomain,
+        TokenFailure::InvalidAgentId,
         TokenFailure::Txn(TxnFailure::Malformed),
         TokenFailure::Txn(TxnFailure::TooLarge),
         TokenFailure::Txn(TxnFailure::UnknownIssuer),
@@ -279,6 +291,7 @@ impl TokenFailure {
         TokenFailure::Txn(TxnFailure::MissingClaim),
         TokenFailure::Txn(TxnFailure::AgentMismatch),
         TokenFailure::Txn(TxnFailure::Ambiguous),
+        TokenFailure::Txn(TxnFailure::Expired),
     ];
 
     /// The failure whose [`code`](Self::code) is `code`.
@@ -310,6 +323,8 @@ impl TokenFailure {
             TokenFailure::SenderNotMtls => "token_sender_not_mtls",
             TokenFailure::SenderMismatch => "token_sender_mismatch",
             TokenFailure::CnfMismatch => "token_cnf_mismatch",
+            TokenFailure::UntrustedTrustDomain => "token_untrusted_trust_domain",
+            TokenFailure::InvalidAgentId => "token_invalid_agent_id",
             TokenFailure::Txn(t) => t.code(),
         }
     }

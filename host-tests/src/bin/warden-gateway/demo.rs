@@ -431,7 +431,8 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
                 body["reason"].as_str().unwrap_or("-"),
                 body["revision"]
             );
-            if status != 403 || body["reason"] != "revoked_agent" {
+            // A revoked agent's token no longer counts: 401 invalid_token (RFC 6750 section 3.1).
+            if status != 401 || body["reason"] != "revoked_agent" {
                 unexpected += 1;
             }
         }

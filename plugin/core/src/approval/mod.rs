@@ -190,9 +190,39 @@ pub struct VerifiedApproval {
     pub decision_id: Option<String>,
 }
 
-/// SHA-256 of a raw request body as lower-case hex: what an approval for a plain HTTP tool binds to.
+/// SHA-256 of a raw request body as lower-case hex.
 pub fn body_digest(bytes: &[u8]) -> String {
     sha256_hex(bytes)
+}
+
+/// What the approval of a plain HTTP step-up call binds: the request as it goes upstream (the `binding` object of
+/// the step-up reply). Its [`digest`](HttpBinding::digest) is the call's `arguments_digest`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBinding {
+    /// The request method.
+    pub method: String,
+    /// `:authority`, lower case.
+    pub host: String,
+    /// The normalized path, then `?` and the query verbatim when the request had one: what is forwarded.
+    pub path: String,
+    /// The `content-type` value as sent; empty when absent.
+    pub content_type: String,
+    /// Lower-case hex SHA-256 of the body (of the empty string when there is none).
+    pub body_sha256: String,
+}
+
+impl HttpBinding {
+    /// Lower-case hex SHA-256 of the binding text: `warden.http-call/v1`, then method, host, path, content type and
+    /// body digest, each line ending in `\n` (documented in `policies/README.md`, "Step-up approvals"). None of
+    /// the parts can hold a line break (header values and the normalized path cannot).
+    pub fn digest(&self) -> String {
+        let text = format!(
+            "warden.http-call/v1\n{}\n{}\n{}\n{}\n{}\n",
+            self.method, self.host, self.path, self.content_type, self.body_sha256
+        );
+        sha256_hex(text.as_bytes())
+    }
 }
 
 /// What an approval binds to and who signs it: the claims [`claims`] writes.

@@ -87,7 +87,8 @@ pub struct BodyDecision {
 }
 
 /// Decides a body: allowed only if every message is allowed; otherwise the whole body is refused by its first denied
-/// message (or, without denials, its first step-up).
+/// message, or, without denials, needs its one step-up call's approval. A batch with two or more step-up calls is
+/// denied (`step_up_batch`, the rule of the first, the message of the second): one approval covers one call.
 pub fn decide_body(bundle: &CompiledBundle, facts: &Facts, s: McpServerIdx, body: &McpBody, now: i64) -> BodyDecision {
     let mut first: Option<BodyDecision> = None;
     let mut step_up: Option<BodyDecision> = None;
@@ -95,11 +96,18 @@ pub fn decide_body(bundle: &CompiledBundle, facts: &Facts, s: McpServerIdx, body
         let d = decide_message(bundle, facts, s, msg, now);
         match d.outcome {
             Outcome::Deny => return BodyDecision { decision: d, message: i },
-            Outcome::StepUp => {
-                if step_up.is_none() {
-                    step_up = Some(BodyDecision { decision: d, message: i });
+            Outcome::StepUp => match &step_up {
+                None => step_up = Some(BodyDecision { decision: d, message: i }),
+                Some(first) => {
+                    let decision = Decision {
+                        outcome: Outcome::Deny,
+                        reason: Reason::StepUpBatch,
+                        rule: first.decision.rule.clone(),
+                        revision: bundle.revision,
+                    };
+                    return BodyDecision { decision, message: i };
                 }
-            }
+            },
             Outcome::Allow => {
                 if first.is_none() {
                     first = Some(BodyDecision { decision: d, message: i });

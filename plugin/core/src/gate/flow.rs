@@ -139,8 +139,10 @@ pub struct Flow {
     /// What a step-up reply says, while the call still needs an approval.
     step_up: Option<StepUpInfo>,
     presented: Presented,
-    /// `arguments` or `body`: what a step-up's digest was taken over.
+    /// `arguments` or `request`: what a step-up's digest was taken over.
     digest_of: &'static str,
+    /// A plain HTTP step-up call: what its approval binds (the body's digest filled in when it is read).
+    binding: Option<approval::HttpBinding>,
     approval_counter: Option<Result<(), &'static str>>,
     /// The MCP server the request's route goes to: every refusal on it is a JSON-RPC error.
     server: Option<McpServerIdx>,
@@ -188,7 +190,8 @@ impl Flow {
             call: None,
             step_up: None,
             presented: Presented::Absent,
-            digest_of: "body",
+            digest_of: "request",
+            binding: None,
             approval_counter: None,
             server: None,
             body_follows: !req.end_of_stream,
@@ -257,14 +260,31 @@ impl Flow {
             }
         }
         if verified && flow.decision.outcome == Outcome::StepUp {
+            // The approval binds the request as it goes upstream: method, host, path and query, content type, body.
+            let target = view.path.value().map(path::normalize).and_then(Result::ok).map(|n| n.request_path());
+            flow.binding = Some(approval::HttpBinding {
+                method: flow.method.clone(),
+                host: flow.host.to_ascii_lowercase(),
+                path: target.unwrap_or_else(|| flow.path.clone()),
+                content_type: view.content_type.or_empty().to_string(),
+                body_sha256: approval::body_digest(b""),
+            });
             if !req.end_of_stream && config.mode == Mode::Enforce {
-                // The approval binds to the body: hold the request until it is complete.
+                // The approval binds the body: hold the request until it is complete. An encoded body is not the
+                // bytes the approver saw: refused before anything goes upstream.
+                if view.encoded_body() {
+                    flow.decision =
+                        Decision::refusal(Reason::Request(RequestRefusal::StepUpContentEncoding), bundle.revision);
+                    let step = flow.finish(config, Then::Headers);
+                    return (flow, step);
+                }
                 flow.state = State::StepUpBody;
                 let next = if config.allow_on_headers_stop_iteration { Next::Pause } else { Next::Continue };
                 return (flow, Step { edit_headers: true, record: false, next });
             }
             if req.end_of_stream {
-                let step = flow.settle(config, bundle, approval::body_digest(b""), "body", Then::Headers);
+                let digest = flow.binding.as_ref().map(approval::HttpBinding::digest).unwrap_or_default();
+                let step = flow.settle(config, bundle, digest, "request", Then::Headers);
                 return (flow, step);
             }
         }
@@ -288,6 +308,10 @@ impl Flow {
         let header_name = view.mcp_name.value().map(str::to_string);
         let refusal = |r: RequestRefusal| Decision::refusal(Reason::Request(r), bundle.revision);
         let early = match self.method.as_str() {
+            // A protocol switch (WebSocket, h2c) would carry JSON-RPC past the body decision.
+            _ if view.upgrade => Some(refusal(RequestRefusal::McpUpgrade)),
+            // The stream GET and the session DELETE carry no body: one would go upstream undecided.
+            "GET" | "DELETE" if !end_of_stream => Some(refusal(RequestRefusal::McpUnexpectedBody)),
             "GET" | "DELETE" => {
                 Some(decide::mcp::decide_lifecycle(bundle, &self.facts(config, None), server, self.now))
             }
@@ -373,7 +397,16 @@ impl Flow {
             State::StepUpBody => match body {
                 // A body the host does not hand over cannot be bound to: refused, never checked as if it were empty.
                 None => self.http_body_refusal(config, bundle, RequestRefusal::BodyUnreadable),
-                Some(b) => self.settle(config, bundle, approval::body_digest(b), "body", Then::HttpBody),
+                Some(b) => {
+                    let digest = match self.binding.as_mut() {
+                        Some(binding) => {
+                            binding.body_sha256 = approval::body_digest(b);
+                            binding.digest()
+                        }
+                        None => String::new(),
+                    };
+                    self.settle(config, bundle, digest, "request", Then::HttpBody)
+                }
             },
             State::Refusing { server } => {
                 let requests = requests_in(body.unwrap_or_default(), bundle.mcp_batches(server));
@@ -869,6 +902,7 @@ impl Flow {
             tool: Some(call.tool.to_string()),
             arguments_digest: call.arguments_digest.to_string(),
             digest_of: self.digest_of,
+            binding: self.binding.clone().filter(|_| self.digest_of == "request"),
             decision_id: self.decision_id.clone(),
             rule: rule.to_string(),
             approvers: requirement
@@ -969,6 +1003,10 @@ fn check_mcp_headers(view: &RequestView<'_>) -> Result<(), RequestRefusal> {
     }
     if view.mcp_method == Field::Unreadable || view.mcp_name == Field::Unreadable {
         return Err(RequestRefusal::McpAmbiguousHeader);
+    }
+    // The body is decided as the bytes that are forwarded: an encoded one would be decided as raw bytes.
+    if view.encoded_body() {
+        return Err(RequestRefusal::McpContentEncoding);
     }
     if view.mcp_method == Field::Missing && view.mcp_name != Field::Missing {
         return Err(RequestRefusal::McpHeaderMismatch);

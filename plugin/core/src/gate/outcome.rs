@@ -124,10 +124,13 @@ pub struct StepUpInfo {
     pub agent: Option<String>,
     pub task: Option<String>,
     pub tool: Option<String>,
-    /// Lower-case hex SHA-256: of the canonical JSON arguments (MCP) or of the raw request body (HTTP).
+    /// Lower-case hex SHA-256: of the canonical JSON arguments (MCP) or of the request binding (HTTP).
     pub arguments_digest: String,
-    /// `arguments` or `body`: what the digest was taken over.
+    /// `arguments` or `request`: what the digest was taken over.
     pub digest_of: &'static str,
+    /// A plain HTTP call: what `arguments_digest` binds ([`crate::approval::HttpBinding::digest`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding: Option<crate::approval::HttpBinding>,
     pub decision_id: String,
     pub rule: String,
     pub approvers: Vec<ApproverRef>,

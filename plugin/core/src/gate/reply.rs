@@ -436,6 +436,7 @@ mod tests {
             tool: Some("billing.refunds.create".into()),
             arguments_digest: "ab".repeat(32),
             digest_of: "body",
+            binding: None,
             decision_id: ID.into(),
             rule: "refunds-need-approval".into(),
             approvers: vec![ApproverRef {

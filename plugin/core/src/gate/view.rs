@@ -74,6 +74,10 @@ pub struct RequestView<'h> {
     pub content_type: Field<'h>,
     pub mcp_method: Field<'h>,
     pub mcp_name: Field<'h>,
+    /// `Content-Encoding`: a body decided on (MCP, step-up) must be the bytes that are forwarded.
+    pub content_encoding: Field<'h>,
+    /// An `Upgrade` header was sent (a protocol switch would tunnel past the body decision).
+    pub upgrade: bool,
     /// Names of the headers removed before the request goes upstream: client-supplied `x-warden-*` ones and the
     /// approval header (a credential for the gateway, not for the tool).
     pub reserved: Vec<&'h str>,
@@ -101,10 +105,24 @@ impl<'h> RequestView<'h> {
                 n if n.eq_ignore_ascii_case("content-type") => r.content_type.set(value),
                 n if n.eq_ignore_ascii_case("mcp-method") => r.mcp_method.set(value),
                 n if n.eq_ignore_ascii_case("mcp-name") => r.mcp_name.set(value),
+                n if n.eq_ignore_ascii_case("content-encoding") => r.content_encoding.set(value),
+                n if n.eq_ignore_ascii_case("upgrade") => r.upgrade = true,
                 _ => {}
             }
         }
         r
+    }
+}
+
+impl RequestView<'_> {
+    /// Whether the body is declared encoded: a `Content-Encoding` other than `identity` (repeated or unreadable
+    /// counts as encoded).
+    pub fn encoded_body(&self) -> bool {
+        match self.content_encoding {
+            Field::Missing => false,
+            Field::Present(v) => !v.trim().eq_ignore_ascii_case("identity"),
+            Field::Unreadable => true,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::jose::{compile_algorithms, compile_keys, Alg, IssuerKey, KeyOwner, MA
 use crate::vocab::{valid_id, ValidationError};
 
 use super::profiles::compile_profile;
+use crate::index::{parse_agent_pattern, AgentPattern};
 
 /// The trusted issuers of a bundle with their keys parsed once at compile time.
 #[derive(Debug, Default)]
@@ -28,6 +29,11 @@ pub(crate) struct CompiledIssuer {
     pub(crate) claims: ClaimMapping,
     pub(crate) profile: TokenProfile,
     pub(crate) require_sender_binding: bool,
+    /// `require_sender_binding_for`: agents whose tokens must be sender-bound.
+    pub(crate) sender_binding_for: Vec<OwnedAgentPattern>,
+    pub(crate) require_iat: bool,
+    /// `trust_domains` of a JWT-SVID issuer; `None`: any.
+    pub(crate) trust_domains: Option<Vec<String>>,
     /// `delegation.max_depth`; `None`: tokens with `act` are refused.
     pub(crate) max_delegation_depth: Option<u32>,
 }
@@ -102,6 +108,7 @@ impl IssuerSet {
             let skew = i64::try_from(issuer.clock_skew_seconds.min(MAX_CLOCK_SKEW_SECONDS)).unwrap_or(0);
             compile_claims(i, &issuer.claims, &mut err);
             compile_profile(i, issuer, &mut err);
+            let sender_binding_for = compile_issuer_options(i, issuer, &mut err);
             let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
             if !issuer.iss.is_empty() && !set.by_iss.contains_key(&issuer.iss) {
                 set.by_iss.insert(issuer.iss.clone(), set.issuers.len());
@@ -117,6 +124,9 @@ impl IssuerSet {
                 claims: issuer.claims.clone(),
                 profile: issuer.profile,
                 require_sender_binding: issuer.require_sender_binding,
+                sender_binding_for,
+                require_iat: issuer.require_iat,
+                trust_domains: issuer.trust_domains.clone(),
                 max_delegation_depth: issuer.delegation.as_ref().map(|d| d.max_depth),
             });
         }
@@ -182,4 +192,83 @@ fn compile_claims(i: usize, claims: &ClaimMapping, err: &mut impl FnMut(String, 
             }
         }
     }
+}
+
+/// An agent pattern of `require_sender_binding_for`, owned (the rules' syntax, [`parse_agent_pattern`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwnedAgentPattern {
+    Any,
+    Exact(String),
+    /// The prefix including its trailing `/`.
+    Prefix(String),
+}
+
+impl OwnedAgentPattern {
+    pub(crate) fn matches(&self, agent_id: &str) -> bool {
+        match self {
+            OwnedAgentPattern::Any => true,
+            OwnedAgentPattern::Exact(id) => id == agent_id,
+            OwnedAgentPattern::Prefix(p) => agent_id.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// `require_sender_binding_for`, `require_iat` and `trust_domains` of one issuer: validated, the patterns parsed.
+pub(super) fn compile_issuer_options(
+    i: usize,
+    issuer: &Issuer,
+    err: &mut impl FnMut(String, String),
+) -> Vec<OwnedAgentPattern> {
+    let mut patterns = Vec::new();
+    if issuer.profile == TokenProfile::TxnToken && !issuer.require_sender_binding_for.is_empty() {
+        err(
+            format!("/issuers/{i}/require_sender_binding_for"),
+            "not allowed for profile \"txn_token\": a Transaction Token is bound to the agent through its subject"
+                .to_string(),
+        );
+    }
+    for (k, raw) in issuer.require_sender_binding_for.iter().enumerate() {
+        match parse_agent_pattern(raw) {
+            Some(AgentPattern::Any) => patterns.push(OwnedAgentPattern::Any),
+            Some(AgentPattern::Exact(id)) => patterns.push(OwnedAgentPattern::Exact(id.to_string())),
+            Some(AgentPattern::Prefix(p)) => patterns.push(OwnedAgentPattern::Prefix(p.to_string())),
+            None => err(
+                format!("/issuers/{i}/require_sender_binding_for/{k}"),
+                format!("bad agent pattern {raw:?}: use *, prefix/* or an exact agent id"),
+            ),
+        }
+    }
+    if let Some(domains) = &issuer.trust_domains {
+        if issuer.profile != TokenProfile::SpiffeJwtSvid {
+            err(
+                format!("/issuers/{i}/trust_domains"),
+                "not allowed for this profile: only spiffe_jwt_svid issuers name SPIFFE trust domains".to_string(),
+            );
+        }
+        if domains.is_empty() {
+            err(format!("/issuers/{i}/trust_domains"), "at least one trust domain (or leave it out)".to_string());
+        }
+        for (k, d) in domains.iter().enumerate() {
+            if !super::profiles::is_spiffe_id(&format!("spiffe://{d}/x")) {
+                err(
+                    format!("/issuers/{i}/trust_domains/{k}"),
+                    format!("bad trust domain {d:?}: lower-case letters, digits, '.', '-' and '_'"),
+                );
+            }
+        }
+    }
+    patterns
+}
+
+/// An access token's agent id is clean: no control characters, and after the scheme's `//` (or in the whole id)
+/// no empty, `.` or `..` segment, so a `prefix/*` rule cannot be climbed out of.
+pub(super) fn clean_agent_id(id: &str) -> bool {
+    if id.chars().any(char::is_control) {
+        return false;
+    }
+    let path = match id.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => id,
+    };
+    path.is_empty() || path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }

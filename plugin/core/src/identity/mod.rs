@@ -68,14 +68,15 @@ pub use keys::{IssuerLimits, IssuerSet};
 use profiles::typ_fits;
 pub use profiles::{is_spiffe_id, MAX_DELEGATION_DEPTH};
 
-/// Extracts the token from an `Authorization` header value: the scheme `Bearer` (any case), exactly one space, then
-/// a non-empty token without whitespace or control characters. Anything else is `Malformed`.
+/// Extracts the token from an `Authorization` header value: the scheme `Bearer` (any case), one or more spaces
+/// (RFC 9110 section 11.4 `auth-scheme 1*SP token68`, RFC 6750 section 2.1; spaces only, no tab), then a non-empty
+/// token without whitespace or control characters. Anything else is `Malformed`.
 pub fn bearer_token(header_value: &str) -> Result<&str, TokenFailure> {
     let scheme = header_value.get(..7).ok_or(TokenFailure::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer ") {
         return Err(TokenFailure::Malformed);
     }
-    let token = &header_value[7..];
+    let token = header_value[7..].trim_start_matches(' ');
     // Visible ASCII only (no whitespace, control characters or non-ASCII): one range check per byte.
     if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return Err(TokenFailure::Malformed);
@@ -275,7 +276,7 @@ fn check_sender(
 ) -> Result<bool, TokenFailure> {
     let uri_san = peer.and_then(|p| p.uri_san.as_deref());
     let bound = uri_san == Some(agent_id);
-    if issuer.require_sender_binding {
+    if issuer.require_sender_binding || issuer.sender_binding_for.iter().any(|p| p.matches(agent_id)) {
         match uri_san {
             None => return Err(TokenFailure::SenderNotMtls),
             Some(_) if !bound => return Err(TokenFailure::SenderMismatch),
@@ -314,10 +315,18 @@ pub(crate) fn check_agent(
     let nbf = numeric_date(claims.get("nbf"))?;
     let aud = claims.get("aud").ok_or(TokenFailure::MissingClaim)?;
     let token_id = string_claim(claims.get("jti"))?.map(str::to_string);
+    if issuer.require_iat && iat.is_none() {
+        return Err(TokenFailure::MissingClaim);
+    }
     match issuer.profile {
         TokenProfile::SpiffeJwtSvid => {
             if !is_spiffe_id(sub) {
                 return Err(TokenFailure::NotSpiffeId);
+            }
+            if let Some(domains) = &issuer.trust_domains {
+                if !domains.iter().any(|d| d == trust_domain(sub)) {
+                    return Err(TokenFailure::UntrustedTrustDomain);
+                }
             }
         }
         TokenProfile::OauthAccessToken => {
@@ -335,6 +344,9 @@ pub(crate) fn check_agent(
         Some((agent, d)) => (agent, Some(d)),
         None => (mapped.to_string(), None),
     };
+    if issuer.profile == TokenProfile::OauthAccessToken && !keys::clean_agent_id(&agent_id) {
+        return Err(TokenFailure::InvalidAgentId);
+    }
     let task = match &issuer.claims.task_id {
         Some(name) => match string_claim(claims.get(name))? {
             Some(id) => Some(Task {
@@ -395,7 +407,11 @@ pub(crate) fn check_txn(issuers: &IssuerSet, signed: &Signed, agent: &Agent, now
         Some(Value::Object(rctx)) => string_claim(rctx.get("req_wl"))?,
         Some(_) => return Err(TokenFailure::MissingClaim),
     };
-    // `exp` is not checked here: it is the task's expiry, and `decide` denies an expired task (`task_expired`).
+    // `exp` is the task's expiry: past it the Transaction Token is invalid (`txn_token_expired`). No skew: the task
+    // is over at `exp`, as `decide` reads `task.expires_at`.
+    if now >= exp {
+        return Err(TokenFailure::Expired);
+    }
     check_times(issuer, exp, Some(iat), nbf, now)?;
     check_audience(issuer, aud)?;
     let for_agent = sub == agent.id && requesting_workload.is_none_or(|w| w == agent.id);

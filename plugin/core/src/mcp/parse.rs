@@ -53,6 +53,8 @@ pub enum McpError {
     InvalidId,
     InvalidMethod(String),
     InvalidParams(String),
+    /// A number without an exact canonical form ([`crate::args::check_exact_numbers`]).
+    InexactNumber(crate::args::InexactNumber),
 }
 
 /// What kind of refusal an [`McpError`] is, without its detail: `Copy`, so a decision's reason can carry it.
@@ -67,6 +69,7 @@ pub enum McpErrorKind {
     InvalidId,
     InvalidMethod,
     InvalidParams,
+    InexactNumber,
 }
 
 impl McpErrorKind {
@@ -82,6 +85,7 @@ impl McpErrorKind {
             McpErrorKind::InvalidId => "mcp_invalid_id",
             McpErrorKind::InvalidMethod => "mcp_invalid_method",
             McpErrorKind::InvalidParams => "mcp_invalid_params",
+            McpErrorKind::InexactNumber => "mcp_inexact_number",
         }
     }
 }
@@ -99,6 +103,7 @@ impl McpError {
             McpError::InvalidId => McpErrorKind::InvalidId,
             McpError::InvalidMethod(_) => McpErrorKind::InvalidMethod,
             McpError::InvalidParams(_) => McpErrorKind::InvalidParams,
+            McpError::InexactNumber(_) => McpErrorKind::InexactNumber,
         }
     }
 
@@ -120,6 +125,7 @@ impl fmt::Display for McpError {
             McpError::InvalidId => write!(f, "\"id\" must be a string or an integer"),
             McpError::InvalidMethod(m) => write!(f, "invalid method {m:?}"),
             McpError::InvalidParams(d) => write!(f, "invalid params: {d}"),
+            McpError::InexactNumber(n) => write!(f, "{n}"),
         }
     }
 }
@@ -194,8 +200,10 @@ pub struct McpBody {
 
 /// Parses a POST body strictly (see the module documentation).
 pub fn parse_body(body: &[u8], batches: bool) -> Result<McpBody, McpError> {
-    std::str::from_utf8(body).map_err(|_| McpError::NotUtf8)?;
+    let text = std::str::from_utf8(body).map_err(|_| McpError::NotUtf8)?;
     let value = parse_strict(body)?;
+    // Arguments are digested for approvals and compared by conditions: a number they would round is refused.
+    crate::args::check_exact_numbers(text).map_err(McpError::InexactNumber)?;
     match value {
         Value::Array(list) => {
             if !batches {

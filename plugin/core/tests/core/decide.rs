@@ -139,13 +139,13 @@ fn identity_revocation_and_task() {
             Deny,
             "revoked_agent",
             "default",
-            403,
+            401,
         ),
         case("revoked agent beats unknown-tool default", "prod", v(ag("support/bot-revoked")), None).want(
             Deny,
             "revoked_agent",
             "default",
-            403,
+            401,
         ),
         case(
             "revoked task beats allow",
@@ -158,7 +158,7 @@ fn identity_revocation_and_task() {
             Deny,
             "revoked_token",
             "default",
-            403,
+            401,
         ),
         case("other token id is fine", "prod", v(jti_ok), Some("crm.contacts.read")).want(
             Allow,
@@ -214,7 +214,7 @@ fn identity_revocation_and_task() {
             Deny,
             "revoked_agent",
             "default",
-            403,
+            401,
         ),
     );
     check(

@@ -686,6 +686,46 @@ fn issuer_compile_errors_name_the_location() {
             ],
         ),
         (
+            "issue 19 item 10: the issuer options, validated",
+            vec![with(base.clone(), |m| {
+                m.insert("require_sender_binding_for".into(), json!(["spiffe://acme.example/agents/*", "a*b"]));
+                m.insert("trust_domains".into(), json!(["acme.example", "Acme.Example"]));
+                m.insert("profile".into(), json!("spiffe_jwt_svid"));
+                m.insert("claims".into(), json!({}));
+                m.remove("delegation");
+            })],
+            vec![
+                e("/issuers/0/require_sender_binding_for/1", "bad agent pattern \"a*b\": use *, prefix/* or an exact agent id"),
+                e("/issuers/0/trust_domains/1", "bad trust domain \"Acme.Example\": lower-case letters, digits, '.', '-' and '_'"),
+            ],
+        ),
+        (
+            "trust domains only for JWT-SVIDs, sender binding not for Transaction Tokens",
+            vec![
+                field("trust_domains", json!([])),
+                with(field("require_sender_binding_for", json!(["*"])), |m| {
+                    m.insert("profile".into(), json!("txn_token"));
+                    m.insert("claims".into(), json!({}));
+                    m.insert("iss".into(), json!("https://txn.example"));
+                    m.insert("id".into(), json!("txn"));
+                    m.insert("trust_domains".into(), json!(["acme.example"]));
+                    m.remove("delegation");
+                }),
+            ],
+            vec![
+                e("/issuers/0/trust_domains", "not allowed for this profile: only spiffe_jwt_svid issuers name SPIFFE trust domains"),
+                e("/issuers/0/trust_domains", "at least one trust domain (or leave it out)"),
+                e(
+                    "/issuers/1/require_sender_binding_for",
+                    "not allowed for profile \"txn_token\": a Transaction Token is bound to the agent through its subject",
+                ),
+                e(
+                    "/issuers/1/trust_domains",
+                    "not allowed for this profile: only spiffe_jwt_svid issuers name SPIFFE trust domains",
+                ),
+            ],
+        ),
+        (
             "several problems at once, all reported",
             vec![with(base.clone(), |m| {
                 m.insert("algorithms".into(), json!(["none"]));
@@ -723,8 +763,11 @@ fn bearer_token_table() {
         ("bEaReR a-b_c.d~e+f/g=", Ok("a-b_c.d~e+f/g=")),
         ("Bearer", Err(TokenFailure::Malformed)),
         ("Bearer ", Err(TokenFailure::Malformed)),
-        ("Bearer  abc", Err(TokenFailure::Malformed)),
+        ("Bearer  abc", Ok("abc")),
+        ("bearer     abc", Ok("abc")),
         ("Bearer\tabc", Err(TokenFailure::Malformed)),
+        ("Bearer \tabc", Err(TokenFailure::Malformed)),
+        ("Bearer   ", Err(TokenFailure::Malformed)),
         ("Bearer abc def", Err(TokenFailure::Malformed)),
         ("Bearer abc ", Err(TokenFailure::Malformed)),
         (" Bearer abc", Err(TokenFailure::Malformed)),
@@ -1063,13 +1106,13 @@ fn txn_token_table() {
             task(NOW + 120),
         ),
         (
-            "expired: verified, the task carries the expiry (decide denies task_expired)",
+            "expired: an invalid token (the task is over)",
             c(&|m| {
                 set(m, "iat", json!(NOW - 400));
                 set(m, "exp", json!(NOW - 100));
             }),
             &me,
-            task(NOW - 100),
+            f(TxnFailure::Expired),
         ),
         (
             "for another agent",

@@ -147,6 +147,18 @@ fn parsing_is_strict() {
             false,
             Err("mcp_duplicate_key"),
         ),
+        (
+            "a number beyond 64 bits (issue 19 item 4)",
+            call("refund", json!({})).replace("{}", r#"{"amount":18446744073709551617}"#).into_bytes(),
+            false,
+            Err("mcp_inexact_number"),
+        ),
+        (
+            "a number beyond double precision",
+            call("refund", json!({})).replace("{}", r#"{"amount":100.0000000000000001}"#).into_bytes(),
+            false,
+            Err("mcp_inexact_number"),
+        ),
         ("batch refused", format!("[{}]", call("lookup", json!({}))).into_bytes(), false, Err("mcp_batch_refused")),
         ("empty batch", b"[]".to_vec(), true, Err("mcp_empty_batch")),
         ("batch of a number", b"[1]".to_vec(), true, Err("mcp_invalid_message")),
