@@ -7,6 +7,7 @@
 
 mod support;
 
+mod attack_distribution;
 mod deploy_configs;
 mod e2e_control;
 mod e2e_filter;
