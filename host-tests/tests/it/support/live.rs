@@ -568,8 +568,18 @@ pub fn count_logs(p: &Plugin, needle: &str) -> usize {
 
 /// Fetches the fleet made so far, whatever their outcome (the filter's fetch counters).
 pub fn fetches(p: &Plugin) -> i64 {
-    let causes =
-        ["http_status", "connect", "timeout", "reset", "signature", "rollback", "expired", "invalid", "unknown_key"];
+    let causes = [
+        "http_status",
+        "connect",
+        "timeout",
+        "reset",
+        "signature",
+        "rollback",
+        "expired",
+        "invalid",
+        "unknown_key",
+        "revision_jump",
+    ];
     metric(p, "warden.bundle.fetch.success")
         + metric(p, "warden.bundle.fetch.not_modified")
         + metric(p, "warden.bundle.fetch.failure.malformed")
