@@ -24,7 +24,7 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   fi
 fi
 
-# control/tests/oci.rs pushes the Wasm OCI image to CNCF distribution (/usr/bin/docker-registry, Debian package
+# control/tests/cli/oci.rs pushes the Wasm OCI image to CNCF distribution (/usr/bin/docker-registry, Debian package
 # docker-registry) started on loopback.
 if [ ! -x /usr/bin/docker-registry ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -63,6 +63,9 @@ if [ "$status" != 0 ]; then
   echo "== cargo test failed (exit $status)"
   exit "$status"
 fi
+
+echo "== cargo test (the peer comparison, its own workspace: every engine agrees with Warden)"
+CARGO_TARGET_DIR="$target" cargo test --locked --manifest-path benches/peers/Cargo.toml --all-targets "$@"
 
 echo "== pytest (deployment files)"
 "$py" -m pytest envoy/tests -q

@@ -7,7 +7,7 @@
 //!   and the key's parsing happen inside, per call);
 //! - `tokens/bare_signature/<alg>`: the floor, the signature crate's own verify of the same signing input and
 //!   signature with the public key parsed once;
-//! - `tokens/cache_hit/<alg>`: `identity::TokenCache::verify` of a token already in the cache (the claims, times,
+//! - `tokens/cache_hit/<alg>`: `token_cache::TokenCache::verify` of a token already in the cache (the claims, times,
 //!   audience are checked again, the signature is not).
 //!
 //! The same steps inside wasm, looped in the token probe (`benches/probe`, `bench_probe.wasm`, built with the
@@ -37,7 +37,8 @@ use warden_benches::host::{probe, start_probe};
 use warden_benches::tokens::{claims, split_jws, Alg, Keys};
 use warden_benches::{generate_json, NOW};
 use warden_core::compile::compile;
-use warden_core::identity::{self, IssuerSet, TokenCache};
+use warden_core::identity::{self, IssuerSet};
+use warden_core::token_cache::TokenCache;
 
 const AGENT: &str = "spiffe://bench.example/agents/late-team/eu/bot-1";
 

@@ -10,18 +10,10 @@ use warden_host::{
 };
 
 use crate::tokens::{Keys, AUTHORITY};
-use crate::NOW;
+use crate::{target_dir, NOW};
 
 /// The command that builds `warden.wasm`.
 pub const BUILD: &str = "cargo build -p warden-filter --target wasm32-wasip1 --profile wasm";
-
-/// The workspace's target directory: `CARGO_TARGET_DIR`, else `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) => PathBuf::from(t),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
-    }
-}
 
 /// Where `warden.wasm` is: `WARDEN_WASM`, else `<target>/wasm32-wasip1/wasm/warden.wasm`.
 pub fn wasm_path() -> PathBuf {

@@ -11,7 +11,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use warden_core::approval::{self, MAX_JTI_BYTES};
 use warden_core::time::{format_rfc3339, parse_rfc3339};
 
@@ -199,24 +199,18 @@ pub fn claims(request: &Request, minting: &Minting) -> Result<Value> {
         .ok()
         .and_then(|t| minting.issued_at.checked_add(t))
         .ok_or_else(|| anyhow!("--ttl {ttl} is out of range"))?;
-    let mut c = Map::new();
-    c.insert("iss".into(), json!(minting.iss));
-    if let Some(who) = &minting.approved_by {
-        c.insert("sub".into(), json!(who));
-    }
-    c.insert("jti".into(), json!(minting.jti));
-    c.insert("iat".into(), json!(minting.issued_at));
-    c.insert("exp".into(), json!(exp));
-    c.insert("agent".into(), json!(agent));
-    if let Some(task) = &request.task {
-        c.insert("task".into(), json!(task));
-    }
-    c.insert("tool".into(), json!(tool));
-    c.insert("arguments_digest".into(), json!(digest));
-    if let Some(id) = &request.decision_id {
-        c.insert("decision_id".into(), json!(id));
-    }
-    Ok(Value::Object(c))
+    Ok(approval::claims(&approval::ApprovalGrant {
+        iss: &minting.iss,
+        approved_by: minting.approved_by.as_deref(),
+        jti: &minting.jti,
+        issued_at: minting.issued_at,
+        expires_at: exp,
+        agent,
+        task: request.task.as_deref(),
+        tool,
+        arguments_digest: digest,
+        decision_id: request.decision_id.as_deref(),
+    }))
 }
 
 /// `--issued-at`: RFC 3339 UTC or unix seconds.
@@ -306,7 +300,8 @@ mod tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
-    use warden_core::approval::{verify, ApprovalFailure, CallBinding};
+    use serde_json::json;
+    use warden_core::approval::{ApprovalFailure, CallBinding};
     use warden_core::bundle::Bundle;
     use warden_core::envelope::SigningKey;
 
@@ -500,7 +495,7 @@ mod tests {
             arguments_digest: DIGEST,
         };
         let rule = "finance-refunds-step-up";
-        let ok = verify(&compiled, rule, &token, &call, now).unwrap();
+        let ok = compiled.verify_approval(rule, &token, &call, now).unwrap();
         assert_eq!(ok.id, "j-1");
         assert_eq!(ok.approver, "payments-approvals");
         assert_eq!(ok.approved_by.as_deref(), Some("alice@acme.example"));
@@ -508,13 +503,13 @@ mod tests {
         assert_eq!(ok.decision_id.as_deref(), Some("d-1"));
         let other = "0".repeat(64);
         assert_eq!(
-            verify(&compiled, rule, &token, &CallBinding { arguments_digest: &other, ..call }, now),
+            compiled.verify_approval(rule, &token, &CallBinding { arguments_digest: &other, ..call }, now),
             Err(ApprovalFailure::WrongArguments)
         );
         assert_eq!(
-            verify(&compiled, rule, &token, &CallBinding { task: Some("task-2"), ..call }, now),
+            compiled.verify_approval(rule, &token, &CallBinding { task: Some("task-2"), ..call }, now),
             Err(ApprovalFailure::WrongTask)
         );
-        assert_eq!(verify(&compiled, rule, &token, &call, now + 600), Err(ApprovalFailure::Expired));
+        assert_eq!(compiled.verify_approval(rule, &token, &call, now + 600), Err(ApprovalFailure::Expired));
     }
 }

@@ -1,20 +1,22 @@
-//! `warden eval`: one recorded request through the same steps as the filter (path normalization, token
-//! verification, tool resolution, `decide`), with the decision and the chain of reasons behind it.
+//! `warden eval`: one recorded request through the core's gate, the filter's own pipeline
+//! ([`warden_core::gate::driver`]), with the decision and the chain of reasons behind it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use clap::ValueEnum;
 use serde_json::{json, Value};
+use warden_core::bundle::Bundle;
 use warden_core::compile::CompiledBundle;
-use warden_core::decide::decide;
-use warden_core::decision::{Decision, Outcome, Reason};
+use warden_core::config::{self, GateConfig};
+use warden_core::decision::Outcome;
 use warden_core::envelope;
-use warden_core::explain::explain;
-use warden_core::facts::{Facts, Identity, TokenFailure};
+use warden_core::explain::explain_gate;
+use warden_core::facts::Facts;
+use warden_core::gate::driver::{self, Exchange};
+use warden_core::gate::MemoryStore;
 use warden_core::request::RecordedRequest;
 use warden_core::time::format_rfc3339;
-use warden_core::{identity, path};
 
 use crate::files;
 use crate::lint;
@@ -33,6 +35,8 @@ pub struct BundleSource {
 
 /// A bundle ready to decide with.
 pub struct Loaded {
+    /// As authored.
+    pub bundle: Bundle,
     pub compiled: CompiledBundle,
 }
 
@@ -56,7 +60,7 @@ impl BundleSource {
             String::from_utf8(bytes).map_err(|e| anyhow!("{name}: not UTF-8 text: {e}"))?
         };
         match lint::check(&name, &text) {
-            Ok(checked) => Ok(Some(Loaded { compiled: checked.compiled })),
+            Ok(checked) => Ok(Some(Loaded { bundle: checked.bundle, compiled: checked.compiled })),
             Err(diagnostics) => {
                 lint::report(path, &diagnostics);
                 Ok(None)
@@ -77,9 +81,11 @@ pub enum ExpectOutcome {
 /// Decide one recorded request and explain the decision.
 ///
 /// REQUEST.json is one request in the recorded-request format the dev gateway's replay reads (method, path, host,
-/// headers, time, ...). The token in its Authorization header is verified against the bundle's issuers, the path is
-/// normalized, the tool resolved and the core's `decide` run, as the filter does. Prints the decision and the chain
-/// of reasons: which rule matched, which rules were considered, and why the others did not match.
+/// headers, body, peer_uri_san, time, ...). It runs through the core's gate exactly as warden.wasm runs it: path
+/// normalization, the agent token and Transaction Token verified against the bundle's issuers (sender binding to
+/// the mTLS peer), the tool resolved from the route or the MCP message, `decide` with the call's arguments, step-up
+/// approvals, the bundle's expiry and grace. Prints the decision and the chain of reasons: which rule matched,
+/// which rules were considered, and why the others did not match (for argument conditions, which condition).
 ///
 /// Exits 0 whatever the decision, unless --expect is given and the decision differs (exit 1).
 #[derive(Debug, clap::Args)]
@@ -90,12 +96,16 @@ pub struct Args {
     bundle: PathBuf,
     #[command(flatten)]
     source: BundleSource,
-    /// The environment label of the gateway (as in its plugin configuration).
+    /// The environment label of the gateway (as in its plugin configuration); overrides --config's.
     #[arg(long, value_name = "ENV")]
-    environment: String,
-    /// The header that carries the agent token.
-    #[arg(long, value_name = "NAME", default_value = "authorization")]
-    token_header: String,
+    environment: Option<String>,
+    /// The gateway's plugin configuration (JSON, as Envoy's `configuration`): environment, mode, token headers,
+    /// grace, body limit as the filter reads them. Without it: the defaults with --environment.
+    #[arg(long, value_name = "PLUGIN.json")]
+    config: Option<PathBuf>,
+    /// The header that carries the agent token (default: the configuration's, else authorization).
+    #[arg(long, value_name = "NAME")]
+    token_header: Option<String>,
     /// Decide at this time (RFC 3339 UTC); default: the request's `time`, else the system clock.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
@@ -110,67 +120,6 @@ pub struct Args {
     request: PathBuf,
 }
 
-/// What eval found, step by step.
-struct Evaluation {
-    decision: Decision,
-    facts: Option<Facts>,
-    path: Option<String>,
-    path_error: Option<String>,
-    now: i64,
-}
-
-fn evaluate(
-    bundle: &CompiledBundle,
-    req: &RecordedRequest,
-    environment: &str,
-    token_header: &str,
-    now: i64,
-) -> Evaluation {
-    let done = |reason: Reason| Decision { outcome: Outcome::Deny, reason, rule: None, revision: bundle.revision };
-    let normalized = match path::normalize(&req.path) {
-        Ok(n) => n,
-        Err(e) => {
-            return Evaluation {
-                decision: done(Reason::BadRequest),
-                facts: None,
-                path: None,
-                path_error: Some(format!("{} ({e})", e.code())),
-                now,
-            }
-        }
-    };
-    let values: Vec<&str> =
-        req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(token_header)).map(|(_, v)| v.as_str()).collect();
-    let identity = match values[..] {
-        [] => Identity::Missing,
-        [value] => {
-            let token = if token_header.eq_ignore_ascii_case("authorization") || value.contains(' ') {
-                identity::bearer_token(value)
-            } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) {
-                Ok(value)
-            } else {
-                Err(TokenFailure::Malformed)
-            };
-            match token.and_then(|t| identity::verify(&bundle.issuers, t, now)) {
-                Ok(agent) => Identity::Verified(agent),
-                Err(f) => Identity::Invalid(f),
-            }
-        }
-        _ => Identity::Invalid(TokenFailure::Ambiguous),
-    };
-    let host = req.authority().unwrap_or("");
-    let tool = bundle.resolve_http(host, &req.method, &normalized.path);
-    let facts = Facts { environment: environment.to_string(), identity, tool };
-    let decision = decide(bundle, &facts, now);
-    Evaluation { decision, facts: Some(facts), path: Some(normalized.path), path_error: None, now }
-}
-
-/// The chain of reasons for a decision, one line each (the core's [`explain`], which walks the rules with decide's
-/// own candidate lists and predicates).
-pub fn explain_lines(loaded: &Loaded, facts: &Facts, now: i64) -> Vec<String> {
-    explain(&loaded.compiled, facts, now).lines()
-}
-
 pub fn run(args: &Args) -> Result<Status> {
     let text = files::read_text(&args.request)?;
     let req = RecordedRequest::parse_line(&text).map_err(|e| anyhow!("{}: {e}", args.request.display()))?;
@@ -179,56 +128,70 @@ pub fn run(args: &Args) -> Result<Status> {
         (None, Ok(Some(t))) => t,
         (None, _) => files::clock(),
     };
-    let Some(loaded) = args.source.load(&args.bundle)? else { return Ok(Status::Failed) };
-    let ev = evaluate(&loaded.compiled, &req, &args.environment, &args.token_header, now);
-    let bundle = &loaded.compiled;
-    let d = &ev.decision;
-    let explanation = ev.facts.as_ref().map(|f| explain(bundle, f, ev.now));
-    let why = match &explanation {
-        Some(e) => e.lines(),
-        None => vec![format!("the request path was refused: {}", ev.path_error.clone().unwrap_or_default())],
+    let mut config = match (&args.config, &args.environment) {
+        (Some(path), _) => {
+            let bytes = files::read_bytes(path)?;
+            config::parse(&bytes).map_err(|e| anyhow!("{}: plugin configuration: {e}", path.display()))?.gate
+        }
+        (None, Some(env)) => GateConfig::new(env),
+        (None, None) => bail!("give --environment ENV, or --config PLUGIN.json (the gateway's plugin configuration)"),
     };
+    if let Some(env) = &args.environment {
+        config.environment = env.clone();
+    }
+    if let Some(header) = &args.token_header {
+        config.token_header = header.to_ascii_lowercase();
+    }
+    let Some(loaded) = args.source.load(&args.bundle)? else { return Ok(Status::Failed) };
+    let bundle = &loaded.compiled;
+    let exchange = Exchange::from_recorded(&req, now).map_err(|e| anyhow!("{}: {e}", args.request.display()))?;
+    let run = driver::run(&config, Some(bundle), exchange, &mut MemoryStore::default());
+    let flow = &run.flow;
+    let d = flow.decision();
+    let status = run.status(None);
+    let facts = Facts { environment: config.environment.clone(), identity: flow.identity().clone(), tool: flow.tool() };
+    let explanation = explain_gate(bundle, &facts, flow.call().and_then(|m| m.arguments()), now, d);
+    let why = explanation.lines();
     let rules: Vec<Value> = explanation
+        .rules
         .iter()
-        .flat_map(|e| &e.rules)
         .map(|r| json!({"id": r.id, "effect": r.effect.as_str(), "verdict": r.verdict.as_str(), "detail": r.detail}))
         .collect();
-    let tool = ev.facts.as_ref().and_then(|f| f.tool).map(|t| bundle.tool_id(t).to_string());
-    let agent = match ev.facts.as_ref().map(|f| &f.identity) {
-        Some(Identity::Verified(a)) => json!({
+    let tool = flow.tool().map(|t| bundle.tool_id(t).to_string());
+    let agent = match flow.agent() {
+        Some(a) => json!({
             "id": a.id, "trust_domain": a.trust_domain, "issuer": a.issuer, "token_id": a.token_id,
             "task": a.task.as_ref().map(|t| json!({"id": t.id, "purpose": t.purpose, "expires_at": t.expires_at})),
         }),
-        _ => Value::Null,
+        None => Value::Null,
     };
+    let host = req.authority().unwrap_or("");
     if args.json {
+        let record: Value = run.record.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
         let out = json!({
             "id": req.id,
             "decision": d.outcome.as_str(),
-            "status": d.http_status(),
+            "status": status,
             "reason": d.reason.code(),
             "rule": d.rule_id(),
             "revision": d.revision,
-            "environment": args.environment,
+            "environment": config.environment,
             "time": format_rfc3339(now),
-            "request": {"method": req.method, "host": req.authority().unwrap_or(""), "path": ev.path},
+            "request": {"method": req.method, "host": host, "path": flow.path()},
             "tool": tool,
             "agent": agent,
             "explanation": why,
             "rules": rules,
+            "reply": run.reply.as_ref().map(|r| String::from_utf8_lossy(&r.body).into_owned()),
+            "record": record,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("decision: {} ({})", d.outcome.as_str(), d.http_status());
+        println!("decision: {} ({status})", d.outcome.as_str());
         println!("reason:   {}", d.reason.code());
         println!("rule:     {}", d.rule_id());
         println!("revision: {}", d.revision);
-        println!(
-            "request:  {} {} {}",
-            req.method,
-            req.authority().unwrap_or(""),
-            ev.path.as_deref().unwrap_or(&req.path)
-        );
+        println!("request:  {} {host} {}", req.method, flow.path());
         println!("why:");
         for line in &why {
             println!("  {line}");

@@ -117,17 +117,24 @@ pub fn run(args: &Args) -> Result<Status> {
             )
         }
     };
+    let mut cases: Value = serde_json::from_str(cases_text)?;
     for list in ["issuers", "approvers"] {
         for entry in bundle.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
             let id = entry["id"].as_str().unwrap_or("key").to_string();
             let stem = format!("{}-{id}", &list[..list.len() - 1]);
             entry["jwks"] = write_pair(&keys, &stem, &format!("{id}-1"))?;
             made.push(format!("keys/{stem}.jwk.json ({} {id})", &list[..list.len() - 1]));
+            // The policy tests mint tokens and approvals with the new keys.
+            if let Some(k) = cases.pointer_mut("/defaults/keys").and_then(Value::as_object_mut) {
+                if k.contains_key(&id) {
+                    k.insert(id.clone(), json!(format!("keys/{stem}.jwk.json")));
+                }
+            }
         }
     }
     let text = canonical(&serde_json::to_string(&bundle)?).map_err(|e| anyhow!("{e}"))?;
     files::create_new(&dir.join("bundle.json"), text.as_bytes(), 0o644, false)?;
-    let cases = canonical(cases_text).map_err(|e| anyhow!("{e}"))?;
+    let cases = canonical(&serde_json::to_string(&cases)?).map_err(|e| anyhow!("{e}"))?;
     files::create_new(&dir.join("bundle.cases.json"), cases.as_bytes(), 0o644, false)?;
     files::create_new(&dir.join("bundle.schema.json"), SCHEMA.as_bytes(), 0o644, false)?;
     files::create_new(&dir.join("cases.schema.json"), CASES_SCHEMA.as_bytes(), 0o644, false)?;

@@ -6,7 +6,7 @@
   kind, required fields, fail-closed settings); the cluster that Envoy Gateway's patch adds is parsed with Envoy's
   schema too (envoy.config.cluster.v3.Cluster).
 - In every file, the embedded plugin configuration is extracted and its control cluster must exist in that
-  deployment; its field names must be ones the filter knows (read from plugin/filter/src/config.rs).
+  deployment; its field names must be ones the filter knows (read from plugin/core/src/config.rs).
 - envoy/compose.yaml and envoy/Dockerfile must agree with envoy/envoy.yaml (service names, ports, build targets).
 
 The filter's own validation of each plugin configuration (the real warden.wasm in the wasmtime host) is
@@ -43,7 +43,7 @@ ISTIO = ENVOY_DIR / "istio" / "wasmplugin.yaml"
 ENVOY_GATEWAY = ENVOY_DIR / "envoy-gateway" / "extension-policy.yaml"
 COMPOSE = ENVOY_DIR / "compose.yaml"
 DOCKERFILE = ENVOY_DIR / "Dockerfile"
-CONFIG_RS = ROOT / "plugin" / "filter" / "src" / "config.rs"
+CONFIG_RS = ROOT / "plugin" / "core" / "src" / "config.rs"
 
 WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
@@ -73,7 +73,7 @@ def docs_by_kind(path):
 
 
 def raw_struct_fields(struct_name):
-    """The JSON field names the filter accepts: the fields of `struct <name>` in plugin/filter/src/config.rs."""
+    """The JSON field names the filter accepts: the fields of `struct <name>` in plugin/core/src/config.rs."""
     text = CONFIG_RS.read_text(encoding="utf-8")
     m = re.search(r"struct " + struct_name + r" \{(.*?)\n\}", text, re.S)
     assert m, f"{CONFIG_RS}: no struct {struct_name}"

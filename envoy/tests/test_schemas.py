@@ -1,12 +1,12 @@
 """The JSON Schemas under policies/ with Python's jsonschema, the validator family editors and CI tools use.
 
-`warden lint` runs the bundle schema with the Rust `jsonschema` crate and control/tests/schemas.rs checks every
+`warden lint` runs the bundle schema with the Rust `jsonschema` crate and control/tests/cli/schemas.rs checks every
 schema against the code that reads its format. This file checks the same schemas with a second, independent
 implementation (regular-expression dialects differ between engines), and the shipped deployment files with the
 plugin configuration schema:
 
 - every schema is a valid draft 2020-12 schema;
-- the example bundles and cases files are valid; every refused bundle of control/tests/fixtures/refused-bundles.json
+- the example bundles and cases files are valid; every refused bundle of control/tests/cli/fixtures/refused-bundles.json
   marked as expressible is refused at its place, and the others are accepted;
 - every plugin configuration embedded in envoy/ (envoy.yaml, the Istio WasmPlugin, the Envoy Gateway policy) is valid
   against policies/plugin-config.schema.json.
@@ -26,7 +26,7 @@ from test_configs import embedded_plugin_configs
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
 SCHEMAS = ["bundle.schema.json", "cases.schema.json", "request.schema.json", "plugin-config.schema.json"]
-FIXTURE = ROOT / "control" / "tests" / "fixtures" / "refused-bundles.json"
+FIXTURE = ROOT / "control" / "tests" / "cli" / "fixtures" / "refused-bundles.json"
 
 
 def load(path):
@@ -88,7 +88,7 @@ def test_each_schema_is_a_valid_2020_12_schema(name):
     jsonschema.Draft202012Validator.check_schema(load(POLICIES / name))
 
 
-@pytest.mark.parametrize("name", ["coding-agent", "finance-agent", "support-agent"])
+@pytest.mark.parametrize("name", ["coding-agent", "finance-agent", "payments-mcp", "support-agent"])
 def test_the_examples_are_valid(name):
     examples = POLICIES / "examples"
     bundle = load(examples / f"{name}.json")

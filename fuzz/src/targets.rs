@@ -5,7 +5,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use warden_core::compile::{self, CompiledBundle};
+use warden_core::config::GateConfig;
 use warden_core::envelope::{self, TrustedKeys};
+use warden_core::gate::{driver, MemoryStore};
 use warden_core::mcp::{self, Visibility};
 use warden_core::path;
 use warden_core::request::RecordedRequest;
@@ -168,7 +170,7 @@ fn listed_tools(value: &Value) -> Vec<String> {
 /// independent JSON parser, so an escape cannot hide one).
 pub fn tools_list_json(data: &[u8]) {
     let id = Value::from(1);
-    let Ok(out) = warden::mcp::filter_tools_list(warden::mcp::ListFraming::Json, data, &id, &visibility) else {
+    let Ok(out) = mcp::list::filter_tools_list(mcp::list::ListFraming::Json, data, &id, &visibility) else {
         return;
     };
     if let Ok(v) = serde_json::from_slice::<Value>(&out) {
@@ -187,7 +189,7 @@ pub fn tools_list_json(data: &[u8]) {
 /// parser takes as `data`) lists a hidden tool.
 pub fn tools_list_sse(data: &[u8]) {
     let id = Value::from(1);
-    let Ok(out) = warden::mcp::filter_tools_list(warden::mcp::ListFraming::Sse, data, &id, &visibility) else {
+    let Ok(out) = mcp::list::filter_tools_list(mcp::list::ListFraming::Sse, data, &id, &visibility) else {
         return;
     };
     let text = String::from_utf8_lossy(&out);
@@ -205,21 +207,19 @@ pub fn tools_list_sse(data: &[u8]) {
 
 /// The plugin configuration parser (`on_configure`): never a panic, and deterministic.
 pub fn plugin_config(data: &[u8]) {
-    let first = format!("{:?}", warden::config::parse(data));
-    assert_eq!(first, format!("{:?}", warden::config::parse(data)));
+    let first = format!("{:?}", warden_core::config::parse(data));
+    assert_eq!(first, format!("{:?}", warden_core::config::parse(data)));
 }
 
-/// The recorded-request format (`warden eval`, `warden-gateway replay`): parse, validate, and every accessor.
+/// The recorded-request format (`warden eval`, `warden-gateway replay`): parsed, validated, and run through the
+/// gate's driver against the finance example, as `warden eval` does; the run names a decision.
 pub fn recorded_request(data: &[u8]) {
     let Some(line) = text(data) else { return };
     let Ok(req) = RecordedRequest::parse_line(line) else { return };
-    if req.validate().is_ok() {
-        let _ = req.authority();
-        let _ = req.body_bytes();
-        let _ = req.source_socket_address();
-        let _ = req.time_seconds();
-        let _ = path::normalize(&req.path);
-    }
+    let Ok(exchange) = driver::Exchange::from_recorded(&req, NOW) else { return };
+    let config = GateConfig::new("prod");
+    let run = driver::run(&config, Some(example()), exchange, &mut MemoryStore::default());
+    let _ = run.flow.decision();
 }
 
 /// The canonical JSON of tool arguments that step-up approvals bind to: two argument objects (split at the first

@@ -16,7 +16,7 @@
 //! - `bare_strict`: the same with `ed25519_dalek::VerifyingKey::verify_strict` (other algorithms as `bare`);
 //! - `verify`: `warden_core::identity::verify`, the whole cold verification of an agent token (size, structure,
 //!   issuer, header, signature, claims and times);
-//! - `cache_hit`: `identity::TokenCache::verify` of the token, which the probe put in the cache on configure.
+//! - `cache_hit`: `token_cache::TokenCache::verify` of the token, which the probe put in the cache on configure.
 //!
 //! Nothing here is part of the filter; the module exists only for the benchmarks (and their test-mode run in CI).
 
@@ -31,7 +31,8 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use serde_json::Value;
 use warden_core::bundle::Bundle;
 use warden_core::compile::{compile, CompiledBundle};
-use warden_core::identity::{self, IssuerSet, TokenCache};
+use warden_core::identity::{self, IssuerSet};
+use warden_core::token_cache::TokenCache;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

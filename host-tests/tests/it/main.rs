@@ -20,6 +20,7 @@ mod envoy_live;
 mod envoy_mcp;
 mod envoy_mtls;
 mod envoy_step_up;
+mod equivalence;
 mod gateway;
 mod governance;
 mod hostcalls;

@@ -26,8 +26,8 @@ use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::ArgCondition;
-use crate::compile::ValidationError;
 use crate::fxhash::FxHashSet;
+use crate::vocab::ValidationError;
 
 /// Longest glob or prefix accepted in a condition (bytes).
 const MAX_PATTERN: usize = 1024;
@@ -42,6 +42,14 @@ pub enum Truth {
 }
 
 impl Truth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truth::True => "true",
+            Truth::False => "false",
+            Truth::Unknown => "unknown",
+        }
+    }
+
     fn from_bool(b: bool) -> Truth {
         if b {
             Truth::True
@@ -167,6 +175,23 @@ enum Test {
 struct Condition {
     pointer: Box<[Box<str>]>,
     test: Test,
+    /// The condition as authored, for explanations: the argument's JSON Pointer and the test (`/amount max 500`).
+    text: Box<str>,
+    /// The argument's JSON Pointer as authored.
+    argument: Box<str>,
+}
+
+/// A condition of a rule that did not hold for a call: which one, and how (for `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCondition {
+    /// Its position in the rule's `conditions`.
+    pub index: usize,
+    /// The argument's JSON Pointer as authored (`/amount`).
+    pub argument: String,
+    /// The condition as authored: pointer and test (`/amount max 500`).
+    pub condition: String,
+    /// `false`: the test failed; `unknown`: the argument is missing or of another type, so it cannot be checked.
+    pub truth: Truth,
 }
 
 /// A rule's compiled conditions (all must hold).
@@ -193,6 +218,20 @@ impl Conditions {
         }
     }
 
+    /// The condition that decides [`Conditions::eval`] when it is not `True`: the first false one, else the first
+    /// that cannot be evaluated.
+    pub fn failure(&self, arguments: Option<&Value>) -> Option<FailedCondition> {
+        let mut unknown = None;
+        for (index, c) in self.list.iter().enumerate() {
+            match c.eval(arguments) {
+                Truth::False => return Some(c.failed(index, Truth::False)),
+                Truth::Unknown if unknown.is_none() => unknown = Some(c.failed(index, Truth::Unknown)),
+                Truth::Unknown | Truth::True => {}
+            }
+        }
+        unknown
+    }
+
     /// Number of conditions.
     pub fn len(&self) -> usize {
         self.list.len()
@@ -205,6 +244,10 @@ impl Conditions {
 }
 
 impl Condition {
+    fn failed(&self, index: usize, truth: Truth) -> FailedCondition {
+        FailedCondition { index, argument: self.argument.to_string(), condition: self.text.to_string(), truth }
+    }
+
     fn eval(&self, arguments: Option<&Value>) -> Truth {
         let found = arguments.and_then(|a| lookup(a, &self.pointer));
         if let Test::Present(want) = self.test {
@@ -517,7 +560,28 @@ fn compile_one(c: &ArgCondition, loc: &str) -> Result<Condition, ValidationError
     } else {
         return Err(ValidationError::new(loc, format!("no test: give {TESTS}")));
     };
-    Ok(Condition { pointer, test })
+    Ok(Condition { pointer, test, text: describe(c).into(), argument: c.argument.as_str().into() })
+}
+
+/// `<pointer> <test>` as authored, e.g. `/amount max 500`, `/currency one_of ["EUR","USD"]`.
+fn describe(c: &ArgCondition) -> String {
+    let mut parts = vec![c.argument.clone()];
+    let mut add = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    };
+    add("equals", c.equals.as_ref().map(Value::to_string));
+    add("one_of", c.one_of.as_ref().map(|l| Value::Array(l.clone()).to_string()));
+    add("min", c.min.as_ref().map(Number::to_string));
+    add("max", c.max.as_ref().map(Number::to_string));
+    add("exclusive_min", c.exclusive_min.as_ref().map(Number::to_string));
+    add("exclusive_max", c.exclusive_max.as_ref().map(Number::to_string));
+    add("prefix", c.prefix.as_ref().map(|p| Value::String(p.clone()).to_string()));
+    add("path_prefix", c.path_prefix.as_ref().map(|p| Value::String(p.clone()).to_string()));
+    add("glob", c.glob.as_ref().map(|p| Value::String(p.clone()).to_string()));
+    add("present", c.present.map(|p| p.to_string()));
+    parts.join(" ")
 }
 
 fn one_of(list: &[Value], at: &str) -> Result<OneOf, ValidationError> {

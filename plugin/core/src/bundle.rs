@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vocab::{Effect, Sensitivity};
+
 /// The only value `format` may have in this version.
 pub const FORMAT_V1: &str = "warden.bundle/v1";
 
@@ -213,27 +215,6 @@ impl Default for ClaimMapping {
     }
 }
 
-/// Sensitivity of a tool. Rules can select on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sensitivity {
-    Read,
-    Write,
-    Payment,
-    Admin,
-}
-
-impl Sensitivity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sensitivity::Read => "read",
-            Sensitivity::Write => "write",
-            Sensitivity::Payment => "payment",
-            Sensitivity::Admin => "admin",
-        }
-    }
-}
-
 /// One tool in the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,25 +295,6 @@ pub struct HttpMatch {
     /// Path pattern over the normalized path: literal segments, `{name}` for exactly one segment, and a final
     /// `{name...}` or `**` for the remaining segments (one or more).
     pub path: String,
-}
-
-/// What a rule does when it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    Allow,
-    Deny,
-    StepUp,
-}
-
-impl Effect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-            Effect::StepUp => "step_up",
-        }
-    }
 }
 
 /// An access rule. Every selector that is present must match (AND); within one selector any entry may match (OR);

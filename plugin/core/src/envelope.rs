@@ -40,14 +40,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::bundle::{Bundle, FORMAT_V1};
+use crate::jose::{self, typ_is, Alg, JwkFields, VerifyKey};
 use crate::time::{format_rfc3339, parse_rfc3339};
 
 /// The `typ` of the protected header.
@@ -461,7 +460,7 @@ pub fn verify_payload(
     now: i64,
 ) -> Result<VerifiedPayload, EnvelopeError> {
     let signed = trim_trailing_whitespace(signed);
-    let Some((header_b64, payload_b64, signature_b64)) = split_compact(signed) else {
+    let Some((header_b64, payload_b64, signature_b64)) = jose::split_compact(signed) else {
         return Err(EnvelopeError::NotCompact { found: signed.split(|b| *b == b'.').count() });
     };
     let header = decode_segment("header", header_b64)?;
@@ -490,15 +489,8 @@ pub fn verify_payload(
     // The signing input is the ASCII of the first two segments exactly as received.
     let signing_input = &signed[..header_b64.len() + 1 + payload_b64.len()];
     let ok = match key {
-        PublicKey::Ed25519(k) => ed25519_dalek::Signature::from_slice(&signature)
-            .map(|sig| k.verify_strict(signing_input, &sig).is_ok())
-            .unwrap_or(false),
-        PublicKey::Es256(k) => {
-            use p256::ecdsa::signature::Verifier as _;
-            p256::ecdsa::Signature::from_slice(&signature)
-                .map(|sig| k.verify(signing_input, &sig).is_ok())
-                .unwrap_or(false)
-        }
+        PublicKey::Ed25519(k) => VerifyKey::Ed25519(*k).verify(Alg::EdDSA, signing_input, &signature),
+        PublicKey::Es256(k) => VerifyKey::P256(*k).verify(Alg::ES256, signing_input, &signature),
     };
     if !ok {
         return Err(EnvelopeError::BadSignature { kid });
@@ -543,21 +535,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The three segments of a compact serialization: the header ends at the first dot, the signature starts after the
-/// last one, and the payload between them holds no dot. `None` for any other number of segments. (The payload is
-/// most of the input: it is searched with `contains`, a word-at-a-time scan, not byte by byte.)
-fn split_compact(signed: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let first = signed.iter().position(|b| *b == b'.')?;
-    let last = signed.iter().rposition(|b| *b == b'.')?;
-    let (header, rest) = signed.split_at(first);
-    let payload = rest.get(1..last - first)?;
-    let signature = signed.get(last + 1..)?;
-    if payload.contains(&b'.') {
-        return None;
-    }
-    Some((header, payload, signature))
-}
-
 fn trim_trailing_whitespace(mut bytes: &[u8]) -> &[u8] {
     while let [rest @ .., last] = bytes {
         if last.is_ascii_whitespace() {
@@ -570,23 +547,18 @@ fn trim_trailing_whitespace(mut bytes: &[u8]) -> &[u8] {
 }
 
 fn typ_matches(typ: Option<&str>) -> bool {
-    let Some(typ) = typ else { return false };
-    let bare = match typ.get(..12) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
-        _ => typ,
-    };
-    bare.eq_ignore_ascii_case(TYPE)
+    typ.is_some_and(|t| typ_is(t, TYPE))
 }
 
 fn decode_segment(segment: &'static str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     if data.is_empty() {
         return Err(EnvelopeError::EmptySegment { segment });
     }
-    URL_SAFE_NO_PAD.decode(data).map_err(|e| EnvelopeError::BadBase64 { segment, detail: e.to_string() })
+    jose::decode(data).map_err(|e| EnvelopeError::BadBase64 { segment, detail: e.to_string() })
 }
 
 fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+    jose::encode(bytes)
 }
 
 struct ParsedJwk {
@@ -605,38 +577,18 @@ fn check_kid(kid: &str) -> Result<(), String> {
 
 /// Reads one JWK; `d` is parsed only with `allow_private` (the caller decides whether it may exist at all).
 fn parse_jwk(jwk: &Value, allow_private: bool) -> Result<ParsedJwk, String> {
-    let obj = jwk.as_object().ok_or("a JWK must be a JSON object")?;
-    let text = |name: &str| -> Result<Option<&str>, String> {
-        match obj.get(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(_) => Err(format!("\"{name}\" must be a string")),
-        }
-    };
-    let bytes = |name: &str, len: usize| -> Result<Vec<u8>, String> {
-        let s = text(name)?.ok_or_else(|| format!("\"{name}\" is missing"))?;
-        let b = URL_SAFE_NO_PAD.decode(s).map_err(|e| format!("\"{name}\" is not unpadded base64url: {e}"))?;
-        if b.len() != len {
-            return Err(format!("\"{name}\" must be {len} bytes, found {}", b.len()));
-        }
-        Ok(b)
-    };
+    let f = JwkFields::of(jwk)?;
+    let text = |name: &str| f.text(name);
+    let bytes = |name: &str, len: usize| f.exact(name, len);
     let kid = text("kid")?.ok_or("\"kid\" is missing: every key needs a key id")?.to_string();
     check_kid(&kid)?;
-    if let Some(u) = text("use")? {
-        if u != "sig" {
-            return Err(format!("\"use\" is {u:?}, expected \"sig\""));
-        }
-    }
+    f.check_use()?;
     let kty = text("kty")?.ok_or("\"kty\" is missing")?;
     let crv = text("crv")?;
-    let has_d = obj.contains_key("d");
+    let has_d = f.has("d");
     let (public, secret) = match (kty, crv) {
         ("OKP", Some("Ed25519")) => {
-            let x = bytes("x", 32)?;
-            let x: [u8; 32] = x.try_into().map_err(|_| "\"x\" must be 32 bytes".to_string())?;
-            let public = ed25519_dalek::VerifyingKey::from_bytes(&x)
-                .map_err(|_| "\"x\" is not a valid Ed25519 public key".to_string())?;
+            let public = f.ed25519()?;
             if public.is_weak() {
                 return Err("\"x\" is a small-order (weak) Ed25519 public key".to_string());
             }
@@ -654,11 +606,7 @@ fn parse_jwk(jwk: &Value, allow_private: bool) -> Result<ParsedJwk, String> {
             (PublicKey::Ed25519(public), secret)
         }
         ("EC", Some("P-256")) => {
-            let mut sec1 = vec![0x04];
-            sec1.extend_from_slice(&bytes("x", 32)?);
-            sec1.extend_from_slice(&bytes("y", 32)?);
-            let public = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                .map_err(|_| "\"x\"/\"y\" is not a point on P-256".to_string())?;
+            let public = f.p256()?;
             let secret = if has_d && allow_private {
                 let d = bytes("d", 32)?;
                 let sk = p256::ecdsa::SigningKey::from_slice(&d)

@@ -16,9 +16,12 @@
 //! its detail says whether it would have decided. [`Explanation::shadow`] is `decide::shadow`'s answer, and the
 //! conclusion names it when shadow rules would have decided otherwise.
 
+use serde_json::Value;
+
+use crate::args::Truth;
 use crate::bundle::Effect;
-use crate::compile::{effect_rank, sensitivity_bit, CompiledBundle, CompiledRule};
-use crate::decide::{decide, for_each_candidate_list, for_each_list, miss, shadow, Miss};
+use crate::compile::{CompiledBundle, CompiledRule};
+use crate::decide::{decide_with_args, effect_of, for_each_candidate_list, miss, shadow, Args, Miss};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Facts, Identity};
 use crate::index::{Candidates, ALL_TOOLS};
@@ -134,6 +137,19 @@ fn describe_miss(m: Miss, rule: &CompiledRule, facts: &Facts, agent_issuer: &str
     }
 }
 
+/// What a rule's argument conditions came to, when they are why it did not match or why it denied.
+fn describe_conditions(rule: &CompiledRule, arguments: Option<&Value>) -> String {
+    let Some(f) = rule.conditions.as_ref().and_then(|c| c.failure(arguments)) else {
+        return "its argument conditions hold".to_string();
+    };
+    match f.truth {
+        Truth::False => format!("argument condition {} `{}` is false", f.index, f.condition),
+        Truth::Unknown | Truth::True => {
+            format!("argument {} is missing or not what condition {} `{}` can check", f.argument, f.index, f.condition)
+        }
+    }
+}
+
 fn decided_by(decision: &Decision) -> String {
     match (&decision.rule, decision.reason) {
         (Some(rule), _) => format!("rule {rule}"),
@@ -170,9 +186,63 @@ fn finish(decision: Decision, steps: Vec<String>, rules: Vec<RuleTrace>, shadow:
     Explanation { decision, steps, rules, shadow, conclusion }
 }
 
+/// Explains the decision the gate made for a request (`gate`): [`explain_call`]'s account of the facts, and where
+/// the gate decided otherwise (it refused the request's shape or the bundle before the rules, or settled a step-up
+/// with the presented approval) what it did instead.
+pub fn explain_gate(
+    bundle: &CompiledBundle,
+    facts: &Facts,
+    arguments: Option<&Value>,
+    now: i64,
+    gate: &Decision,
+) -> Explanation {
+    let e = explain_call(bundle, facts, arguments, now);
+    if e.decision == *gate {
+        return e;
+    }
+    let Explanation { mut steps, mut rules, shadow, .. } = e;
+    let code = gate.reason.code();
+    match gate.reason {
+        Reason::AllowedByApproval => {
+            steps.push("approval: verified for this call and not used before: the step-up call goes on".into())
+        }
+        Reason::ApprovalRefused(_) => steps.push(format!("approval: refused ({code}): the call still needs one")),
+        Reason::McpLifecycle => {
+            rules.clear();
+            steps.push(format!(
+                "mcp: a life-cycle message no tool binds: the server's lifecycle effect applies ({})",
+                gate.outcome.as_str()
+            ));
+        }
+        Reason::NoActiveBundle | Reason::BundleExpired => {
+            rules.clear();
+            steps = vec![format!("bundle: {code}: the gateway refuses every request ({})", gate.http_status())];
+        }
+        Reason::BadRequest | Reason::BadPath(_) => {
+            rules.clear();
+            steps = vec![format!("the request path was refused: {code}")];
+        }
+        Reason::Request(_) => {
+            rules.clear();
+            steps.push(format!("request: its shape is refused on this route: {code} ({})", gate.http_status()));
+        }
+        _ => {
+            rules.clear();
+            steps.push(format!("gate: decided {} ({code}) for the request as a whole", gate.outcome.as_str()));
+        }
+    }
+    finish(gate.clone(), steps, rules, shadow)
+}
+
 /// Decides, and explains the decision (see the module doc).
 pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation {
-    let decision = decide(bundle, facts, now);
+    explain_call(bundle, facts, None, now)
+}
+
+/// [`explain`] for a call with arguments (an MCP `tools/call`): decided with `decide_with_args`, and a rule whose
+/// argument conditions do not hold says which condition failed, with the argument's JSON Pointer.
+pub fn explain_call(bundle: &CompiledBundle, facts: &Facts, arguments: Option<&Value>, now: i64) -> Explanation {
+    let decision = decide_with_args(bundle, facts, arguments, now);
     let mut steps = Vec::new();
 
     // Identity.
@@ -237,15 +307,16 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             | Reason::AllowedByException
             | Reason::DeniedByRule
             | Reason::StepUpRequired
+            | Reason::InvalidArguments
             | Reason::NoMatchingRule
     );
     if !rules_consulted {
         return finish(decision, steps, Vec::new(), None);
     }
-    let shadow_decision = shadow(bundle, facts, None, now);
+    let shadow_decision = shadow(bundle, facts, arguments, now);
 
     // Rules: the candidates decide looks at (and shadow looks at), for this tool and this agent.
-    let tool_bit = sensitivity_bit(tool_entry.sensitivity);
+    let tool_bit = tool_entry.sensitivity.bit();
     let exact = bundle.agents.exact(&agent.id);
     let mut candidate = vec![false; bundle.rules.len()];
     let mut mark_candidates = |list: &[u32]| {
@@ -257,7 +328,7 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
     };
     for_each_candidate_list(bundle, tool.0, exact.class, &agent.id, &mut mark_candidates);
     if let Some(shadow_index) = &bundle.shadow_candidates {
-        for_each_list(bundle, shadow_index, tool.0, exact.class, &agent.id, &mut mark_candidates);
+        shadow_index.for_each_list(&bundle.agents, tool.0, exact.class, &agent.id, &mut mark_candidates);
     }
     // Rules that select this agent for some tool (to tell "not this agent" from "not this tool").
     let mut selects_agent = vec![false; bundle.rules.len()];
@@ -280,10 +351,12 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
 
     let purpose = agent.task.as_ref().and_then(|t| t.purpose.as_deref());
     let decided_index = decision.rule.as_deref().and_then(|id| bundle.rules.iter().position(|r| &*r.id == id));
-    let decided_key = decided_index.and_then(|i| bundle.rules.get(i).map(|r| (effect_rank(r.effect), i)));
+    let call = Args::Call(arguments);
+    let decided_rank = decided_index.and_then(|i| bundle.rules.get(i)).and_then(|r| effect_of(r, call)).map(|e| e.0);
     let mut rules = Vec::with_capacity(bundle.rules.len());
     let shadow_rule = shadow_decision.as_ref().and_then(|d| d.rule.as_deref());
     for (i, rule) in bundle.rules.iter().enumerate() {
+        let effect = effect_of(rule, call);
         let (verdict, mut detail) = if !candidate.get(i).copied().unwrap_or(false) {
             if selects_agent.get(i).copied().unwrap_or(false) {
                 (RuleVerdict::NotSelected, format!("does not select tool {:?}", &*tool_entry.id))
@@ -292,6 +365,8 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             }
         } else if let Some(m) = miss(rule, agent, &facts.environment, tool_bit, now) {
             (RuleVerdict::NotMatched, describe_miss(m, rule, facts, &agent.issuer, purpose))
+        } else if effect.is_none() {
+            (RuleVerdict::NotMatched, describe_conditions(rule, arguments))
         } else if rule.shadow {
             let detail = match &shadow_decision {
                 Some(d) if shadow_rule == Some(&*rule.id) => {
@@ -302,16 +377,23 @@ pub fn explain(bundle: &CompiledBundle, facts: &Facts, now: i64) -> Explanation 
             };
             (RuleVerdict::Shadow, detail)
         } else if Some(i) == decided_index {
-            let why = match rule.effect {
-                Effect::Deny => "a matching deny rule wins over step-up and allow",
-                Effect::StepUp => "no deny rule matched; step-up needs an approval",
-                Effect::Allow if rule.exception.is_some() => "no deny or step-up rule matched; a time-boxed exception",
-                Effect::Allow => "no deny or step-up rule matched",
+            let why = match (rule.effect, effect.map(|e| e.2)) {
+                (_, Some(Reason::InvalidArguments)) => &*format!(
+                    "{}, so this {} rule denies: a call that cannot be checked never passes",
+                    describe_conditions(rule, arguments),
+                    rule.effect.as_str()
+                ),
+                (Effect::Deny, _) => "a matching deny rule wins over step-up and allow",
+                (Effect::StepUp, _) => "no deny rule matched; step-up needs an approval",
+                (Effect::Allow, _) if rule.exception.is_some() => {
+                    "no deny or step-up rule matched; a time-boxed exception"
+                }
+                (Effect::Allow, _) => "no deny or step-up rule matched",
             };
             (RuleVerdict::Decided, format!("matched; {why}"))
         } else {
-            let outranked_by = match decided_key {
-                Some((rank, _)) if rank < effect_rank(rule.effect) => "a rule of stronger effect decided",
+            let outranked_by = match (decided_rank, effect) {
+                (Some(rank), Some((own, ..))) if rank < own => "a rule of stronger effect decided",
                 _ => "an earlier rule of the same effect decided",
             };
             (RuleVerdict::Outranked, format!("matched, but {outranked_by}"))
@@ -329,6 +411,7 @@ mod tests {
     use super::*;
     use crate::bundle::Bundle;
     use crate::compile::compile;
+    use crate::decide::decide;
     use crate::facts::{Agent, Task, TokenFailure};
     use crate::time::parse_rfc3339;
 
@@ -511,5 +594,56 @@ mod tests {
         let e = explain(&b, &facts(&b, agent("spiffe://d/a", None), "crm.write", "dev"), now);
         assert!(e.shadow.is_none());
         assert_eq!(e.conclusion, "decision: allow (allowed_by_rule) by rule read, bundle revision 8");
+    }
+
+    #[test]
+    fn argument_conditions_are_reported_with_their_pointer() {
+        let b: Bundle = serde_json::from_value(serde_json::json!({
+            "format": "warden.bundle/v1", "revision": 9,
+            "issued_at": "2026-11-01T00:00:00Z", "expires_at": "2027-11-01T00:00:00Z",
+            "owner": "sec", "authority": "policy.example",
+            "approvers": [{"id": "fin", "iss": "https://approvals.example", "algorithms": ["EdDSA"],
+                           "max_approval_age_seconds": 300,
+                           "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "a1",
+                                              "x": "mJJ3AQtTHziLV5zcv6xZ3w-RcEFeArJaETx2QGOuDQU"}]}}],
+            "tools": [{"id": "pay.refund", "sensitivity": "payment"}],
+            "rules": [
+                {"id": "small", "effect": "allow", "tools": ["pay.refund"],
+                 "conditions": [{"argument": "/amount", "max": 100}]},
+                {"id": "large", "effect": "step_up", "tools": ["pay.refund"],
+                 "conditions": [{"argument": "/amount", "exclusive_min": 100, "max": 5000}],
+                 "step_up": {"approvers": ["fin"]}}
+            ]
+        }))
+        .unwrap();
+        let b = compile(&b).unwrap();
+        let now = parse_rfc3339(NOW).unwrap();
+        let f = facts(&b, agent("spiffe://d/a", None), "pay.refund", "prod");
+        let args = |v: serde_json::Value| Some(v);
+
+        // 250: the allow rule's condition is false (not "outranked"), the step-up rule decides.
+        let a = args(serde_json::json!({"amount": 250}));
+        let e = explain_call(&b, &f, a.as_ref(), now);
+        assert_eq!(e.decision.reason, Reason::StepUpRequired);
+        assert_eq!(verdicts(&e), vec![("small", RuleVerdict::NotMatched), ("large", RuleVerdict::Decided)]);
+        assert_eq!(e.rules[0].detail, "argument condition 0 `/amount max 100` is false");
+
+        // 40: the allow rule decides, the step-up rule's condition is false.
+        let a = args(serde_json::json!({"amount": 40}));
+        let e = explain_call(&b, &f, a.as_ref(), now);
+        assert_eq!(verdicts(&e), vec![("small", RuleVerdict::Decided), ("large", RuleVerdict::NotMatched)]);
+        assert_eq!(e.rules[1].detail, "argument condition 0 `/amount max 5000 exclusive_min 100` is false");
+
+        // No amount: the step-up rule denies (invalid_arguments) and is named; the allow rule does not match.
+        let e = explain_call(&b, &f, None, now);
+        assert_eq!(e.decision.reason, Reason::InvalidArguments);
+        assert_eq!(e.decision.rule.as_deref(), Some("large"));
+        assert_eq!(verdicts(&e), vec![("small", RuleVerdict::NotMatched), ("large", RuleVerdict::Decided)]);
+        assert_eq!(
+            e.rules[0].detail,
+            "argument /amount is missing or not what condition 0 `/amount max 100` can check"
+        );
+        assert!(e.rules[1].detail.contains("so this step_up rule denies"), "{}", e.rules[1].detail);
+        assert_eq!(e.decision, decide_with_args(&b, &f, None, now));
     }
 }

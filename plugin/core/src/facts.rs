@@ -1,6 +1,6 @@
 //! Request facts: everything `decide` looks at, gathered once per request by the filter (or the CLI, or a bench).
 
-use crate::compile::ToolIdx;
+use crate::vocab::ToolIdx;
 
 /// What the gateway knows about one request when it decides.
 #[derive(Debug, Clone, PartialEq)]

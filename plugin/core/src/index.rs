@@ -158,13 +158,50 @@ impl Candidates {
         tool.wrapping_add(1)
     }
 
+    /// The tool index of a scope; `None` for [`ALL_TOOLS`].
+    pub(crate) fn scope_tool(scope: u32) -> Option<u32> {
+        scope.checked_sub(1)
+    }
+
     #[inline]
     pub(crate) fn get(&self, scope: u32, class: u32) -> &[u32] {
         self.lists.get(&key(scope, class)).map(|l| &l[..]).unwrap_or(&[])
     }
 
+    /// Every list with its (scope, class), in no particular order (for offline queries).
+    pub(crate) fn lists(&self) -> impl Iterator<Item = (u32, u32, &[u32])> + '_ {
+        self.lists.iter().map(|(&k, l)| ((k >> 32) as u32, k as u32, &l[..]))
+    }
+
     #[inline]
     pub(crate) fn has_all_tools(&self) -> bool {
         self.has_all_tools
+    }
+
+    /// Calls `f` with every list of these candidates for a tool and an agent: the lists of the `*` class, of the
+    /// agent's exact id (`exact_class`, from the same lookup that checks revocation) and of each matching
+    /// `prefix/*`, each for the tool and for "every tool".
+    #[inline]
+    pub(crate) fn for_each_list<'c>(
+        &'c self,
+        agents: &AgentIndex,
+        tool: u32,
+        exact_class: Option<u32>,
+        agent_id: &str,
+        mut f: impl FnMut(&'c [u32]),
+    ) {
+        let scope = Candidates::tool_scope(tool);
+        let all_tools = self.has_all_tools();
+        let mut visit = |class: u32| {
+            f(self.get(scope, class));
+            if all_tools {
+                f(self.get(ALL_TOOLS, class));
+            }
+        };
+        visit(ANY_AGENT);
+        if let Some(class) = exact_class {
+            visit(class);
+        }
+        agents.for_each_prefix_class(agent_id, visit);
     }
 }

@@ -57,7 +57,7 @@ impl NormalizedPath {
 }
 
 /// Why a request target was refused. `position` is the byte offset in the raw target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathError {
     /// The target is empty.
     Empty,

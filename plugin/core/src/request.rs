@@ -183,7 +183,7 @@ fn is_tchar(c: u8) -> bool {
 }
 
 /// Headers as a list of `[name, value]` pairs, or as an object whose values are strings or arrays of strings.
-fn deserialize_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+pub(crate) fn deserialize_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     struct HeadersVisitor;
 
     #[derive(Deserialize)]

@@ -9,8 +9,8 @@
 //! method and path shape (parameter names aside) are ambiguous and refused at compile time. Lookups do not allocate
 //! unless the host has upper-case letters.
 
-use crate::compile::ToolIdx;
 use crate::fxhash::FxHashMap;
+use crate::vocab::ToolIdx;
 
 /// Maximum number of segments in a path pattern.
 pub(crate) const MAX_SEGMENTS: usize = 64;

@@ -1,6 +1,8 @@
 //! The proxy-wasm filter: configuration, bundle activation and per-request enforcement.
 //!
-//! `warden.wasm` (this crate built for `wasm32-wasip1` with `--profile wasm`) is thin glue around `warden-core`.
+//! `warden.wasm` (this crate built for `wasm32-wasip1` with `--profile wasm`) is thin glue around `warden-core`: every
+//! request goes through the core's gate ([`warden_core::gate`]), which decides, builds the replies and the record;
+//! this crate reads what the host gives, calls the gate, and carries out its steps.
 //! This comment is the filter's externally visible contract; `host-tests/` tests against it and
 //! `plugin/filter/README.md` is the operator's version.
 //!
@@ -48,12 +50,12 @@
 //! keys, authority, expiry), checked against rollback (higher revision; same revision must have the same digest),
 //! compiled and swapped in (in-flight requests keep the old one), then published to shared data. Anything else
 //! keeps the last good bundle, counts `warden.bundle.fetch.failure.<cause>`, logs once per change of cause, and
-//! backs off exponentially up to `backoff_max_seconds`. See [`poll`] and `README.md` "Live updates".
+//! backs off exponentially up to `backoff_max_seconds`. See [`warden_core::poll`] and `README.md` "Live updates".
 //!
 //! # Metrics
 //!
 //! Gauges `warden.bundle.revision`, `warden.bundle.age_seconds`; counters `warden.bundle.fetch.success`,
-//! `warden.bundle.fetch.not_modified`, `warden.bundle.fetch.failure.<cause>` (causes in [`poll::Cause`]),
+//! `warden.bundle.fetch.not_modified`, `warden.bundle.fetch.failure.<cause>` (causes in [`warden_core::poll::Cause`]),
 //! `warden.bundle.activations` (per VM), `warden.decisions.<allow|deny|step_up|would_deny|would_step_up>`,
 //! `warden.approvals.accepted`, `warden.exceptions.used`, `warden.shadow.<would_allow|would_deny|would_step_up>`. Ids
 //! are defined once per VM in the first `on_configure`; `warden.reasons.<reason>` and
@@ -77,10 +79,10 @@
 //! | a step-up whose approval (`approval_header`) binds to this call and was not used before | continue | `allowed_by_approval` |
 //! | a step-up with a refused approval | 403 | the approval failure code (`approval_wrong_arguments`, …) |
 //!
-//! Step-up (`filter::step_up_flow`, pure parts in [`approval`]): the approval binds to the SHA-256 of the body, so a
+//! Step-up: the approval binds to the SHA-256 of the body, so a
 //! step-up call with a body is held like an MCP body (below) until it is complete; the reply carries an `approval`
 //! object saying what to bind to, who may approve and for how long. Used approvals are recorded process-wide in
-//! shared data ([`approval::USED_KEY`]).
+//! shared data ([`warden_core::approval::used::USED_KEY`]).
 //!
 //! Continue (allow, or anything in shadow mode): every client-supplied `x-warden-*` header is removed; `:path` is
 //! replaced by the normalized path (plus the query) when they differ, so what was matched is what goes upstream; and
@@ -97,12 +99,12 @@
 //! # MCP requests (`on_http_request_headers`, `on_http_request_body`)
 //!
 //! When the request reaches an MCP server of the bundle and the caller passed the checks above, the body decides
-//! (`filter::mcp_flow`, pure parts in [`mcp`]): `GET`/`DELETE` get the server's life-cycle effect; a `POST` must be
+//! ([`warden_core::gate::flow`]): `GET`/`DELETE` get the server's life-cycle effect; a `POST` must be
 //! `application/json` (415 `mcp_content_type`); `Mcp-Method`/`Mcp-Name` the policy denies are refused at once.
 //! Otherwise headers `Pause` (with `allow_on_headers_stop_iteration`) or `Continue` (without: Envoy would withhold
 //! the body), body chunks `Pause` until the end (over `max_body_bytes`: 413), and the whole body is parsed strictly,
-//! checked against the MCP headers and decided with `warden_core::mcp::decide_body`. Refusals are JSON-RPC error
-//! objects carrying the request's `id` (codes in [`mcp`]); the record gains an `mcp` object. `README.md` "MCP
+//! checked against the MCP headers and decided with `warden_core::decide::mcp::decide_body`. Refusals are JSON-RPC error
+//! objects carrying the request's `id` (codes in [`warden_core::decision`]); the record gains an `mcp` object. `README.md` "MCP
 //! servers" is the operator's version, including what the upstream may have seen of a refused call.
 //!
 //! # Decision record
@@ -122,25 +124,21 @@
 //!
 //! # Code map
 //!
-//! [`config`] parses the configuration; [`approval`] reads and single-uses step-up approvals; [`active`] verifies and compiles bundles (inline, fetched, shared) and
-//! classifies refusals; [`poll`] is the pure polling logic (lease, schedule, backoff, response classification,
-//! shared record); [`evaluate`] scans the headers once and produces the [`evaluate::Verdict`]; [`reply`] and
-//! [`record`] turn it into bytes; [`ids`] makes decision ids and random numbers; `filter` and `metrics` are the only
-//! modules that talk to the host.
+//! `root` is the root context (configuration, polling, activation: the pure parts are the core's `config`,
+//! `activation` and `poll`); `http` is the HTTP context, which carries out the gate's steps; `metrics` defines and
+//! bumps the Envoy stats; `host` holds the host helpers (log, clock, shared data as the gate's store). No module
+//! here decides a request: the tidy test (`plugin/core/tests/core/tidy.rs`) checks that they only use the core's gate and
+//! distribution modules.
 
-pub mod active;
-pub mod approval;
-pub mod config;
-pub mod evaluate;
-mod filter;
-pub mod ids;
-pub mod mcp;
+// plugin/*: a panic in the filter is a trap, and a trap in Envoy is a 503 for the whole worker.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod host;
+mod http;
 mod metrics;
-pub mod poll;
-pub mod record;
-pub mod reply;
+mod root;
 
-pub use filter::DECISION_PROPERTY;
+pub use http::DECISION_PROPERTY;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;
@@ -148,5 +146,5 @@ use proxy_wasm::types::LogLevel;
 // `set_log_level` also installs the SDK's panic hook, which logs a panic at critical before the trap.
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(filter::WardenRoot::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::WardenRoot::default()) });
 }}

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-use crate::poll::Cause;
+use warden_core::gate::Counters;
+use warden_core::poll::Cause;
 
 /// Metric ids of this VM. A `None` id (definition refused) is skipped.
 #[derive(Debug, Clone, Default)]
@@ -77,33 +78,23 @@ impl Metrics {
         }
     }
 
-    /// One decided request: `warden.decisions.<label>` and `warden.reasons.<reason>`.
-    pub fn decision(&self, label: &str, reason: &'static str) {
-        if let Some(i) = DECISIONS.iter().position(|d| *d == label) {
+    /// One recorded request: `warden.decisions.<label>`, `warden.reasons.<reason>`, and what else it counts
+    /// (shadow rules, an exception, an approval).
+    pub fn recorded(&self, c: &Counters) {
+        if let Some(i) = DECISIONS.iter().position(|d| *d == c.decision) {
             Metrics::increment(self.decisions[i]);
         }
-        self.increment_named("warden.reasons.", reason);
-    }
-
-    /// A step-up approval let a call through.
-    pub fn approval_accepted(&self) {
-        Metrics::increment(self.approvals_accepted);
-    }
-
-    /// A presented approval was refused (`warden.approvals.refused.<code>`).
-    pub fn approval_refused(&self, code: &'static str) {
-        self.increment_named("warden.approvals.refused.", code);
-    }
-
-    /// An exception rule allowed a request.
-    pub fn exception_used(&self) {
-        Metrics::increment(self.exceptions_used);
-    }
-
-    /// A shadow rule would have decided otherwise.
-    pub fn shadow(&self, label: &str) {
-        if let Some(i) = SHADOW.iter().position(|d| *d == label) {
+        self.increment_named("warden.reasons.", c.reason);
+        match c.approval {
+            Some(Ok(())) => Metrics::increment(self.approvals_accepted),
+            Some(Err(code)) => self.increment_named("warden.approvals.refused.", code),
+            None => {}
+        }
+        if let Some(i) = c.shadow.and_then(|label| SHADOW.iter().position(|d| *d == label)) {
             Metrics::increment(self.shadow[i]);
+        }
+        if c.exception_used {
+            Metrics::increment(self.exceptions_used);
         }
     }
 

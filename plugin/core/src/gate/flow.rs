@@ -1,0 +1,868 @@
+//! One request through the gate: [`Flow`], a sans-IO state machine from the request headers to the decision record,
+//! and for `tools/list` to the rewritten response.
+//!
+//! The host calls an entry point per event and carries out the [`Step`] it returns; the flow keeps what it needs
+//! between events. In order, the first that applies decides a request at its headers:
+//!
+//! | condition | status | reason |
+//! |---|---|---|
+//! | no active bundle | 503 | `no_active_bundle` |
+//! | now > bundle `expires_at` + `bundle_grace_seconds` | 503 | `bundle_expired` |
+//! | `:method`, `:path` or `:authority` missing, repeated or not UTF-8 | 400 | `bad_request` |
+//! | `:path` refused by path normalization | 400 | the path error's code |
+//! | identity: token header repeated, absent, unusable, refused; Transaction Token refused | 401 | `token_*`, `identity_missing`, `txn_token_*` |
+//! | otherwise `decide` on the HTTP route's tool | 403 (deny, step-up) or continue | the decision's reason |
+//!
+//! Then, for a caller past identity, revocations and task expiry:
+//! - **MCP** (the request reaches an MCP server of the bundle): `GET`/`DELETE` get the server's life-cycle effect;
+//!   other methods but `POST` are refused (405); a `POST` must be `application/json` (415) and have a body; with
+//!   `Mcp-Method` the headers alone are decided first ([`crate::mcp::decide_headers`]) and a call they deny is
+//!   refused before any of it reaches the upstream. Otherwise the body decides: the headers are edited now and held
+//!   (`allow_on_headers_stop_iteration`) or let go (without it Envoy would withhold the body from a filter paused at
+//!   headers); body chunks are buffered up to `max_body_bytes` (413); the whole body is parsed strictly, checked
+//!   against the MCP headers and decided whole ([`crate::mcp::decide_body`]). Refusals are JSON-RPC errors carrying
+//!   the request's `id`. An allowed `tools/list` has its response filtered ([`crate::mcp::list`]).
+//! - **Step-up** (plain HTTP): the approval binds to the SHA-256 of the body, so a step-up call with a body is held
+//!   like an MCP body (enforce mode only) until it is complete.
+//!
+//! A verified approval is single-use: the flow hands the host a [`Claim`] and is called back with its outcome. Shadow
+//! mode lets every request through and records what would have happened.
+
+use serde_json::Value;
+
+use crate::approval::used::used_id;
+use crate::approval::{self, ApprovalFailure, CallBinding, VerifiedApproval};
+use crate::args::arguments_digest;
+use crate::compile::CompiledBundle;
+use crate::config::{GateConfig, Mode};
+use crate::decide::{self, decide};
+use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
+use crate::facts::{Agent, Facts, Identity, PeerIdentity, TokenFailure, TxnFailure};
+use crate::gate::outcome::{
+    ApprovalRecord, ApproverRef, Counters, ExceptionRecord, Governance, McpRecord, ShadowRecord, StepUpInfo,
+};
+use crate::gate::record::{decision_label, RecordFields};
+use crate::gate::reply::{self, LocalReply, RpcRequests};
+use crate::gate::step::{Credentials, Edit, Next, ResponseEdits, ResponseNext, Step};
+use crate::gate::store::{Claim, ClaimOutcome, ClaimRefused};
+use crate::gate::view::{is_json, Field, Presented, RequestView, TokenHeader};
+use crate::identity::{self, token_in};
+use crate::mcp::list::{filter_tools_list, list_failure, list_framing, ListFraming, Unfilterable};
+use crate::mcp::{self, McpBody, McpErrorKind, McpMessage, McpServerIdx, McpTarget};
+use crate::path;
+use crate::token_cache::TokenCache;
+use crate::vocab::ToolIdx;
+
+/// The request headers event: the request as scanned, its connection, and what the host knows of it.
+#[derive(Debug)]
+pub struct Request<'v, 'h, 'c> {
+    pub view: &'v RequestView<'h>,
+    /// The connection's mTLS peer (sender binding); `None` without a client certificate.
+    pub peer: Option<&'v PeerIdentity>,
+    pub credentials: Credentials<'c>,
+    /// The decision id (UUID text) replies, records and identity headers carry.
+    pub decision_id: String,
+    /// Host time when the headers arrived, nanoseconds since the epoch (the record's timestamp; the decision's
+    /// clock is its seconds).
+    pub time_ns: u64,
+    /// The headers end the request (no body follows).
+    pub end_of_stream: bool,
+}
+
+/// What the flow waits for.
+#[derive(Debug)]
+enum State {
+    /// Decided and recorded: later events pass through.
+    Decided,
+    /// An MCP request whose body decides.
+    McpBody { server: McpServerIdx, header_method: Option<String>, header_name: Option<String> },
+    /// A plain HTTP step-up call waiting for the body its approval binds to.
+    StepUpBody,
+    /// A verified approval being claimed; then the request ends as `then` says.
+    Claiming { approval: VerifiedApproval, then: Then },
+    /// An allowed `tools/list` whose response is filtered.
+    Listing { server: McpServerIdx, id: Value, framing: Option<ListFraming>, started: bool },
+}
+
+/// How a request that waited for a claim ends.
+#[derive(Debug)]
+enum Then {
+    /// At the header phase: the headers may still be edited.
+    Headers,
+    /// A held HTTP body: the headers were edited when it was held.
+    HttpBody,
+    /// An MCP body: JSON-RPC replies for these requests; `list` is the id of a `tools/list` to filter if allowed.
+    Mcp { server: McpServerIdx, requests: RpcRequests, list: Option<Value> },
+}
+
+/// One request through the gate (see the module documentation). Pass every event the same bundle the headers were
+/// decided with.
+#[derive(Debug)]
+pub struct Flow {
+    decision_id: String,
+    time_ns: u64,
+    now: i64,
+    method: String,
+    host: String,
+    /// The normalized path without query; the raw path (query cut off) when it could not be normalized.
+    path: String,
+    /// The new `:path` when normalization changed it.
+    rewrite: Option<String>,
+    /// Header names removed before the request goes upstream.
+    reserved: Vec<String>,
+    identity: Identity,
+    tool: Option<ToolIdx>,
+    decision: Decision,
+    /// Revision of the deciding bundle; `None` while no bundle is active.
+    revision: Option<u64>,
+    gov: Governance,
+    mcp: Option<McpRecord>,
+    /// The MCP message that decided (for explanations).
+    call: Option<McpMessage>,
+    /// What a step-up reply says, while the call still needs an approval.
+    step_up: Option<StepUpInfo>,
+    presented: Presented,
+    /// `arguments` or `body`: what a step-up's digest was taken over.
+    digest_of: &'static str,
+    approval_counter: Option<Result<(), &'static str>>,
+    state: State,
+}
+
+impl Flow {
+    /// The request headers: decides what can be decided now (see the module documentation).
+    pub fn on_request_headers(
+        config: &GateConfig,
+        bundle: Option<&CompiledBundle>,
+        req: Request<'_, '_, '_>,
+    ) -> (Flow, Step) {
+        let view = req.view;
+        let raw_path = view.path.or_empty();
+        let normalized = view.path.value().map(path::normalize);
+        let now = i64::try_from(req.time_ns / 1_000_000_000).unwrap_or(i64::MAX);
+        let mut flow = Flow {
+            decision_id: req.decision_id,
+            time_ns: req.time_ns,
+            now,
+            method: view.method.or_empty().to_string(),
+            host: view.authority.or_empty().to_string(),
+            path: match &normalized {
+                Some(Ok(n)) => n.path.clone(),
+                _ => raw_path.split('?').next().unwrap_or_default().to_string(),
+            },
+            rewrite: match &normalized {
+                Some(Ok(n)) if !n.is_request_path(raw_path) => Some(n.request_path()),
+                _ => None,
+            },
+            reserved: view.reserved.iter().map(|r| r.to_string()).collect(),
+            identity: Identity::Missing,
+            tool: None,
+            decision: Decision::refusal(Reason::NoActiveBundle, 0),
+            revision: None,
+            gov: Governance::default(),
+            mcp: None,
+            call: None,
+            step_up: None,
+            presented: Presented::Absent,
+            digest_of: "body",
+            approval_counter: None,
+            state: State::Decided,
+        };
+        let Some(bundle) = bundle else {
+            let step = flow.finish(config, Then::Headers);
+            return (flow, step);
+        };
+        flow.revision = Some(bundle.revision);
+        let grace = i64::try_from(config.bundle_grace_seconds).unwrap_or(i64::MAX);
+        let refused = if now > bundle.expires_at.saturating_add(grace) {
+            Some(Reason::BundleExpired)
+        } else {
+            match (view.method, view.authority, normalized) {
+                (Field::Present(_), Field::Present(_), Some(Ok(_))) => None,
+                (Field::Present(_), Field::Present(_), Some(Err(e))) => Some(Reason::BadPath(e)),
+                _ => Some(Reason::BadRequest),
+            }
+        };
+        if let Some(reason) = refused {
+            flow.decision = Decision::refusal(reason, bundle.revision);
+            let step = flow.finish(config, Then::Headers);
+            return (flow, step);
+        }
+
+        flow.identity = match req.credentials {
+            Credentials::Given(identity) => identity,
+            Credentials::Tokens(cache) => verify_tokens(bundle, config, view, req.peer, cache, now),
+        };
+        let tool = bundle.resolve_http(&flow.host, &flow.method, &flow.path);
+        let facts = Facts { environment: config.environment.clone(), identity: flow.identity, tool };
+        flow.decision = decide(bundle, &facts, now);
+        flow.gov.shadow = decide::shadow(bundle, &facts, None, now).map(|d| ShadowRecord::from_decision(&d));
+        flow.gov.exception = ExceptionRecord::for_decision(bundle, &flow.decision);
+        flow.identity = facts.identity;
+        flow.tool = tool;
+
+        let verified = matches!(flow.identity, Identity::Verified(_));
+        if verified {
+            flow.presented = Presented::from_header(view.approval);
+        }
+        if verified && flow.decision.reason.passed_identity() {
+            if let Some(server) = bundle.resolve_mcp_server(&flow.host, &flow.path) {
+                let step = flow.mcp_headers(config, bundle, view, server, req.end_of_stream);
+                return (flow, step);
+            }
+        }
+        if verified && flow.decision.outcome == Outcome::StepUp {
+            if !req.end_of_stream && config.mode == Mode::Enforce {
+                // The approval binds to the body: hold the request until it is complete.
+                flow.state = State::StepUpBody;
+                let next = if config.allow_on_headers_stop_iteration { Next::Pause } else { Next::Continue };
+                return (flow, Step { edit_headers: true, record: false, next });
+            }
+            if req.end_of_stream {
+                let step = flow.settle(config, bundle, approval::body_digest(b""), "body", Then::Headers);
+                return (flow, step);
+            }
+        }
+        let step = flow.finish(config, Then::Headers);
+        (flow, step)
+    }
+
+    /// The header phase of an MCP request (see the module documentation).
+    fn mcp_headers(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        view: &RequestView<'_>,
+        server: McpServerIdx,
+        end_of_stream: bool,
+    ) -> Step {
+        // The HTTP route's decision does not count for an MCP endpoint: the message decides.
+        self.tool = None;
+        self.gov = Governance::default();
+        let header_method = view.mcp_method.value().map(str::to_string);
+        let header_name = view.mcp_name.value().map(str::to_string);
+        let refusal = |r: RequestRefusal| Decision::refusal(Reason::Request(r), bundle.revision);
+        let early = match self.method.as_str() {
+            "GET" | "DELETE" => {
+                Some(decide::mcp::decide_lifecycle(bundle, &self.facts(config, None), server, self.now))
+            }
+            "POST" => match check_mcp_headers(view) {
+                Err(r) => Some(refusal(r)),
+                Ok(()) if end_of_stream => Some(refusal(RequestRefusal::McpBody(McpErrorKind::NotJson))),
+                Ok(()) => match &header_method {
+                    None => None,
+                    Some(m) => {
+                        let facts = self.facts(config, None);
+                        match decide::mcp::decide_headers(bundle, &facts, server, m, header_name.as_deref(), self.now) {
+                            None => Some(refusal(RequestRefusal::McpHeaderMismatch)),
+                            Some(d) if d.outcome == Outcome::Deny => Some(d),
+                            Some(_) => None,
+                        }
+                    }
+                },
+            },
+            _ => Some(refusal(RequestRefusal::McpMethodNotAllowed)),
+        };
+        if let Some(d) = early {
+            self.decision = d;
+            self.mcp = Some(McpRecord {
+                server: bundle.mcp_server_name(server).to_string(),
+                method: header_method.unwrap_or_else(|| self.method.clone()),
+                name: header_name,
+                messages: 0,
+                batch: false,
+            });
+            let through = self.lets_through(config);
+            let next = if through { Next::Continue } else { Next::Reply(self.rpc_reply(&RpcRequests::Unread)) };
+            return Step { edit_headers: through, record: true, next };
+        }
+        self.state = State::McpBody { server, header_method, header_name };
+        let next = if config.allow_on_headers_stop_iteration { Next::Pause } else { Next::Continue };
+        Step { edit_headers: true, record: false, next }
+    }
+
+    /// A request body chunk; `size` is everything buffered so far.
+    pub fn on_request_body(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Step {
+        let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+        match &self.state {
+            State::McpBody { server, .. } => {
+                let server = *server;
+                if size > limit {
+                    return self.mcp_refusal(config, bundle, server, RequestRefusal::McpBodyTooLarge);
+                }
+            }
+            State::StepUpBody => {
+                if size > limit {
+                    return self.http_body_refusal(config, bundle, RequestRefusal::BodyTooLarge);
+                }
+            }
+            _ => return Step::wait(Next::Continue),
+        }
+        Step::wait(if end_of_stream { Next::ReadBody } else { Next::Pause })
+    }
+
+    /// The whole request body, as [`Next::ReadBody`] asked; `None` when the host did not hand it over.
+    pub fn on_request_body_bytes(&mut self, config: &GateConfig, bundle: &CompiledBundle, body: Option<&[u8]>) -> Step {
+        match std::mem::replace(&mut self.state, State::Decided) {
+            State::McpBody { server, header_method, header_name } => {
+                self.mcp_body(config, bundle, server, header_method, header_name, body.unwrap_or_default())
+            }
+            State::StepUpBody => match body {
+                // A body the host does not hand over cannot be bound to: refused, never checked as if it were empty.
+                None => self.http_body_refusal(config, bundle, RequestRefusal::BodyUnreadable),
+                Some(b) => self.settle(config, bundle, approval::body_digest(b), "body", Then::HttpBody),
+            },
+            other => {
+                self.state = other;
+                Step::wait(Next::Continue)
+            }
+        }
+    }
+
+    /// Request trailers: a body still to be decided is refused (its end is only known here, and MCP requests have
+    /// no trailers).
+    pub fn on_request_trailers(&mut self, config: &GateConfig, bundle: &CompiledBundle) -> Step {
+        match &self.state {
+            State::McpBody { server, .. } => {
+                let server = *server;
+                self.mcp_refusal(config, bundle, server, RequestRefusal::McpTrailers)
+            }
+            State::StepUpBody => self.http_body_refusal(config, bundle, RequestRefusal::StepUpTrailers),
+            _ => Step::wait(Next::Continue),
+        }
+    }
+
+    /// The outcome of the [`Next::Claim`] this flow asked for.
+    pub fn on_claimed(&mut self, config: &GateConfig, bundle: &CompiledBundle, outcome: ClaimOutcome) -> Step {
+        let State::Claiming { approval, then } = std::mem::replace(&mut self.state, State::Decided) else {
+            return Step::wait(Next::Continue);
+        };
+        let result = match outcome {
+            ClaimOutcome::Claimed => Ok(&approval),
+            ClaimOutcome::Refused(ClaimRefused::Replayed) => Err(ApprovalFailure::Replayed),
+            ClaimOutcome::Refused(ClaimRefused::Unavailable) | ClaimOutcome::StoreFailed => {
+                Err(ApprovalFailure::StoreUnavailable)
+            }
+        };
+        match result {
+            Ok(a) => {
+                self.approval_counter = Some(Ok(()));
+                self.gov.approval = Some(ApprovalRecord::new(a));
+                self.step_up = None;
+            }
+            Err(f) => {
+                self.approval_counter = Some(Err(f.code()));
+                self.step_up = Some(self.step_up_info(config, bundle));
+            }
+        }
+        self.decision = self.decision.clone().with_approval(result);
+        self.finish(config, then)
+    }
+
+    /// Whether the response is rewritten: then the host reads the response's `:status`, `content-type` and
+    /// `content-encoding` and calls [`Flow::on_response_headers`].
+    pub fn filters_response(&self) -> bool {
+        matches!(self.state, State::Listing { started: false, .. })
+    }
+
+    /// The response headers of a filtered `tools/list`: the edits to make (the body changes length; an unreadable
+    /// response is replaced by a JSON error). An error status carries no tool list: nothing is filtered.
+    pub fn on_response_headers(
+        &mut self,
+        status: Option<&str>,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> ResponseEdits {
+        let State::Listing { framing, started, .. } = &mut self.state else { return Vec::new() };
+        if *started {
+            return Vec::new();
+        }
+        *started = true;
+        // Every 2xx (and a response without a status) goes through the filter, so an unusual success status cannot
+        // carry an unfiltered list.
+        if status.is_some_and(|s| !s.starts_with('2')) {
+            self.state = State::Decided;
+            return Vec::new();
+        }
+        *framing = list_framing(content_type, content_encoding);
+        let mut edits = vec![("content-length", None)];
+        if framing.is_none() {
+            edits.push(("content-encoding", None));
+            edits.push(("content-type", Some("application/json")));
+        }
+        edits
+    }
+
+    /// A response body chunk.
+    pub fn on_response_body(&self, end_of_stream: bool) -> ResponseNext {
+        match self.state {
+            State::Listing { started: true, .. } if end_of_stream => ResponseNext::ReadBody,
+            State::Listing { started: true, .. } => ResponseNext::Pause,
+            _ => ResponseNext::Continue,
+        }
+    }
+
+    /// The whole response body of a filtered `tools/list`: what replaces it, with only the tools the agent may call
+    /// (step-up tools marked); anything unreadable becomes a JSON-RPC error.
+    pub fn on_response_body_bytes(&mut self, config: &GateConfig, bundle: &CompiledBundle, body: &[u8]) -> Vec<u8> {
+        let State::Listing { server, id, framing, .. } = std::mem::replace(&mut self.state, State::Decided) else {
+            return body.to_vec();
+        };
+        let facts = self.facts(config, None);
+        let visible = |name: &str| decide::mcp::tool_visibility(bundle, &facts, server, name, self.now);
+        match framing {
+            Some(framing) => filter_tools_list(framing, body, &id, &visible)
+                .unwrap_or_else(|Unfilterable| list_failure(Some(framing), &id, &self.decision_id)),
+            None => list_failure(None, &id, &self.decision_id),
+        }
+    }
+
+    /// Calls `f` with every edit of the request headers, when a [`Step`] says `edit_headers`: the reserved headers
+    /// removed, the normalized path, and with `forward_identity_headers` the decision id and the verified identity
+    /// (an id with characters outside visible ASCII is not forwarded).
+    pub fn for_each_header_edit(&self, config: &GateConfig, mut f: impl FnMut(Edit<'_>)) {
+        for name in &self.reserved {
+            f(Edit::Remove(name));
+        }
+        if let Some(path) = &self.rewrite {
+            f(Edit::Path(path));
+        }
+        if config.forward_identity_headers {
+            f(Edit::Add("x-warden-decision-id", &self.decision_id));
+            if let Identity::Verified(agent) = &self.identity {
+                if header_safe(&agent.id) {
+                    f(Edit::Add("x-warden-agent", &agent.id));
+                }
+                if let Some(task) = agent.task.as_ref().filter(|t| header_safe(&t.id)) {
+                    f(Edit::Add("x-warden-task", &task.id));
+                }
+            }
+        }
+    }
+
+    /// The decision record's fields, when a [`Step`] says `record`; the host adds its VM id and its clock now
+    /// (nanoseconds since the epoch: the latency is the time since the headers arrived).
+    pub fn record<'a>(
+        &'a self,
+        config: &'a GateConfig,
+        bundle: Option<&'a CompiledBundle>,
+        vm: &'a str,
+        now_ns: u64,
+    ) -> RecordFields<'a> {
+        let latency_ns = now_ns.saturating_sub(self.time_ns);
+        RecordFields {
+            decision_id: &self.decision_id,
+            time_ns: self.time_ns,
+            environment: &config.environment,
+            vm,
+            mode: config.mode,
+            latency_ns,
+            agent: self.agent(),
+            tool: self.tool.zip(bundle).map(|(t, b)| b.tool_id(t)),
+            method: &self.method,
+            path: &self.path,
+            host: &self.host,
+            decision: &self.decision,
+            revision: self.revision,
+            governance: &self.gov,
+            mcp: self.mcp.as_ref(),
+        }
+    }
+
+    /// The counters the recorded request bumps.
+    pub fn counters(&self, config: &GateConfig) -> Counters {
+        Counters {
+            decision: decision_label(&self.decision, config.mode),
+            reason: self.decision.reason.code(),
+            shadow: self.gov.shadow.as_ref().map(|s| s.decision),
+            exception_used: self.gov.exception.is_some(),
+            approval: self.approval_counter,
+        }
+    }
+
+    /// The decision (final once recorded).
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// The caller's identity as established.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The verified agent, if any.
+    pub fn agent(&self) -> Option<&Agent> {
+        match &self.identity {
+            Identity::Verified(a) => Some(a),
+            Identity::Missing | Identity::Invalid(_) => None,
+        }
+    }
+
+    /// The tool the request reached (the deciding message's, for MCP).
+    pub fn tool(&self) -> Option<ToolIdx> {
+        self.tool
+    }
+
+    /// The MCP message that decided, if the body was read.
+    pub fn call(&self) -> Option<&McpMessage> {
+        self.call.as_ref()
+    }
+
+    /// What the step-up reply states, while the call needs an approval.
+    pub fn step_up(&self) -> Option<&StepUpInfo> {
+        self.step_up.as_ref()
+    }
+
+    /// The record's facts beyond the decision.
+    pub fn governance(&self) -> &Governance {
+        &self.gov
+    }
+
+    /// The normalized path (or the raw path without query, when it was refused).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether the request goes on in enforce mode or shadow mode.
+    fn lets_through(&self, config: &GateConfig) -> bool {
+        self.decision.outcome == Outcome::Allow || config.mode == Mode::Shadow
+    }
+
+    fn facts(&self, config: &GateConfig, tool: Option<ToolIdx>) -> Facts {
+        Facts { environment: config.environment.clone(), identity: self.identity.clone(), tool }
+    }
+
+    fn http_reply(&self) -> LocalReply {
+        reply::http(&self.decision, self.revision, &self.decision_id, self.step_up.as_ref())
+    }
+
+    fn rpc_reply(&self, requests: &RpcRequests) -> LocalReply {
+        reply::jsonrpc(&self.decision, self.revision, &self.decision_id, requests, self.step_up.as_ref())
+    }
+
+    /// Records and acts on the final decision.
+    fn finish(&mut self, config: &GateConfig, then: Then) -> Step {
+        self.state = State::Decided;
+        let through = self.lets_through(config);
+        let reply = |flow: &Flow| match &then {
+            Then::Headers | Then::HttpBody => flow.http_reply(),
+            Then::Mcp { requests, .. } => flow.rpc_reply(requests),
+        };
+        let next = if through { Next::Continue } else { Next::Reply(reply(self)) };
+        let edit_headers = through && matches!(then, Then::Headers);
+        if let Then::Mcp { server, list: Some(id), .. } = then {
+            if self.decision.outcome == Outcome::Allow {
+                self.state = State::Listing { server, id, framing: None, started: false };
+            }
+        }
+        Step { edit_headers, record: true, next }
+    }
+
+    /// An MCP request refused for its shape before its body decided.
+    fn mcp_refusal(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        server: McpServerIdx,
+        r: RequestRefusal,
+    ) -> Step {
+        self.decision = Decision::refusal(Reason::Request(r), bundle.revision);
+        self.mcp = Some(McpRecord { server: bundle.mcp_server_name(server).to_string(), ..McpRecord::default() });
+        self.finish(config, Then::Mcp { server, requests: RpcRequests::Unread, list: None })
+    }
+
+    /// A held HTTP step-up body refused for its shape.
+    fn http_body_refusal(&mut self, config: &GateConfig, bundle: &CompiledBundle, r: RequestRefusal) -> Step {
+        self.decision = Decision::refusal(Reason::Request(r), bundle.revision);
+        self.finish(config, Then::HttpBody)
+    }
+
+    /// The whole MCP body: parsed, checked against the MCP headers, decided.
+    fn mcp_body(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        server: McpServerIdx,
+        header_method: Option<String>,
+        header_name: Option<String>,
+        bytes: &[u8],
+    ) -> Step {
+        let mut rec = McpRecord { server: bundle.mcp_server_name(server).to_string(), ..McpRecord::default() };
+        let mut body = match mcp::parse_body(bytes, bundle.mcp_batches(server)) {
+            Ok(body) => body,
+            Err(e) => {
+                self.mcp = Some(rec);
+                self.decision = Decision::refusal(Reason::Request(RequestRefusal::McpBody(e.kind())), bundle.revision);
+                return self.finish(config, Then::Mcp { server, requests: RpcRequests::Unread, list: None });
+            }
+        };
+        rec.messages = body.messages.len();
+        rec.batch = body.batch;
+        let requests =
+            RpcRequests::Ids { ids: body.messages.iter().filter_map(|m| m.id.clone()).collect(), batch: body.batch };
+        if !headers_agree(header_method.as_deref(), header_name.as_deref(), &body) {
+            self.mcp = Some(rec);
+            self.decision = Decision::refusal(Reason::Request(RequestRefusal::McpHeaderMismatch), bundle.revision);
+            return self.finish(config, Then::Mcp { server, requests, list: None });
+        }
+        let facts = self.facts(config, None);
+        let bd = decide::mcp::decide_body(bundle, &facts, server, &body, self.now);
+        let list = match (body.messages.first(), body.batch) {
+            (Some(m), false) if m.method() == "tools/list" => m.id.clone(),
+            _ => None,
+        };
+        let msg = if bd.message < body.messages.len() { Some(body.messages.swap_remove(bd.message)) } else { None };
+        rec.method = msg.as_ref().map(|m| m.method().to_string()).unwrap_or_default();
+        rec.name = msg.as_ref().and_then(|m| m.name()).map(str::to_string);
+        self.mcp = Some(rec);
+        self.tool = msg.as_ref().and_then(|m| match bundle.resolve_mcp(server, m) {
+            McpTarget::Tool(t) => Some(t),
+            McpTarget::Lifecycle | McpTarget::Unknown => None,
+        });
+        self.decision = bd.decision;
+        let args = msg.as_ref().and_then(|m| m.arguments());
+        if let Some(t) = self.tool {
+            let facts = Facts { tool: Some(t), ..facts };
+            self.gov.shadow = decide::shadow(bundle, &facts, args, self.now).map(|d| ShadowRecord::from_decision(&d));
+            if bundle.logs_arguments(t) {
+                self.gov.arguments = args.cloned();
+            }
+        }
+        self.gov.exception = ExceptionRecord::for_decision(bundle, &self.decision);
+        let then = Then::Mcp { server, requests, list };
+        let step = if self.decision.outcome == Outcome::StepUp {
+            // The digest (canonical JSON and SHA-256 of the arguments) is taken only for a step-up, whose approval
+            // binds to it: on every call it would cost more than the rest of the decision.
+            let digest = arguments_digest(args);
+            self.call = msg;
+            return self.settle(config, bundle, digest, "arguments", then);
+        } else {
+            self.finish(config, then)
+        };
+        self.call = msg;
+        step
+    }
+
+    /// Checks the approval of a step-up decision against the call (bound to `digest`): none presented or refused
+    /// ends the request now; a verified one is claimed first (single use).
+    fn settle(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        digest: String,
+        digest_of: &'static str,
+        then: Then,
+    ) -> Step {
+        self.digest_of = digest_of;
+        self.gov.arguments_digest = Some(digest);
+        let result = match &self.presented {
+            Presented::Absent => None,
+            Presented::Refused(f) => Some(Err(*f)),
+            Presented::Token(token) => {
+                let call = self.call_binding(bundle);
+                Some(bundle.verify_approval(self.decision.rule_id(), token, &call, self.now))
+            }
+        };
+        match result {
+            None => {
+                self.step_up = Some(self.step_up_info(config, bundle));
+                self.finish(config, then)
+            }
+            Some(Err(f)) => {
+                self.approval_counter = Some(Err(f.code()));
+                self.step_up = Some(self.step_up_info(config, bundle));
+                self.decision = self.decision.clone().with_approval(Err(f));
+                self.finish(config, then)
+            }
+            Some(Ok(a)) => {
+                let claim = Claim::UsedApproval { id: used_id(&a), expires_at: a.expires_at, now: self.now };
+                self.state = State::Claiming { approval: a, then };
+                Step::wait(Next::Claim(claim))
+            }
+        }
+    }
+
+    fn call_binding<'a>(&'a self, bundle: &'a CompiledBundle) -> CallBinding<'a> {
+        let agent = self.agent();
+        CallBinding {
+            agent: agent.map_or("", |a| a.id.as_str()),
+            task: agent.and_then(|a| a.task.as_ref()).map(|t| t.id.as_str()),
+            tool: self.tool.map_or("", |t| bundle.tool_id(t)),
+            arguments_digest: self.gov.arguments_digest.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// What the step-up reply tells the approval service.
+    fn step_up_info(&self, config: &GateConfig, bundle: &CompiledBundle) -> StepUpInfo {
+        let call = self.call_binding(bundle);
+        let rule = self.decision.rule_id();
+        let requirement = bundle.step_up_requirement(rule);
+        StepUpInfo {
+            agent: Some(call.agent.to_string()),
+            task: call.task.map(str::to_string),
+            tool: Some(call.tool.to_string()),
+            arguments_digest: call.arguments_digest.to_string(),
+            digest_of: self.digest_of,
+            decision_id: self.decision_id.clone(),
+            rule: rule.to_string(),
+            approvers: requirement
+                .as_ref()
+                .map(|r| {
+                    r.approvers
+                        .iter()
+                        .map(|(id, iss)| ApproverRef { id: id.to_string(), iss: iss.to_string() })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            max_age_seconds: requirement.map_or(0, |r| r.max_age_seconds),
+            header: config.approval_header.clone(),
+        }
+    }
+}
+
+/// The identity from the token headers: the agent token, then the Transaction Token's task context.
+fn verify_tokens(
+    bundle: &CompiledBundle,
+    config: &GateConfig,
+    view: &RequestView<'_>,
+    peer: Option<&PeerIdentity>,
+    mut cache: Option<&mut TokenCache>,
+    now: i64,
+) -> Identity {
+    let value = match view.token {
+        TokenHeader::Absent => return Identity::Missing,
+        TokenHeader::Repeated => return Identity::Invalid(TokenFailure::Ambiguous),
+        TokenHeader::One(value) => value,
+    };
+    let Ok(value) = std::str::from_utf8(value) else { return Identity::Invalid(TokenFailure::Malformed) };
+    let token = match token_in(value, &config.token_header) {
+        Ok(token) => token,
+        Err(failure) => return Identity::Invalid(failure),
+    };
+    let verified = match cache.as_deref_mut() {
+        Some(c) => c.verify(bundle, token, peer, now),
+        None => identity::verify_presented(&bundle.issuers, token, peer, now),
+    };
+    match verified {
+        Ok(agent) => with_txn_token(bundle, config, view.txn_token, agent, cache, now),
+        Err(failure) => Identity::Invalid(failure),
+    }
+}
+
+/// Adds the Transaction Token's task context to a verified agent. A Transaction Token that is repeated, unreadable
+/// or refused makes the whole identity invalid (`txn_token_*`): task context is never silently dropped.
+fn with_txn_token(
+    bundle: &CompiledBundle,
+    config: &GateConfig,
+    header: TokenHeader<'_>,
+    mut agent: Agent,
+    cache: Option<&mut TokenCache>,
+    now: i64,
+) -> Identity {
+    let invalid = |f: TxnFailure| Identity::Invalid(TokenFailure::Txn(f));
+    let value = match header {
+        TokenHeader::Absent => return Identity::Verified(agent),
+        TokenHeader::Repeated => return invalid(TxnFailure::Ambiguous),
+        TokenHeader::One(value) => value,
+    };
+    let Ok(value) = std::str::from_utf8(value) else { return invalid(TxnFailure::Malformed) };
+    let Ok(token) = token_in(value, &config.txn_token_header) else { return invalid(TxnFailure::Malformed) };
+    let task = match cache {
+        Some(c) => c.verify_txn_token(bundle, token, &agent, now),
+        None => identity::verify_txn_token(&bundle.issuers, token, &agent, now),
+    };
+    match task {
+        Ok(task) => {
+            agent.task = Some(task);
+            Identity::Verified(agent)
+        }
+        Err(failure) => Identity::Invalid(failure),
+    }
+}
+
+/// Why the headers of an MCP `POST` are refused before the body is read.
+fn check_mcp_headers(view: &RequestView<'_>) -> Result<(), RequestRefusal> {
+    match view.content_type {
+        Field::Present(ct) if is_json(ct) => {}
+        Field::Unreadable => return Err(RequestRefusal::McpAmbiguousHeader),
+        Field::Present(_) | Field::Missing => return Err(RequestRefusal::McpContentType),
+    }
+    if view.mcp_method == Field::Unreadable || view.mcp_name == Field::Unreadable {
+        return Err(RequestRefusal::McpAmbiguousHeader);
+    }
+    if view.mcp_method == Field::Missing && view.mcp_name != Field::Missing {
+        return Err(RequestRefusal::McpHeaderMismatch);
+    }
+    Ok(())
+}
+
+/// Whether `Mcp-Method` / `Mcp-Name`, when sent, say exactly what the body says. With `Mcp-Method`, the body must be
+/// one message with that method; `Mcp-Name` must be present exactly when the message has a name (tool, prompt) or
+/// URI (resource), and equal it.
+fn headers_agree(method: Option<&str>, name: Option<&str>, body: &McpBody) -> bool {
+    let Some(method) = method else { return name.is_none() };
+    let [msg] = body.messages.as_slice() else { return false };
+    !body.batch && msg.method() == method && name == msg.name()
+}
+
+/// Visible ASCII and spaces only: a value that cannot smuggle a header line or confuse the upstream's parser.
+fn header_safe(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|c| (0x20..0x7f).contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn header_checks() {
+        let check = |pairs: &[(&str, &str)]| {
+            let h = hdrs(pairs);
+            check_mcp_headers(&RequestView::scan(&h, &GateConfig::new("prod"))).map_err(RequestRefusal::code)
+        };
+        assert_eq!(check(&[("content-type", "application/json")]), Ok(()));
+        assert_eq!(check(&[("content-type", "text/plain")]), Err("mcp_content_type"));
+        assert_eq!(check(&[]), Err("mcp_content_type"));
+        assert_eq!(
+            check(&[("content-type", "application/json"), ("content-type", "text/plain")]),
+            Err("mcp_ambiguous_header")
+        );
+        assert_eq!(
+            check(&[("content-type", "application/json"), ("mcp-method", "a"), ("mcp-method", "b")]),
+            Err("mcp_ambiguous_header")
+        );
+        assert_eq!(check(&[("content-type", "application/json"), ("mcp-name", "x")]), Err("mcp_header_mismatch"));
+    }
+
+    #[test]
+    fn headers_must_agree_with_the_body() {
+        let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund"}}"#;
+        let body = crate::mcp::parse_body(call, true).unwrap();
+        let agree = |pairs: &[(&str, &str)]| {
+            let h = hdrs(pairs);
+            let v = RequestView::scan(&h, &GateConfig::new("prod"));
+            if headers_agree(v.mcp_method.value(), v.mcp_name.value(), &body) {
+                Ok(())
+            } else {
+                Err("mcp_header_mismatch")
+            }
+        };
+        assert_eq!(agree(&[]), Ok(()));
+        assert_eq!(agree(&[("mcp-method", "tools/call"), ("mcp-name", "refund")]), Ok(()));
+        assert_eq!(agree(&[("mcp-method", "tools/call"), ("mcp-name", "lookup")]), Err("mcp_header_mismatch"));
+        assert_eq!(agree(&[("mcp-method", "tools/call")]), Err("mcp_header_mismatch"));
+        assert_eq!(agree(&[("mcp-method", "Tools/Call"), ("mcp-name", "refund")]), Err("mcp_header_mismatch"));
+        assert_eq!(agree(&[("mcp-method", "ping")]), Err("mcp_header_mismatch"));
+        let batch = crate::mcp::parse_body(&[b"[".as_slice(), call, b"]"].concat(), true).unwrap();
+        assert!(!headers_agree(Some("tools/call"), Some("refund"), &batch));
+    }
+}

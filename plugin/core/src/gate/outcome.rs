@@ -1,0 +1,151 @@
+//! What a request came to beyond its decision: the facts the decision record states (approval, exception, shadow
+//! rules, arguments, the MCP message), what a step-up reply says the approval must bind to, and the counters to bump.
+
+use serde::Serialize;
+
+use crate::approval::VerifiedApproval;
+use crate::compile::CompiledBundle;
+use crate::decision::{Decision, Outcome, Reason};
+use crate::time::format_rfc3339;
+
+/// What the decision record says beyond the decision: the approval that let a step-up through, the exception that
+/// allowed, what a shadow rule would have decided, and the call's arguments (digest, and in clear where the tool
+/// opts in).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Governance {
+    pub approval: Option<ApprovalRecord>,
+    pub exception: Option<ExceptionRecord>,
+    pub shadow: Option<ShadowRecord>,
+    /// Step-up calls: lower-case hex SHA-256 of the canonical arguments (MCP) or raw body (HTTP) the approval binds to.
+    pub arguments_digest: Option<String>,
+    /// The arguments in clear: only for tools with `log_arguments`.
+    pub arguments: Option<serde_json::Value>,
+}
+
+/// The accepted approval of a step-up call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRecord {
+    /// The approval's `jti`.
+    pub id: String,
+    /// The bundle's approver id.
+    pub approver: String,
+    /// The approval's `sub`: the person who approved.
+    pub approved_by: Option<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+impl ApprovalRecord {
+    pub fn new(a: &VerifiedApproval) -> ApprovalRecord {
+        ApprovalRecord {
+            id: a.id.clone(),
+            approver: a.approver.clone(),
+            approved_by: a.approved_by.clone(),
+            expires_at: format_rfc3339(a.expires_at),
+        }
+    }
+}
+
+/// The exception rule that allowed a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExceptionRecord {
+    pub ticket: String,
+    pub approver: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+impl ExceptionRecord {
+    /// The exception behind an `allowed_by_exception` decision.
+    pub fn for_decision(bundle: &CompiledBundle, d: &Decision) -> Option<ExceptionRecord> {
+        if d.reason != Reason::AllowedByException {
+            return None;
+        }
+        let e = bundle.exception_of(d.rule.as_deref()?)?;
+        Some(ExceptionRecord {
+            ticket: e.ticket.to_string(),
+            approver: e.approver.to_string(),
+            expires_at: format_rfc3339(e.expires_at),
+        })
+    }
+}
+
+/// What the bundle's shadow rules would have decided, when it differs from the enforced decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowRecord {
+    /// `would_allow`, `would_deny` or `would_step_up`.
+    pub decision: &'static str,
+    pub rule: String,
+    pub reason: &'static str,
+}
+
+impl ShadowRecord {
+    pub fn from_decision(d: &Decision) -> ShadowRecord {
+        ShadowRecord {
+            decision: match d.outcome {
+                Outcome::Allow => "would_allow",
+                Outcome::Deny => "would_deny",
+                Outcome::StepUp => "would_step_up",
+            },
+            rule: d.rule_id().to_string(),
+            reason: d.reason.code(),
+        }
+    }
+}
+
+/// The `mcp` object of a decision record: the server, and the deciding message's method and tool / resource /
+/// prompt name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct McpRecord {
+    pub server: String,
+    /// JSON-RPC method (`""` for a client answer; `GET`/`DELETE` for those HTTP methods).
+    pub method: String,
+    /// Tool or prompt name, or resource URI.
+    pub name: Option<String>,
+    /// Number of messages in the body (0 before the body was read).
+    pub messages: usize,
+    /// Whether the body was a batch.
+    pub batch: bool,
+}
+
+/// One approver a step-up reply names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApproverRef {
+    pub id: String,
+    pub iss: String,
+}
+
+/// What a step-up reply tells the agent and its approval service: what the approval must bind to, who may approve,
+/// for how long at most, and where to send it (the `approval` object of the reply body, or of a JSON-RPC error's
+/// `data`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepUpInfo {
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub tool: Option<String>,
+    /// Lower-case hex SHA-256: of the canonical JSON arguments (MCP) or of the raw request body (HTTP).
+    pub arguments_digest: String,
+    /// `arguments` or `body`: what the digest was taken over.
+    pub digest_of: &'static str,
+    pub decision_id: String,
+    pub rule: String,
+    pub approvers: Vec<ApproverRef>,
+    /// Longest approval lifetime (`exp - iat`) the gateway accepts for this rule.
+    pub max_age_seconds: u64,
+    /// The request header the approval goes in on the retry.
+    pub header: String,
+}
+
+/// The counters a decided request bumps (Envoy stats): `warden.decisions.<decision>`, `warden.reasons.<reason>`,
+/// `warden.shadow.<shadow>`, `warden.exceptions.used`, `warden.approvals.accepted` or
+/// `warden.approvals.refused.<code>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// The record's `decision` label.
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub shadow: Option<&'static str>,
+    pub exception_used: bool,
+    /// A presented approval: `Ok` accepted, `Err(code)` refused.
+    pub approval: Option<Result<(), &'static str>>,
+}

@@ -1,0 +1,201 @@
+//! The HTTP context: one per request. It reads what the host gives (headers as bytes, the mTLS peer, bodies), hands
+//! each event to the gate ([`warden_core::gate::Flow`]) and carries out the step it returns: header edits, the
+//! decision record, a local reply, a shared-data claim. It decides nothing itself.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+use warden_core::activation::Active;
+use warden_core::config::Config;
+use warden_core::facts::PeerIdentity;
+use warden_core::gate::{
+    record, reply, run_claim, Credentials, Edit, Flow, Next, Request, RequestView, ResponseNext, Step,
+};
+use warden_core::ids::IdGen;
+use warden_core::token_cache::TokenCache;
+
+use crate::host::{log, unix_nanos, HostStore};
+use crate::metrics::Metrics;
+
+/// The filter-state key the decision record is written to (Envoy: `%FILTER_STATE(wasm.warden_decision:PLAIN)%`).
+pub const DECISION_PROPERTY: &str = "warden_decision";
+
+/// What the root context shares with its HTTP contexts (read-only on the request path). A new bundle replaces
+/// `active` in the root; HTTP contexts created before keep the `Rc` they cloned.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Rc<Config>,
+    pub active: Option<Rc<Active>>,
+    pub ids: Rc<IdGen>,
+    pub metrics: Rc<Metrics>,
+    /// This VM's verified-token cache (hits skip signature verification only); cleared when a bundle activates.
+    pub tokens: Rc<RefCell<TokenCache>>,
+    /// This VM's id in decision records (`vm-` and 8 random hex digits).
+    pub vm: Rc<str>,
+}
+
+/// The HTTP context: one per request.
+pub struct WardenHttp {
+    /// `None` only if the host creates a stream before a successful `on_configure` (it does not): fail closed.
+    pub shared: Option<Shared>,
+    /// The request in the gate, with the bundle it was decided with.
+    pub flow: Option<(Flow, Option<Rc<Active>>)>,
+}
+
+impl Context for WardenHttp {}
+
+impl HttpContext for WardenHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            let r = reply::unconfigured();
+            self.send_http_response(u32::from(r.status), r.header_pairs(), Some(&r.body));
+            return Action::Pause;
+        };
+        let config = &shared.config.gate;
+        let time_ns = unix_nanos(self.get_current_time());
+        let headers = self.get_http_request_headers_bytes();
+        let view = RequestView::scan(&headers, config);
+        let peer = self.mtls_peer();
+        let active = shared.active.clone();
+        // The cache is only borrowed here, never across a host call; if it were busy, verify without it.
+        let mut tokens = shared.tokens.try_borrow_mut().ok();
+        let request = Request {
+            view: &view,
+            peer: peer.as_ref(),
+            credentials: Credentials::Tokens(tokens.as_deref_mut()),
+            decision_id: shared.ids.next_id(),
+            time_ns,
+            end_of_stream,
+        };
+        let (flow, step) = Flow::on_request_headers(config, active.as_deref().map(|a| &a.bundle), request);
+        drop(tokens);
+        self.flow = Some((flow, active));
+        self.act(&shared, step, 0)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else { return Action::Continue };
+        let Some((flow, Some(active))) = self.flow.as_mut() else { return Action::Continue };
+        let step = flow.on_request_body(&shared.config.gate, &active.bundle, body_size, end_of_stream);
+        self.act(&shared, step, body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(shared) = self.shared.clone() else { return Action::Continue };
+        let Some((flow, Some(active))) = self.flow.as_mut() else { return Action::Continue };
+        let step = flow.on_request_trailers(&shared.config.gate, &active.bundle);
+        self.act(&shared, step, 0)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if !self.flow.as_ref().is_some_and(|(f, _)| f.filters_response()) {
+            return Action::Continue;
+        }
+        let header = |name: &str| -> Option<String> {
+            self.get_http_response_header_bytes(name).and_then(|b| String::from_utf8(b).ok())
+        };
+        let (status, content_type, encoding) = (header(":status"), header("content-type"), header("content-encoding"));
+        let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
+        let edits = flow.on_response_headers(status.as_deref(), content_type.as_deref(), encoding.as_deref());
+        for (name, value) in edits {
+            self.set_http_response_header(name, value);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else { return Action::Continue };
+        let Some((flow, active)) = self.flow.as_ref() else { return Action::Continue };
+        match flow.on_response_body(end_of_stream) {
+            ResponseNext::Continue => Action::Continue,
+            ResponseNext::Pause => Action::Pause,
+            ResponseNext::ReadBody => {
+                let Some(active) = active.clone() else { return Action::Continue };
+                let body = if body_size == 0 {
+                    Vec::new()
+                } else {
+                    self.get_http_response_body(0, body_size).unwrap_or_default()
+                };
+                let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
+                let out = flow.on_response_body_bytes(&shared.config.gate, &active.bundle, &body);
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+        }
+    }
+}
+
+impl WardenHttp {
+    /// Carries out a step (and the steps it leads to: reading the body, claiming in shared data). `body_size` is
+    /// what a [`Next::ReadBody`] reads.
+    fn act(&mut self, shared: &Shared, mut step: Step, body_size: usize) -> Action {
+        let config = &shared.config;
+        loop {
+            let Some((flow, active)) = self.flow.as_ref() else { return Action::Continue };
+            let bundle = active.as_deref().map(|a| &a.bundle);
+            if step.edit_headers {
+                flow.for_each_header_edit(&config.gate, |e| match e {
+                    Edit::Remove(name) => self.set_http_request_header(name, None),
+                    Edit::Path(path) => self.set_http_request_header(":path", Some(path)),
+                    Edit::Add(name, value) => self.add_http_request_header(name, value),
+                });
+            }
+            if step.record {
+                let now_ns = unix_nanos(self.get_current_time());
+                let line = record::build(&flow.record(&config.gate, bundle, &shared.vm, now_ns));
+                let counters = flow.counters(&config.gate);
+                shared.metrics.recorded(&counters);
+                if counters.exception_used {
+                    log(LogLevel::Warn, &line);
+                } else if config.log_decisions {
+                    log(LogLevel::Info, &line);
+                }
+                let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
+            }
+            let next = step.next;
+            let active = active.clone();
+            let bundle = active.as_deref().map(|a| &a.bundle);
+            step = match (next, bundle) {
+                (Next::ReadBody, Some(bundle)) => {
+                    let body = if body_size == 0 { Some(Vec::new()) } else { self.get_http_request_body(0, body_size) };
+                    let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
+                    flow.on_request_body_bytes(&config.gate, bundle, body.as_deref())
+                }
+                (Next::Claim(claim), Some(bundle)) => {
+                    let outcome = run_claim(&mut HostStore, &claim);
+                    let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
+                    flow.on_claimed(&config.gate, bundle, outcome)
+                }
+                (other, _) => return self.finish(other),
+            };
+        }
+    }
+
+    fn finish(&self, next: Next) -> Action {
+        match next {
+            Next::Continue => Action::Continue,
+            Next::Pause | Next::ReadBody | Next::Claim(_) => Action::Pause,
+            Next::Reply(r) => {
+                self.send_http_response(u32::from(r.status), r.header_pairs(), Some(&r.body));
+                Action::Pause
+            }
+        }
+    }
+
+    /// The connection's mTLS peer (Envoy: the first URI SAN, and the certificate's SHA-256 as hex); `None` without a
+    /// client certificate.
+    fn mtls_peer(&self) -> Option<PeerIdentity> {
+        let text = |name: &str| -> Option<String> {
+            // The hostcall, not `Context::get_property`: the SDK unwraps a failed status (a trap).
+            let bytes = hostcalls::get_property(vec!["connection", name]).ok()??;
+            String::from_utf8(bytes).ok()
+        };
+        PeerIdentity::from_envoy(
+            text("uri_san_peer_certificate").as_deref(),
+            text("sha256_peer_certificate_digest").as_deref(),
+        )
+    }
+}
