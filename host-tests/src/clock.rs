@@ -77,6 +77,15 @@ impl Clock {
         }
     }
 
+    /// Steps wall-clock time to `t`, forward or back, without moving monotonic time (manual clocks only; a no-op on
+    /// a real clock): what an NTP step or an operator's `date -s` does to a running gateway. Ticks and call
+    /// timeouts keep their monotonic schedule; only the time the guest reads jumps.
+    pub fn step_wall(&self, t: SystemTime) {
+        if let ClockInner::Manual(m) = &*self.inner {
+            lock(m).now = t;
+        }
+    }
+
     /// Moves a manual clock forward (a no-op on a real clock). Prefer `Plugin::advance`, which
     /// also fires ticks and timeouts that fall due.
     pub fn advance(&self, d: Duration) {

@@ -55,6 +55,10 @@ pub struct PluginConfig {
     pub callback_deadline: Duration,
     /// How long `send` waits (real time) for pending http calls before reporting a hang.
     pub send_wait: Duration,
+    /// The process-wide tables to start with (`None`: new ones). Passing another plugin's
+    /// ([`Plugin::shared`]) models what Envoy does when it reloads a VM or replaces a plugin in the same
+    /// process: shared data (per vm_id) and stats outlive the VMs.
+    pub shared: Option<Arc<SharedState>>,
 }
 
 impl Default for PluginConfig {
@@ -78,6 +82,7 @@ impl Default for PluginConfig {
             memory_limit: 1 << 30,
             callback_deadline: Duration::from_secs(10),
             send_wait: Duration::from_secs(5),
+            shared: None,
         }
     }
 }
@@ -120,6 +125,12 @@ impl PluginConfig {
 
     pub fn log_level(mut self, level: LogLevel) -> Self {
         self.log_level = level;
+        self
+    }
+
+    /// Starts on these process-wide tables (see [`PluginConfig::shared`]).
+    pub fn shared_state(mut self, shared: Arc<SharedState>) -> Self {
+        self.shared = Some(shared);
         self
     }
 }
@@ -465,7 +476,7 @@ impl Plugin {
             request_body_buffer_limit: config.request_body_buffer_limit,
             response_body_buffer_limit: config.response_body_buffer_limit,
         });
-        let shared = Arc::new(SharedState::default());
+        let shared = config.shared.clone().unwrap_or_default();
         let log_seq = Arc::new(AtomicU64::new(0));
         let n_main = if config.main_thread_vms { 2 } else { 0 };
         let inboxes: Vec<Arc<Inbox>> = (0..config.workers + n_main).map(|_| Arc::default()).collect();

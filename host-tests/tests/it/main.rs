@@ -8,6 +8,7 @@
 mod support;
 
 mod attack_approvals;
+mod attack_distribution;
 mod attack_mcp;
 mod attack_paths;
 mod attack_tokens;

@@ -24,11 +24,13 @@ pub enum RejectCause {
     Expired,
     /// Verified, but the bundle is not valid (format, authority, timestamps, compile errors).
     Invalid,
-    /// Signed with a key that is not pinned, or with a key the active bundle revokes.
+    /// Signed with a key that is not pinned, or with a key the active bundle (or one activated before) revokes.
     UnknownKey,
     /// Not a signed bundle (not JWS compact serialization, bad base64, bad header; for a fetch also a body too large
     /// or empty).
     Malformed,
+    /// Verified, but its revision is more than `max_revision_jump` above the highest one this process activated.
+    RevisionJump,
 }
 
 impl RejectCause {
@@ -41,6 +43,7 @@ impl RejectCause {
             RejectCause::Invalid => "invalid",
             RejectCause::UnknownKey => "unknown_key",
             RejectCause::Malformed => "malformed",
+            RejectCause::RevisionJump => "revision_jump",
         }
     }
 }
@@ -237,6 +240,47 @@ pub fn envelope_cause(e: &EnvelopeError, signed: &[u8]) -> RejectCause {
     }
 }
 
+/// What this Envoy process has activated, kept in shared data (`warden.activated|<authority>`) by every VM that
+/// activates a bundle, so it binds every VM of the process, also one that starts later (a reload, a new worker, a
+/// plugin configuration that polls another path) and has no active bundle or an older one: the highest revision
+/// activated (and its payload's SHA-256, so the revision cannot be reused with other contents) and every signing
+/// key any activated bundle revoked (a revoked key stays revoked, even when a later bundle no longer lists it).
+/// Shared data lives as long as the Envoy process: a restart forgets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub revision: u64,
+    pub sha256: String,
+    pub revoked_keys: Vec<String>,
+}
+
+impl Mark {
+    /// The shared-data key of the marks of bundles from `authority`.
+    pub fn key(authority: &str) -> String {
+        format!("warden.activated|{authority}")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// `None` for anything that is not a mark this version wrote.
+    pub fn decode(bytes: &[u8]) -> Option<Mark> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The mark once `a` is activated too: the higher revision (with its digest), the union of revoked keys.
+    pub fn merged(previous: Option<&Mark>, a: &Active) -> Mark {
+        let mut keys: Vec<String> = previous.map(|m| m.revoked_keys.clone()).unwrap_or_default();
+        keys.extend(a.bundle.revoked_signing_keys().iter().cloned());
+        keys.sort();
+        keys.dedup();
+        match previous {
+            Some(m) if m.revision >= a.bundle.revision => Mark { revoked_keys: keys, ..m.clone() },
+            _ => Mark { revision: a.bundle.revision, sha256: a.digest.sha256().to_string(), revoked_keys: keys },
+        }
+    }
+}
+
 /// What a fetched (or shared) signed bundle means next to the active one.
 #[derive(Debug)]
 pub enum Candidate {
@@ -246,17 +290,61 @@ pub enum Candidate {
     Unchanged,
 }
 
-/// Checks a signed bundle from the control endpoint (or another VM) against the active one at `now`: signature
-/// with the pinned keys (minus the keys the active bundle revokes), authority, expiry, anti-rollback (the revision
-/// must be higher than the active one; the same revision must have the same payload, byte for byte), validation.
+/// Checks a signed bundle from the control endpoint (or another VM) against the active one and the process's
+/// [`Mark`] at `now`: signature with the pinned keys (minus every key the active bundle or any bundle activated
+/// before revokes), authority, expiry, anti-rollback (the revision must be higher than the active one and not lower
+/// than the highest activated in the process; the same revision must have the same payload), the jump bound (at
+/// most `max_revision_jump` above the highest revision activated), validation.
 pub fn check_candidate(
     config: &Config,
     current: Option<&Active>,
+    mark: Option<&Mark>,
     signed: &[u8],
     now: i64,
 ) -> Result<Candidate, Rejected> {
-    let revoked = current.map(|a| a.bundle.revoked_signing_keys()).unwrap_or_default();
-    let verified = verify(config, revoked, signed, now)?;
+    let mut revoked: Vec<String> = current.map(|a| a.bundle.revoked_signing_keys().to_vec()).unwrap_or_default();
+    revoked.extend(mark.map(|m| m.revoked_keys.iter().cloned()).into_iter().flatten());
+    let verified = verify(config, &revoked, signed, now)?;
+    let new = verified.bundle.revision;
+    if let Some(m) = mark.filter(|m| current.is_none_or(|a| a.bundle.revision < m.revision)) {
+        if new < m.revision {
+            return Err(Rejected::new(
+                RejectCause::Rollback,
+                format!(
+                    "revision {new} is older than revision {}, which this Envoy process activated before (shared \
+                     data `{}`): refused (rollback)",
+                    m.revision,
+                    Mark::key(&config.authority)
+                ),
+            ));
+        }
+        if new == m.revision && envelope::sha256_hex(&verified.payload) != m.sha256 {
+            return Err(Rejected::new(
+                RejectCause::Rollback,
+                format!(
+                    "revision {new} has other contents than the revision {new} this Envoy process activated before \
+                     (sha256 {}): a revision must never be reused; refused",
+                    m.sha256
+                ),
+            ));
+        }
+    }
+    let highest = current.map(|a| a.bundle.revision).max(mark.map(|m| m.revision));
+    if let Some(base) = highest {
+        let jump = config.max_revision_jump;
+        if new > base.saturating_add(jump) {
+            return Err(Rejected::new(
+                RejectCause::RevisionJump,
+                format!(
+                    "revision {new} is {} above revision {base}, the highest this Envoy process activated: more \
+                     than max_revision_jump ({jump}), refused (a bundle that far ahead would leave no room for the \
+                     revisions after it); publish a revision within the bound, or raise max_revision_jump in the \
+                     plugin configuration if the jump is intended",
+                    new - base
+                ),
+            ));
+        }
+    }
     if let Some(active) = current {
         let (new, old) = (verified.bundle.revision, active.bundle.revision);
         if new < old {

@@ -23,6 +23,11 @@ pub const DEFAULT_TXN_TOKEN_HEADER: &str = "txn-token";
 pub const DEFAULT_APPROVAL_HEADER: &str = "x-warden-approval";
 /// Default grace after the active bundle's `expires_at` before the filter fails closed.
 pub const DEFAULT_BUNDLE_GRACE_SECONDS: u64 = 300;
+/// Default `max_revision_jump`: 2^32, room for revisions that are Unix times in seconds or dates, while 2^32 such
+/// jumps are needed to reach the end of the revision space.
+pub const DEFAULT_MAX_REVISION_JUMP: u64 = 1 << 32;
+/// Upper bound of `max_revision_jump` (2^48): beyond it the bound would not bound anything.
+pub const MAX_MAX_REVISION_JUMP: u64 = 1 << 48;
 /// Upper bound of `bundle_grace_seconds` (one day): a stale bundle must not keep old revocations alive for long.
 pub const MAX_BUNDLE_GRACE_SECONDS: u64 = 86_400;
 /// Default for `max_body_bytes` (Envoy's default buffer limit: keep it at or below the listener's limit).
@@ -126,6 +131,9 @@ pub struct Config {
     pub log_decisions: bool,
     /// Where live bundle updates are fetched from (none: the inline bundle is all there is).
     pub control: Option<Control>,
+    /// Largest step from the highest revision this process activated to a candidate's: a bundle further ahead is
+    /// refused (`revision_jump`), so one signed bundle cannot pin the fleet near the top of the revision space.
+    pub max_revision_jump: u64,
 }
 
 /// The control endpoint the root context polls for signed bundles.
@@ -152,6 +160,7 @@ impl fmt::Debug for Config {
             .field("inline_bundle", &self.inline_bundle.as_ref().map(String::len))
             .field("log_decisions", &self.log_decisions)
             .field("control", &self.control)
+            .field("max_revision_jump", &self.max_revision_jump)
             .finish()
     }
 }
@@ -198,6 +207,8 @@ struct RawConfig {
     inline_bundle: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     bundle_grace_seconds: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    max_revision_jump: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     forward_identity_headers: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -312,6 +323,18 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             }
         },
     };
+    let max_revision_jump = match raw.max_revision_jump {
+        None => DEFAULT_MAX_REVISION_JUMP,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_MAX_REVISION_JUMP).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::field(
+                    "max_revision_jump",
+                    format!("expected an integer from 1 to {MAX_MAX_REVISION_JUMP}, got {}", show(&v)),
+                ))
+            }
+        },
+    };
     let forward_identity_headers = optional_bool("forward_identity_headers", raw.forward_identity_headers)?;
     let log_decisions = optional_bool("log_decisions", raw.log_decisions)?;
     let allow_on_headers_stop_iteration =
@@ -371,6 +394,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         authority,
         bundle_keys,
         inline_bundle,
+        max_revision_jump,
         log_decisions: log_decisions.unwrap_or(true),
         control,
     })
@@ -685,8 +709,8 @@ mod tests {
                 b"{\"environment\": \"prod\", \"controls\": {}}".to_vec(),
                 "unknown field `controls`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
                  `token_header`, `txn_token_header`, `approval_header`, `inline_bundle`, `bundle_grace_seconds`, \
-                 `forward_identity_headers`, `log_decisions`, `control`, `allow_on_headers_stop_iteration`, \
-                 `max_body_bytes`, `max_list_response_bytes` at line 1 column 34",
+                 `max_revision_jump`, `forward_identity_headers`, `log_decisions`, `control`, \
+                 `allow_on_headers_stop_iteration`, `max_body_bytes`, `max_list_response_bytes` at line 1 column 34",
             ),
             (
                 b"{\"environment\": \"prod\", \"environment\": \"dev\"}".to_vec(),
@@ -755,6 +779,10 @@ mod tests {
             (
                 with("allow_on_headers_stop_iteration", json!("yes")),
                 "field `allow_on_headers_stop_iteration`: expected true or false, got a string",
+            ),
+            (
+                with("max_revision_jump", json!(0)),
+                "field `max_revision_jump`: expected an integer from 1 to 281474976710656, got 0",
             ),
             (with("max_body_bytes", json!(0)), "field `max_body_bytes`: expected an integer from 1 to 16777216, got 0"),
             (

@@ -38,7 +38,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 11] = [
         Cause::HttpStatus,
         Cause::Connect,
         Cause::Timeout,
@@ -49,6 +49,7 @@ impl Cause {
         Cause::Rejected(RejectCause::Invalid),
         Cause::Rejected(RejectCause::UnknownKey),
         Cause::Rejected(RejectCause::Malformed),
+        Cause::Rejected(RejectCause::RevisionJump),
     ];
 
     pub fn code(self) -> &'static str {
@@ -113,6 +114,47 @@ pub enum Fetched {
         etag: Option<String>,
     },
     Failed(Failure),
+}
+
+/// Bytes read of a non-200 body (for the log line and Envoy's failure shapes).
+pub const SNIPPET_BYTES: usize = 1024;
+
+/// How many bytes of an http-call response body to read, decided before reading any: the host announces the
+/// body's size on the callback (`body_size`). A 200 whose body (or `content-length`) is over [`MAX_BUNDLE_BYTES`],
+/// or whose `content-length` disagrees with the bytes that arrived, is refused unread, so a control endpoint cannot
+/// make the VM copy an arbitrary body into its memory (which never shrinks; past 2^31 bytes the copy traps the VM).
+/// Other statuses: at most [`SNIPPET_BYTES`].
+pub fn body_to_read(headers: Option<&[(String, Vec<u8>)]>, body_size: usize) -> Result<usize, Failure> {
+    let Some(headers) = headers else { return Ok(0) };
+    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice());
+    let text = |v: &[u8]| std::str::from_utf8(v).ok().map(str::trim).and_then(|v| v.parse::<u64>().ok());
+    if header(":status").and_then(text) != Some(200) {
+        return Ok(body_size.min(SNIPPET_BYTES));
+    }
+    let length = header("content-length").map(text);
+    let said = match length {
+        Some(Some(n)) => format!("content-length {n}"),
+        Some(None) => "an unreadable content-length".to_string(),
+        None => "no content-length".to_string(),
+    };
+    let limit = MAX_BUNDLE_BYTES as u64;
+    let size = body_size as u64;
+    if size > limit || matches!(length, Some(Some(n)) if n > limit) {
+        return Err(Failure::new(
+            Cause::Rejected(RejectCause::Malformed),
+            format!(
+                "the response body is {size} bytes ({said}), over the {limit}-byte limit on a signed bundle: not read (is the control path serving the right file?)"
+            ),
+        ));
+    }
+    match length {
+        Some(Some(n)) if n == size => Ok(body_size),
+        None => Ok(body_size),
+        _ => Err(Failure::new(
+            Cause::Rejected(RejectCause::Malformed),
+            format!("the response says {said} but {size} bytes arrived: not read"),
+        )),
+    }
 }
 
 /// Envoy's body for a refused connection (and the prefix of other connection failures).
@@ -259,13 +301,33 @@ pub enum LeaseStep {
     Take(Lease),
 }
 
+impl Schedule {
+    /// The furthest ahead of now a lease can say the next fetch is due: the longest delay (the backoff cap or the
+    /// period) and a tick. A due time further ahead was written before the wall clock stepped back.
+    pub fn max_ahead_ms(&self) -> u64 {
+        self.backoff_max_ms.max(self.period_ms).saturating_add(TICK_MS)
+    }
+
+    /// The longest a holder's claim can run from now: the fetch's timeout and the slack.
+    pub fn max_claim_ms(&self) -> u64 {
+        self.timeout_ms.saturating_add(LEASE_SLACK_MS)
+    }
+}
+
 /// The tick's decision over the lease as read from shared data (`None`: missing or unreadable).
+///
+/// The lease holds wall-clock times, which step (NTP, an operator's `date`). A step forward makes the fetch due at
+/// once, and the next due time is counted from the new time. A step back would leave a due time (or a claim)
+/// hours in the future and freeze polling for as long: a due time further ahead than [`Schedule::max_ahead_ms`],
+/// or a claim further ahead than [`Schedule::max_claim_ms`], is stale and counts as due (free) now.
 pub fn on_tick(current: Option<&Lease>, me: u64, now_ms: u64, schedule: &Schedule) -> LeaseStep {
     let base = match current {
         None => Lease::initial(now_ms),
         Some(l) => {
-            let held = l.holder != 0 && l.until_ms > now_ms;
-            if held || now_ms < l.next_due_ms {
+            let claim_plausible = l.until_ms <= now_ms.saturating_add(schedule.max_claim_ms());
+            let held = l.holder != 0 && l.until_ms > now_ms && claim_plausible;
+            let due_plausible = l.next_due_ms <= now_ms.saturating_add(schedule.max_ahead_ms());
+            if held || (now_ms < l.next_due_ms && due_plausible) {
                 return LeaseStep::Wait;
             }
             l.clone()
@@ -297,7 +359,8 @@ pub fn on_done(
             (failures, schedule.after_failure(failures, r), cause.code().to_string())
         }
     };
-    let next_due_ms = started_ms.saturating_add(delay).max(now_ms.saturating_add(TICK_MS.min(delay)));
+    // A fetch that "started" after it ended saw the wall clock step back: count from the end.
+    let next_due_ms = started_ms.min(now_ms).saturating_add(delay).max(now_ms.saturating_add(TICK_MS.min(delay)));
     Some(Lease { holder: 0, until_ms: 0, next_due_ms, failures, last })
 }
 
@@ -523,5 +586,56 @@ mod tests {
             keys("control", "ctl.internal", "/b.jws"),
             ("warden.bundle|control|ctl.internal/b.jws".into(), "warden.fetch_lease|control|ctl.internal/b.jws".into())
         );
+    }
+
+    #[test]
+    fn a_body_is_admitted_from_its_size_before_it_is_read() {
+        let h = |pairs: &[(&str, &str)]| hdrs(pairs);
+        let big = MAX_BUNDLE_BYTES + 1;
+        assert_eq!(body_to_read(Some(&h(&[(":status", "200"), ("content-length", "5")])), 5), Ok(5));
+        assert_eq!(body_to_read(Some(&h(&[(":status", "200")])), MAX_BUNDLE_BYTES), Ok(MAX_BUNDLE_BYTES));
+        assert_eq!(body_to_read(Some(&h(&[(":status", "500")])), big), Ok(SNIPPET_BYTES));
+        assert_eq!(body_to_read(None, 0), Ok(0));
+        let refused = |headers: Vec<(String, Vec<u8>)>, size: usize| match body_to_read(Some(&headers), size) {
+            Err(f) => (f.cause, f.detail),
+            Ok(n) => panic!("read {n}"),
+        };
+        let (cause, detail) = refused(h(&[(":status", "200")]), big);
+        assert_eq!(cause, Cause::Rejected(RejectCause::Malformed));
+        assert_eq!(
+            detail,
+            format!(
+                "the response body is {big} bytes (no content-length), over the {MAX_BUNDLE_BYTES}-byte limit on a \
+                 signed bundle: not read (is the control path serving the right file?)"
+            )
+        );
+        let (_, detail) = refused(h(&[(":status", "200"), ("content-length", "99999999999")]), 10);
+        assert!(detail.contains("content-length 99999999999") && detail.contains("not read"), "{detail}");
+        let (_, detail) = refused(h(&[(":status", "200"), ("content-length", "10")]), 11);
+        assert_eq!(detail, "the response says content-length 10 but 11 bytes arrived: not read");
+        let (_, detail) = refused(h(&[(":status", "200"), ("content-length", "x")]), 11);
+        assert!(detail.contains("an unreadable content-length"), "{detail}");
+    }
+
+    #[test]
+    fn a_lease_from_before_a_clock_step_back_is_stale() {
+        let s = schedule();
+        let day = 86_400_000;
+        let now = 10 * day;
+        // Due a day ahead (written before the clock stepped back a day): due now.
+        let ahead = Lease { holder: 0, until_ms: 0, next_due_ms: now + day, failures: 0, last: "ok".into() };
+        assert!(matches!(on_tick(Some(&ahead), 3, now, &s), LeaseStep::Take(_)));
+        // Due within the longest delay: waits.
+        let soon = Lease { next_due_ms: now + s.max_ahead_ms(), ..ahead.clone() };
+        assert_eq!(on_tick(Some(&soon), 3, now, &s), LeaseStep::Wait);
+        // A claim running a day ahead: stale, taken over; one within the timeout and slack: respected.
+        let claimed = Lease { holder: 9, until_ms: now + day, next_due_ms: now, ..ahead.clone() };
+        assert!(matches!(on_tick(Some(&claimed), 3, now, &s), LeaseStep::Take(Lease { holder: 3, .. })));
+        let fresh = Lease { until_ms: now + s.max_claim_ms(), ..claimed };
+        assert_eq!(on_tick(Some(&fresh), 3, now, &s), LeaseStep::Wait);
+        // A fetch that "ended before it started" (stepped back meanwhile) schedules from its end.
+        let mine = Lease { holder: 3, until_ms: now + 7000, next_due_ms: now, failures: 0, last: "ok".into() };
+        let done = on_done(Some(&mine), 3, now + day, now, Ok(()), &Schedule { jitter_percent: 0, ..s }, 0).unwrap();
+        assert_eq!(done.next_due_ms, now + 9000);
     }
 }

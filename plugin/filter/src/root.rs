@@ -66,8 +66,14 @@ impl Context for WardenRoot {
         let Some(in_flight) = poller.in_flight.take_if(|f| f.token == token_id) else { return };
         // Envoy delivers a reset as (0, 0, 0) with no header map: reading it would trap the SDK.
         let headers = (num_headers > 0).then(|| self.get_http_call_response_headers_bytes());
-        let body = if body_size > 0 { self.get_http_call_response_body(0, body_size) } else { None };
-        let fetched = poll::classify(headers.as_deref(), body.as_deref());
+        // The size first: a body over the limit is never copied into the VM.
+        let fetched = match poll::body_to_read(headers.as_deref(), body_size) {
+            Err(f) => Fetched::Failed(f),
+            Ok(n) => {
+                let body = if n > 0 { self.get_http_call_response_body(0, n) } else { None };
+                poll::classify(headers.as_deref(), body.as_deref())
+            }
+        };
         let result = self.apply_fetch(fetched);
         self.finish_fetch(in_flight.started_ms, result);
     }
@@ -150,6 +156,9 @@ impl RootContext for WardenRoot {
             }
             None => Rc::new(RefCell::new(TokenCache::default())),
         };
+        if let Some(a) = &loaded.active {
+            record_mark(&config.authority, a);
+        }
         self.shared =
             Some(Shared { config: Rc::new(config), active: loaded.active.map(Rc::new), ids, metrics, tokens, vm });
         // A VM that starts after others (a new worker, a reconfiguration) takes their bundle at once.
@@ -215,6 +224,7 @@ impl WardenRoot {
         if let Ok(mut cache) = shared.tokens.try_borrow_mut() {
             cache.clear();
         }
+        record_mark(&shared.config.authority, &a);
         shared.active = Some(Rc::new(a));
     }
 
@@ -246,7 +256,8 @@ impl WardenRoot {
                 return;
             }
         }
-        match activation::check_candidate(&shared.config, active, signed, now) {
+        let mark = shared_mark(&shared.config.authority);
+        match activation::check_candidate(&shared.config, active, mark.as_ref(), signed, now) {
             Ok(Candidate::Newer(a)) => {
                 poller.etag = header.etag;
                 self.activate(*a, "shared by another worker");
@@ -269,7 +280,8 @@ impl WardenRoot {
         let Some(poller) = self.poller.as_mut() else { return };
         if let Some(f) = &poller.in_flight {
             let lease_ms = poller.schedule.timeout_ms.saturating_add(poll::LEASE_SLACK_MS);
-            if now_ms < f.started_ms.saturating_add(lease_ms) {
+            // Either way from the start (the wall clock may have stepped back since).
+            if now_ms.abs_diff(f.started_ms) < lease_ms {
                 return;
             }
             poller.in_flight = None; // never answered (Envoy always answers or times out): give up on it
@@ -334,7 +346,9 @@ impl WardenRoot {
             }
             Fetched::Failed(f) => Err(f),
             Fetched::Body { bytes, etag } => {
-                match activation::check_candidate(&shared.config, shared.active.as_deref(), &bytes, now) {
+                let mark = shared_mark(&shared.config.authority);
+                match activation::check_candidate(&shared.config, shared.active.as_deref(), mark.as_ref(), &bytes, now)
+                {
                     Ok(Candidate::Unchanged) => {
                         if let (Some(p), Some(e)) = (self.poller.as_mut(), etag) {
                             p.etag = Some(e);
@@ -445,4 +459,33 @@ impl WardenRoot {
             _ => {}
         }
     }
+}
+
+/// The process's activation mark for bundles of `authority` (see [`activation::Mark`]).
+fn shared_mark(authority: &str) -> Option<activation::Mark> {
+    shared_get(&activation::Mark::key(authority)).and_then(|(v, _)| activation::Mark::decode(&v))
+}
+
+/// Merges the activation of `a` into the process's mark (compare-and-swap; a missing mark is created with a CAS
+/// value Envoy never hands out for it, as the used-approval record is).
+fn record_mark(authority: &str, a: &Active) {
+    let key = activation::Mark::key(authority);
+    for _ in 0..16 {
+        let current = shared_get(&key);
+        let previous = current.as_ref().and_then(|(v, _)| activation::Mark::decode(v));
+        let next = activation::Mark::merged(previous.as_ref(), a);
+        if previous.as_ref() == Some(&next) {
+            return;
+        }
+        let cas = current.map_or(u32::MAX, |(_, cas)| cas);
+        match hostcalls::set_shared_data(&key, Some(&next.encode()), Some(cas)) {
+            Ok(()) => return,
+            Err(Status::CasMismatch) => continue,
+            Err(_) => break,
+        }
+    }
+    log(
+        LogLevel::Warn,
+        &format!("warden: could not record bundle revision {} in shared data `{key}`", a.bundle.revision),
+    );
 }

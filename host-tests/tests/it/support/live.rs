@@ -301,6 +301,10 @@ pub enum Reply {
     Raw(Vec<u8>),
     /// Waits (real time) before answering.
     Slow(Duration, Box<Reply>),
+    /// 200 with `body_len` bytes of `a` streamed in 1 MiB writes (never held in memory whole), framed by
+    /// `content-length` when given (which may lie: say more or less than is sent), chunked otherwise; then the
+    /// connection is closed.
+    Huge { body_len: u64, content_length: Option<u64> },
 }
 
 impl Reply {
@@ -445,6 +449,7 @@ fn write_reply(mut conn: TcpStream, reply: Reply, inm: Option<&str>) {
             return write_reply(conn, *inner, inm);
         }
         Reply::Raw(b) => b,
+        Reply::Huge { body_len, content_length } => return write_huge(conn, body_len, content_length),
         Reply::Bundle { etag, .. } if inm == Some(etag.as_str()) => {
             format!("HTTP/1.1 304 Not Modified\r\netag: {etag}\r\nconnection: close\r\n\r\n").into_bytes()
         }
@@ -461,6 +466,37 @@ fn write_reply(mut conn: TcpStream, reply: Reply, inm: Option<&str>) {
         .into_bytes(),
     };
     let _ = conn.write_all(&bytes);
+    let _ = conn.flush();
+}
+
+fn write_huge(mut conn: TcpStream, body_len: u64, content_length: Option<u64>) {
+    let framing = match content_length {
+        Some(n) => format!("content-length: {n}"),
+        None => "transfer-encoding: chunked".to_string(),
+    };
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/jose\r\n{framing}\r\nconnection: close\r\n\r\n");
+    if conn.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let piece = vec![b'a'; 1 << 20];
+    let mut left = body_len;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        let ok = match content_length {
+            Some(_) => conn.write_all(&piece[..n]),
+            None => conn
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .and_then(|()| conn.write_all(&piece[..n]))
+                .and_then(|()| conn.write_all(b"\r\n")),
+        };
+        if ok.is_err() {
+            return; // the peer gave up (or refused the body): nothing more to send
+        }
+        left -= n as u64;
+    }
+    if content_length.is_none() {
+        let _ = conn.write_all(b"0\r\n\r\n");
+    }
     let _ = conn.flush();
 }
 
@@ -490,7 +526,11 @@ pub fn config(control: Value, inline: Option<&str>) -> Value {
 /// `warden.wasm` with `workers` VMs, a manual clock at [`t0`], and the control cluster mapped to `control`.
 pub fn start(config: &Value, workers: usize, control: SocketAddr) -> Plugin {
     let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(t0() as u64));
-    let pc = PluginConfig::new(config.to_string()).workers(workers).clock(clock).cluster(CLUSTER, control);
+    start_with(PluginConfig::new(config.to_string()).workers(workers).clock(clock).cluster(CLUSTER, control))
+}
+
+/// Starts `warden.wasm` with this host configuration (panics with the plugin's logs when it refuses to start).
+pub fn start_with(pc: PluginConfig) -> Plugin {
     Plugin::start(&warden_module(), pc).unwrap_or_else(|e| panic!("plugin did not start: {e}; logs: {:#?}", e.logs()))
 }
 
@@ -528,8 +568,18 @@ pub fn count_logs(p: &Plugin, needle: &str) -> usize {
 
 /// Fetches the fleet made so far, whatever their outcome (the filter's fetch counters).
 pub fn fetches(p: &Plugin) -> i64 {
-    let causes =
-        ["http_status", "connect", "timeout", "reset", "signature", "rollback", "expired", "invalid", "unknown_key"];
+    let causes = [
+        "http_status",
+        "connect",
+        "timeout",
+        "reset",
+        "signature",
+        "rollback",
+        "expired",
+        "invalid",
+        "unknown_key",
+        "revision_jump",
+    ];
     metric(p, "warden.bundle.fetch.success")
         + metric(p, "warden.bundle.fetch.not_modified")
         + metric(p, "warden.bundle.fetch.failure.malformed")

@@ -496,64 +496,64 @@ fn candidates_from_the_control_endpoint() {
 
     // The same bytes: unchanged. A higher revision: newer.
     assert!(matches!(
-        check_candidate(cfg, Some(active), signed(&bundle()).as_bytes(), now()),
+        check_candidate(cfg, Some(active), None, signed(&bundle()).as_bytes(), now()),
         Ok(Candidate::Unchanged)
     ));
     let v8 = with(&|b| b["revision"] = json!(8));
-    match check_candidate(cfg, Some(active), signed(&v8).as_bytes(), now()) {
+    match check_candidate(cfg, Some(active), None, signed(&v8).as_bytes(), now()) {
         Ok(Candidate::Newer(a)) => assert_eq!(a.bundle.revision, 8),
         other => panic!("{other:?}"),
     }
     // No active bundle: anything valid is newer.
-    assert!(matches!(check_candidate(cfg, None, signed(&bundle()).as_bytes(), now()), Ok(Candidate::Newer(_))));
+    assert!(matches!(check_candidate(cfg, None, None, signed(&bundle()).as_bytes(), now()), Ok(Candidate::Newer(_))));
 
     // Rollback: older, or the same revision with other contents.
     let v6 = with(&|b| b["revision"] = json!(6));
-    let (c, d) = cause(check_candidate(cfg, Some(active), signed(&v6).as_bytes(), now()));
+    let (c, d) = cause(check_candidate(cfg, Some(active), None, signed(&v6).as_bytes(), now()));
     assert_eq!(
         (c, d.as_str()),
         (Cause::Rollback, "revision 6 is older than the active revision 7: refused (rollback)")
     );
     let v7b = with(&|b| b["owner"] = json!("mallory@acme.example"));
-    let (c, d) = cause(check_candidate(cfg, Some(active), signed(&v7b).as_bytes(), now()));
+    let (c, d) = cause(check_candidate(cfg, Some(active), None, signed(&v7b).as_bytes(), now()));
     assert_eq!(c, Cause::Rollback);
     assert!(d.starts_with("revision 7 has different contents (sha256 "), "{d}");
 
     // Transport-level garbage, unsigned JSON, foreign keys, bad signatures, expiry, validation.
-    assert_eq!(cause(check_candidate(cfg, Some(active), b"<html>oops</html>", now())).0, Cause::Malformed);
-    assert_eq!(cause(check_candidate(cfg, Some(active), v8.to_string().as_bytes(), now())).0, Cause::Signature);
+    assert_eq!(cause(check_candidate(cfg, Some(active), None, b"<html>oops</html>", now())).0, Cause::Malformed);
+    assert_eq!(cause(check_candidate(cfg, Some(active), None, v8.to_string().as_bytes(), now())).0, Cause::Signature);
     let stranger = SigningKey::generate(Algorithm::EdDSA, "stranger").unwrap();
     let (c, d) =
-        cause(check_candidate(cfg, Some(active), sign(v8.to_string().as_bytes(), &stranger).as_bytes(), now()));
+        cause(check_candidate(cfg, Some(active), None, sign(v8.to_string().as_bytes(), &stranger).as_bytes(), now()));
     assert_eq!(c, Cause::UnknownKey, "{d}");
     let impostor = SigningKey::generate(Algorithm::EdDSA, "warden-test-authority-1").unwrap();
     let forged = sign(v8.to_string().as_bytes(), &impostor);
-    assert_eq!(cause(check_candidate(cfg, Some(active), forged.as_bytes(), now())).0, Cause::Signature);
+    assert_eq!(cause(check_candidate(cfg, Some(active), None, forged.as_bytes(), now())).0, Cause::Signature);
     let expired = with(&|b| {
         b["revision"] = json!(9);
         b["expires_at"] = json!("2026-11-30T00:00:00Z");
     });
-    assert_eq!(cause(check_candidate(cfg, Some(active), signed(&expired).as_bytes(), now())).0, Cause::Expired);
+    assert_eq!(cause(check_candidate(cfg, Some(active), None, signed(&expired).as_bytes(), now())).0, Cause::Expired);
     let invalid = with(&|b| {
         b["revision"] = json!(9);
         b["rules"][0]["tools"] = json!(["no.such.tool"]);
         b["rules"][0].as_object_mut().unwrap().remove("sensitivities");
     });
-    let (c, d) = cause(check_candidate(cfg, Some(active), signed(&invalid).as_bytes(), now()));
+    let (c, d) = cause(check_candidate(cfg, Some(active), None, signed(&invalid).as_bytes(), now()));
     assert_eq!(c, Cause::Invalid);
     assert!(d.starts_with("bundle revision 9 is not valid: /rules/0/tools/0"), "{d}");
     let foreign = with(&|b| {
         b["revision"] = json!(9);
         b["authority"] = json!("policy.evil.example");
     });
-    assert_eq!(cause(check_candidate(cfg, Some(active), signed(&foreign).as_bytes(), now())).0, Cause::Invalid);
+    assert_eq!(cause(check_candidate(cfg, Some(active), None, signed(&foreign).as_bytes(), now())).0, Cause::Invalid);
 
     // A key the active bundle revokes is refused as unknown, even for a higher revision.
     let revoking = with(&|b| {
         b["revision"] = json!(10);
         b["revocations"] = json!({"signing_keys": ["old-key"]});
     });
-    let r10 = match check_candidate(cfg, Some(active), signed(&revoking).as_bytes(), now()) {
+    let r10 = match check_candidate(cfg, Some(active), None, signed(&revoking).as_bytes(), now()) {
         Ok(Candidate::Newer(a)) => a,
         other => panic!("{other:?}"),
     };
@@ -564,11 +564,11 @@ fn candidates_from_the_control_endpoint() {
     let v11 = with(&|b| b["revision"] = json!(11));
     let by_old = sign(v11.to_string().as_bytes(), &old_key);
     assert!(matches!(
-        check_candidate(&l2.config, Some(&r10), by_old.as_bytes(), now()).map_err(|f| f.cause),
+        check_candidate(&l2.config, Some(&r10), None, by_old.as_bytes(), now()).map_err(|f| f.cause),
         Err(Cause::UnknownKey)
     ));
     assert!(matches!(
-        check_candidate(&l2.config, l2.active.as_ref(), by_old.as_bytes(), now()),
+        check_candidate(&l2.config, l2.active.as_ref(), None, by_old.as_bytes(), now()),
         Ok(Candidate::Newer(_))
     ));
 }
