@@ -213,6 +213,8 @@ impl RequestRefusal {
                 | McpErrorKind::InvalidMessage
                 | McpErrorKind::InvalidId
                 | McpErrorKind::InvalidMethod => jsonrpc::INVALID_REQUEST,
+                // A number the canonical argument form cannot hold exactly: the params are what is refused.
+                McpErrorKind::InexactNumber => jsonrpc::INVALID_PARAMS,
             },
             RequestRefusal::McpContentType
             | RequestRefusal::McpMethodNotAllowed
@@ -221,7 +223,11 @@ impl RequestRefusal {
             | RequestRefusal::BodyTooLarge
             | RequestRefusal::BodyUnreadable
             | RequestRefusal::StepUpTrailers
-            | RequestRefusal::RouteNearMiss => jsonrpc::INVALID_REQUEST,
+            | RequestRefusal::RouteNearMiss
+            | RequestRefusal::McpUnexpectedBody
+            | RequestRefusal::McpUpgrade
+            | RequestRefusal::McpContentEncoding
+            | RequestRefusal::StepUpContentEncoding => jsonrpc::INVALID_REQUEST,
         }
     }
 
@@ -325,7 +331,10 @@ impl Decision {
             return jsonrpc::STEP_UP_REQUIRED;
         }
         match self.reason {
-            Reason::IdentityMissing | Reason::IdentityInvalid(_) => jsonrpc::IDENTITY,
+            // Revoked credentials are refused as identity (HTTP 401), so they get the identity code too.
+            Reason::IdentityMissing | Reason::IdentityInvalid(_) | Reason::RevokedAgent | Reason::RevokedToken => {
+                jsonrpc::IDENTITY
+            }
             Reason::NoActiveBundle | Reason::BundleExpired => jsonrpc::UNAVAILABLE,
             Reason::Request(r) => r.jsonrpc_code(),
             Reason::BadRequest | Reason::BadPath(_) => jsonrpc::INVALID_REQUEST,
@@ -335,13 +344,12 @@ impl Decision {
             | Reason::StepUpRequired
             | Reason::NoMatchingRule
             | Reason::UnknownTool
-            | Reason::RevokedAgent
             | Reason::RevokedTask
-            | Reason::RevokedToken
             | Reason::TaskExpired
             | Reason::InvalidArguments
             | Reason::McpLifecycle
             | Reason::AllowedByApproval
+            | Reason::StepUpBatch
             | Reason::ApprovalRefused(_) => jsonrpc::DENIED,
         }
     }

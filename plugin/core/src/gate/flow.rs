@@ -275,7 +275,7 @@ impl Flow {
                 if view.encoded_body() {
                     flow.decision =
                         Decision::refusal(Reason::Request(RequestRefusal::StepUpContentEncoding), bundle.revision);
-                    let step = flow.finish(config, Then::Headers);
+                    let step = flow.finish(config, Some(bundle), Then::Headers);
                     return (flow, step);
                 }
                 flow.state = State::StepUpBody;

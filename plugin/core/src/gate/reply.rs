@@ -247,6 +247,11 @@ fn message(r: &Refusal<'_>) -> String {
             None => format!("rule {rule} cannot check the arguments of {target}"),
         },
         Reason::McpLifecycle => format!("the MCP server denies this protocol method to {agent}"),
+        Reason::StepUpBatch => {
+            "a batch may hold at most one call that needs an approval (one approval covers one call, once): send \
+             those calls one by one"
+                .to_string()
+        }
         Reason::RevokedAgent => format!("agent {agent} is revoked in this policy"),
         Reason::RevokedTask => format!("the task of {agent} is revoked in this policy"),
         Reason::RevokedToken => "this token's id (jti) is revoked in this policy; get a new token".to_string(),
@@ -276,6 +281,14 @@ fn request_words(q: RequestRefusal) -> &'static str {
         RequestRefusal::BodyTooLarge => "the body of this step-up call is over the gateway's max_body_bytes",
         RequestRefusal::BodyUnreadable => "the body of this step-up call could not be read",
         RequestRefusal::StepUpTrailers => "a step-up call must not have trailers",
+        RequestRefusal::McpUnexpectedBody => "an MCP GET or DELETE must not carry a body",
+        RequestRefusal::McpUpgrade => "an MCP endpoint does not take an Upgrade (WebSocket or other protocol)",
+        RequestRefusal::McpContentEncoding => {
+            "an MCP POST must not have a Content-Encoding: the gateway decides on the bytes as sent"
+        }
+        RequestRefusal::StepUpContentEncoding => {
+            "a step-up call's body must not have a Content-Encoding: the approval binds the bytes as sent"
+        }
         RequestRefusal::RouteNearMiss => {
             "the path differs from a route of this policy only by case, a trailing slash or a suffix, so it is refused \
              even under unknown_tool: allow"
@@ -308,10 +321,13 @@ fn token_words(f: TokenFailure) -> &'static str {
         }
         TokenFailure::SenderMismatch => "the mTLS peer is not the agent the token names",
         TokenFailure::CnfMismatch => "its cnf does not match the mTLS client certificate",
+        TokenFailure::UntrustedTrustDomain => "its sub is in a SPIFFE trust domain its issuer is not trusted for",
+        TokenFailure::InvalidAgentId => "the agent id it carries has control characters or empty, `.` or `..` segments",
         TokenFailure::Txn(t) => match t {
             TxnFailure::Ambiguous => "the Transaction Token header is repeated",
             TxnFailure::AgentMismatch => "the Transaction Token is for another agent",
             TxnFailure::Malformed | TxnFailure::TooLarge => "the Transaction Token is malformed or too large",
+            TxnFailure::Expired => "the Transaction Token has expired: the task context is over",
             _ => "the Transaction Token was refused (see reason)",
         },
     }
