@@ -54,10 +54,3 @@ fn every_found_input_stays_fixed() {
     let pending = pending();
     replay("regressions", |name| !pending.iter().any(|p| p == name));
 }
-
-#[test]
-#[ignore = "fuzz/pending.txt: found inputs whose fixes are on branches harden-a (item 4) and harden-b (item 11)"]
-fn pending_inputs_are_fixed_on_other_branches() {
-    let pending = pending();
-    assert!(replay("regressions", |name| pending.iter().any(|p| p == name)) > 0);
-}
