@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
-use warden_peers::{
-    check_agreement, peer_requests, warden_compiled, Cedar, PeerPolicy, Rego, RegoStyle, PEER_SIZES,
-};
 use warden_bench_fixtures::record_figure;
 use warden_core::decide::decide;
+use warden_peers::{check_agreement, peer_requests, warden_compiled, Cedar, PeerPolicy, Rego, RegoStyle, PEER_SIZES};
 
 fn timed<T>(what: &str, n: usize, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();

@@ -127,8 +127,8 @@
 //! `root` is the root context (configuration, polling, activation: the pure parts are the core's `config`,
 //! `activation` and `poll`); `http` is the HTTP context, which carries out the gate's steps; `metrics` defines and
 //! bumps the Envoy stats; `host` holds the host helpers (log, clock, shared data as the gate's store). No module
-//! here decides a request: the tidy test (`plugin/core/tests/core/tidy.rs`) checks that they only use the core's gate and
-//! distribution modules.
+//! here decides a request: the tidy test (`plugin/core/tests/core/tidy.rs`) checks that they only use the core's gate
+//! and distribution modules.
 
 // plugin/*: a panic in the filter is a trap, and a trap in Envoy is a 503 for the whole worker.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
