@@ -284,8 +284,9 @@ fn every_refusal_on_an_mcp_route_is_json_rpc() {
         // A revoked agent.
         let revoked = token(&claims(REVOKED_BOT, T0));
         let (x, up) = exchange(&mut p, post_as(MCP_HOST, Some(&revoked), init));
-        refused(&x, &up, true, 403, "revoked_agent");
-        rpc_error(&x, &id, DENIED, "revoked_agent");
+        // Revocation is an identity refusal (401 `invalid_token`, issue 19 item 10): the identity code.
+        refused(&x, &up, true, 401, "revoked_agent");
+        rpc_error(&x, &id, IDENTITY, "revoked_agent");
 
         // Denied from the MCP headers alone: refused before anything reaches the upstream.
         let req =

@@ -326,9 +326,13 @@ fn token_attack_suite() {
             problems.push(format!("reason {reason:?}, want {:?} (body {})", c.reason, x.body_str()));
         }
         if c.status == 401 {
-            // Issue 15: machine-readable `error=`, the refusal in plain words (the code is in the body).
-            let want =
-                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"the agent token was refused: ";
+            // Issue 15: machine-readable `error=`, the refusal in plain words (the code is in the body); a revoked
+            // token or agent is `invalid_token` too (issue 19 item 10), described as such.
+            let want = if c.reason.starts_with("revoked_") {
+                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\""
+            } else {
+                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"the agent token was refused: "
+            };
             if !x.header("www-authenticate").is_some_and(|h| h.starts_with(want)) {
                 problems.push(format!("www-authenticate {:?}, want {want:?}…", x.header("www-authenticate")));
             }

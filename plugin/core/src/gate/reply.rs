@@ -508,7 +508,9 @@ mod tests {
             (Outcome::Deny, Reason::DeniedByRule, jsonrpc::DENIED),
             (Outcome::Deny, Reason::UnknownTool, jsonrpc::DENIED),
             (Outcome::Deny, Reason::InvalidArguments, jsonrpc::DENIED),
-            (Outcome::Deny, Reason::RevokedAgent, jsonrpc::DENIED),
+            (Outcome::Deny, Reason::RevokedAgent, jsonrpc::IDENTITY),
+            (Outcome::Deny, Reason::RevokedToken, jsonrpc::IDENTITY),
+            (Outcome::Deny, Reason::StepUpBatch, jsonrpc::DENIED),
             (Outcome::StepUp, Reason::StepUpRequired, jsonrpc::STEP_UP_REQUIRED),
             (
                 Outcome::StepUp,
