@@ -648,12 +648,12 @@ impl Envoy {
     }
 
     /// Every line of the access log so far (generated bootstrap format; lines that do not parse are skipped).
+    /// Only whole lines count: Envoy may be writing the last one while it is read, and a line cut short can still
+    /// parse (without its decision record).
     pub fn access_log(&self) -> Vec<AccessLogEntry> {
-        std::fs::read_to_string(&self.access_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(AccessLogEntry::parse_line)
-            .collect()
+        let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole.lines().filter_map(AccessLogEntry::parse_line).collect()
     }
 
     /// The raw access log text.
