@@ -117,7 +117,7 @@ impl Schema {
                             }
                         }
                         expected.dedup();
-                        format!("expected {}, found {}", expected.join(" or "), json_type(instance))
+                        format!("expected {}, found {}", expected.join(" or "), warden_core::config::kind(instance))
                     }
                 }
             }
@@ -145,7 +145,7 @@ impl Schema {
             _ if custom.is_some() => custom.unwrap_or_default(),
             ValidationErrorKind::Constant { expected_value } => format!("must be {}", show(expected_value)),
             ValidationErrorKind::Type { kind } => {
-                format!("expected {}, found {}", type_names(kind).join(" or "), json_type(instance))
+                format!("expected {}, found {}", type_names(kind).join(" or "), warden_core::config::kind(instance))
             }
             ValidationErrorKind::MinItems { limit: 1 } => "must not be an empty list".to_string(),
             ValidationErrorKind::MinItems { limit } => format!("must have at least {limit} items"),
@@ -190,17 +190,6 @@ fn type_names(kind: &TypeKind) -> Vec<&'static str> {
     match kind {
         TypeKind::Single(t) => vec![article(*t)],
         TypeKind::Multiple(set) => set.iter().map(article).collect(),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

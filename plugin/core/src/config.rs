@@ -502,7 +502,8 @@ fn check_header_name(name: &str, h: &str) -> Result<String, ConfigError> {
     Ok(lower)
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON value's type in words ("a string", "null"), for errors a person reads; `warden lint` uses it too.
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
