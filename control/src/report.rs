@@ -286,6 +286,65 @@ fn countdown(seconds_left: i64) -> String {
     }
 }
 
+/// The access rows' agent patterns: `*` first, then every pattern in the order the rules name them.
+pub fn agent_patterns(bundle: &Bundle) -> Vec<String> {
+    let mut rows: Vec<String> = vec!["*".to_string()];
+    for r in &bundle.rules {
+        for p in r.agents.iter().flatten() {
+            if !rows.contains(p) {
+                rows.push(p.clone());
+            }
+        }
+    }
+    rows
+}
+
+/// One rule as it applies in an access row.
+fn grant(r: &Rule, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -> Grant {
+    let requirement = compiled.step_up_requirement(&r.id);
+    Grant {
+        rule: r.id.clone(),
+        effect: r.effect.as_str(),
+        approvers: r.step_up.as_ref().map(|s| s.approvers.clone()).unwrap_or_default(),
+        max_age_seconds: requirement.map(|q| q.max_age_seconds),
+        shadow: r.shadow,
+        exception: r.exception.as_ref().map(|e| e.ticket.clone()),
+        expires_at: r.expires_at.clone(),
+        conditions: rule_conditions(r, bundle),
+        expired: r.expires_at.as_deref().and_then(parse_rfc3339).is_some_and(|e| e <= now),
+    }
+}
+
+/// For each agent pattern of `rows`, the tools some rule gives it (the core's `rules_for_agents`), in sensitivity
+/// order, and the tools no rule selects. `warden diff` asks it of both bundles with the union of their patterns.
+pub fn access(bundle: &Bundle, compiled: &CompiledBundle, rows: &[String], now: i64) -> Vec<AgentAccess> {
+    rows.iter()
+        .map(|row| {
+            let mut entries = Vec::new();
+            let mut no_rule = Vec::new();
+            for s in SENSITIVITY_ORDER {
+                for (ti, tool) in bundle.tools.iter().enumerate().filter(|(_, t)| t.sensitivity == s) {
+                    let applicable: Vec<&Rule> = compiled
+                        .rules_for_agents(ToolIdx(ti as u32), row)
+                        .into_iter()
+                        .filter_map(|ri| bundle.rules.get(ri))
+                        .collect();
+                    if applicable.is_empty() {
+                        no_rule.push(tool.id.clone());
+                    } else {
+                        entries.push(ToolAccess {
+                            tool: tool.id.clone(),
+                            sensitivity: s.as_str(),
+                            rules: applicable.into_iter().map(|r| grant(r, bundle, compiled, now)).collect(),
+                        });
+                    }
+                }
+            }
+            AgentAccess { agents: row.clone(), tools: entries, no_rule }
+        })
+        .collect()
+}
+
 /// Builds the report of a bundle that compiled.
 pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -> Report {
     let tools = &bundle.tools;
@@ -295,7 +354,6 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
     let tool_ids =
         |idx: &[usize]| -> Vec<String> { idx.iter().filter_map(|&i| tools.get(i)).map(|t| t.id.clone()).collect() };
     let expires = |r: &Rule| r.expires_at.as_deref().and_then(parse_rfc3339);
-    let is_expired = |r: &Rule| expires(r).is_some_and(|e| e <= now);
 
     let count = |e: Effect| bundle.rules.iter().filter(|r| r.effect == e).count();
     let summary = Summary {
@@ -319,55 +377,7 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         unknown_tool: bundle.defaults.unknown_tool.as_str(),
     };
 
-    // Access: `*` first, then every pattern in the order rules name them.
-    let mut rows: Vec<String> = vec!["*".to_string()];
-    for r in &bundle.rules {
-        for p in r.agents.iter().flatten() {
-            if !rows.contains(p) {
-                rows.push(p.clone());
-            }
-        }
-    }
-    let grant = |r: &Rule| -> Grant {
-        let requirement = compiled.step_up_requirement(&r.id);
-        Grant {
-            rule: r.id.clone(),
-            effect: r.effect.as_str(),
-            approvers: r.step_up.as_ref().map(|s| s.approvers.clone()).unwrap_or_default(),
-            max_age_seconds: requirement.map(|q| q.max_age_seconds),
-            shadow: r.shadow,
-            exception: r.exception.as_ref().map(|e| e.ticket.clone()),
-            expires_at: r.expires_at.clone(),
-            conditions: rule_conditions(r, bundle),
-            expired: is_expired(r),
-        }
-    };
-    let access = rows
-        .iter()
-        .map(|row| {
-            let mut entries = Vec::new();
-            let mut no_rule = Vec::new();
-            for s in SENSITIVITY_ORDER {
-                for (ti, tool) in tools.iter().enumerate().filter(|(_, t)| t.sensitivity == s) {
-                    let applicable: Vec<(usize, &Rule)> = compiled
-                        .rules_for_agents(ToolIdx(ti as u32), row)
-                        .into_iter()
-                        .filter_map(|ri| bundle.rules.get(ri).map(|r| (ri, r)))
-                        .collect();
-                    if applicable.is_empty() {
-                        no_rule.push(tool.id.clone());
-                    } else {
-                        entries.push(ToolAccess {
-                            tool: tool.id.clone(),
-                            sensitivity: s.as_str(),
-                            rules: applicable.into_iter().map(|(_, r)| grant(r)).collect(),
-                        });
-                    }
-                }
-            }
-            AgentAccess { agents: row.clone(), tools: entries, no_rule }
-        })
-        .collect();
+    let access = access(bundle, compiled, &agent_patterns(bundle), now);
 
     let exceptions = bundle
         .rules
@@ -504,7 +514,7 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
     }
 }
 
-fn describe_grant(g: &Grant) -> String {
+pub fn describe_grant(g: &Grant) -> String {
     let mut s = match g.effect {
         "step_up" => {
             let mut s = format!("step-up via {}", list(&g.approvers));

@@ -1,6 +1,6 @@
 //! The policy owner's commands on real files: `init` → `lint` / `test` / `fmt --check` → `token` → `eval`, and
 //! `publish` to a real `warden serve` (with its preconditions); `fmt` refusals, `keygen --for`, a signed file given
-//! to `lint`, `$schema` in a bundle.
+//! to `lint`, `$schema` in a bundle; `diff` of a signed bundle in force against a proposal.
 
 use crate::support::serve::*;
 use crate::support::*;
@@ -280,4 +280,49 @@ fn init_with_an_existing_authority_key_writes_only_its_public_half() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("TEST-ONLY-authority.jwks.json"), "{}", stderr(&o));
     assert!(!s.path("other").exists(), "nothing written");
+}
+
+#[test]
+fn diff_compares_the_signed_bundle_in_force_with_a_proposal() {
+    let s = Scratch::new("diff");
+    let (_, public, key) = s.key(warden_core::envelope::Algorithm::EdDSA, "authority-1");
+    let old = bundle(1);
+    let in_force = s.write("in-force.jws", sign(&old, &key));
+    let mut new = bundle(2);
+    new["rules"][0]["agents"] = serde_json::json!(["spiffe://acme.example/agents/*"]);
+    new["revocations"] = serde_json::json!({"tasks": ["T-leaked"]});
+    let proposal = s.write("proposal.json", pretty(&new));
+    let keys = [OsStr::new("--keys"), public.as_os_str(), OsStr::new("--authority"), OsStr::new(AUTHORITY)];
+    let mut args = vec![OsStr::new("diff"), in_force.as_os_str(), proposal.as_os_str()];
+    args.extend(keys);
+    let o = run(&args);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    assert!(text.contains("(revision 1) -> "), "{text}");
+    assert!(text.contains("- GAINED: spiffe://acme.example/agents/* read crm.read"), "{text}");
+    assert!(text.contains("- changed support-reads: agents"), "{text}");
+    assert!(text.contains("- revoked tasks T-leaked"), "{text}");
+    // JSON for tools, and --exit-code says the bundles differ.
+    args.extend([OsStr::new("--format"), OsStr::new("json"), OsStr::new("--exit-code")]);
+    let o = run(&args);
+    assert_exit(&o, 1);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["access"][0]["change"], "gained");
+    assert_eq!(d["access"][0]["old_rules"], serde_json::json!([]));
+    assert_eq!(d["revocations"][0], serde_json::json!({"kind": "tasks", "id": "T-leaked", "revoked": true}));
+    // A bundle against itself: no differences, exit 0 even with --exit-code.
+    let o = run([OsStr::new("diff"), proposal.as_os_str(), proposal.as_os_str(), OsStr::new("--exit-code")]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).ends_with("no differences\n"), "{}", stdout(&o));
+    // A signed bundle without keys, and an invalid proposal, are refused with what to do.
+    let o = run([OsStr::new("diff"), in_force.as_os_str(), proposal.as_os_str()]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("is a signed bundle: pass --keys"), "{}", stderr(&o));
+    let mut broken = new.clone();
+    broken["rules"][0]["tools"] = serde_json::json!(["crm.raed"]);
+    let broken = s.write("broken.json", pretty(&broken));
+    let o = run([OsStr::new("diff"), proposal.as_os_str(), broken.as_os_str()]);
+    assert_exit(&o, 1);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(out.contains("broken.json") && out.contains("/rules/0/tools/0"), "{out}");
 }
