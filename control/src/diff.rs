@@ -230,12 +230,7 @@ fn compare_access(old: (&Bundle, &CompiledBundle), new: (&Bundle, &CompiledBundl
     let before = access_map(old.0, old.1, &rows, now);
     let after = access_map(new.0, new.1, &rows, now);
     let sensitivity_of = |tool: &str| -> &'static str {
-        new.0
-            .tools
-            .iter()
-            .chain(&old.0.tools)
-            .find(|t| t.id == tool)
-            .map_or("read", |t| t.sensitivity.as_str())
+        new.0.tools.iter().chain(&old.0.tools).find(|t| t.id == tool).map_or("read", |t| t.sensitivity.as_str())
     };
     let mut out = Vec::new();
     // Row order first (as the report), then tool order of the new catalog, then tools only the old one has.
@@ -397,7 +392,8 @@ pub fn compare(
     new: (&Bundle, &CompiledBundle),
     now: i64,
 ) -> Diff {
-    let (o, n) = (serde_json::to_value(old.0).unwrap_or(Value::Null), serde_json::to_value(new.0).unwrap_or(Value::Null));
+    let (o, n) =
+        (serde_json::to_value(old.0).unwrap_or(Value::Null), serde_json::to_value(new.0).unwrap_or(Value::Null));
     let section = |name: &str, key: &str| compare_entries(&o[name], &n[name], key);
     let mut header = field_changes(&o, &n);
     let sections = ["rules", "revocations", "tools", "mcp_servers", "issuers", "approvers", "$schema"];
@@ -446,7 +442,13 @@ pub fn render_text(d: &Diff) -> String {
         () => { o.push('\n') };
         ($($t:tt)*) => {{ let _ = writeln!(o, $($t)*); }};
     }
-    line!("# Policy diff: {} (revision {}) -> {} (revision {})", d.old.file, d.old.revision, d.new.file, d.new.revision);
+    line!(
+        "# Policy diff: {} (revision {}) -> {} (revision {})",
+        d.old.file,
+        d.old.revision,
+        d.new.file,
+        d.new.revision
+    );
     if d.is_empty() {
         line!();
         line!("no differences");
@@ -494,7 +496,9 @@ pub fn render_text(d: &Diff) -> String {
         for e in &d.exceptions {
             let until = |s: &Option<String>| s.clone().unwrap_or_else(|| "(no expiry)".to_string());
             match e.change {
-                ExceptionKind::Added => line!("- added {} (ticket {}) until {}", e.rule, e.ticket, until(&e.new_expires_at)),
+                ExceptionKind::Added => {
+                    line!("- added {} (ticket {}) until {}", e.rule, e.ticket, until(&e.new_expires_at))
+                }
                 ExceptionKind::Removed => line!("- removed {} (ticket {})", e.rule, e.ticket),
                 ExceptionKind::Extended | ExceptionKind::Shortened => line!(
                     "- {} {} (ticket {}): {} -> {}",
@@ -652,7 +656,10 @@ mod tests {
         assert!(!back.revocations[0].revoked);
         assert_eq!(back.exceptions[0].change, ExceptionKind::Extended);
         let text = render_text(&back);
-        assert!(text.contains("- LIFTED agents spiffe://acme.example/agents/finance/rogue (no longer revoked)"), "{text}");
+        assert!(
+            text.contains("- LIFTED agents spiffe://acme.example/agents/finance/rogue (no longer revoked)"),
+            "{text}"
+        );
         assert!(text.contains("- extended q4-close-void-invoices (ticket FIN-2026-Q4-17): 2026-12-20T00:00:00Z -> 2026-12-24T00:00:00Z"), "{text}");
     }
 

@@ -271,3 +271,59 @@ fn help_documents_exit_codes() {
     assert!(out.contains("Exit codes:\n  0  success\n  1  the checked thing failed"), "{out}");
     assert_exit(&warden(["frobnicate"]), 2);
 }
+
+#[test]
+fn coverage_names_the_rules_no_case_exercised_and_json_carries_every_case() {
+    let s = Scratch::new("cases-coverage");
+    let cases = s.write(
+        "cases.json",
+        json!([
+            {"name": "reads a contact", "environment": "prod",
+             "agent": {"id": "spiffe://acme.example/agents/support/bot-1", "issuer": "acme-workload"},
+             "tool": "crm.contacts.read", "expect": {"decision": "allow", "rule": "support-read-crm"}},
+            {"name": "expects the wrong rule", "environment": "prod",
+             "agent": {"id": "spiffe://acme.example/agents/support/bot-1", "issuer": "acme-workload"},
+             "tool": "crm.contacts.read", "expect": {"decision": "allow", "rule": "support-no-writes"}}
+        ])
+        .to_string(),
+    );
+    let bundle = examples("support-agent.json");
+    let o = warden([OsStr::new("test"), bundle.as_os_str(), cases.as_os_str()]);
+    assert_exit(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.ends_with("coverage: 1 of 2 rules exercised\nnot exercised: support-no-writes\n1 passed, 1 failed\n"),
+        "{out}"
+    );
+
+    let o =
+        warden([OsStr::new("test"), bundle.as_os_str(), cases.as_os_str(), OsStr::new("--format"), OsStr::new("json")]);
+    assert_exit(&o, 1);
+    let doc: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["summary"], json!({"passed": 1, "failed": 1}));
+    assert_eq!(doc["cases"][0]["passed"], true);
+    assert_eq!(doc["cases"][0]["actual"]["rule"], "support-read-crm");
+    assert!(doc["cases"][0].get("why").is_none(), "a passing case carries no explanation");
+    assert_eq!(doc["cases"][1]["passed"], false);
+    assert_eq!(doc["cases"][1]["expected"]["rule"], "support-no-writes");
+    assert_eq!(doc["cases"][1]["actual"]["reason"], "allowed_by_rule");
+    assert!(doc["cases"][1]["why"].as_array().is_some_and(|w| !w.is_empty()));
+    assert_eq!(doc["coverage"]["not_exercised"], json!(["support-no-writes"]));
+    assert_eq!(
+        doc["coverage"]["rules"][1],
+        json!({"rule": "support-read-crm", "cases": ["reads a contact", "expects the wrong rule"]})
+    );
+
+    // Passing cases with a rule left out: exit 0, unless coverage is required.
+    let passing = s.write(
+        "passing.json",
+        json!([{"name": "reads", "environment": "prod",
+        "agent": {"id": "spiffe://acme.example/agents/support/bot-1", "issuer": "acme-workload"},
+        "tool": "crm.contacts.read", "expect": {"decision": "allow"}}])
+        .to_string(),
+    );
+    assert_exit(&warden([OsStr::new("test"), bundle.as_os_str(), passing.as_os_str()]), 0);
+    let o = warden([OsStr::new("test"), bundle.as_os_str(), passing.as_os_str(), OsStr::new("--fail-uncovered")]);
+    assert_exit(&o, 1);
+    assert!(stdout(&o).contains("not exercised: support-no-writes\n"), "{}", stdout(&o));
+}
