@@ -964,6 +964,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn equals_null_is_a_test_for_json_null_not_an_absent_test() {
+        // Read from bundle JSON, as a rule's condition arrives: a present `null` must stay a test.
+        let c: ArgCondition = serde_json::from_str(r#"{"argument": "/coupon", "equals": null}"#).unwrap();
+        assert_eq!(c.equals, Some(Value::Null));
+        let absent: ArgCondition = serde_json::from_str(r#"{"argument": "/coupon"}"#).unwrap();
+        assert_eq!(absent.equals, None);
+        assert!(compile_conditions(&[absent], "/rules/0/conditions").is_err(), "no test at all is refused");
+        let conds = compile_conditions(&[c.clone()], "/rules/0/conditions").unwrap();
+        assert_eq!(conds.eval(Some(&serde_json::json!({"coupon": null}))), Truth::True);
+        // Another type is a mismatch, unknown as for every test (see `Truth`): an allow does not apply on it.
+        assert_eq!(conds.eval(Some(&serde_json::json!({"coupon": "SAVE10"}))), Truth::Unknown);
+        assert_eq!(conds.eval(Some(&serde_json::json!({}))), Truth::Unknown, "absent is not null");
+        // And it survives a round trip through serde (fmt, diff and report serialize bundles).
+        let back: ArgCondition = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let none =
+            serde_json::to_value(ArgCondition { argument: "/x".into(), present: Some(true), ..Default::default() });
+        assert!(none.unwrap().get("equals").is_none(), "an absent test is not written as null");
+    }
+
+    #[test]
     fn es_numbers() {
         for (x, want) in [
             (1.5, "1.5"),

@@ -376,6 +376,12 @@ pub struct Rule {
     pub conditions: Option<Vec<ArgCondition>>,
 }
 
+/// A field that is present counts even when its value is `null` (serde reads a present `null` as absent for an
+/// `Option`; absent fields get `None` from `#[serde(default)]`).
+fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
 /// One condition on a call argument: `argument` names it, and exactly one test is given (`min`, `max`,
 /// `exclusive_min` and `exclusive_max` combine into one numeric test). See `crate::args`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -383,8 +389,9 @@ pub struct Rule {
 pub struct ArgCondition {
     /// JSON Pointer (RFC 6901) into the arguments object, e.g. `/amount` or `/customer/id`.
     pub argument: String,
-    /// The argument equals this string, number, boolean or null (numbers compare by value).
-    #[serde(default)]
+    /// The argument equals this string, number, boolean or null (numbers compare by value). `"equals": null` is a
+    /// test (the argument is JSON null), not an absent field: see [`present_value`].
+    #[serde(default, deserialize_with = "present_value", skip_serializing_if = "Option::is_none")]
     pub equals: Option<serde_json::Value>,
     /// The argument is one of these strings, or one of these numbers, or one of these booleans.
     #[serde(default)]
