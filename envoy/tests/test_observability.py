@@ -7,6 +7,10 @@
   Python binding); every metric it selects and every label it matches or groups by is one that real Envoy exports:
   envoy/observability/envoy-prometheus.fixture.txt, scraped from Envoy 1.40 by envoy/observability/scrape_envoy.py;
   and every label value it matches is a code the filter emits.
+- The OpenTelemetry access logger of envoy/observability/otel-access-log.yaml parses with Envoy's schema (the
+  logger and its HTTP/2 cluster), and every filter-state key it reads is one the filter writes (the record's key and
+  FIELD_PROPERTIES in plugin/core/src/gate/record.rs). Real Envoy sending it to a loopback OTLP receiver is
+  host-tests/tests/it/envoy_otlp.rs.
 
 Run: py=$(scripts/python-env.sh) && "$py" -m pytest envoy/tests/test_observability.py -q
 """
@@ -20,7 +24,13 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.metrics.v3 import stats_pb2
+
+# Imported for their side effect: they register the typed configs' message types for ParseDict.
+from envoy.extensions.access_loggers.open_telemetry.v3 import logs_service_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OBS = ROOT / "envoy" / "observability"
@@ -28,6 +38,8 @@ ALERTS = OBS / "warden-alerts.yaml"
 DASHBOARD = OBS / "warden-dashboard.json"
 FIXTURE = OBS / "envoy-prometheus.fixture.txt"
 METRICS_RS = ROOT / "plugin" / "filter" / "src" / "metrics.rs"
+OTEL = OBS / "otel-access-log.yaml"
+RECORD_RS = ROOT / "plugin" / "core" / "src" / "gate" / "record.rs"
 # Labels the scrape adds (Kubernetes service discovery, Prometheus itself), not Envoy.
 TARGET_LABELS = {"namespace", "pod", "instance", "job"}
 # Grafana's built-in variables, replaced by a duration before parsing (as Grafana does before querying).
@@ -187,3 +199,27 @@ def test_every_labelled_stat_name_gets_its_tag():
         assert m.group(2) == "some_code"
         assert name.replace(m.group(1), "") == f"wasmcustom.{family[:-1]}"
     assert not any(rx.search("wasmcustom.warden.bundle.revision") for _, rx in extractors)
+
+
+def written_filter_state_keys():
+    """Envoy's names (`wasm.` + the property path) of what the filter writes, read from the core's constants."""
+    text = RECORD_RS.read_text(encoding="utf-8")
+    record = re.search(r'pub const RECORD_PROPERTY: &str = "([^"]+)";', text).group(1)
+    fields = re.search(r"pub const FIELD_PROPERTIES: \[&str; \d+\] = \[(.*?)\];", text, re.S).group(1)
+    return {"wasm." + k for k in [record, *re.findall(r'"([^"]+)"', fields)]}
+
+
+def test_the_otel_access_logger_parses_and_reads_only_what_the_filter_writes():
+    doc = yaml.safe_load(OTEL.read_text(encoding="utf-8"))
+    (logger,) = doc["access_log"]
+    (cluster,) = doc["clusters"]
+    json_format.ParseDict(logger, accesslog_pb2.AccessLog())
+    json_format.ParseDict(cluster, cluster_pb2.Cluster())
+    config = logger["typed_config"]
+    assert config["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == cluster["name"]
+    read = set(re.findall(r"%FILTER_STATE\(([^:)]+):PLAIN\)%", OTEL.read_text(encoding="utf-8")))
+    written = written_filter_state_keys()
+    assert read, "the logger reads no filter state"
+    assert read <= written, f"keys the filter never writes: {sorted(read - written)}"
+    assert written <= read, f"fields the logger leaves out: {sorted(written - read)}"
+    assert config["body"]["string_value"] == "%FILTER_STATE(wasm.warden_decision:PLAIN)%"

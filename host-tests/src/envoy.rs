@@ -112,6 +112,10 @@ pub struct EnvoyOptions {
     /// HTTP/1 trailers on: downstream (`http_protocol_options.enable_trailers` of the connection manager) and on
     /// the upstream cluster; Envoy's HTTP/1 codec drops trailers otherwise.
     pub http1_trailers: bool,
+    /// More access loggers after the file log the harness reads (e.g. the shipped OpenTelemetry logger), as JSON.
+    pub extra_access_logs: Vec<Value>,
+    /// More clusters as JSON, as is (e.g. an HTTP/2 cluster for OTLP/gRPC).
+    pub raw_clusters: Vec<Value>,
 }
 
 /// A route's `direct_response`: what Envoy answers by itself.
@@ -147,6 +151,8 @@ impl EnvoyOptions {
             access_log: true,
             hcm_extra: serde_json::Map::new(),
             http1_trailers: false,
+            extra_access_logs: Vec::new(),
+            raw_clusters: Vec::new(),
         }
     }
 
@@ -176,6 +182,18 @@ impl EnvoyOptions {
 
     pub fn http1_trailers(mut self, yes: bool) -> Self {
         self.http1_trailers = yes;
+        self
+    }
+
+    /// Adds an access logger after the file log (see [`EnvoyOptions::extra_access_logs`]).
+    pub fn access_logger(mut self, logger: Value) -> Self {
+        self.extra_access_logs.push(logger);
+        self
+    }
+
+    /// Adds a cluster given whole, as JSON (see [`EnvoyOptions::raw_clusters`]).
+    pub fn raw_cluster(mut self, cluster: Value) -> Self {
+        self.raw_clusters.push(cluster);
         self
     }
 
@@ -272,6 +290,7 @@ impl EnvoyOptions {
         }
         let mut clusters = vec![upstream];
         clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
+        clusters.extend(self.raw_clusters.iter().cloned());
         let mut http_filters = self.http_filters.clone().unwrap_or_else(|| vec![self.wasm_filter()]);
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
@@ -302,6 +321,7 @@ impl EnvoyOptions {
         } else {
             Vec::new()
         };
+        let access_logs: Vec<Value> = access_logs.into_iter().chain(self.extra_access_logs.iter().cloned()).collect();
         let hcm = json!({
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {

@@ -25,6 +25,7 @@ mod envoy_fidelity;
 mod envoy_live;
 mod envoy_mcp;
 mod envoy_mtls;
+mod envoy_otlp;
 mod envoy_step_up;
 mod equivalence;
 mod gateway;

@@ -971,7 +971,7 @@ mod tests {
         let absent: ArgCondition = serde_json::from_str(r#"{"argument": "/coupon"}"#).unwrap();
         assert_eq!(absent.equals, None);
         assert!(compile_conditions(&[absent], "/rules/0/conditions").is_err(), "no test at all is refused");
-        let conds = compile_conditions(&[c.clone()], "/rules/0/conditions").unwrap();
+        let conds = compile_conditions(std::slice::from_ref(&c), "/rules/0/conditions").unwrap();
         assert_eq!(conds.eval(Some(&serde_json::json!({"coupon": null}))), Truth::True);
         // Another type is a mismatch, unknown as for every test (see `Truth`): an allow does not apply on it.
         assert_eq!(conds.eval(Some(&serde_json::json!({"coupon": "SAVE10"}))), Truth::Unknown);

@@ -129,6 +129,9 @@ pub struct Config {
     pub inline_bundle: Option<String>,
     /// Write one decision record per request to the host log.
     pub log_decisions: bool,
+    /// Also write the record's main fields as filter-state keys of their own
+    /// ([`crate::gate::record::field_properties`]), for access-log formatters and the OpenTelemetry access logger.
+    pub decision_fields: bool,
     /// Where live bundle updates are fetched from (none: the inline bundle is all there is).
     pub control: Option<Control>,
     /// Largest step from the highest revision this process activated to a candidate's: a bundle further ahead is
@@ -159,6 +162,7 @@ impl fmt::Debug for Config {
             .field("bundle_keys", &self.bundle_keys.len())
             .field("inline_bundle", &self.inline_bundle.as_ref().map(String::len))
             .field("log_decisions", &self.log_decisions)
+            .field("decision_fields", &self.decision_fields)
             .field("control", &self.control)
             .field("max_revision_jump", &self.max_revision_jump)
             .finish()
@@ -213,6 +217,8 @@ struct RawConfig {
     forward_identity_headers: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     log_decisions: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    decision_fields: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     control: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -337,6 +343,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
     let forward_identity_headers = optional_bool("forward_identity_headers", raw.forward_identity_headers)?;
     let log_decisions = optional_bool("log_decisions", raw.log_decisions)?;
+    let decision_fields = optional_bool("decision_fields", raw.decision_fields)?.unwrap_or(false);
     let allow_on_headers_stop_iteration =
         optional_bool("allow_on_headers_stop_iteration", raw.allow_on_headers_stop_iteration)?.unwrap_or(false);
     let max_body_bytes = match raw.max_body_bytes {
@@ -396,6 +403,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         inline_bundle,
         max_revision_jump,
         log_decisions: log_decisions.unwrap_or(true),
+        decision_fields,
         control,
     })
 }
@@ -693,6 +701,9 @@ mod tests {
         assert_eq!(c.gate.bundle_grace_seconds, 0);
         assert!(!c.gate.forward_identity_headers);
         assert!(!c.log_decisions);
+        assert!(!c.decision_fields, "off unless asked for");
+        v["decision_fields"] = json!(true);
+        assert!(parse(v.to_string().as_bytes()).unwrap().decision_fields);
     }
 
     #[test]
@@ -710,8 +721,8 @@ mod tests {
                 b"{\"environment\": \"prod\", \"controls\": {}}".to_vec(),
                 "unknown field `controls`, expected one of `environment`, `authority`, `bundle_keys`, `mode`, \
                  `token_header`, `txn_token_header`, `approval_header`, `inline_bundle`, `bundle_grace_seconds`, \
-                 `max_revision_jump`, `forward_identity_headers`, `log_decisions`, `control`, \
-                 `allow_on_headers_stop_iteration`, `max_body_bytes`, `max_list_response_bytes` at line 1 column 34",
+                 `max_revision_jump`, `forward_identity_headers`, `log_decisions`, `decision_fields`, \
+                 `control`, `allow_on_headers_stop_iteration`, `max_body_bytes`, `max_list_response_bytes` at line 1 column 34",
             ),
             (
                 b"{\"environment\": \"prod\", \"environment\": \"dev\"}".to_vec(),
@@ -777,6 +788,7 @@ mod tests {
                 "field `forward_identity_headers`: expected true or false, got a string",
             ),
             (with("log_decisions", json!(1)), "field `log_decisions`: expected true or false, got a number"),
+            (with("decision_fields", json!("yes")), "field `decision_fields`: expected true or false, got a string"),
             (
                 with("allow_on_headers_stop_iteration", json!("yes")),
                 "field `allow_on_headers_stop_iteration`: expected true or false, got a string",

@@ -21,7 +21,7 @@ use crate::host::{log, unix_nanos, unix_secs, HostStore};
 use crate::metrics::Metrics;
 
 /// The filter-state key the decision record is written to (Envoy: `%FILTER_STATE(wasm.warden_decision:PLAIN)%`).
-pub const DECISION_PROPERTY: &str = "warden_decision";
+pub const DECISION_PROPERTY: &str = record::RECORD_PROPERTY;
 
 /// What the root context shares with its HTTP contexts (read-only on the request path). A new bundle replaces
 /// `active` in the root; HTTP contexts created before keep the `Rc` they cloned.
@@ -182,7 +182,13 @@ impl WardenHttp {
             }
             if step.record {
                 let now_ns = unix_nanos(self.get_current_time());
-                let line = record::build(&flow.record(&config.gate, bundle, &shared.vm, now_ns));
+                let fields = flow.record(&config.gate, bundle, &shared.vm, now_ns);
+                let line = record::build(&fields);
+                if config.decision_fields {
+                    record::field_properties(&fields, |key, value| {
+                        let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+                    });
+                }
                 let counters = flow.counters(&config.gate);
                 shared.metrics.recorded(&counters);
                 if counters.exception_used {

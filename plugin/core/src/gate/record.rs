@@ -284,6 +284,53 @@ pub fn build(r: &RecordFields<'_>) -> String {
     out
 }
 
+/// The filter-state key (proxy-wasm property path) of the whole record; Envoy stores it as `wasm.warden_decision`.
+pub const RECORD_PROPERTY: &str = "warden_decision";
+
+/// The keys [`field_properties`] writes (proxy-wasm property paths; Envoy stores each as `wasm.<key>`), in order.
+pub const FIELD_PROPERTIES: [&str; 9] = [
+    "warden.decision_id",
+    "warden.decision",
+    "warden.reason",
+    "warden.rule",
+    "warden.tool",
+    "warden.agent",
+    "warden.task",
+    "warden.revision",
+    "warden.mcp_method",
+];
+
+/// The record's main fields, each as its own filter-state value (the same values as the record's `decision_id`,
+/// `decision`, `reason`, `rule`, `tool`, `agent`, `task.id`, `bundles.warden.revision` and `mcp.method`), so an
+/// access-log formatter can address them one by one (`%FILTER_STATE(wasm.warden.reason:PLAIN)%`): the OpenTelemetry
+/// access logger's attributes, a JSON access log. A field without a value (no tool, no agent, ...) is not written,
+/// which Envoy's formatters print as `-`. Written only when the plugin configuration asks (`decision_fields`): nine
+/// host calls per request.
+pub fn field_properties(r: &RecordFields<'_>, mut each: impl FnMut(&'static str, &str)) {
+    let [id, decision, reason, rule, tool, agent, task, revision, mcp_method] = FIELD_PROPERTIES;
+    each(id, r.decision_id);
+    each(decision, decision_label(r.decision, r.mode));
+    each(reason, r.decision.reason.code());
+    each(rule, r.decision.rule_id());
+    if let Some(t) = r.tool {
+        each(tool, t);
+    }
+    if let Some(a) = r.agent {
+        each(agent, &a.id);
+        if let Some(t) = &a.task {
+            each(task, &t.id);
+        }
+    }
+    if let Some(n) = r.revision {
+        let mut digits = String::with_capacity(20);
+        push_digits(&mut digits, n, 1);
+        each(revision, &digits);
+    }
+    if let Some(m) = r.mcp.and_then(|m| m.method.as_deref()) {
+        each(mcp_method, m);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,8 +357,8 @@ mod tests {
         Evaluation { verdict, agent, tool: Some("crm.contacts.read"), gov: Default::default() }
     }
 
-    fn build(ev: &Evaluation, mode: Mode) -> String {
-        super::build(&RecordFields {
+    fn fields(ev: &Evaluation, mode: Mode) -> RecordFields<'_> {
+        RecordFields {
             decision_id: "0f8e2c1a-5b7d-4c3e-9a1b-2c3d4e5f6a7b",
             time_ns: 1_795_860_000_123_456_789,
             environment: "prod",
@@ -327,7 +374,11 @@ mod tests {
             revision: ev.verdict.revision,
             governance: &ev.gov,
             mcp: None,
-        })
+        }
+    }
+
+    fn build(ev: &Evaluation, mode: Mode) -> String {
+        super::build(&fields(ev, mode))
     }
 
     fn ctx(mode: Mode) -> Mode {
@@ -351,6 +402,55 @@ mod tests {
         let decision = Decision { outcome, reason, rule: rule.map(Arc::from), revision: revision.unwrap_or(0) };
         assert_eq!(decision.http_status(), status);
         Verdict { decision, revision }
+    }
+
+    /// The field properties of an evaluation, as the filter would write them.
+    fn properties(ev: &Evaluation, mode: Mode) -> std::collections::BTreeMap<&'static str, String> {
+        let mut out = std::collections::BTreeMap::new();
+        let fields = fields(ev, mode);
+        field_properties(&fields, |k, v| {
+            assert!(out.insert(k, v.to_string()).is_none(), "{k} written twice");
+        });
+        out
+    }
+
+    #[test]
+    fn field_properties_carry_the_records_values() {
+        let ev = evaluation(
+            verdict(Outcome::Allow, 200, Reason::AllowedByRule, Some("support-reads"), Some(7)),
+            Some(agent()),
+        );
+        let record: Value = serde_json::from_str(&build(&ev, Mode::Enforce)).unwrap();
+        let p = properties(&ev, Mode::Enforce);
+        let want = |k: &str| -> Option<String> {
+            let v = match k {
+                "warden.decision_id" => &record["decision_id"],
+                "warden.decision" => &record["decision"],
+                "warden.reason" => &record["reason"],
+                "warden.rule" => &record["rule"],
+                "warden.tool" => &record["tool"],
+                "warden.agent" => &record["agent"],
+                "warden.task" => &record["task"]["id"],
+                "warden.revision" => return Some(record["bundles"]["warden"]["revision"].to_string()),
+                "warden.mcp_method" => &Value::Null,
+                other => panic!("unexpected key {other}"),
+            };
+            v.as_str().map(str::to_string)
+        };
+        for k in FIELD_PROPERTIES {
+            assert_eq!(p.get(k).cloned(), want(k), "{k}");
+        }
+        assert_eq!(p["warden.revision"], "7");
+        assert_eq!(p["warden.task"], "task-9");
+        // No agent, no bundle, shadow mode: what is missing is not written; the label is the record's.
+        let ev = evaluation(verdict(Outcome::Deny, 503, Reason::NoActiveBundle, None, None), None);
+        let p = properties(&ev, Mode::Shadow);
+        assert_eq!(
+            p.keys().copied().collect::<Vec<_>>(),
+            ["warden.decision", "warden.decision_id", "warden.reason", "warden.rule", "warden.tool"]
+        );
+        assert_eq!(p["warden.decision"], "would_deny");
+        assert_eq!(p["warden.rule"], "default");
     }
 
     #[test]
