@@ -1,7 +1,8 @@
 //! Support for the tests through real Envoy: a [`Gateway`] (Envoy with `warden.wasm` in front of a recording
 //! upstream), one request through it with what the client, the upstream and the access log saw ([`Seen`]), and the
 //! differential: the same request through the in-process host, both reduced to an [`Outcome`] and compared, where
-//! every field that may differ is one of [`KNOWN_DIFFERENCES`] (the same table as `host-tests/README.md`).
+//! every field that may differ is one of [`KNOWN_DIFFERENCES`] (the same table as `host-tests/README.md`); and
+//! through the core's driver ([`driver_outcome`], the offline tools' pipeline), compared the same way.
 #![allow(dead_code)] // each test module uses a different part
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,6 +353,14 @@ pub fn differential(g: &Gateway, req: HttpRequest) -> Seen {
         eprintln!("{envoy:#?}");
     }
     let mut p = host_plugin(&g.config, g.hold);
+    if let Some(offline) = driver_outcome(&g.config, &req, &g.reply, &seen) {
+        let offline = at_most_headers_as_nothing(offline);
+        assert_eq!(
+            envoy, offline,
+            "Envoy and the core's driver (what `warden eval` and `warden test` decide with) differ:\n\
+             Envoy: {envoy:#?}\ndriver: {offline:#?}"
+        );
+    }
     let (host, x) = host_outcome(&mut p, req, &g.reply);
     let host = at_most_headers_as_nothing(host);
     assert_eq!(
@@ -361,4 +370,68 @@ pub fn differential(g: &Gateway, req: HttpRequest) -> Seen {
         x.logs
     );
     seen
+}
+
+/// The same request through the core's driver (`warden_core::gate::driver`, what `warden eval`, `warden test` and
+/// replay decide with), at the time Envoy decided it (the record's timestamp), with the gateway's plugin
+/// configuration and inline bundle and its upstream's answer; `None` when the gateway polls for its bundle (the
+/// driver has no control endpoint) or Envoy wrote no record.
+pub fn driver_outcome(config: &Value, req: &HttpRequest, reply: &ReplyFn, seen: &Seen) -> Option<Outcome> {
+    use warden_core::gate::driver::{self, Exchange as Offline, Response as OfflineResponse};
+    use warden_core::gate::{Credentials, MemoryStore};
+    config.get("inline_bundle")?;
+    let record = seen.log.as_ref()?.record.as_ref()?;
+    let timestamp = record["timestamp"].as_str()?;
+    let secs = warden_core::time::parse_rfc3339(&format!("{}Z", timestamp.split('.').next()?))?;
+    let loaded = warden_core::activation::load(config.to_string().as_bytes(), secs)
+        .unwrap_or_else(|e| panic!("the driver refuses the gateway's configuration: {e}"));
+    let bundle = loaded.active.as_ref().map(|a| &a.bundle);
+    let headers: Vec<(String, Vec<u8>)> = req.header_map().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    let regular: Vec<(String, String)> = req.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let answer = reply(&req.path, &regular);
+    let exchange = Offline {
+        headers,
+        body: req.body.clone(),
+        peer: None,
+        time_ns: u64::try_from(secs).ok()?.saturating_mul(1_000_000_000),
+        decision_id: record["decision_id"].as_str()?.to_string(),
+        credentials: Credentials::Tokens(None),
+        response: Some(OfflineResponse {
+            status: answer.status,
+            headers: answer.headers.clone(),
+            body: answer.body.clone(),
+        }),
+    };
+    let run = driver::run(&loaded.config.gate, bundle, exchange, &mut MemoryStore::default());
+    let record: Option<Value> = run.record.as_deref().and_then(|r| serde_json::from_str(r).ok());
+    Some(match &run.reply {
+        Some(r) => {
+            let headers: Vec<(String, String)> = r.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            let mut headers = headers;
+            if !headers.iter().any(|(k, _)| k == "content-length") {
+                headers.push(("content-length".into(), r.body.len().to_string()));
+            }
+            outcome(r.status, &headers, &r.body, None, record)
+        }
+        None => {
+            let forwarded = run.forwarded.clone().unwrap_or_default();
+            let get = |name: &str| forwarded.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v));
+            let method = get(":method").unwrap_or_default().to_string();
+            let path = get(":path").unwrap_or_default().to_string();
+            let regular = forwarded
+                .iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            let body = run.response_body.clone().unwrap_or_else(|| answer.body.clone());
+            // The driver does not model framing: whether the answer carries a content-length is Envoy's and the
+            // upstream's (chunked or not); its value must be the body's.
+            let mut headers = run.response_headers.clone().unwrap_or_else(|| answer.headers.clone());
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+            if seen.response.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+                headers.push(("content-length".into(), body.len().to_string()));
+            }
+            outcome(answer.status, &headers, &body, Some((method, path, regular, req.body.clone(), true)), record)
+        }
+    })
 }

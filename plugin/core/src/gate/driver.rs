@@ -89,6 +89,9 @@ pub struct Run {
     /// The response body the client got when the upstream answered ([`Exchange::response`]): rewritten for a
     /// filtered `tools/list`.
     pub response_body: Option<Vec<u8>>,
+    /// The response headers the client got when the upstream answered, after the gate's edits (a rewritten
+    /// `tools/list` answer changes its content type and drops its length).
+    pub response_headers: Option<Vec<(String, String)>>,
     /// The decision record (one JSON object), as the filter logs it; `None` if the gate never asked for it.
     pub record: Option<String>,
     /// The counters the record bumps.
@@ -128,16 +131,24 @@ pub fn run(
     }
     let went_on = host.reply.is_none() && next == Next::Continue;
     let mut response_body = None;
+    let mut response_headers = None;
     if let (true, Some(resp), Some(b)) = (went_on, response, bundle) {
         let mut out = resp.body.clone();
+        let mut headers = resp.headers.clone();
         if host.flow.filters_response() {
             let get = |name: &str| resp.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
             let status = resp.status.to_string();
-            let _ = host.flow.on_response_headers(
+            let edits = host.flow.on_response_headers(
                 Some(&status),
                 get("content-type").map(String::as_str),
                 get("content-encoding").map(String::as_str),
             );
+            for (name, value) in edits {
+                headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+                if let Some(v) = value {
+                    headers.push((name.to_string(), v.to_string()));
+                }
+            }
             if let ResponseNext::Read { from } = host.flow.on_response_body(config, resp.body.len(), true) {
                 let rest = resp.body.get(from..).unwrap_or_default();
                 let now = i64::try_from(time_ns / 1_000_000_000).unwrap_or(i64::MAX);
@@ -147,12 +158,14 @@ pub fn run(
             }
         }
         response_body = Some(out);
+        response_headers = Some(headers);
     }
     Run {
         forwarded: went_on.then_some(host.headers),
         flow: host.flow,
         reply: host.reply,
         response_body,
+        response_headers,
         record: host.record,
         counters: host.counters,
     }
