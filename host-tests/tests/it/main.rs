@@ -26,6 +26,7 @@ mod envoy_live;
 mod envoy_mcp;
 mod envoy_mtls;
 mod envoy_otlp;
+mod envoy_soak;
 mod envoy_step_up;
 mod equivalence;
 mod gateway;
