@@ -34,6 +34,7 @@ mod http_calls;
 mod loading;
 mod mcp_sdk;
 mod mcp_smuggling;
+mod public_routes;
 mod replies;
 mod streams;
 mod time_and_failure;
