@@ -112,6 +112,9 @@ pub struct EnvoyOptions {
     /// HTTP/1 trailers on: downstream (`http_protocol_options.enable_trailers` of the connection manager) and on
     /// the upstream cluster; Envoy's HTTP/1 codec drops trailers otherwise.
     pub http1_trailers: bool,
+    /// The listener's port (default 0: any free port, read back from the admin). A fixed one is for a test whose
+    /// configuration must name the gateway's own URL before Envoy starts (OAuth resource identifiers).
+    pub listener_port: u16,
 }
 
 /// A route's `direct_response`: what Envoy answers by itself.
@@ -147,6 +150,7 @@ impl EnvoyOptions {
             access_log: true,
             hcm_extra: serde_json::Map::new(),
             http1_trailers: false,
+            listener_port: 0,
         }
     }
 
@@ -181,6 +185,11 @@ impl EnvoyOptions {
 
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
         self.clusters.push((name.into(), addr));
+        self
+    }
+
+    pub fn listener_port(mut self, port: u16) -> Self {
+        self.listener_port = port;
         self
     }
 
@@ -341,7 +350,7 @@ impl EnvoyOptions {
         }
         let mut listener = json!({
             "name": "warden",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.listener_port}},
             "filter_chains": [chain]
         });
         if let Some(limit) = self.buffer_limit {
