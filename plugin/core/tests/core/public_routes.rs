@@ -257,11 +257,14 @@ fn what_needs_no_identity() {
     assert_eq!(b.resource_metadata_url(None, "pay.acme.example"), None);
 }
 
+/// A local reply: status, headers, the body as JSON.
+type Reply = (u16, Vec<(String, String)>, Value);
+
 /// What the gate did with one request.
 struct Seen {
     status: u16,
     record: Value,
-    reply: Option<(u16, Vec<(String, String)>, Value)>,
+    reply: Option<Reply>,
     /// The header edits: removed names, added (name, value).
     removed: Vec<String>,
     added: Vec<(String, String)>,
