@@ -64,6 +64,16 @@ echo "== Python test environment (.venv)"
 py=$(scripts/python-env.sh)
 export WARDEN_TEST_PYTHON="$py"
 
+# host-tests/tests/it/mcp_sdk_ts.rs runs the MCP TypeScript SDK (@modelcontextprotocol/sdk, pinned in
+# host-tests/mcp_sdk_ts/package-lock.json) with node; npm ci installs it into that folder's node_modules.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  echo "== MCP TypeScript SDK (npm ci in host-tests/mcp_sdk_ts, node $(node --version))"
+  npm ci --prefix host-tests/mcp_sdk_ts --no-audit --no-fund --loglevel=error >/dev/null
+else
+  echo "== !!! node/npm are not installed: the MCP TypeScript SDK test (mcp_sdk_ts) will be SKIPPED."
+  echo "   Install Node.js >= 20 (e.g. apt-get install nodejs npm) to run it."
+fi
+
 echo "== cargo test (workspace)"
 status=0
 cargo test --locked --workspace --all-targets --no-fail-fast "$@" || status=$?

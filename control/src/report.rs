@@ -64,6 +64,10 @@ pub struct Report {
     pub exceptions: Vec<ExceptionEntry>,
     pub step_up: Vec<StepUpEntry>,
     pub approvers: Vec<ApproverEntry>,
+    /// Routes that need no identity, in bundle order.
+    pub public_routes: Vec<PublicRouteEntry>,
+    /// OAuth protected resources (RFC 9728), in bundle order.
+    pub protected_resources: Vec<ProtectedResourceEntry>,
     pub findings: Vec<Finding>,
     /// Control tag → rule ids, tags sorted.
     pub controls: BTreeMap<String, Vec<String>>,
@@ -177,6 +181,29 @@ pub struct ApproverEntry {
     pub max_approval_age_seconds: u64,
     /// Step-up rules naming it.
     pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicRouteEntry {
+    pub id: String,
+    /// The host pattern (`*`: any host).
+    pub host: String,
+    /// `["OPTIONS"]` for a CORS preflight route.
+    pub methods: Vec<String>,
+    pub path: String,
+    pub cors_preflight: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtectedResourceEntry {
+    pub resource: String,
+    /// `mcp_server NAME` or `host NAME`: the requests whose 401 points to the metadata.
+    pub covers: String,
+    pub authorization_servers: Vec<String>,
+    /// What 401s carry as `resource_metadata`.
+    pub metadata_url: String,
+    /// Whether the gateway serves the document itself.
+    pub served_by_gateway: bool,
 }
 
 /// Something the owner should look at.
@@ -501,6 +528,33 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         }
     }
 
+    let public_routes = bundle
+        .public_routes
+        .iter()
+        .map(|p| PublicRouteEntry {
+            id: p.id.clone(),
+            host: p.host.clone().unwrap_or_else(|| "*".into()),
+            methods: if p.cors_preflight { vec!["OPTIONS".into()] } else { p.methods.clone() },
+            path: p.path.clone(),
+            cors_preflight: p.cors_preflight,
+        })
+        .collect();
+    let protected_resources = bundle
+        .protected_resources
+        .iter()
+        .zip(compiled.protected_resources())
+        .map(|(r, (_, metadata_url, served))| ProtectedResourceEntry {
+            resource: r.resource.clone(),
+            covers: match (&r.mcp_server, &r.host) {
+                (Some(s), _) => format!("mcp_server {s}"),
+                (None, h) => format!("host {}", h.as_deref().unwrap_or("")),
+            },
+            authorization_servers: r.authorization_servers.clone(),
+            metadata_url: metadata_url.to_string(),
+            served_by_gateway: served,
+        })
+        .collect();
+
     Report {
         bundle: name.to_string(),
         summary,
@@ -508,6 +562,8 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         exceptions,
         step_up,
         approvers,
+        public_routes,
+        protected_resources,
         findings,
         controls,
         untagged_rules,
@@ -652,6 +708,29 @@ pub fn render_text(r: &Report) -> String {
                 used
             );
         }
+    }
+
+    line!();
+    line!("## Public routes and discovery");
+    line!();
+    line!("Requests these match need no identity: no token is read, none is forwarded; each is still recorded.");
+    if r.public_routes.is_empty() && r.protected_resources.is_empty() {
+        line!();
+        line!("none");
+    }
+    for p in &r.public_routes {
+        let what = if p.cors_preflight { "CORS preflight".to_string() } else { list(&p.methods) };
+        line!("- {}: {} {}{}", p.id, what, p.host, p.path);
+    }
+    for e in &r.protected_resources {
+        let by = if e.served_by_gateway { "served by the gateway" } else { "served elsewhere" };
+        line!(
+            "- protected resource {} ({}): authorization servers {}; metadata {} ({by})",
+            e.resource,
+            e.covers,
+            list(&e.authorization_servers),
+            e.metadata_url
+        );
     }
 
     line!();
@@ -844,6 +923,27 @@ mod tests {
         );
         let kinds: Vec<&str> = r.findings.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, ["no_owner", "no_approval_reference", "unconditioned_allow", "unused_approver"]);
+    }
+
+    #[test]
+    fn public_routes_and_protected_resources_are_listed() {
+        let r = example("support-agent.json", "2026-11-28T10:00:00Z");
+        let text = render_text(&r);
+        let section = text.split("## Public routes and discovery\n\n").nth(1).unwrap().split("\n\n").next().unwrap();
+        assert_lines(
+            section,
+            &[
+                "Requests these match need no identity: no token is read, none is forwarded; each is still recorded.",
+                "- crm-health: GET, HEAD crm.acme.example/healthz",
+                "- crm-cors-preflight: CORS preflight crm.acme.example/api/v2/contacts/{contact_id}",
+                "- protected resource https://crm.acme.example (host crm.acme.example): authorization servers \
+                 https://spire.acme.example; metadata https://crm.acme.example/.well-known/oauth-protected-resource \
+                 (served by the gateway)",
+            ],
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["public_routes"][1]["methods"], serde_json::json!(["OPTIONS"]));
+        assert_eq!(v["protected_resources"][0]["served_by_gateway"], true);
     }
 
     #[test]

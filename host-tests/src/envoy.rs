@@ -116,6 +116,9 @@ pub struct EnvoyOptions {
     pub extra_access_logs: Vec<Value>,
     /// More clusters as JSON, as is (e.g. an HTTP/2 cluster for OTLP/gRPC).
     pub raw_clusters: Vec<Value>,
+    /// The listener's port (default 0: any free port, read back from the admin). A fixed one is for a test whose
+    /// configuration must name the gateway's own URL before Envoy starts (OAuth resource identifiers).
+    pub listener_port: u16,
 }
 
 /// A route's `direct_response`: what Envoy answers by itself.
@@ -153,6 +156,7 @@ impl EnvoyOptions {
             http1_trailers: false,
             extra_access_logs: Vec::new(),
             raw_clusters: Vec::new(),
+            listener_port: 0,
         }
     }
 
@@ -199,6 +203,11 @@ impl EnvoyOptions {
 
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
         self.clusters.push((name.into(), addr));
+        self
+    }
+
+    pub fn listener_port(mut self, port: u16) -> Self {
+        self.listener_port = port;
         self
     }
 
@@ -361,7 +370,7 @@ impl EnvoyOptions {
         }
         let mut listener = json!({
             "name": "warden",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.listener_port}},
             "filter_chains": [chain]
         });
         if let Some(limit) = self.buffer_limit {

@@ -54,6 +54,69 @@ pub struct Bundle {
     /// Limits every time-boxed exception of the bundle must respect.
     #[serde(default)]
     pub exception_policy: ExceptionPolicy,
+    /// Routes that need no identity (discovery documents, health checks, CORS preflights): let through without a
+    /// token, still normalized and recorded (`public_route`). They may not overlap a tool's route or an MCP server.
+    #[serde(default)]
+    pub public_routes: Vec<PublicRoute>,
+    /// OAuth 2.0 protected resources (RFC 9728): per MCP server or host, the resource identifier, its authorization
+    /// servers and where its metadata document is; the 401s of its requests point to that document.
+    #[serde(default)]
+    pub protected_resources: Vec<ProtectedResource>,
+}
+
+/// A route that needs no identity. Host and path as in [`HttpMatch`]; `methods` is required (or `cors_preflight`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicRoute {
+    /// Identifier (`[a-z0-9][a-z0-9._-]*`), named as the `rule` of its decision records; distinct from rule ids.
+    pub id: String,
+    /// Free text for reviewers.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Exact host or `*.domain`, as in [`HttpMatch::host`]. Absent: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Upper-case methods (at least one); absent with `cors_preflight`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path pattern over the normalized path, as in [`HttpMatch::path`].
+    pub path: String,
+    /// Matches only CORS preflights (Fetch standard): `OPTIONS` with `Origin` and `Access-Control-Request-Method`
+    /// and no body. Default false.
+    #[serde(default)]
+    pub cors_preflight: bool,
+}
+
+/// An OAuth 2.0 protected resource (RFC 9728) behind the gateway: exactly one of `mcp_server` or `host`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedResource {
+    /// The resource identifier (RFC 9728 section 1.2, RFC 8707): an `https` URL (`http` only on a loopback host)
+    /// without query or fragment, e.g. `https://tools.acme.example/mcp`; the `resource` of the metadata document.
+    pub resource: String,
+    /// The MCP server (its [`McpServer::name`]) whose requests this resource covers.
+    #[serde(default)]
+    pub mcp_server: Option<String>,
+    /// The exact host (port ignored) whose requests this resource covers, where no MCP server entry does.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Issuer identifiers of the authorization servers (RFC 8414) that issue tokens for it; each must be the `iss`
+    /// of an agent-token issuer of the bundle.
+    pub authorization_servers: Vec<String>,
+    /// `scopes_supported` of the metadata document.
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
+    /// `resource_name` of the metadata document (human-readable).
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    /// `resource_documentation` of the metadata document (a URL).
+    #[serde(default)]
+    pub resource_documentation: Option<String>,
+    /// Where the metadata document is served by someone else (the upstream, another host). Absent (the default):
+    /// the gateway serves it itself, from this entry, at the well-known URL derived from `resource` (RFC 9728
+    /// section 3.1).
+    #[serde(default)]
+    pub metadata_url: Option<String>,
 }
 
 /// A trusted approval service: it mints approval tokens (JWS, `typ` `warden-approval+jwt`) that let one step-up call

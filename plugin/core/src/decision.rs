@@ -79,6 +79,10 @@ pub enum Reason {
     StepUpBatch,
     /// A step-up rule matched and the presented approval was refused; the code is the failure's (`approval_*`).
     ApprovalRefused(ApprovalFailure),
+    /// A public route of the bundle matched: let through without identity (the rule is the public route's id).
+    PublicRoute,
+    /// The request asked for a protected resource's metadata document (RFC 9728), which the gateway answered itself.
+    ResourceMetadata,
 }
 
 impl Reason {
@@ -107,6 +111,8 @@ impl Reason {
             Reason::AllowedByApproval => "allowed_by_approval",
             Reason::StepUpBatch => "step_up_batch",
             Reason::ApprovalRefused(f) => f.code(),
+            Reason::PublicRoute => "public_route",
+            Reason::ResourceMetadata => "resource_metadata",
         }
     }
 }
@@ -138,7 +144,9 @@ impl Reason {
             | Reason::BundleExpired
             | Reason::BadRequest
             | Reason::BadPath(_)
-            | Reason::Request(_) => false,
+            | Reason::Request(_)
+            | Reason::PublicRoute
+            | Reason::ResourceMetadata => false,
         }
     }
 }
@@ -319,7 +327,9 @@ impl Decision {
                 | Reason::McpLifecycle
                 | Reason::AllowedByApproval
                 | Reason::StepUpBatch
-                | Reason::ApprovalRefused(_),
+                | Reason::ApprovalRefused(_)
+                | Reason::PublicRoute
+                | Reason::ResourceMetadata,
             ) => 403,
         }
     }
@@ -350,7 +360,9 @@ impl Decision {
             | Reason::McpLifecycle
             | Reason::AllowedByApproval
             | Reason::StepUpBatch
-            | Reason::ApprovalRefused(_) => jsonrpc::DENIED,
+            | Reason::ApprovalRefused(_)
+            | Reason::PublicRoute
+            | Reason::ResourceMetadata => jsonrpc::DENIED,
         }
     }
 

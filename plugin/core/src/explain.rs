@@ -226,6 +226,17 @@ pub fn explain_gate(
             rules.clear();
             steps.push(format!("request: its shape is refused on this route: {code} ({})", gate.http_status()));
         }
+        Reason::PublicRoute => {
+            rules.clear();
+            steps = vec![format!(
+                "public route {}: needs no identity; let through without reading a token or forwarding one",
+                gate.rule_id()
+            )];
+        }
+        Reason::ResourceMetadata => {
+            rules.clear();
+            steps = vec!["protected resource: the gateway answers its metadata document (RFC 9728) itself".into()];
+        }
         _ => {
             rules.clear();
             steps.push(format!("gate: decided {} ({code}) for the request as a whole", gate.outcome.as_str()));

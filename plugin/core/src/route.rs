@@ -227,6 +227,12 @@ fn find(node: &Node, rem: Option<&str>) -> Option<ToolIdx> {
     None
 }
 
+/// A request's host as routes compare it: port and a trailing `.` dropped, lower case.
+pub(crate) fn host_key(host: &str) -> String {
+    let host = strip_port(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
 /// Drops a `:port` suffix (also after a bracketed IPv6 literal).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -363,4 +369,108 @@ fn check_literal(seg: &str) -> Result<(), String> {
         i += 1;
     }
     Ok(())
+}
+
+/// Whether two host patterns can match the same host (for the lint's overlap checks).
+pub(crate) fn hosts_overlap(a: &HostPattern, b: &HostPattern) -> bool {
+    // `*.d` matches names with at least one more label in front of `d`.
+    let below =
+        |name: &str, domain: &str| name.strip_suffix(domain).is_some_and(|head| head.len() > 1 && head.ends_with('.'));
+    match (a, b) {
+        (HostPattern::Any, _) | (_, HostPattern::Any) => true,
+        (HostPattern::Exact(x), HostPattern::Exact(y)) => x == y,
+        (HostPattern::Exact(x), HostPattern::Wildcard(d)) | (HostPattern::Wildcard(d), HostPattern::Exact(x)) => {
+            below(x, d)
+        }
+        (HostPattern::Wildcard(x), HostPattern::Wildcard(y)) => x == y || below(x, y) || below(y, x),
+    }
+}
+
+/// Whether two method lists can match the same method (an empty list is any method).
+pub(crate) fn methods_overlap(a: &[String], b: &[String]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
+}
+
+/// Whether two parsed path patterns can match the same normalized path, as [`RouteTable::resolve`] matches them: a
+/// literal segment itself, `{name}` one non-empty segment, a final `**` / `{name...}` the rest of the path when it is
+/// not empty, and an empty final literal a trailing `/`.
+pub(crate) fn paths_overlap(a: &[Segment], b: &[Segment]) -> bool {
+    // What a final rest segment can stand for: any non-empty remainder, which every pattern but the empty one and a
+    // lone trailing `/` can produce.
+    let fills_rest = |p: &[Segment]| !p.is_empty() && !matches!(p, [Segment::Literal(l)] if l.is_empty());
+    match (a.split_first(), b.split_first()) {
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((Segment::Rest, _)), Some(_)) => fills_rest(b),
+        (Some(_), Some((Segment::Rest, _))) => fills_rest(a),
+        (Some((x, a_next)), Some((y, b_next))) => {
+            let segment = match (x, y) {
+                (Segment::Literal(l), Segment::Literal(m)) => l == m,
+                (Segment::Literal(l), Segment::Param) | (Segment::Param, Segment::Literal(l)) => !l.is_empty(),
+                (Segment::Param, Segment::Param) => true,
+                (Segment::Rest, _) | (_, Segment::Rest) => true,
+            };
+            segment && paths_overlap(a_next, b_next)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> Vec<Segment> {
+        parse_path(p).unwrap()
+    }
+
+    #[test]
+    fn path_patterns_overlap_where_one_path_matches_both() {
+        for (a, b, overlap) in [
+            ("/healthz", "/healthz", true),
+            ("/healthz", "/health", false),
+            ("/v1/{id}", "/v1/payouts", true),
+            ("/v1/{id}", "/v1/", false),
+            ("/v1/**", "/v1/a/b", true),
+            ("/v1/**", "/v1", false),
+            ("/v1/**", "/v1/", false),
+            ("/v1/**", "/{x}/{y}/", true),
+            ("/**", "/.well-known/oauth-protected-resource/mcp", true),
+            ("/.well-known/**", "/mcp/**", false),
+            ("/{a}/x", "/y/{b}", true),
+            ("/{a}/x", "/y/z", false),
+            ("/", "/{a}", false),
+            ("/", "/", true),
+        ] {
+            assert_eq!(paths_overlap(&path(a), &path(b)), overlap, "{a} {b}");
+            assert_eq!(paths_overlap(&path(b), &path(a)), overlap, "{b} {a}");
+            // Held to the table itself where one side is a concrete path.
+            if !b.contains(['{', '*']) {
+                let mut t = RouteTable::default();
+                t.insert(&HostPattern::Any, &[], &path(a), ToolIdx(0), (0, 0)).unwrap();
+                assert_eq!(t.resolve("h", "GET", b).is_some(), overlap, "{a} resolves {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_and_methods_overlap() {
+        let h = |s: &str| if s.is_empty() { HostPattern::Any } else { parse_host(s).unwrap() };
+        for (a, b, overlap) in [
+            ("", "a.example", true),
+            ("a.example", "a.example", true),
+            ("a.example", "b.example", false),
+            ("*.example", "a.example", true),
+            ("*.example", "example", false),
+            ("*.a.example", "*.example", true),
+            ("*.example", "*.other", false),
+            ("*.b.example", "xb.example", false),
+        ] {
+            assert_eq!(hosts_overlap(&h(a), &h(b)), overlap, "{a} {b}");
+            assert_eq!(hosts_overlap(&h(b), &h(a)), overlap, "{b} {a}");
+        }
+        let m = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(methods_overlap(&m(&[]), &m(&["GET"])));
+        assert!(methods_overlap(&m(&["GET", "HEAD"]), &m(&["HEAD"])));
+        assert!(!methods_overlap(&m(&["OPTIONS"]), &m(&["GET", "POST"])));
+    }
 }

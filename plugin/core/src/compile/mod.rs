@@ -23,8 +23,11 @@
 //!   ([`CompiledBundle::step_up_requirement`], [`CompiledBundle::exception_of`]).
 
 mod catalog;
+mod public;
 mod query;
 mod rules;
+
+pub use public::{PublicTarget, WELL_KNOWN};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,6 +77,8 @@ pub struct CompiledBundle {
     pub(crate) revoked_tokens: FxHashSet<Box<str>>,
     /// MCP servers and what their messages reach.
     pub(crate) mcp: McpIndex,
+    /// Public routes and protected resources (RFC 9728).
+    pub(crate) public: public::PublicIndex,
 }
 
 #[derive(Debug)]
@@ -304,6 +309,36 @@ impl CompiledBundle {
 }
 
 impl CompiledBundle {
+    /// What a request reaches that needs no identity: a public route, or a protected resource's metadata document
+    /// the gateway serves. `host` as sent, `path` normalized without its query; `preflight`: the request is a CORS
+    /// preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, no body). See `policies/README.md`,
+    /// "Public routes".
+    pub fn resolve_public(&self, host: &str, method: &str, path: &str, preflight: bool) -> Option<PublicTarget> {
+        self.public.resolve(host, method, path, preflight)
+    }
+
+    /// The id of the public route at this index (empty for an index from another bundle).
+    pub fn public_route_id(&self, i: u32) -> &str {
+        self.public.route_id(i)
+    }
+
+    /// The metadata URL a 401 of this request points to (RFC 9728 section 5.1 `resource_metadata`): the protected
+    /// resource of its MCP server, else of its host; `None` when none covers it.
+    pub fn resource_metadata_url(&self, server: Option<McpServerIdx>, host: &str) -> Option<&str> {
+        self.public.resource_for(server, host).map(|r| &*r.metadata_url)
+    }
+
+    /// The metadata document (JSON) the gateway serves for the protected resource at this index (`None`: it points
+    /// to a `metadata_url` served elsewhere, or an index from another bundle).
+    pub fn resource_document(&self, i: u32) -> Option<&str> {
+        self.public.resources.get(i as usize).and_then(|r| r.document.as_deref())
+    }
+
+    /// The protected resources as (resource identifier, metadata URL, served by the gateway), in bundle order.
+    pub fn protected_resources(&self) -> impl ExactSizeIterator<Item = (&str, &str, bool)> + '_ {
+        self.public.resources.iter().map(|r| (&*r.resource, &*r.metadata_url, r.document.is_some()))
+    }
+
     /// The MCP server a request goes to: `host` as sent (port and case ignored), `path` the normalized path without
     /// its query. `None`: not an MCP endpoint of the catalog (HTTP routes apply).
     pub fn resolve_mcp_server(&self, host: &str, path: &str) -> Option<McpServerIdx> {
@@ -393,6 +428,9 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     // MCP servers and the tools' MCP bindings.
     let mcp = McpIndex::build(bundle, &mut err);
 
+    // Public routes and protected resources (after the catalog and the MCP servers they must not overlap).
+    let public = public::public(bundle, &mut err);
+
     // Defaults.
     if bundle.defaults.unknown_tool == Effect::StepUp {
         err(
@@ -440,6 +478,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         revoked_tasks,
         revoked_tokens,
         mcp,
+        public,
     })
 }
 

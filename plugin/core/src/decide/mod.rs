@@ -1,6 +1,9 @@
 //! `decide`: facts in, decision out; pure and total.
 //!
 //! Precedence (DESIGN.md §3.4), first that applies wins:
+//! 0. a public route of the bundle (`public_routes`, or a protected resource's metadata document the gateway serves)
+//!    → allow `public_route` (rule: the route's id) / `resource_metadata`, without identity ([`public`]; the gate
+//!    looks the route up before it reads any token);
 //! 1. identity missing → deny `identity_missing` (401); identity invalid → deny with the token failure code (401);
 //! 2. revoked agent, task or token id → deny `revoked_*`;
 //! 3. task past its `expires_at` → deny `task_expired`;
@@ -35,7 +38,7 @@ use serde_json::Value;
 
 use crate::args::Truth;
 use crate::bundle::Effect;
-use crate::compile::{CompiledBundle, CompiledRule};
+use crate::compile::{CompiledBundle, CompiledRule, PublicTarget};
 use crate::decision::{Decision, Outcome, Reason};
 use crate::facts::{Agent, Facts, Identity};
 use crate::index::ExactAgent;
@@ -85,6 +88,16 @@ pub fn shadow(bundle: &CompiledBundle, facts: &Facts, arguments: Option<&Value>,
     let enforced = decide_inner(bundle, facts, Args::Call(arguments), now, Pool::Enforced);
     let with_shadow = decide_inner(bundle, facts, Args::Call(arguments), now, Pool::WithShadow);
     (with_shadow != enforced).then_some(with_shadow)
+}
+
+/// The decision for a request that needs no identity (see [`CompiledBundle::resolve_public`]): allow, reason
+/// `public_route` with the public route's id as its rule, or `resource_metadata` (the gateway answers the document).
+pub fn public(bundle: &CompiledBundle, target: PublicTarget) -> Decision {
+    let (reason, rule) = match target {
+        PublicTarget::Route(i) => (Reason::PublicRoute, Some(bundle.public_route_id(i).into())),
+        PublicTarget::Metadata(_) => (Reason::ResourceMetadata, None),
+    };
+    Decision { outcome: Outcome::Allow, reason, rule, revision: bundle.revision }
 }
 
 /// The checks before any tool or rule: identity, revocations, task expiry. `Err` is the refusal.

@@ -10,6 +10,7 @@
 //! | now > bundle `expires_at` + `bundle_grace_seconds` | 503 | `bundle_expired` |
 //! | `:method`, `:path` or `:authority` missing, repeated or not UTF-8 | 400 | `bad_request` |
 //! | `:path` refused by path normalization | 400 | the path error's code |
+//! | a public route, or a protected resource's metadata document the gateway serves | continue / 200 | `public_route` / `resource_metadata` |
 //! | identity: token header repeated, absent, unusable, refused; Transaction Token refused | 401 | `token_*`, `identity_missing`, `txn_token_*` |
 //! | otherwise `decide` on the HTTP route's tool | 403 (deny, step-up) or continue | the decision's reason |
 //! | `unknown_tool: allow` decided it, but the path misses a route or an MCP server's path only by spelling | 400 | `route_near_miss` |
@@ -34,7 +35,7 @@ use serde_json::Value;
 use crate::approval::used::used_id;
 use crate::approval::{self, ApprovalFailure, CallBinding, VerifiedApproval};
 use crate::args::arguments_digest;
-use crate::compile::CompiledBundle;
+use crate::compile::{CompiledBundle, PublicTarget};
 use crate::config::{GateConfig, Mode};
 use crate::decide::{self, decide};
 use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
@@ -220,6 +221,25 @@ impl Flow {
         if let Some(reason) = refused {
             flow.decision = Decision::refusal(reason, bundle.revision);
             let step = flow.finish(config, Some(bundle), Then::Headers);
+            return (flow, step);
+        }
+
+        // A public route needs no identity: no token is read, and none is forwarded.
+        if let Some(target) =
+            bundle.resolve_public(&flow.host, &flow.method, &flow.path, view.cors_preflight(req.end_of_stream))
+        {
+            flow.decision = decide::public(bundle, target);
+            let step = match target {
+                PublicTarget::Metadata(i) => {
+                    let document = bundle.resource_document(i).unwrap_or("{}");
+                    Step {
+                        edit_headers: false,
+                        record: true,
+                        next: Next::Reply(reply::resource_metadata(document, &flow.decision_id)),
+                    }
+                }
+                PublicTarget::Route(_) => flow.finish(config, Some(bundle), Then::Headers),
+            };
             return (flow, step);
         }
 
@@ -715,6 +735,7 @@ impl Flow {
             rule_reference,
             argument: self.argument.clone(),
             detail,
+            resource_metadata: bundle.and_then(|b| b.resource_metadata_url(self.server, &self.host)),
         };
         reply::build(&refusal, &shape)
     }

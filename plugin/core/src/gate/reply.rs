@@ -4,7 +4,8 @@
 //!
 //! Headers: `content-type: application/json`, `cache-control: no-store`, `x-warden-decision-id`, and on 401 a
 //! `www-authenticate` challenge (RFC 6750, RFC 9728): `Bearer realm="warden"` when no token was presented, else
-//! `Bearer realm="warden", error="invalid_token", error_description="<plain words>"`. The body of an HTTP refusal
+//! `Bearer realm="warden", error="invalid_token", error_description="<plain words>"`; where a protected resource of
+//! the bundle covers the route, `resource_metadata="<url>"` follows the realm (RFC 9728 section 5.1). The body of an HTTP refusal
 //! and the `data` of a JSON-RPC error are the same object ([`Body`]): `decision_id`, `decision`, `reason`, `rule`,
 //! `revision`, `message`, `tool`, `agent`, `request`, and where they apply `mcp`, `owner`, `rule_reference`,
 //! `argument`, `approval` ([`StepUpInfo`]). It never carries a token or an argument value. `plugin/filter/README.md`
@@ -85,6 +86,8 @@ pub struct Refusal<'a> {
     pub argument: Option<ArgumentFailure>,
     /// A plain-words detail of the refusal (what the token check or the body parser found), when there is one.
     pub detail: Option<String>,
+    /// The protected-resource metadata URL of the request's route (RFC 9728), for a 401's challenge.
+    pub resource_metadata: Option<&'a str>,
 }
 
 /// The reply's shape, by route.
@@ -204,12 +207,29 @@ pub fn build(r: &Refusal<'_>, shape: &Shape) -> LocalReply {
 /// `error="invalid_token"` with the refusal in plain words (quotes and backslashes dropped, so the quoted string
 /// stays one).
 fn challenge(r: &Refusal<'_>, message: &str) -> String {
-    match r.decision.reason {
-        Reason::IdentityMissing => "Bearer realm=\"warden\"".to_string(),
-        _ => {
-            let words: String = message.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect();
-            format!("Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"{words}\"")
-        }
+    let quoted = |s: &str| -> String { s.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect() };
+    let mut c = "Bearer realm=\"warden\"".to_string();
+    if let Some(url) = r.resource_metadata {
+        c.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
+    }
+    if r.decision.reason != Reason::IdentityMissing {
+        c.push_str(&format!(", error=\"invalid_token\", error_description=\"{}\"", quoted(message)));
+    }
+    c
+}
+
+/// The protected-resource metadata document (RFC 9728 section 3.2) the gateway serves: 200, JSON, readable from any
+/// origin (a browser client discovers cross-origin), not cached past the bundle that holds it.
+pub fn resource_metadata(document: &str, decision_id: &str) -> LocalReply {
+    LocalReply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".to_string()),
+            ("cache-control", "no-store".to_string()),
+            ("access-control-allow-origin", "*".to_string()),
+            ("x-warden-decision-id", decision_id.to_string()),
+        ],
+        body: document.as_bytes().to_vec(),
     }
 }
 
@@ -266,6 +286,8 @@ fn message(r: &Refusal<'_>) -> String {
         Reason::AllowedByRule | Reason::AllowedByException | Reason::AllowedByApproval => {
             format!("{target} allowed")
         }
+        Reason::PublicRoute => format!("public route {rule} needs no identity"),
+        Reason::ResourceMetadata => "the protected-resource metadata document".to_string(),
     }
 }
 
@@ -388,6 +410,7 @@ mod tests {
             rule_reference: None,
             argument: None,
             detail: None,
+            resource_metadata: None,
         }
     }
 

@@ -76,6 +76,9 @@ pub struct RequestView<'h> {
     pub mcp_name: Field<'h>,
     /// `Content-Encoding`: a body decided on (MCP, step-up) must be the bytes that are forwarded.
     pub content_encoding: Field<'h>,
+    /// `Origin` and `Access-Control-Request-Method`: with `OPTIONS` and no body, a CORS preflight (Fetch standard).
+    pub origin: Field<'h>,
+    pub cors_request_method: Field<'h>,
     /// An `Upgrade` header was sent (a protocol switch would tunnel past the body decision).
     pub upgrade: bool,
     /// Names of the headers removed before the request goes upstream: client-supplied `x-warden-*` ones and the
@@ -107,6 +110,8 @@ impl<'h> RequestView<'h> {
                 n if n.eq_ignore_ascii_case("mcp-name") => r.mcp_name.set(value),
                 n if n.eq_ignore_ascii_case("content-encoding") => r.content_encoding.set(value),
                 n if n.eq_ignore_ascii_case("upgrade") => r.upgrade = true,
+                n if n.eq_ignore_ascii_case("origin") => r.origin.set(value),
+                n if n.eq_ignore_ascii_case("access-control-request-method") => r.cors_request_method.set(value),
                 _ => {}
             }
         }
@@ -115,6 +120,15 @@ impl<'h> RequestView<'h> {
 }
 
 impl RequestView<'_> {
+    /// Whether the request is a CORS preflight (Fetch standard): `OPTIONS` with one `Origin` and one
+    /// `Access-Control-Request-Method`; `end_of_stream`: no body follows the headers (a preflight has none).
+    pub fn cors_preflight(&self, end_of_stream: bool) -> bool {
+        end_of_stream
+            && self.method == Field::Present("OPTIONS")
+            && self.origin.value().is_some()
+            && self.cors_request_method.value().is_some()
+    }
+
     /// Whether the body is declared encoded: a `Content-Encoding` other than `identity` (repeated or unreadable
     /// counts as encoded).
     pub fn encoded_body(&self) -> bool {

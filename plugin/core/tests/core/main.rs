@@ -16,6 +16,7 @@ mod governance;
 mod identity;
 mod mcp;
 mod paths;
+mod public_routes;
 mod routes;
 mod tidy;
 mod validation;
