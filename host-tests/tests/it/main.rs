@@ -23,6 +23,7 @@ mod envoy_decisions;
 mod envoy_deploy;
 mod envoy_fidelity;
 mod envoy_live;
+mod envoy_long_poll;
 mod envoy_mcp;
 mod envoy_mtls;
 mod envoy_step_up;
