@@ -2,7 +2,8 @@
 //! filter's conditional GET until a revision is published, the revocation it carries reaches every VM (each VM that
 //! activated the first revision activates the revoking one, woken through its shared queue), and polling survives
 //! the control endpoint restarting on the same port; against nginx, which ignores `Prefer`, the filter falls back to
-//! plain polls every `poll_seconds`. No durations are asserted (the `revocation` bench measures them).
+//! plain polls every `poll_seconds`. In the host too, the publishing VM wakes the others through their queues. No
+//! durations are asserted (the `revocation` bench measures them).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -172,4 +173,17 @@ fn against_nginx_long_polling_falls_back_to_plain_polls() {
     let seen = enforced_everywhere(&l, vms, vms, BOT, "revoked_agent");
     eprintln!("revision 12 from nginx enforced by {vms} VMs; answers from {seen:?}");
     assert_eq!(l.envoy.warden_stat("warden.bundle.revision"), 12);
+}
+
+/// The host delivers the wake-up as Envoy does (`on_queue_ready` on the VM that registered the queue): on a manual
+/// clock, one second after start one VM fetched and every VM enforces the bundle, without another tick.
+#[test]
+fn in_the_host_the_publishing_vm_wakes_the_others_before_their_next_tick() {
+    let server = live::ControlServer::start(live::Reply::bundle(&sign(&bundle(5))));
+    let mut p = live::start(&live::config(json!({"poll_seconds": 5, "jitter_percent": 0}), None), 3, server.addr);
+    live::step1(&mut p, 1);
+    assert_eq!(server.requests(), 1, "one VM fetched");
+    assert_eq!(live::revisions(&mut p), vec![Some(5); 3], "every VM adopted it at once");
+    assert_eq!(live::metric(&p, "warden.bundle.wakeups"), 2, "the two others were woken");
+    assert_eq!(live::metric(&p, "warden.bundle.activations"), 3);
 }
