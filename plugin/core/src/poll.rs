@@ -248,7 +248,7 @@ pub fn preference_applied_wait(headers: Option<&[(String, Vec<u8>)]>) -> Option<
 
 /// How a fetch ended, for [`pace`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Answer {
     /// A newer revision was activated.
     Newer,
     /// 304, or the active bundle again.
@@ -273,13 +273,13 @@ pub enum Pace {
 /// (whichever is less). A 304 or an unchanged 200 answered sooner, or any answer without `Preference-Applied`,
 /// goes by the schedule, so an endpoint that does not hold requests is polled every `poll_seconds`, never in a
 /// loop; a failure backs off as ever.
-pub fn pace(long_poll: bool, applied: Option<u64>, outcome: Outcome, held_ms: u64) -> Pace {
+pub fn pace(long_poll: bool, applied: Option<u64>, answer: Answer, held_ms: u64) -> Pace {
     let Some(wait) = applied.filter(|_| long_poll) else { return Pace::Schedule };
-    match outcome {
-        Outcome::Failed => Pace::Schedule,
-        Outcome::Newer => Pace::AtOnce,
-        Outcome::Current if held_ms >= (wait.saturating_mul(1000) / 2).min(TICK_MS) => Pace::AtOnce,
-        Outcome::Current => Pace::Schedule,
+    match answer {
+        Answer::Failed => Pace::Schedule,
+        Answer::Newer => Pace::AtOnce,
+        Answer::Current if held_ms >= (wait.saturating_mul(1000) / 2).min(TICK_MS) => Pace::AtOnce,
+        Answer::Current => Pace::Schedule,
     }
 }
 
@@ -794,18 +794,18 @@ mod tests {
     #[test]
     fn the_next_long_poll_starts_at_once_only_after_a_held_answer() {
         // A held 304 (the wait ended) and a new revision: at once.
-        assert_eq!(pace(true, Some(30), Outcome::Current, 30_004), Pace::AtOnce);
-        assert_eq!(pace(true, Some(30), Outcome::Newer, 12), Pace::AtOnce);
-        assert_eq!(pace(true, Some(1), Outcome::Current, 500), Pace::AtOnce, "half of a one-second wait");
+        assert_eq!(pace(true, Some(30), Answer::Current, 30_004), Pace::AtOnce);
+        assert_eq!(pace(true, Some(30), Answer::Newer, 12), Pace::AtOnce);
+        assert_eq!(pace(true, Some(1), Answer::Current, 500), Pace::AtOnce, "half of a one-second wait");
         // Answered at once: a 304 or an unchanged 200 goes by the schedule (no loop against such an endpoint).
-        assert_eq!(pace(true, Some(30), Outcome::Current, 999), Pace::Schedule);
-        assert_eq!(pace(true, Some(1), Outcome::Current, 499), Pace::Schedule);
+        assert_eq!(pace(true, Some(30), Answer::Current, 999), Pace::Schedule);
+        assert_eq!(pace(true, Some(1), Answer::Current, 499), Pace::Schedule);
         // No Preference-Applied (nginx): plain polls, whatever the outcome.
-        assert_eq!(pace(true, None, Outcome::Current, 30_000), Pace::Schedule);
-        assert_eq!(pace(true, None, Outcome::Newer, 3), Pace::Schedule);
+        assert_eq!(pace(true, None, Answer::Current, 30_000), Pace::Schedule);
+        assert_eq!(pace(true, None, Answer::Newer, 3), Pace::Schedule);
         // Not long polling, or a failure: the schedule (and its backoff).
-        assert_eq!(pace(false, Some(30), Outcome::Newer, 30_000), Pace::Schedule);
-        assert_eq!(pace(true, Some(30), Outcome::Failed, 30_000), Pace::Schedule);
+        assert_eq!(pace(false, Some(30), Answer::Newer, 30_000), Pace::Schedule);
+        assert_eq!(pace(true, Some(30), Answer::Failed, 30_000), Pace::Schedule);
     }
 
     /// Long polling on a fake clock: one VM holds the lease through the whole held call (a claim of the wait plus
@@ -839,7 +839,7 @@ mod tests {
         // The wait ends with a 304: the next long poll is due at once and the holder takes it again.
         let ended = 31_010;
         let next =
-            on_done(Some(&held), 1, 1000, ended, Ok(pace(true, Some(30), Outcome::Current, 30_010)), &s, 0).unwrap();
+            on_done(Some(&held), 1, 1000, ended, Ok(pace(true, Some(30), Answer::Current, 30_010)), &s, 0).unwrap();
         assert_eq!((next.holder, next.next_due_ms, next.failures), (0, ended, 0));
         assert!(matches!(on_tick(Some(&next), 1, ended, &s), LeaseStep::Take(Lease { holder: 1, .. })));
         // The endpoint restarts: the call fails; the next attempt backs off by the schedule (poll_seconds), then

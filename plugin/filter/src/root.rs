@@ -14,7 +14,7 @@ use warden_core::activation::{self, Active, Candidate, RejectCause};
 use warden_core::config::Control;
 use warden_core::ids::IdGen;
 use warden_core::poll::{
-    self, Cause, Failure, Fetched, Lease, LeaseStep, Outcome, Pace, RecordHeader, Schedule, Wakers,
+    self, Answer, Cause, Failure, Fetched, Lease, LeaseStep, Pace, RecordHeader, Schedule, Wakers,
 };
 use warden_core::token_cache::TokenCache;
 
@@ -88,13 +88,13 @@ impl Context for WardenRoot {
         let applied = poll::preference_applied_wait(headers.as_deref());
         let result = self.apply_fetch(fetched);
         let now_ms = unix_nanos(self.get_current_time()) / 1_000_000;
-        let outcome = match &result {
-            Ok(true) => Outcome::Newer,
-            Ok(false) => Outcome::Current,
-            Err(_) => Outcome::Failed,
+        let answer = match &result {
+            Ok(true) => Answer::Newer,
+            Ok(false) => Answer::Current,
+            Err(_) => Answer::Failed,
         };
         let held_ms = now_ms.saturating_sub(in_flight.started_ms);
-        let pace = poll::pace(in_flight.long_poll, applied, outcome, held_ms);
+        let pace = poll::pace(in_flight.long_poll, applied, answer, held_ms);
         if in_flight.long_poll && applied.is_some() {
             if let Some(shared) = &self.shared {
                 shared.metrics.fetch_long_poll();
