@@ -532,7 +532,7 @@ fn the_plugin_configuration_schema_agrees_with_the_filter() {
         c["allow_on_headers_stop_iteration"] = json!(true);
         c["max_body_bytes"] = json!(16 << 20);
         c["control"] = json!({"cluster": "c", "authority": "a", "path": "/bundles/x.jws", "poll_seconds": 30,
-            "jitter_percent": 50, "timeout_ms": 100, "backoff_max_seconds": 600});
+            "jitter_percent": 50, "timeout_ms": 100, "backoff_max_seconds": 600, "long_poll_wait_seconds": 30});
     });
     let key = |f: &dyn Fn(&mut Value)| with(&|c| f(&mut c["bundle_keys"]["keys"][0]));
     let rows: Vec<Row> = vec![
@@ -591,6 +591,8 @@ fn the_plugin_configuration_schema_agrees_with_the_filter() {
         ("poll over an hour", with(&|c| c["control"]["poll_seconds"] = json!(3601)), ""),
         ("jitter 51", with(&|c| c["control"]["jitter_percent"] = json!(51)), ""),
         ("timeout 99 ms", with(&|c| c["control"]["timeout_ms"] = json!(99)), ""),
+        ("long poll wait 0", with(&|c| c["control"]["long_poll_wait_seconds"] = json!(0)), ""),
+        ("long poll wait over an hour", with(&|c| c["control"]["long_poll_wait_seconds"] = json!(3601)), ""),
         ("unknown control field", with(&|c| c["control"]["period"] = json!(1)), ""),
         ("no keys", with(&|c| c["bundle_keys"] = json!({"keys": []})), ""),
         ("keys not a JWKS", with(&|c| c["bundle_keys"] = json!([])), ""),
@@ -688,6 +690,7 @@ fn the_plugin_configuration_schema_lists_the_filters_fields_and_defaults() {
         (&cp["jitter_percent"], c::MAX_JITTER_PERCENT),
         (&cp["timeout_ms"], c::MAX_TIMEOUT_MS),
         (&cp["backoff_max_seconds"], c::MAX_BACKOFF_MAX_SECONDS),
+        (&cp["long_poll_wait_seconds"], c::MAX_LONG_POLL_WAIT_SECONDS),
     ] {
         assert_eq!(field["maximum"], json!(max), "{field}");
     }

@@ -24,6 +24,7 @@ mod envoy_deploy;
 mod envoy_discovery;
 mod envoy_fidelity;
 mod envoy_live;
+mod envoy_long_poll;
 mod envoy_mcp;
 mod envoy_mtls;
 mod envoy_otlp;

@@ -55,6 +55,8 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Default and upper bound of the longest wait between fetches after failures.
 pub const DEFAULT_BACKOFF_MAX_SECONDS: u64 = 300;
 pub const MAX_BACKOFF_MAX_SECONDS: u64 = 86_400;
+/// Upper bound of `control.long_poll_wait_seconds` (long polling is off when the field is absent).
+pub const MAX_LONG_POLL_WAIT_SECONDS: u64 = 3600;
 
 /// Whether decisions are enforced or only logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +154,17 @@ pub struct Control {
     pub jitter_percent: u64,
     pub timeout_ms: u64,
     pub backoff_max_seconds: u64,
+    /// Long polling: each fetch asks the endpoint to hold a conditional GET for up to this many seconds
+    /// (`Prefer: wait=N`) until a new revision is published; the call's timeout is this wait plus `timeout_ms`.
+    /// `None`: plain polls every `poll_seconds`.
+    pub long_poll_wait_seconds: Option<u64>,
+}
+
+impl Control {
+    /// The timeout of one dispatched fetch: `timeout_ms`, plus the long-poll wait when long polling.
+    pub fn call_timeout_ms(&self) -> u64 {
+        self.long_poll_wait_seconds.unwrap_or(0).saturating_mul(1000).saturating_add(self.timeout_ms)
+    }
 }
 
 impl fmt::Debug for Config {
@@ -247,6 +260,8 @@ struct RawControl {
     timeout_ms: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     backoff_max_seconds: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    long_poll_wait_seconds: Option<Value>,
 }
 
 /// A field that is present (even as `null`) is `Some`; only an absent field is `None`.
@@ -430,7 +445,29 @@ fn parse_control(v: Value) -> Result<Control, ConfigError> {
         poll_seconds,
         MAX_BACKOFF_MAX_SECONDS,
     )?;
-    Ok(Control { cluster, authority, path, poll_seconds, jitter_percent, timeout_ms, backoff_max_seconds })
+    let long_poll_wait_seconds = match raw.long_poll_wait_seconds {
+        None => None,
+        Some(v) => Some(v.as_u64().filter(|n| (1..=MAX_LONG_POLL_WAIT_SECONDS).contains(n)).ok_or_else(|| {
+            ConfigError::field(
+                "control.long_poll_wait_seconds",
+                format!(
+                    "expected an integer from 1 to {MAX_LONG_POLL_WAIT_SECONDS}, got {} (omit the field to poll \
+                     every `poll_seconds` without waiting)",
+                    show(&v)
+                ),
+            )
+        })?),
+    };
+    Ok(Control {
+        cluster,
+        authority,
+        path,
+        poll_seconds,
+        jitter_percent,
+        timeout_ms,
+        backoff_max_seconds,
+        long_poll_wait_seconds,
+    })
 }
 
 /// An integer field within `min..=max`, `default` when absent.
@@ -594,6 +631,7 @@ mod tests {
                 jitter_percent: 10,
                 timeout_ms: 5000,
                 backoff_max_seconds: 300,
+                long_poll_wait_seconds: None,
             })
         );
     }
@@ -620,11 +658,15 @@ mod tests {
         let mut v = minimal();
         v["control"] = json!({"cluster": "outbound|443||control.acme.example", "authority": "control.acme.example",
                               "path": "/v1/bundle.jws?env=prod", "poll_seconds": 3600, "jitter_percent": 0,
-                              "timeout_ms": 100, "backoff_max_seconds": 86400});
+                              "timeout_ms": 100, "backoff_max_seconds": 86400, "long_poll_wait_seconds": 30});
         let c = parse(v.to_string().as_bytes()).unwrap().control.unwrap();
         assert_eq!(c.cluster, "outbound|443||control.acme.example");
         assert_eq!(c.path, "/v1/bundle.jws?env=prod");
         assert_eq!((c.poll_seconds, c.jitter_percent, c.timeout_ms, c.backoff_max_seconds), (3600, 0, 100, 86400));
+        assert_eq!(c.long_poll_wait_seconds, Some(30));
+        assert_eq!(c.call_timeout_ms(), 30_100, "the call outlasts the wait by `timeout_ms`");
+        v["control"]["long_poll_wait_seconds"] = json!(3600);
+        assert_eq!(parse(v.to_string().as_bytes()).unwrap().control.unwrap().long_poll_wait_seconds, Some(3600));
         // The default backoff cap is never below the period.
         v["control"] = json!({"cluster": "c", "authority": "a", "poll_seconds": 600});
         assert_eq!(parse(v.to_string().as_bytes()).unwrap().control.unwrap().backoff_max_seconds, 600);
@@ -643,7 +685,7 @@ mod tests {
             (
                 extra.to_string().into_bytes(),
                 "field `control`: unknown field `period`, expected one of `cluster`, `authority`, `path`, \
-                 `poll_seconds`, `jitter_percent`, `timeout_ms`, `backoff_max_seconds`",
+                 `poll_seconds`, `jitter_percent`, `timeout_ms`, `backoff_max_seconds`, `long_poll_wait_seconds`",
             ),
             (with_control("cluster", json!("")), "field `control.cluster`: must not be empty"),
             (with_control("cluster", json!(3)), "field `control.cluster`: expected a string, got a number"),
@@ -676,6 +718,21 @@ mod tests {
             (
                 with_control("backoff_max_seconds", json!(9)),
                 "field `control.backoff_max_seconds`: expected an integer from 10 to 86400, got 9",
+            ),
+            (
+                with_control("long_poll_wait_seconds", json!(0)),
+                "field `control.long_poll_wait_seconds`: expected an integer from 1 to 3600, got 0 (omit the field \
+                 to poll every `poll_seconds` without waiting)",
+            ),
+            (
+                with_control("long_poll_wait_seconds", json!("30")),
+                "field `control.long_poll_wait_seconds`: expected an integer from 1 to 3600, got a string (omit the \
+                 field to poll every `poll_seconds` without waiting)",
+            ),
+            (
+                with_control("long_poll_wait_seconds", json!(3601)),
+                "field `control.long_poll_wait_seconds`: expected an integer from 1 to 3600, got 3601 (omit the \
+                 field to poll every `poll_seconds` without waiting)",
             ),
         ];
         for (bytes, want) in cases {

@@ -9,6 +9,19 @@
 //! held and wait. When the fetch ends the holder releases the lease with the next due time: success schedules
 //! `poll_seconds` minus jitter later, failure doubles the delay per consecutive failure up to
 //! `backoff_max_seconds`. So a fleet of N workers fetches about once per period, not N times.
+//!
+//! Long polling (`control.long_poll_wait_seconds`): the fetch is a conditional GET with `Prefer: wait=N`, which the
+//! endpoint may hold until a new revision is published or N seconds pass, answering with `Preference-Applied:
+//! wait=N` ([`preference_applied_wait`]). The call's timeout, and with it the lease's claim, is the wait plus
+//! `timeout_ms` ([`Schedule::timeout_ms`] is the call's timeout), so the lease outlives the held call. [`pace`] says
+//! when the next fetch is due: at once after a held answer (304 at the end of the wait, or a new revision), on the
+//! schedule after an answer the endpoint did not hold (nginx ignores `Prefer`: plain polls every `poll_seconds`),
+//! and with backoff after a failure.
+//!
+//! Waking the other VMs: a VM that activated a fetched bundle writes it to shared data, then enqueues a wake-up on
+//! the shared queue of every other VM of the proxy (each VM registers `warden.wake|<source>|<holder id>` and lists
+//! its holder id in the [`Wakers`] registry), so they adopt it at once instead of on their next tick; the tick stays
+//! as the fallback.
 
 use std::fmt;
 
@@ -216,11 +229,67 @@ pub fn snippet(body: &[u8]) -> String {
     }
 }
 
+/// The wait the endpoint granted a long poll: `Preference-Applied: wait=N` (RFC 7240 section 3), among other
+/// preferences, in any of the header's values. `None` when the endpoint did not say it applied one (a server that
+/// ignores `Prefer`, such as nginx, answers at once without it).
+pub fn preference_applied_wait(headers: Option<&[(String, Vec<u8>)]>) -> Option<u64> {
+    let headers = headers?;
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("preference-applied"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|pref| {
+            let (name, value) = pref.split_once('=')?;
+            let value = value.split(';').next()?.trim().trim_matches('"');
+            name.trim().eq_ignore_ascii_case("wait").then(|| value.parse::<u64>().ok()).flatten()
+        })
+}
+
+/// How a fetch ended, for [`pace`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A newer revision was activated.
+    Newer,
+    /// 304, or the active bundle again.
+    Current,
+    /// A failure (backoff).
+    Failed,
+}
+
+/// When the fetch after this one is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// On the schedule: `poll_seconds` (with jitter) after a success, backoff after a failure.
+    Schedule,
+    /// At once: the next long poll starts as soon as this one ended.
+    AtOnce,
+}
+
+/// The pace after a fetch: `long_poll` says the fetch asked for a wait, `applied` is the endpoint's
+/// [`preference_applied_wait`], `held_ms` how long the call took. After a held long poll the next one starts at
+/// once, so the endpoint always holds one of this proxy's requests and answers it when a revision is published: a
+/// new revision (the next poll carries its ETag), or a 304 held for at least one tick or half the wait applied
+/// (whichever is less). A 304 or an unchanged 200 answered sooner, or any answer without `Preference-Applied`,
+/// goes by the schedule, so an endpoint that does not hold requests is polled every `poll_seconds`, never in a
+/// loop; a failure backs off as ever.
+pub fn pace(long_poll: bool, applied: Option<u64>, answer: Answer, held_ms: u64) -> Pace {
+    let Some(wait) = applied.filter(|_| long_poll) else { return Pace::Schedule };
+    match answer {
+        Answer::Failed => Pace::Schedule,
+        Answer::Newer => Pace::AtOnce,
+        Answer::Current if held_ms >= (wait.saturating_mul(1000) / 2).min(TICK_MS) => Pace::AtOnce,
+        Answer::Current => Pace::Schedule,
+    }
+}
+
 /// The schedule's parameters, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
     pub period_ms: u64,
     pub jitter_percent: u64,
+    /// The timeout of one dispatched fetch: `timeout_ms`, plus the wait of a long poll
+    /// ([`crate::config::Control::call_timeout_ms`]). A lease's claim runs this long plus [`LEASE_SLACK_MS`].
     pub timeout_ms: u64,
     pub backoff_max_ms: u64,
 }
@@ -337,14 +406,15 @@ pub fn on_tick(current: Option<&Lease>, me: u64, now_ms: u64, schedule: &Schedul
     LeaseStep::Take(Lease { holder: me, until_ms, ..base })
 }
 
-/// The lease to write when `me`'s fetch (started at `started_ms`) ended at `now_ms` with `result` (`Ok` or a
-/// failure cause). `None` when `me` no longer holds it (it expired and another VM took over: leave theirs alone).
+/// The lease to write when `me`'s fetch (started at `started_ms`) ended at `now_ms` with `result` (`Ok` with the
+/// [`Pace`] of the next fetch, or a failure cause). `None` when `me` no longer holds it (it expired and another VM
+/// took over: leave theirs alone).
 pub fn on_done(
     current: Option<&Lease>,
     me: u64,
     started_ms: u64,
     now_ms: u64,
-    result: Result<(), Cause>,
+    result: Result<Pace, Cause>,
     schedule: &Schedule,
     r: u64,
 ) -> Option<Lease> {
@@ -353,7 +423,10 @@ pub fn on_done(
         return None;
     }
     let (failures, delay, last) = match result {
-        Ok(()) => (0, schedule.after_success(r), "ok".to_string()),
+        Ok(Pace::AtOnce) => {
+            return Some(Lease { holder: 0, until_ms: 0, next_due_ms: now_ms, failures: 0, last: "ok".to_string() })
+        }
+        Ok(Pace::Schedule) => (0, schedule.after_success(r), "ok".to_string()),
         Err(cause) => {
             let failures = l.failures.saturating_add(1);
             (failures, schedule.after_failure(failures, r), cause.code().to_string())
@@ -391,6 +464,62 @@ pub fn decode_record(bytes: &[u8]) -> Option<(RecordHeader, &[u8])> {
 pub fn keys(cluster: &str, authority: &str, path: &str) -> (String, String) {
     let source = format!("{cluster}|{authority}{path}");
     (format!("warden.bundle|{source}"), format!("warden.fetch_lease|{source}"))
+}
+
+/// Most VMs the wake-up registry lists (Envoy's workers and its main-thread VM; the oldest entries go first).
+pub const MAX_WAKERS: usize = 256;
+
+/// Shared-data key of the wake-up registry of one control source.
+pub fn wakers_key(cluster: &str, authority: &str, path: &str) -> String {
+    format!("warden.wakers|{cluster}|{authority}{path}")
+}
+
+/// The shared queue on which the VM with lease holder id `me` is woken when another VM publishes a bundle.
+pub fn wake_queue(cluster: &str, authority: &str, path: &str, me: u64) -> String {
+    format!("warden.wake|{cluster}|{authority}{path}|{me:016x}")
+}
+
+/// The wake-up registry (shared data): the holder ids of the VMs that registered a wake-up queue, oldest first.
+/// Text: `v1 <id hex> <id hex> …`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Wakers(pub Vec<u64>);
+
+impl Wakers {
+    pub fn encode(&self) -> String {
+        let mut out = String::from("v1");
+        for id in &self.0 {
+            out.push_str(&format!(" {id:016x}"));
+        }
+        out
+    }
+
+    /// `None` for anything that is not a registry this version wrote.
+    pub fn decode(bytes: &[u8]) -> Option<Wakers> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut it = text.split(' ');
+        if it.next()? != "v1" {
+            return None;
+        }
+        it.map(|id| u64::from_str_radix(id, 16).ok()).collect::<Option<Vec<u64>>>().map(Wakers)
+    }
+
+    /// The registry with `me` in it (at the end, at most [`MAX_WAKERS`] entries, the oldest dropped); `None` when
+    /// `me` is already listed (nothing to write). An unreadable registry is started afresh.
+    pub fn with(current: Option<&Wakers>, me: u64) -> Option<Wakers> {
+        let mut ids = current.map(|w| w.0.clone()).unwrap_or_default();
+        if ids.contains(&me) {
+            return None;
+        }
+        ids.push(me);
+        let extra = ids.len().saturating_sub(MAX_WAKERS);
+        ids.drain(..extra);
+        Some(Wakers(ids))
+    }
+
+    /// The VMs to wake: every listed id but `me`.
+    pub fn others(&self, me: u64) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied().filter(move |id| *id != me)
+    }
 }
 
 #[cfg(test)]
@@ -508,7 +637,7 @@ mod tests {
             // A fetch takes 300 ms: it completes before the next tick.
             if let Some((vm, started)) = in_flight.take() {
                 r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
-                shared = on_done(shared.as_ref(), vm, started, started + 300, Ok(()), &s, r >> 11);
+                shared = on_done(shared.as_ref(), vm, started, started + 300, Ok(Pace::Schedule), &s, r >> 11);
                 assert!(shared.is_some());
             }
             for vm in 1..=4u64 {
@@ -540,8 +669,8 @@ mod tests {
         }
         // The first holder's late completion does not overwrite the new holder's lease.
         let taken = Lease { holder: 2, until_ms: 17_000, ..held.clone() };
-        assert_eq!(on_done(Some(&taken), 1, 3000, 11_000, Ok(()), &s, 0), None);
-        assert_eq!(on_done(None, 1, 3000, 11_000, Ok(()), &s, 0), None);
+        assert_eq!(on_done(Some(&taken), 1, 3000, 11_000, Ok(Pace::Schedule), &s, 0), None);
+        assert_eq!(on_done(None, 1, 3000, 11_000, Ok(Pace::Schedule), &s, 0), None);
         // Missing lease: take it (the key is created).
         assert!(matches!(on_tick(None, 3, 5, &s), LeaseStep::Take(Lease { holder: 3, next_due_ms: 5, .. })));
         // Not yet due.
@@ -558,7 +687,7 @@ mod tests {
         let mut gaps = Vec::new();
         for attempt in 0..6 {
             let LeaseStep::Take(l) = on_tick(Some(&lease), 7, now, &s) else { panic!("due") };
-            let result = if attempt < 5 { Err(Cause::Connect) } else { Ok(()) };
+            let result = if attempt < 5 { Err(Cause::Connect) } else { Ok(Pace::Schedule) };
             lease = on_done(Some(&l), 7, now, now + 100, result, &s, 0).unwrap();
             assert_eq!(lease.holder, 0);
             gaps.push(lease.next_due_ms - now);
@@ -635,7 +764,115 @@ mod tests {
         assert_eq!(on_tick(Some(&fresh), 3, now, &s), LeaseStep::Wait);
         // A fetch that "ended before it started" (stepped back meanwhile) schedules from its end.
         let mine = Lease { holder: 3, until_ms: now + 7000, next_due_ms: now, failures: 0, last: "ok".into() };
-        let done = on_done(Some(&mine), 3, now + day, now, Ok(()), &Schedule { jitter_percent: 0, ..s }, 0).unwrap();
+        let done = on_done(Some(&mine), 3, now + day, now, Ok(Pace::Schedule), &Schedule { jitter_percent: 0, ..s }, 0)
+            .unwrap();
         assert_eq!(done.next_due_ms, now + 9000);
+    }
+
+    #[test]
+    fn the_wait_an_endpoint_applied() {
+        let h = |pairs: &[(&str, &str)]| hdrs(pairs);
+        assert_eq!(
+            preference_applied_wait(Some(&h(&[(":status", "304"), ("Preference-Applied", "wait=30")]))),
+            Some(30)
+        );
+        assert_eq!(preference_applied_wait(Some(&h(&[("preference-applied", "respond-async, wait=5")]))), Some(5));
+        assert_eq!(
+            preference_applied_wait(Some(&h(&[
+                ("preference-applied", "return=minimal"),
+                ("preference-applied", " WAIT = 7 ")
+            ]))),
+            Some(7)
+        );
+        assert_eq!(preference_applied_wait(Some(&h(&[("preference-applied", "wait=\"9\"")]))), Some(9));
+        assert_eq!(preference_applied_wait(Some(&h(&[(":status", "304"), ("etag", "\"x\"")]))), None, "nginx");
+        assert_eq!(preference_applied_wait(Some(&h(&[("preference-applied", "wait=soon")]))), None);
+        assert_eq!(preference_applied_wait(Some(&h(&[("prefer", "wait=30")]))), None, "the request's header");
+        assert_eq!(preference_applied_wait(None), None);
+    }
+
+    #[test]
+    fn the_next_long_poll_starts_at_once_only_after_a_held_answer() {
+        // A held 304 (the wait ended) and a new revision: at once.
+        assert_eq!(pace(true, Some(30), Answer::Current, 30_004), Pace::AtOnce);
+        assert_eq!(pace(true, Some(30), Answer::Newer, 12), Pace::AtOnce);
+        assert_eq!(pace(true, Some(1), Answer::Current, 500), Pace::AtOnce, "half of a one-second wait");
+        // Answered at once: a 304 or an unchanged 200 goes by the schedule (no loop against such an endpoint).
+        assert_eq!(pace(true, Some(30), Answer::Current, 999), Pace::Schedule);
+        assert_eq!(pace(true, Some(1), Answer::Current, 499), Pace::Schedule);
+        // No Preference-Applied (nginx): plain polls, whatever the outcome.
+        assert_eq!(pace(true, None, Answer::Current, 30_000), Pace::Schedule);
+        assert_eq!(pace(true, None, Answer::Newer, 3), Pace::Schedule);
+        // Not long polling, or a failure: the schedule (and its backoff).
+        assert_eq!(pace(false, Some(30), Answer::Newer, 30_000), Pace::Schedule);
+        assert_eq!(pace(true, Some(30), Answer::Failed, 30_000), Pace::Schedule);
+    }
+
+    /// Long polling on a fake clock: one VM holds the lease through the whole held call (a claim of the wait plus
+    /// the timeout), the next long poll is due at once, and after a failure the schedule backs off as ever.
+    #[test]
+    fn a_long_poll_holds_the_lease_for_its_whole_call_and_the_next_starts_at_once() {
+        let control = crate::config::Control {
+            cluster: "c".into(),
+            authority: "a".into(),
+            path: "/b".into(),
+            poll_seconds: 10,
+            jitter_percent: 0,
+            timeout_ms: 5000,
+            backoff_max_seconds: 60,
+            long_poll_wait_seconds: Some(30),
+        };
+        let s = Schedule {
+            period_ms: 10_000,
+            jitter_percent: 0,
+            timeout_ms: control.call_timeout_ms(),
+            backoff_max_ms: 60_000,
+        };
+        let LeaseStep::Take(held) = on_tick(None, 1, 1000, &s) else { panic!("due") };
+        assert_eq!(held.until_ms, 1000 + 35_000 + LEASE_SLACK_MS);
+        // Every tick of the 30 s wait, the other VMs (and the holder) wait: the claim outlives the held call.
+        for now in (2000..=1000 + 35_000 + LEASE_SLACK_MS - 1).step_by(1000) {
+            for vm in 1..=3 {
+                assert_eq!(on_tick(Some(&held), vm, now, &s), LeaseStep::Wait, "vm {vm} at {now}");
+            }
+        }
+        // The wait ends with a 304: the next long poll is due at once and the holder takes it again.
+        let ended = 31_010;
+        let next =
+            on_done(Some(&held), 1, 1000, ended, Ok(pace(true, Some(30), Answer::Current, 30_010)), &s, 0).unwrap();
+        assert_eq!((next.holder, next.next_due_ms, next.failures), (0, ended, 0));
+        assert!(matches!(on_tick(Some(&next), 1, ended, &s), LeaseStep::Take(Lease { holder: 1, .. })));
+        // The endpoint restarts: the call fails; the next attempt backs off by the schedule (poll_seconds), then
+        // twice that, as plain polls do.
+        let LeaseStep::Take(l) = on_tick(Some(&next), 1, ended, &s) else { panic!("due") };
+        let failed = on_done(Some(&l), 1, ended, ended + 5, Err(Cause::Connect), &s, 0).unwrap();
+        assert_eq!((failed.next_due_ms, failed.failures), (ended + 9000, 1));
+        let LeaseStep::Take(l) = on_tick(Some(&failed), 2, ended + 9000, &s) else { panic!("due") };
+        let again = on_done(Some(&l), 2, ended + 9000, ended + 9005, Err(Cause::Connect), &s, 0).unwrap();
+        assert_eq!((again.next_due_ms, again.failures), (ended + 9000 + 19_000, 2));
+        // Back up: a new revision, the next long poll at once, the failure count reset.
+        let LeaseStep::Take(l) = on_tick(Some(&again), 2, ended + 28_000, &s) else { panic!("due") };
+        let up = on_done(Some(&l), 2, ended + 28_000, ended + 28_003, Ok(Pace::AtOnce), &s, 0).unwrap();
+        assert_eq!((up.next_due_ms, up.failures, up.last.as_str()), (ended + 28_003, 0, "ok"));
+    }
+
+    #[test]
+    fn the_wake_up_registry() {
+        let w = Wakers(vec![1, 0xabc]);
+        assert_eq!(w.encode(), "v1 0000000000000001 0000000000000abc");
+        assert_eq!(Wakers::decode(w.encode().as_bytes()), Some(w.clone()));
+        assert_eq!(Wakers::decode(b"v1"), Some(Wakers(vec![])));
+        for bad in ["", "v2 01", "v1 xyz", "v1 01  02", "\u{ff}"] {
+            assert_eq!(Wakers::decode(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(Wakers::with(Some(&w), 0xabc), None, "already listed");
+        assert_eq!(Wakers::with(Some(&w), 7), Some(Wakers(vec![1, 0xabc, 7])));
+        assert_eq!(Wakers::with(None, 7), Some(Wakers(vec![7])));
+        let full = Wakers((1..=MAX_WAKERS as u64).collect());
+        let next = Wakers::with(Some(&full), 9999).unwrap();
+        assert_eq!((next.0.len(), next.0[0], next.0[MAX_WAKERS - 1]), (MAX_WAKERS, 2, 9999), "the oldest goes");
+        assert_eq!(w.others(1).collect::<Vec<_>>(), vec![0xabc]);
+        assert_eq!(wake_queue("c", "a", "/b", 0xabc), "warden.wake|c|a/b|0000000000000abc");
+        assert_eq!(wakers_key("c", "a", "/b"), "warden.wakers|c|a/b");
     }
 }

@@ -30,7 +30,8 @@
 //! `control`: `cluster` (Envoy cluster, required), `authority` (`:authority`, required), `path` (default
 //! `/bundles/bundle.jws`, starts with `/`), `poll_seconds` (1..=3600, default 10), `jitter_percent` (0..=50, default
 //! 10), `timeout_ms` (100..=60000, default 5000), `backoff_max_seconds` (`poll_seconds`..=86400, default 300 or
-//! `poll_seconds` if higher). Unknown fields are refused. A configuration with neither `inline_bundle` nor `control`
+//! `poll_seconds` if higher), `long_poll_wait_seconds` (1..=3600, absent: plain polls; `Prefer: wait=N`, see
+//! `README.md` "Long polling"). Unknown fields are refused. A configuration with neither `inline_bundle` nor `control`
 //! is refused.
 //!
 //! A bad configuration, or an inline bundle that fails verification (signature, pinned key, authority, expiry,
@@ -55,7 +56,8 @@
 //! # Metrics
 //!
 //! Gauges `warden.bundle.revision`, `warden.bundle.age_seconds`; counters `warden.bundle.fetch.success`,
-//! `warden.bundle.fetch.not_modified`, `warden.bundle.fetch.failure.<cause>` (causes in [`warden_core::poll::Cause`]),
+//! `warden.bundle.fetch.not_modified`, `warden.bundle.fetch.long_poll`, `warden.bundle.wakeups`,
+//! `warden.bundle.fetch.failure.<cause>` (causes in [`warden_core::poll::Cause`]),
 //! `warden.bundle.activations` (per VM), `warden.decisions.<allow|deny|step_up|would_deny|would_step_up>`,
 //! `warden.approvals.accepted`, `warden.exceptions.used`, `warden.shadow.<would_allow|would_deny|would_step_up>`. Ids
 //! are defined once per VM in the first `on_configure`; `warden.reasons.<reason>` and

@@ -20,6 +20,8 @@ pub struct Metrics {
     age_seconds: Option<u32>,
     fetch_success: Option<u32>,
     fetch_not_modified: Option<u32>,
+    fetch_long_poll: Option<u32>,
+    wakeups: Option<u32>,
     fetch_failure: [Option<u32>; Cause::ALL.len()],
     activations: Option<u32>,
     decisions: [Option<u32>; DECISIONS.len()],
@@ -56,6 +58,8 @@ impl Metrics {
             age_seconds: define(MetricType::Gauge, "warden.bundle.age_seconds"),
             fetch_success: define(MetricType::Counter, "warden.bundle.fetch.success"),
             fetch_not_modified: define(MetricType::Counter, "warden.bundle.fetch.not_modified"),
+            fetch_long_poll: define(MetricType::Counter, "warden.bundle.fetch.long_poll"),
+            wakeups: define(MetricType::Counter, "warden.bundle.wakeups"),
             fetch_failure,
             activations: define(MetricType::Counter, "warden.bundle.activations"),
             decisions,
@@ -111,6 +115,16 @@ impl Metrics {
 
     pub fn fetch_not_modified(&self) {
         Metrics::increment(self.fetch_not_modified);
+    }
+
+    /// A long poll the endpoint accepted (it answered with `Preference-Applied: wait=N`).
+    pub fn fetch_long_poll(&self) {
+        Metrics::increment(self.fetch_long_poll);
+    }
+
+    /// Another VM woke this one through its shared queue (a bundle was published).
+    pub fn woken(&self) {
+        Metrics::increment(self.wakeups);
     }
 
     pub fn fetch_failure(&self, cause: Cause) {

@@ -1,6 +1,7 @@
 //! The root context: one per VM (per worker thread). It configures the filter, holds the active bundle and shares it
-//! with the HTTP contexts, and polls the control endpoint: the lease, schedule and verification decisions are the
-//! core's ([`warden_core::poll`], [`warden_core::activation`]); this module does the host calls and the logging.
+//! with the HTTP contexts, and polls the control endpoint (plain polls or long polls): the lease, schedule, pace and
+//! verification decisions are the core's ([`warden_core::poll`], [`warden_core::activation`]); this module does the
+//! host calls (http calls, shared data, the wake-up shared queues) and the logging.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,7 +13,9 @@ use proxy_wasm::types::{ContextType, LogLevel, Status};
 use warden_core::activation::{self, Active, Candidate, RejectCause};
 use warden_core::config::Control;
 use warden_core::ids::IdGen;
-use warden_core::poll::{self, Cause, Failure, Fetched, Lease, LeaseStep, RecordHeader, Schedule};
+use warden_core::poll::{
+    self, Answer, Cause, Failure, Fetched, Lease, LeaseStep, Pace, RecordHeader, Schedule, Wakers,
+};
 use warden_core::token_cache::TokenCache;
 
 use crate::host::{log, shared_get, unix_nanos, unix_secs};
@@ -32,8 +35,14 @@ struct Poller {
     schedule: Schedule,
     bundle_key: String,
     lease_key: String,
-    /// This VM's lease holder id (random, never 0).
+    /// The wake-up registry's shared-data key ([`Wakers`]).
+    wakers_key: String,
+    /// This VM's lease holder id (random, never 0; kept across reconfigurations of the VM).
     me: u64,
+    /// The `vm_id` the shared queues are registered under (Envoy's `plugin_vm_id`).
+    vm_id: String,
+    /// This VM's wake-up queue, when registered.
+    wake_queue: Option<u32>,
     rng: IdGen,
     /// ETag the control endpoint gave the active bundle (sent as `If-None-Match`).
     etag: Option<String>,
@@ -47,6 +56,8 @@ struct Poller {
 struct InFlight {
     token: u32,
     started_ms: u64,
+    /// The fetch asked the endpoint to hold it (`Prefer: wait=N`).
+    long_poll: bool,
 }
 
 fn describe(a: &Active) -> String {
@@ -74,8 +85,26 @@ impl Context for WardenRoot {
                 poll::classify(headers.as_deref(), body.as_deref())
             }
         };
+        let applied = poll::preference_applied_wait(headers.as_deref());
         let result = self.apply_fetch(fetched);
-        self.finish_fetch(in_flight.started_ms, result);
+        let now_ms = unix_nanos(self.get_current_time()) / 1_000_000;
+        let answer = match &result {
+            Ok(true) => Answer::Newer,
+            Ok(false) => Answer::Current,
+            Err(_) => Answer::Failed,
+        };
+        let held_ms = now_ms.saturating_sub(in_flight.started_ms);
+        let pace = poll::pace(in_flight.long_poll, applied, answer, held_ms);
+        if in_flight.long_poll && applied.is_some() {
+            if let Some(shared) = &self.shared {
+                shared.metrics.fetch_long_poll();
+            }
+        }
+        self.finish_fetch(in_flight.started_ms, result.map(|_| pace));
+        if pace == Pace::AtOnce {
+            // The next long poll now, not on the next tick: the endpoint always holds one of this proxy's requests.
+            self.maybe_fetch(now_ms);
+        }
     }
 }
 
@@ -105,7 +134,14 @@ impl RootContext for WardenRoot {
         };
         let config = loaded.config;
         let source = match &config.control {
-            Some(c) => format!("control `{}` (cluster `{}`) every {} s", c.path, c.cluster, c.poll_seconds),
+            Some(c) => match c.long_poll_wait_seconds {
+                None => format!("control `{}` (cluster `{}`) every {} s", c.path, c.cluster, c.poll_seconds),
+                Some(w) => format!(
+                    "control `{}` (cluster `{}`), long polls of up to {w} s (every {} s where the endpoint does not \
+                     hold them)",
+                    c.path, c.cluster, c.poll_seconds
+                ),
+            },
             None => "no control endpoint".to_string(),
         };
         match &loaded.active {
@@ -131,9 +167,10 @@ impl RootContext for WardenRoot {
                 ),
             ),
         }
+        let previous = self.poller.take();
         self.poller = match &config.control {
             None => None,
-            Some(control) => match Poller::new(control) {
+            Some(control) => match Poller::new(control, previous) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log(
@@ -178,6 +215,19 @@ impl RootContext for WardenRoot {
         self.maybe_fetch(now_ms);
     }
 
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let Some(poller) = self.poller.as_ref() else { return };
+        if poller.wake_queue == Some(queue_id) {
+            // Emptied, so the queue never grows (the publisher also empties it before it enqueues).
+            while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(queue_id) {}
+        }
+        if let Some(shared) = &self.shared {
+            shared.metrics.woken();
+        }
+        let now = unix_secs(unix_nanos(self.get_current_time()));
+        self.adopt_shared(now);
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK traps on it.
         Some(Box::new(WardenHttp { shared: self.shared.clone(), flow: None }))
@@ -189,27 +239,80 @@ impl RootContext for WardenRoot {
 }
 
 impl Poller {
-    fn new(control: &Control) -> Result<Poller, getrandom::Error> {
+    /// The poller of `control`. A reconfiguration hands over the `previous` poller: its holder id (so the lease and
+    /// the wake-up registry still name this VM), and, for the same control source, its fetch in flight (a long poll
+    /// held at the endpoint is answered to this poller).
+    fn new(control: &Control, previous: Option<Poller>) -> Result<Poller, getrandom::Error> {
         let rng = IdGen::from_entropy()?;
-        let me = rng.next_u64().max(1);
+        let me = previous.as_ref().map_or_else(|| rng.next_u64().max(1), |p| p.me);
         let (bundle_key, lease_key) = poll::keys(&control.cluster, &control.authority, &control.path);
-        Ok(Poller {
+        let same = previous.filter(|p| p.bundle_key == bundle_key);
+        let vm_id = hostcalls::get_property(vec!["plugin_vm_id"])
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .unwrap_or_default();
+        let mut poller = Poller {
             control: control.clone(),
             schedule: Schedule {
                 period_ms: control.poll_seconds.saturating_mul(1000),
                 jitter_percent: control.jitter_percent,
-                timeout_ms: control.timeout_ms,
+                timeout_ms: control.call_timeout_ms(),
                 backoff_max_ms: control.backoff_max_seconds.saturating_mul(1000),
             },
             bundle_key,
             lease_key,
+            wakers_key: poll::wakers_key(&control.cluster, &control.authority, &control.path),
             me,
+            vm_id,
+            wake_queue: None,
             rng,
-            etag: None,
+            etag: same.as_ref().and_then(|p| p.etag.clone()),
             seen_cas: None,
-            in_flight: None,
+            in_flight: same.and_then(|p| p.in_flight),
             last: "ok".to_string(),
-        })
+        };
+        poller.register_wake_queue();
+        Ok(poller)
+    }
+
+    /// Registers this VM's wake-up queue and lists it in the registry, so a VM that publishes a bundle wakes this
+    /// one at once. Best effort: without it the VM adopts new bundles on its next tick.
+    fn register_wake_queue(&mut self) {
+        let c = &self.control;
+        let name = poll::wake_queue(&c.cluster, &c.authority, &c.path, self.me);
+        let Ok(token) = hostcalls::register_shared_queue(&name) else { return };
+        self.wake_queue = Some(token);
+        for _ in 0..16 {
+            let current = shared_get(&self.wakers_key);
+            let listed = current.as_ref().and_then(|(v, _)| Wakers::decode(v));
+            let Some(next) = Wakers::with(listed.as_ref(), self.me) else { return };
+            // A missing registry is created with a CAS value Envoy never hands out for it (as the mark is).
+            let cas = current.map_or(u32::MAX, |(_, cas)| cas);
+            match hostcalls::set_shared_data(&self.wakers_key, Some(next.encode().as_bytes()), Some(cas)) {
+                Ok(()) => return,
+                Err(Status::CasMismatch) => continue,
+                Err(_) => break,
+            }
+        }
+        log(LogLevel::Warn, &format!("warden: could not list this VM in shared data `{}`: other VMs adopt bundles it publishes on their next tick", self.wakers_key));
+    }
+
+    /// Wakes every other listed VM: on each one's queue, what is left there is taken off and one wake-up put on
+    /// (so a queue whose VM is gone holds one item at most). A VM that cannot be woken adopts on its next tick.
+    fn wake_others(&self) {
+        let Some(listed) = shared_get(&self.wakers_key).and_then(|(v, _)| Wakers::decode(&v)) else { return };
+        let c = &self.control;
+        for id in listed.others(self.me) {
+            let name = poll::wake_queue(&c.cluster, &c.authority, &c.path, id);
+            let Ok(Some(queue)) = hostcalls::resolve_shared_queue(&self.vm_id, &name) else { continue };
+            for _ in 0..4 {
+                if !matches!(hostcalls::dequeue_shared_queue(queue), Ok(Some(_))) {
+                    break;
+                }
+            }
+            let _ = hostcalls::enqueue_shared_queue(queue, Some(b"1"));
+        }
     }
 }
 
@@ -303,16 +406,22 @@ impl WardenRoot {
             .unwrap_or_default()
             .to_string();
         let c = poller.control.clone();
+        let timeout = Duration::from_millis(poller.schedule.timeout_ms);
         let mut headers = vec![(":method", "GET"), (":path", c.path.as_str()), (":authority", c.authority.as_str())];
         headers.push(("accept", "application/jose, text/plain, */*"));
         if !etag.is_empty() {
             headers.push(("if-none-match", etag.as_str()));
         }
-        let timeout = Duration::from_millis(c.timeout_ms);
+        // Also without an ETag (no bundle yet): the endpoint answers at once, and its `Preference-Applied` says it
+        // holds long polls, so the next fetch (with the ETag) starts at once.
+        let wait = c.long_poll_wait_seconds.map(|w| format!("wait={w}"));
+        if let Some(wait) = &wait {
+            headers.push(("prefer", wait.as_str()));
+        }
         match self.dispatch_http_call(&c.cluster, headers, None, vec![], timeout) {
             Ok(token) => {
                 if let Some(p) = self.poller.as_mut() {
-                    p.in_flight = Some(InFlight { token, started_ms: now_ms });
+                    p.in_flight = Some(InFlight { token, started_ms: now_ms, long_poll: wait.is_some() });
                 }
             }
             Err(status) => {
@@ -335,14 +444,15 @@ impl WardenRoot {
         }
     }
 
-    /// Acts on a fetch's result: counts it, and activates and publishes a newer bundle.
-    fn apply_fetch(&mut self, fetched: Fetched) -> Result<(), Failure> {
-        let Some(shared) = self.shared.clone() else { return Ok(()) };
+    /// Acts on a fetch's result: counts it, and activates and publishes a newer bundle (then wakes the other VMs).
+    /// `Ok(true)`: a newer bundle was activated.
+    fn apply_fetch(&mut self, fetched: Fetched) -> Result<bool, Failure> {
+        let Some(shared) = self.shared.clone() else { return Ok(false) };
         let now = unix_secs(unix_nanos(self.get_current_time()));
         let result = match fetched {
             Fetched::NotModified => {
                 shared.metrics.fetch_not_modified();
-                return Ok(());
+                return Ok(false);
             }
             Fetched::Failed(f) => Err(f),
             Fetched::Body { bytes, etag } => {
@@ -353,7 +463,7 @@ impl WardenRoot {
                         if let (Some(p), Some(e)) = (self.poller.as_mut(), etag) {
                             p.etag = Some(e);
                         }
-                        Ok(())
+                        Ok(false)
                     }
                     Ok(Candidate::Newer(a)) => {
                         let header = RecordHeader { revision: a.bundle.revision, digest: a.digest.clone(), etag };
@@ -362,14 +472,17 @@ impl WardenRoot {
                         }
                         self.activate(*a, "fetched from the control endpoint");
                         self.publish(&header, &bytes);
-                        Ok(())
+                        if let Some(p) = self.poller.as_ref() {
+                            p.wake_others();
+                        }
+                        Ok(true)
                     }
                     Err(r) => Err(Failure::from(r)),
                 }
             }
         };
         match &result {
-            Ok(()) => shared.metrics.fetch_success(),
+            Ok(_) => shared.metrics.fetch_success(),
             Err(f) => shared.metrics.fetch_failure(f.cause),
         }
         result
@@ -396,7 +509,7 @@ impl WardenRoot {
     }
 
     /// Releases the lease with the next due time, and logs when the outcome differs from the last one.
-    fn finish_fetch(&mut self, started_ms: u64, result: Result<(), Failure>) {
+    fn finish_fetch(&mut self, started_ms: u64, result: Result<Pace, Failure>) {
         let now_ms = unix_nanos(self.get_current_time()) / 1_000_000;
         let revision = self.shared.as_ref().and_then(|s| s.active.as_ref()).map(|a| a.bundle.revision);
         let Some(poller) = self.poller.as_mut() else { return };
@@ -410,7 +523,7 @@ impl WardenRoot {
             if let Some(l) = &lease {
                 previous = l.last.clone();
             }
-            let outcome = cause.map_or(Ok(()), Err);
+            let outcome = result.as_ref().map(|p| *p).map_err(|f| f.cause);
             let Some(next) = poll::on_done(lease.as_ref(), poller.me, started_ms, now_ms, outcome, &poller.schedule, r)
             else {
                 break;
@@ -449,7 +562,7 @@ impl WardenRoot {
                     ),
                 );
             }
-            Ok(()) if previous != "ok" => log(
+            Ok(_) if previous != "ok" => log(
                 LogLevel::Info,
                 &format!(
                     "warden: bundle fetch from `{}` works again (after `{previous}` failures)",

@@ -171,11 +171,17 @@ impl Owner {
 
     /// Starts `warden serve` on `127.0.0.1:0` for `bundles/`.
     pub fn serve(&self) -> Serve {
-        Serve::start(
+        self.serve_on("127.0.0.1:0")
+    }
+
+    /// Starts `warden serve` for `bundles/` listening on `listen` (e.g. the port of one that was stopped).
+    pub fn serve_on(&self, listen: &str) -> Serve {
+        Serve::start_on(
             &self.bundles(),
             &self.dir.join("authority.jwks.json"),
             &self.dir.join("upload.token"),
             &self.dir.join("serve.stderr"),
+            listen,
         )
     }
 }
@@ -189,13 +195,17 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(dir: &Path, keys: &Path, token_file: &Path, stderr: &Path) -> Serve {
+        Serve::start_on(dir, keys, token_file, stderr, "127.0.0.1:0")
+    }
+
+    pub fn start_on(dir: &Path, keys: &Path, token_file: &Path, stderr: &Path, listen: &str) -> Serve {
         let log = std::fs::File::create(stderr).expect("serve stderr file");
         let mut child = Command::new(warden_bin())
             .arg("serve")
             .arg("--dir")
             .arg(dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--keys")
             .arg(keys)
             .arg("--authority")
