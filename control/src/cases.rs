@@ -65,8 +65,15 @@ pub fn run(args: &Args) -> Result<Status> {
             .map_err(|e| anyhow!("{}: defaults.keys.{id}: {e:#}", args.cases.display()))?;
         keys.insert(id.clone(), key);
     }
-    let context =
-        Context { bundle: &loaded.bundle, compiled: &loaded.compiled, defaults: &suite.defaults, keys: &keys };
+    // One store for the file: limits and single use count across its cases, in order.
+    let store = std::cell::RefCell::new(warden_core::gate::MemoryStore::default());
+    let context = Context {
+        bundle: &loaded.bundle,
+        compiled: &loaded.compiled,
+        defaults: &suite.defaults,
+        keys: &keys,
+        store: &store,
+    };
     let (mut passed, mut failed) = (0usize, 0usize);
     for (index, case) in suite.cases.iter().enumerate() {
         let outcome = context.run(index, case).and_then(|run| case.expect.met_by(&run).map(|ok| (ok, run)));
