@@ -167,6 +167,8 @@ pub struct Flow {
     charges: Option<Result<Vec<Charge>, BadAmount>>,
     /// The limits were checked (a request is charged at most once).
     limits_checked: bool,
+    /// The HTTP route's tool id, for `x-warden-tool` (with `forward_identity_headers`).
+    forward_tool: Option<Box<str>>,
     state: State,
 }
 
@@ -214,6 +216,7 @@ impl Flow {
             argument: None,
             charges: None,
             limits_checked: false,
+            forward_tool: None,
             state: State::Decided,
         };
         let Some(bundle) = bundle else {
@@ -251,6 +254,9 @@ impl Flow {
         flow.gov.exception = ExceptionRecord::for_decision(bundle, &flow.decision);
         flow.identity = facts.identity;
         flow.tool = tool;
+        if config.forward_identity_headers {
+            flow.forward_tool = tool.map(|t| bundle.tool_id(t).into());
+        }
 
         let verified = matches!(flow.identity, Identity::Verified(_));
         if flow.decision.reason == Reason::UnknownTool
@@ -320,6 +326,7 @@ impl Flow {
     ) -> Step {
         // The HTTP route's decision does not count for an MCP endpoint: the message decides.
         self.tool = None;
+        self.forward_tool = None;
         self.gov = Governance::default();
         let header_method = view.mcp_method.value().map(str::to_string);
         let header_name = view.mcp_name.value().map(str::to_string);
@@ -591,8 +598,10 @@ impl Flow {
     }
 
     /// Calls `f` with every edit of the request headers, when a [`Step`] says `edit_headers`: the reserved headers
-    /// removed, the normalized path, and with `forward_identity_headers` the decision id and the verified identity
-    /// (an id with characters outside visible ASCII is not forwarded).
+    /// removed, the normalized path, and with `forward_identity_headers` the decision id, the verified identity (an
+    /// id with characters outside visible ASCII is not forwarded) and the HTTP route's tool (`x-warden-tool`; not on
+    /// MCP routes, whose tool is only known from the body, after the headers were edited). Client copies of every
+    /// `x-warden-*` header are removed first, so filters after Warden (Envoy's rate-limit filters) can key on them.
     pub fn for_each_header_edit(&self, config: &GateConfig, mut f: impl FnMut(Edit<'_>)) {
         for name in &self.reserved {
             f(Edit::Remove(name));
@@ -609,6 +618,9 @@ impl Flow {
                 if let Some(task) = agent.task.as_ref().filter(|t| header_safe(&t.id)) {
                     f(Edit::Add("x-warden-task", &task.id));
                 }
+            }
+            if let Some(tool) = &self.forward_tool {
+                f(Edit::Add("x-warden-tool", tool));
             }
         }
     }
