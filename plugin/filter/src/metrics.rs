@@ -29,9 +29,9 @@ pub struct Metrics {
     /// Counters whose name depends on a reason code, defined the first time the code occurs on this VM (Envoy
     /// returns the same stat for the same name): `warden.reasons.<code>`, `warden.approvals.refused.<code>`.
     by_name: RefCell<HashMap<(&'static str, &'static str), Option<u32>>>,
-    /// `warden.limits.<reason>.<limit id>`: a limit's refusals (`rate_limited`, `budget_exhausted`,
-    /// `limit_store_unavailable`), defined at the first; bounded by the bundles' limits times three reasons.
-    by_limit: RefCell<HashMap<(&'static str, Box<str>), Option<u32>>>,
+    /// `warden.limits.refused.<limit id>`: the calls a limit refused (the reason is counted in `warden.reasons.`),
+    /// defined at the first; bounded by the number of limits the bundles name.
+    by_limit: RefCell<HashMap<Box<str>, Option<u32>>>,
 }
 
 /// Labels of `warden.shadow.<label>`: what a shadow rule would have decided where it differs from the decision.
@@ -101,16 +101,15 @@ impl Metrics {
             Metrics::increment(self.exceptions_used);
         }
         if let Some(id) = &c.limit {
-            self.increment_limit(c.reason, id);
+            self.increment_limit(id);
         }
     }
 
-    fn increment_limit(&self, reason: &'static str, id: &str) {
+    fn increment_limit(&self, limit: &str) {
         let Ok(mut by_limit) = self.by_limit.try_borrow_mut() else { return };
-        let key = (reason, Box::<str>::from(id));
         let id = *by_limit
-            .entry(key)
-            .or_insert_with(|| define(MetricType::Counter, &format!("warden.limits.{reason}.{id}")));
+            .entry(Box::from(limit))
+            .or_insert_with(|| define(MetricType::Counter, &format!("warden.limits.refused.{limit}")));
         Metrics::increment(id);
     }
 

@@ -172,7 +172,7 @@ pub struct StepUpInfo {
 
 /// The counters a decided request bumps (Envoy stats): `warden.decisions.<decision>`, `warden.reasons.<reason>`,
 /// `warden.shadow.<shadow>`, `warden.exceptions.used`, `warden.approvals.accepted` or
-/// `warden.approvals.refused.<code>`, and for a limit's refusal `warden.limits.<reason>.<limit id>`.
+/// `warden.approvals.refused.<code>`, and for a limit's refusal `warden.limits.refused.<limit id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// The record's `decision` label.
