@@ -662,4 +662,40 @@ fn refund_budget() {
     let (record, _) = warden_core::gate::SharedStore::get(&mut store, warden_core::limits::LIMITS_KEY).unwrap();
     let text = String::from_utf8(record).unwrap();
     assert!(text.lines().any(|l| l.starts_with(&format!("{} 500000000 ", next_day + 86_400))), "{text}");
+
+    // A store that cannot be written: the allowed call is refused (fail closed), 503 with its own reason.
+    struct Broken;
+    impl warden_core::gate::SharedStore for Broken {
+        fn get(&mut self, _: &str) -> Option<(Vec<u8>, u32)> {
+            None
+        }
+        fn set(&mut self, _: &str, _: &[u8], _: u32) -> Result<(), warden_core::gate::StoreError> {
+            Err(warden_core::gate::StoreError::Failed)
+        }
+    }
+    let headers: Vec<(String, Vec<u8>)> = [
+        (":authority", "mcp.refunds.acme.example"),
+        (":path", "/mcp"),
+        (":method", "POST"),
+        ("content-type", "application/json"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .collect();
+    let exchange = Exchange {
+        headers,
+        body: call(8, 10.into()).to_string().into_bytes(),
+        peer: None,
+        time_ns: u64::try_from(next_day).unwrap() * 1_000_000_000,
+        decision_id: "d-2".into(),
+        credentials: Credentials::Given(Identity::Verified(refunder.clone())),
+        response: None,
+    };
+    let down = driver::run(&GateConfig::new("prod"), Some(&b), exchange, &mut Broken);
+    assert_eq!(down.flow.decision().reason.code(), "limit_store_unavailable");
+    let reply = down.reply.unwrap();
+    assert_eq!(reply.status, 503);
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["code"], warden_core::decision::jsonrpc::UNAVAILABLE);
+    assert_eq!(body["error"]["data"]["limit"]["remaining"], serde_json::Value::Null);
 }
