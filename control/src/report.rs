@@ -826,7 +826,7 @@ mod tests {
                 "- OWASP-ASI03: finance-refunds-step-up, finance-read",
                 "- rules with no control tag: q4-close-void-invoices",
                 // Limits.
-                "- refunds-per-task (calls): at most 3 calls per 1h 0m per agent, task; tools payments.refunds.create; owner payments-risk@acme.example",
+                "- refunds-per-task (calls): at most 3 calls per 1d 0h per agent, task; tools payments.refunds.create; owner payments-risk@acme.example",
                 "- finance-reads-per-agent (calls): at most 120 calls per 1m 0s per agent; tools payments.charges.read, payments.refunds.read, billing.invoices.read",
             ],
         );
