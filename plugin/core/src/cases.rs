@@ -342,7 +342,7 @@ impl Context<'_> {
         }
         request.validate().map_err(|e| format!("the request: {e}"))?;
         let mut store = self.store.try_borrow_mut().map_err(|_| "the cases' store is in use".to_string())?;
-        let first = self.drive(&config, &request, given.clone(), now, &mut *store)?;
+        let first = self.drive(&config, &request, given.clone(), now, &mut store)?;
         let Some(spec) = &case.approval else {
             return Ok(self.finish(first, request, given.is_some(), environment, now));
         };
@@ -379,7 +379,7 @@ impl Context<'_> {
             c.extend(spec.claims.clone());
         }
         request.headers.push((config.approval_header.clone(), approval::mint(&claims, key)));
-        let retry = self.drive(&config, &request, given.clone(), now, &mut *store)?;
+        let retry = self.drive(&config, &request, given.clone(), now, &mut store)?;
         Ok(self.finish(retry, request, given.is_some(), environment, now))
     }
 

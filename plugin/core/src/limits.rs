@@ -226,7 +226,7 @@ pub fn units_of(x: f64) -> Option<u64> {
 
 /// Millionths as a JSON number: an integer when whole.
 pub fn units_value(units: u64) -> Value {
-    if units % UNITS == 0 {
+    if units.is_multiple_of(UNITS) {
         Value::from(units / UNITS)
     } else {
         Value::from(units as f64 / UNITS as f64)
@@ -348,12 +348,12 @@ mod tests {
 
     #[test]
     fn counts_up_to_the_maximum_then_refuses_without_consuming() {
-        let c = charge_of("aa", 1, 2, 60);
-        let one = claim(None, &[c.clone()], 10).unwrap();
+        let c = [charge_of("aa", 1, 2, 60)];
+        let one = claim(None, &c, 10).unwrap();
         assert_eq!(one, b"60 1 aa\n");
-        let two = claim(Some(&one), &[c.clone()], 11).unwrap();
+        let two = claim(Some(&one), &c, 11).unwrap();
         assert_eq!(two, b"60 2 aa\n");
-        assert_eq!(claim(Some(&two), &[c.clone()], 12), Err(Refused::Exceeded { charge: 0, used: 2 }));
+        assert_eq!(claim(Some(&two), &c, 12), Err(Refused::Exceeded { charge: 0, used: 2 }));
         // Another key has its own counter.
         assert_eq!(claim(Some(&two), &[charge_of("bb", 1, 2, 60)], 12).unwrap(), b"60 2 aa\n60 1 bb\n");
         // The window ends: the counter is dropped and starts over.

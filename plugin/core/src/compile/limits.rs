@@ -9,6 +9,7 @@ use crate::limits::{units_of, Kind, Limit, Limits, MAX_AMOUNT, MAX_WINDOW_SECOND
 use crate::vocab::valid_id;
 
 use super::catalog::Catalog;
+use super::rules::select_tools;
 use super::{bad_id, Loc};
 
 pub(super) fn limits(bundle: &Bundle, catalog: &Catalog<'_>, err: &mut impl FnMut(String, String)) -> Limits {
@@ -107,7 +108,7 @@ pub(super) fn limits(bundle: &Bundle, catalog: &Catalog<'_>, err: &mut impl FnMu
     Limits::new(list, by_tool.into_iter().map(Vec::into_boxed_slice).collect())
 }
 
-/// The catalog indexes of the tools a limit selects.
+/// The catalog indexes of the tools a limit selects (`*`: every tool), through the rules' selector expansion.
 fn selected_tools(
     bundle: &Bundle,
     l: &AuthoredLimit,
@@ -122,24 +123,5 @@ fn selected_tools(
     if l.tools.iter().any(|t| t == "*") {
         return (0..bundle.tools.len() as u32).collect();
     }
-    let mut picked = Vec::new();
-    for (si, sel) in l.tools.iter().enumerate() {
-        let loc = || format!("{at}/tools/{si}");
-        if let Some(ns) = sel.strip_suffix(".*").filter(|ns| valid_id(ns)) {
-            match catalog.namespaces.get(ns) {
-                Some(tools) => picked.extend_from_slice(tools),
-                None => err(loc(), format!("pattern \"{sel}\" matches no tool")),
-            }
-        } else if !valid_id(sel) {
-            err(loc(), format!("invalid tool selector \"{sel}\": use a tool id, \"namespace.*\" or \"*\""));
-        } else {
-            match catalog.tool_ids.get(sel) {
-                Some(t) => picked.push(t.0),
-                None => err(loc(), format!("unknown tool \"{sel}\"")),
-            }
-        }
-    }
-    picked.sort_unstable();
-    picked.dedup();
-    picked
+    select_tools(&l.tools, &format_args!("{at}/tools"), catalog, err).0
 }
