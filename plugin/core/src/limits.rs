@@ -161,7 +161,8 @@ pub fn window_end(now: i64, window: i64) -> i64 {
     now.div_euclid(window).saturating_mul(window).saturating_add(window)
 }
 
-/// The counter id of a limit for a caller: length-prefixed parts, so no two keys spell the same text.
+/// The counter id of a limit for a caller: over the limit's id and kind and its `per` facts, length-prefixed, so no
+/// two keys spell the same text.
 pub fn entry_id(limit: &Limit, caller: &Caller<'_>) -> String {
     let mut h = Sha256::new();
     let mut part = |s: &str| {
@@ -169,6 +170,8 @@ pub fn entry_id(limit: &Limit, caller: &Caller<'_>) -> String {
         h.update(s.as_bytes());
     };
     part(&limit.id);
+    // The kind too: a limit turned from calls into a budget (same id) does not read calls as millionths.
+    part(limit.kind.as_str());
     for k in limit.per.iter() {
         part(k.as_str());
         part(caller.part(*k));
