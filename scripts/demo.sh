@@ -5,7 +5,8 @@
 # policies/examples/keys/), starts `warden serve` on 127.0.0.1 (a free port) serving it, then runs
 # `warden-gateway demo --envoy .venv/bin/envoy` against that control endpoint (no inline bundle): Envoy loads
 # warden.wasm, which fetches the bundle; the driver sends scripted agent requests through Envoy, prints the decisions
-# with their reasons (from Envoy's access log), approves a step-up call with `warden approve`, publishes a revision
+# with their reasons (from Envoy's access log), approves a step-up call with `warden approve`, runs the refunds of one
+# task into the bundle's rate limit (429 rate_limited on the fourth), publishes a revision
 # that revokes an agent through serve's authenticated upload, shows Envoy enforcing it, and prints the Envoy stats
 # that changed. Everything it starts is stopped on exit. Needs only Rust (rustup adds the wasm32-wasip1 target) and
 # Python 3.

@@ -109,8 +109,15 @@ pub fn run(args: &Args) -> Result<Status> {
             .map_err(|e| anyhow!("{}: defaults.keys.{id}: {e:#}", args.cases.display()))?;
         keys.insert(id.clone(), key);
     }
-    let context =
-        Context { bundle: &loaded.bundle, compiled: &loaded.compiled, defaults: &suite.defaults, keys: &keys };
+    // One store for the file: limits and single use count across its cases, in order.
+    let store = std::cell::RefCell::new(warden_core::gate::MemoryStore::default());
+    let context = Context {
+        bundle: &loaded.bundle,
+        compiled: &loaded.compiled,
+        defaults: &suite.defaults,
+        keys: &keys,
+        store: &store,
+    };
     let outcomes: Vec<Outcome> = suite
         .cases
         .iter()

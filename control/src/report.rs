@@ -1,4 +1,5 @@
-//! `warden report`: a review of a bundle for its owner — who reaches which tools, exceptions, step-up, findings, controls.
+//! `warden report`: a review of a bundle for its owner — who reaches which tools, exceptions, step-up, limits,
+//! findings, controls.
 //!
 //! The bundle is validated first (with the core's `compile`, as `warden lint` does); the report is then built from
 //! the authored bundle into a [`Report`], which is printed as Markdown-ish text or, with `--format json`, as JSON.
@@ -39,7 +40,7 @@ pub enum Format {
 /// Validates the bundle first (as `warden lint`; errors exit 1). Then prints: a summary; "Access" — for each agent
 /// pattern the rules name (and `*`), the tools it can reach by sensitivity (payment, admin, write, read) with the
 /// effect and the rules, shadow and conditional rules marked; "Exceptions" with days left at --now; "Step-up" with
-/// approvers and maximum approval age; "Findings" (rules without owner or approval reference, unconditioned allows on
+/// approvers and maximum approval age; "Limits" (rate limits and budgets: tools, key, window, maximum); "Findings" (rules without owner or approval reference, unconditioned allows on
 /// payment/admin tools, exceptions expiring within 7 days, expired rules, unused approvers); "Controls" (tag to rules).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -68,6 +69,8 @@ pub struct Report {
     pub public_routes: Vec<PublicRouteEntry>,
     /// OAuth protected resources (RFC 9728), in bundle order.
     pub protected_resources: Vec<ProtectedResourceEntry>,
+    /// Rate limits and budgets, in bundle order.
+    pub limits: Vec<LimitEntry>,
     pub findings: Vec<Finding>,
     /// Control tag → rule ids, tags sorted.
     pub controls: BTreeMap<String, Vec<String>>,
@@ -164,6 +167,25 @@ pub struct StepUpEntry {
     pub approvers: Vec<ApproverRef>,
     /// The effective maximum approval age.
     pub max_age_seconds: u64,
+}
+
+/// A rate limit or budget as the compiled bundle has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitEntry {
+    pub id: String,
+    /// `calls` or `budget`.
+    pub kind: &'static str,
+    /// The tools whose calls count (selectors expanded).
+    pub tools: Vec<String>,
+    /// The key (`[]`: one counter for all calls).
+    pub per: Vec<&'static str>,
+    pub window_seconds: i64,
+    /// Most calls, or most of the budget's argument, per key and window.
+    pub max: serde_json::Value,
+    /// The budget's argument (JSON Pointer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argument: Option<String>,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -554,6 +576,7 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
             served_by_gateway: served,
         })
         .collect();
+    let limits = limit_entries(compiled);
 
     Report {
         bundle: name.to_string(),
@@ -564,6 +587,7 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         approvers,
         public_routes,
         protected_resources,
+        limits,
         findings,
         controls,
         untagged_rules,
@@ -602,6 +626,32 @@ pub fn describe_grant(g: &Grant) -> String {
 }
 
 /// The text form.
+/// The limits from the compiled bundle (the core's selector expansion and units).
+fn limit_entries(compiled: &CompiledBundle) -> Vec<LimitEntry> {
+    use warden_core::limits::{units_value, Kind};
+    compiled
+        .limits()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LimitEntry {
+            id: l.id.to_string(),
+            kind: l.kind.as_str(),
+            tools: compiled.limits().tools_of(i as u32).map(|t| compiled.tool_id(ToolIdx(t)).to_string()).collect(),
+            per: l.per.iter().map(|k| k.as_str()).collect(),
+            window_seconds: l.window,
+            max: match &l.kind {
+                Kind::Calls { max } => serde_json::Value::from(*max),
+                Kind::Budget { max, .. } => units_value(*max),
+            },
+            argument: match &l.kind {
+                Kind::Budget { argument, .. } => Some(argument.to_string()),
+                Kind::Calls { .. } => None,
+            },
+            owner: l.owner.as_deref().map(str::to_string),
+        })
+        .collect()
+}
+
 pub fn render_text(r: &Report) -> String {
     let mut o = String::new();
     macro_rules! line {
@@ -734,6 +784,31 @@ pub fn render_text(r: &Report) -> String {
     }
 
     line!();
+    line!("## Limits");
+    line!();
+    if r.limits.is_empty() {
+        line!("none");
+    } else {
+        line!("Counted per proxy process after the decision allows a call (fleet-wide limits: envoy/ratelimit/).");
+    }
+    for l in &r.limits {
+        let what = match &l.argument {
+            Some(arg) => format!("at most {} of argument {arg}", l.max),
+            None => format!("at most {} calls", l.max),
+        };
+        let per =
+            if l.per.is_empty() { "for all callers together".to_string() } else { format!("per {}", l.per.join(", ")) };
+        let owner = l.owner.as_deref().map(|o| format!("; owner {o}")).unwrap_or_default();
+        line!(
+            "- {} ({}): {what} per {} {per}; tools {}{owner}",
+            l.id,
+            l.kind,
+            crate::sign::human_duration(l.window_seconds),
+            list(&l.tools)
+        );
+    }
+
+    line!();
     line!("## Findings");
     line!();
     if r.findings.is_empty() {
@@ -838,6 +913,9 @@ mod tests {
                 "- OWASP-ASI02: finance-never-payouts, finance-refunds-step-up",
                 "- OWASP-ASI03: finance-refunds-step-up, finance-read",
                 "- rules with no control tag: q4-close-void-invoices",
+                // Limits.
+                "- refunds-per-task (calls): at most 3 calls per 1d 0h per agent, task; tools payments.refunds.create; owner payments-risk@acme.example",
+                "- finance-reads-per-agent (calls): at most 120 calls per 1m 0s per agent; tools payments.charges.read, payments.refunds.read, billing.invoices.read",
             ],
         );
         // Nothing to flag in the finance example at this time: owners, references, no unconditioned payment allow.
@@ -972,6 +1050,21 @@ mod tests {
         assert_eq!(finance_row["tools"][1]["tool"], "payments.payouts.create");
         assert_eq!(finance_row["tools"][1]["rules"][0]["effect"], "deny");
         assert_eq!(v["findings"], serde_json::json!([]));
+        assert_eq!(v["limits"][0]["id"], "refunds-per-task");
+        assert_eq!(v["limits"][0]["per"], serde_json::json!(["agent", "task"]));
+        assert_eq!(v["limits"][0]["max"], 3);
+    }
+
+    #[test]
+    fn budgets_are_reported_with_their_argument() {
+        let r = example("refund-budget.json", "2026-11-28T10:00:00Z");
+        assert_lines(
+            &render_text(&r),
+            &["- refund-budget-per-task (budget): at most 500 of argument /amount per 1d 0h per task; tools refunds.issue; owner payments-risk@acme.example"],
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["limits"][0]["argument"], "/amount");
+        assert_eq!(v["limits"][0]["window_seconds"], 86_400);
     }
 
     #[test]

@@ -397,3 +397,83 @@ def test_dockerfile_has_the_targets_compose_builds():
         if "build" in svc:
             assert svc["build"]["dockerfile"] == "envoy/Dockerfile", name
             assert svc["build"]["target"] in targets, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# envoy/ratelimit/: Envoy's rate-limit filters keyed on the headers Warden sets (x-warden-agent, -tool, -task).
+
+RATELIMIT_DIR = ENVOY_DIR / "ratelimit"
+WARDEN_HEADERS = {"x-warden-agent", "x-warden-tool", "x-warden-task"}
+
+
+def _register_ratelimit_types():
+    # Imported for their side effect: the typed configs of the rate-limit filters and the gRPC cluster's options.
+    from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
+    from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+
+
+def _hcm(doc):
+    listener = doc["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _with_filter_after_warden(doc, http_filter):
+    filters = _hcm(doc)["http_filters"]
+    at = [f["name"] for f in filters].index("warden")
+    filters.insert(at + 1, http_filter)
+    return doc
+
+
+def _header_actions(rate_limits):
+    return [a["request_headers"] for rl in rate_limits for a in rl["actions"]]
+
+
+def test_local_ratelimit_filter_parses_after_warden_with_envoys_schema():
+    _register_ratelimit_types()
+    local = load_one(RATELIMIT_DIR / "local-ratelimit-filter.yaml")
+    doc = _with_filter_after_warden(load_one(BOOTSTRAP), copy.deepcopy(local))
+    parse_bootstrap(doc)
+    # Its descriptors come only from Warden's headers, and every descriptor entry is a key an action sends.
+    actions = _header_actions(local["typed_config"]["rate_limits"])
+    assert {a["header_name"] for a in actions} <= WARDEN_HEADERS
+    keys = {a["descriptor_key"] for a in actions}
+    for d in local["typed_config"]["descriptors"]:
+        assert {e["key"] for e in d["entries"]} <= keys, d
+
+
+def test_global_ratelimit_parts_merge_into_the_bootstrap_and_parse():
+    _register_ratelimit_types()
+    parts = load_one(RATELIMIT_DIR / "global-ratelimit.yaml")
+    assert set(parts) == {"http_filter", "route_rate_limits", "cluster"}
+    doc = _with_filter_after_warden(load_one(BOOTSTRAP), copy.deepcopy(parts["http_filter"]))
+    route = _hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    route["rate_limits"] = copy.deepcopy(parts["route_rate_limits"])
+    doc["static_resources"]["clusters"].append(copy.deepcopy(parts["cluster"]))
+    parse_bootstrap(doc)
+    cfg = parts["http_filter"]["typed_config"]
+    assert cfg["failure_mode_deny"] is True, "the global limit must fail closed"
+    assert cfg["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] == parts["cluster"]["name"]
+    # The cluster parses on its own too (as Envoy Gateway patches add clusters).
+    json_format.ParseDict(copy.deepcopy(parts["cluster"]), cluster_pb2.Cluster())
+    assert {a["header_name"] for a in _header_actions(parts["route_rate_limits"])} <= WARDEN_HEADERS
+
+
+def test_ratelimit_service_config_matches_the_descriptors_envoy_sends():
+    parts = load_one(RATELIMIT_DIR / "global-ratelimit.yaml")
+    service = load_one(RATELIMIT_DIR / "ratelimit-service.yaml")
+    assert service["domain"] == parts["http_filter"]["typed_config"]["domain"]
+    sent = [[a["request_headers"]["descriptor_key"] for a in rl["actions"]] for rl in parts["route_rate_limits"]]
+    units = {"second", "minute", "hour", "day"}
+
+    def walk(nodes, path):
+        for n in nodes:
+            assert set(n) <= {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}, n
+            here = path + [n["key"]]
+            assert any(s[: len(here)] == here for s in sent), f"no action sends the descriptor path {here}"
+            if "rate_limit" in n:
+                assert n["rate_limit"]["unit"] in units
+                assert int(n["rate_limit"]["requests_per_unit"]) > 0
+            walk(n.get("descriptors", []), here)
+
+    walk(service["descriptors"], [])

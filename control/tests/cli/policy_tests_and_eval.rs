@@ -16,7 +16,9 @@ fn examples(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_example_suites_pass() {
-    for (bundle, count) in [("coding-agent", 8), ("finance-agent", 14), ("payments-mcp", 23), ("support-agent", 10)] {
+    for (bundle, count) in
+        [("coding-agent", 8), ("finance-agent", 20), ("payments-mcp", 23), ("refund-budget", 7), ("support-agent", 10)]
+    {
         let o = warden(
             [examples(&format!("{bundle}.json")), examples(&format!("{bundle}.cases.json"))]
                 .iter()

@@ -127,11 +127,11 @@ fn lint_reports_every_shape_error_at_once_with_did_you_mean() {
     let lines: Vec<&str> = out.lines().collect();
     let expect = [
         format!("{f}:53:11: /issuers/0/jwks/keys/0: private key material in a public key set: publish only the public key (warden keygen writes it to the .jwks.json file)"),
-        format!("{f}:73:15: /revision: expected an integer, found a string"),
-        format!("{f}:85:5: /rules/0/effect: missing: this field is required"),
-        format!("{f}:92:16: /rules/0/efect: unknown field \"efect\": did you mean \"effect\"?"),
-        format!("{f}:135:17: /rules/2/effect: \"alow\" is not one of \"allow\", \"deny\", \"step_up\": did you mean \"allow\"?"),
-        format!("{f}:193:22: /tools/1/sensitivity: \"Read\" is not one of \"read\", \"write\", \"payment\", \"admin\": did you mean \"read\"?"),
+        format!("{f}:103:15: /revision: expected an integer, found a string"),
+        format!("{f}:115:5: /rules/0/effect: missing: this field is required"),
+        format!("{f}:122:16: /rules/0/efect: unknown field \"efect\": did you mean \"effect\"?"),
+        format!("{f}:165:17: /rules/2/effect: \"alow\" is not one of \"allow\", \"deny\", \"step_up\": did you mean \"allow\"?"),
+        format!("{f}:223:22: /tools/1/sensitivity: \"Read\" is not one of \"read\", \"write\", \"payment\", \"admin\": did you mean \"read\"?"),
         format!("{f}: 6 errors"),
     ];
     assert_eq!(lines, expect.iter().map(String::as_str).collect::<Vec<_>>(), "{out}");

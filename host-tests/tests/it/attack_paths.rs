@@ -92,8 +92,9 @@ fn underscore_variants_of_the_identity_headers_never_reach_the_upstream() {
     let decision_id = seen.record()["decision_id"].as_str().unwrap().to_string();
     let mut names: Vec<&str> = reserved.iter().map(|(k, _)| *k).collect();
     names.sort_unstable();
-    assert_eq!(names, ["x-warden-agent", "x-warden-decision-id", "x-warden-task"], "{reserved:?}");
+    assert_eq!(names, ["x-warden-agent", "x-warden-decision-id", "x-warden-task", "x-warden-tool"], "{reserved:?}");
     assert_eq!(up.all("x-warden-agent"), vec![SUPPORT_BOT]);
+    assert_eq!(up.all("x-warden-tool"), vec!["crm.contacts.read"]);
     assert_eq!(up.all("x-warden-decision-id"), vec![decision_id.as_str()]);
 }
 

@@ -67,7 +67,13 @@ fn allow_reaches_the_upstream_with_identity_headers_and_without_forged_ones() {
         .collect();
     let mut warden_sorted = warden.clone();
     warden_sorted.sort();
-    assert_eq!(warden_sorted, vec!["x-warden-agent", "x-warden-decision-id", "x-warden-task"], "{:?}", fwd.headers);
+    assert_eq!(
+        warden_sorted,
+        vec!["x-warden-agent", "x-warden-decision-id", "x-warden-task", "x-warden-tool"],
+        "{:?}",
+        fwd.headers
+    );
+    assert_eq!(fwd.header("x-warden-tool"), Some("crm.contacts.read"), "the HTTP route's tool");
     assert!(
         !fwd.headers.iter().any(|(_, v)| v == "smuggled" || v == "T-forged" || v.contains("/agents/admin/")),
         "{:?}",
@@ -1202,10 +1208,16 @@ fn two_hundred_garbage_requests_never_trap_the_vm() {
                 for (k, v) in &fwd.headers {
                     if k.to_ascii_lowercase().starts_with("x-warden-") {
                         assert!(
-                            matches!(k.as_str(), "x-warden-agent" | "x-warden-task" | "x-warden-decision-id"),
+                            matches!(
+                                k.as_str(),
+                                "x-warden-agent" | "x-warden-task" | "x-warden-tool" | "x-warden-decision-id"
+                            ),
                             "{desc}: {k}"
                         );
-                        assert!(v == SUPPORT_BOT || v == TASK_ID || is_uuid_v4(v), "{desc}: {k}: {v}");
+                        assert!(
+                            v == SUPPORT_BOT || v == TASK_ID || v == "crm.contacts.read" || is_uuid_v4(v),
+                            "{desc}: {k}: {v}"
+                        );
                     }
                 }
             }

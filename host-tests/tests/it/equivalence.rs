@@ -97,7 +97,9 @@ fn example_scenarios() -> (Vec<Scenario>, usize) {
             .iter()
             .map(|(id, file)| (id.clone(), SigningKey::from_jwk(&read_json(&dir.join(file))).unwrap()))
             .collect();
-        let context = Context { bundle: &bundle, compiled: &compiled, defaults: &suite.defaults, keys: &keys };
+        let store = std::cell::RefCell::new(warden_core::gate::MemoryStore::default());
+        let context =
+            Context { bundle: &bundle, compiled: &compiled, defaults: &suite.defaults, keys: &keys, store: &store };
         let mut probes = Vec::new();
         for (index, case) in suite.cases.iter().enumerate() {
             let run = context.run(index, case).unwrap_or_else(|e| panic!("{cases_file}: {}: {e}", case.name));

@@ -581,8 +581,11 @@ fn run_demo(extra: &[&std::ffi::OsStr]) -> String {
         "409 rollback",
         "retry with the approval: 200 allow (allowed_by_approval)",
         "the same approval again: 403 step_up (approval_replayed)",
-        // the ten rows, the approved retry and the replay: one record each, none of the start-up probes
-        "12 decision records were logged",
+        "approved refund 3 of the task: 200 allow (allowed_by_approval)",
+        "approved refund 4 of the task: 429 deny (rate_limited): limit refunds-per-task",
+        // the ten rows, the approved retry and the replay, three step-up replies and approved retries of the limit
+        // step: one record each, none of the start-up probes
+        "18 decision records were logged",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
     }
@@ -607,7 +610,9 @@ fn demo_runs_in_real_envoy() {
         "Envoy's access log has them",
         "Envoy stats that changed (admin /stats, wasmcustom.warden.*):",
         "wasmcustom.warden.reasons.revoked_agent: 0 -> 1",
-        "wasmcustom.warden.approvals.accepted: 0 -> 1",
+        // The retry, the two refunds within the limit, and the fourth: its approval is spent before the limit refuses.
+        "wasmcustom.warden.approvals.accepted: 0 -> 4",
+        "wasmcustom.warden.limits.refused.refunds-per-task: 0 -> 1",
         "wasmcustom.warden.bundle.revision: 17 -> 18",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");

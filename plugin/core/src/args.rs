@@ -301,7 +301,7 @@ impl Condition {
 
 /// The value at a pre-parsed JSON Pointer: object members by name, array elements by decimal index (no sign, no
 /// leading zero).
-fn lookup<'v>(root: &'v Value, pointer: &[Box<str>]) -> Option<&'v Value> {
+pub(crate) fn lookup<'v>(root: &'v Value, pointer: &[Box<str>]) -> Option<&'v Value> {
     let mut v = root;
     for token in pointer {
         v = match v {
@@ -553,7 +553,7 @@ pub(crate) fn glob_literal_prefix(tokens: &[GlobToken]) -> usize {
 
 /// Parses a JSON Pointer into its unescaped tokens. The whole document (`""`) is refused: conditions name an
 /// argument.
-fn parse_pointer(raw: &str) -> Result<Box<[Box<str>]>, String> {
+pub(crate) fn parse_pointer(raw: &str) -> Result<Box<[Box<str>]>, String> {
     let Some(rest) = raw.strip_prefix('/') else {
         return Err(format!("invalid argument pointer \"{raw}\": a JSON Pointer such as \"/amount\""));
     };

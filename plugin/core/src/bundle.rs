@@ -62,6 +62,9 @@ pub struct Bundle {
     /// servers and where its metadata document is; the 401s of its requests point to that document.
     #[serde(default)]
     pub protected_resources: Vec<ProtectedResource>,
+    /// Rate limits and budgets on allowed calls, per proxy process (see [`Limit`]).
+    #[serde(default)]
+    pub limits: Vec<Limit>,
 }
 
 /// A route that needs no identity. Host and path as in [`HttpMatch`]; `methods` is required (or `cors_preflight`).
@@ -117,6 +120,72 @@ pub struct ProtectedResource {
     /// section 3.1).
     #[serde(default)]
     pub metadata_url: Option<String>,
+}
+
+/// A rate limit (`max_calls`) or a budget (`budget`: a numeric argument summed) on the allowed calls of some tools,
+/// counted per key (any combination of agent, tool, task and environment) in fixed windows of `window_seconds`
+/// aligned on the epoch. Checked after the decision allows a call; a refused call consumes nothing. See
+/// `policies/README.md`, "Limits and budgets".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Identifier in replies, records and metrics (`[a-z0-9][a-z0-9._-]*`).
+    pub id: String,
+    /// Optional human description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The tools whose calls count, as rules select them: ids, `namespace.*` patterns, or `*`.
+    pub tools: Vec<String>,
+    /// What the calls are counted apart by (each at most once). Empty: one counter for every call of the tools.
+    #[serde(default)]
+    pub per: Vec<LimitKey>,
+    /// Length of the window in seconds, 1 to 2 678 400 (31 days); windows start at multiples of it since the epoch.
+    pub window_seconds: u64,
+    /// Most calls per key and window (exactly one of `max_calls` and `budget`).
+    #[serde(default)]
+    pub max_calls: Option<u64>,
+    /// Most of a numeric argument summed per key and window (MCP `tools/call` arguments).
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Who owns this limit (team or mailbox).
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// What a limit's calls are counted apart by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKey {
+    /// The verified agent id.
+    Agent,
+    /// The tool id.
+    Tool,
+    /// The task id (a call without task context counts under "no task").
+    Task,
+    /// The gateway's environment.
+    Environment,
+}
+
+impl LimitKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKey::Agent => "agent",
+            LimitKey::Tool => "tool",
+            LimitKey::Task => "task",
+            LimitKey::Environment => "environment",
+        }
+    }
+}
+
+/// A budget: the sum of one numeric argument of the calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// JSON Pointer into the call's `arguments` (`/amount`); the value must be a number from 0 with at most 6
+    /// decimal places.
+    pub argument: String,
+    /// Most of the argument summed per key and window (at most 6 decimal places).
+    pub max: f64,
 }
 
 /// A trusted approval service: it mints approval tokens (JWS, `typ` `warden-approval+jwt`) that let one step-up call

@@ -10,8 +10,13 @@
 //! binding), `approval` mints an approval for the call from the step-up reply of the same request (the approver's
 //! key from `defaults.keys`; `claims` overrides any claim, to test a refused approval) and presents it on a retry.
 //!
+//! Cases of one file run in order against one shared-data store ([`Context::store`]), as one gateway: a limit
+//! counts the allowed calls of the cases before (a sequence of cases exercises it), and windows follow each case's
+//! `time`. Cases with `tool` (facts only) are not counted: limits apply to requests.
+//!
 //! Nothing here reads files or a clock: keys come in as [`SigningKey`]s, times from the cases.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -253,6 +258,9 @@ pub struct Context<'a> {
     pub defaults: &'a Defaults,
     /// The keys of `defaults.keys`, loaded.
     pub keys: &'a BTreeMap<String, SigningKey>,
+    /// Shared data across the cases of one file, in order (`MemoryStore::default()` per file), as one gateway's
+    /// across its requests: limits count every earlier case's allowed calls, and an approval is used once.
+    pub store: &'a RefCell<MemoryStore>,
 }
 
 fn time(value: &str, field: &str) -> Result<i64, String> {
@@ -333,7 +341,7 @@ impl Context<'_> {
             request.headers.push((config.txn_token_header.clone(), self.txn_token(txn, agent_id, index, now)?));
         }
         request.validate().map_err(|e| format!("the request: {e}"))?;
-        let mut store = MemoryStore::default();
+        let mut store = self.store.try_borrow_mut().map_err(|_| "the cases' store is in use".to_string())?;
         let first = self.drive(&config, &request, given.clone(), now, &mut store)?;
         let Some(spec) = &case.approval else {
             return Ok(self.finish(first, request, given.is_some(), environment, now));

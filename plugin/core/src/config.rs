@@ -89,7 +89,8 @@ pub struct GateConfig {
     /// Lower-case name of the header carrying a step-up approval (bare JWS, or `Bearer <jws>`); never forwarded.
     pub approval_header: String,
     pub bundle_grace_seconds: u64,
-    /// On continue: set `x-warden-agent`, `x-warden-task`, `x-warden-decision-id` for the upstream.
+    /// On continue: set `x-warden-agent`, `x-warden-task`, `x-warden-tool` (HTTP routes), `x-warden-decision-id` for
+    /// the upstream and the filters after Warden.
     pub forward_identity_headers: bool,
     /// The host lets a filter pause at the request headers and still delivers the body (Envoy >= 1.35
     /// `allow_on_headers_stop_iteration`): held requests are then held at the headers until the body is decided.

@@ -83,6 +83,15 @@ pub enum Reason {
     PublicRoute,
     /// The request asked for a protected resource's metadata document (RFC 9728), which the gateway answered itself.
     ResourceMetadata,
+    /// Limits: the call was allowed, and a rate limit (`max_calls`) of its tool has no call left for its key in
+    /// this window (HTTP 429 with `Retry-After`).
+    RateLimited,
+    /// Limits: the call was allowed, and its argument would take a budget of its tool over the maximum for its key
+    /// in this window (HTTP 429 with `Retry-After`; a smaller amount may still fit).
+    BudgetExhausted,
+    /// Limits: the call was allowed, and the counter of one of its limits could not be read or written (shared data
+    /// failed, stayed contended, or holds too many counters): refused, fail closed (HTTP 503).
+    LimitStoreUnavailable,
 }
 
 impl Reason {
@@ -113,7 +122,15 @@ impl Reason {
             Reason::ApprovalRefused(f) => f.code(),
             Reason::PublicRoute => "public_route",
             Reason::ResourceMetadata => "resource_metadata",
+            Reason::RateLimited => "rate_limited",
+            Reason::BudgetExhausted => "budget_exhausted",
+            Reason::LimitStoreUnavailable => "limit_store_unavailable",
         }
+    }
+
+    /// Whether a limit refused the call after the decision allowed it.
+    pub fn is_limit(self) -> bool {
+        matches!(self, Reason::RateLimited | Reason::BudgetExhausted | Reason::LimitStoreUnavailable)
     }
 }
 
@@ -133,7 +150,10 @@ impl Reason {
             | Reason::McpLifecycle
             | Reason::AllowedByApproval
             | Reason::StepUpBatch
-            | Reason::ApprovalRefused(_) => true,
+            | Reason::ApprovalRefused(_)
+            | Reason::RateLimited
+            | Reason::BudgetExhausted
+            | Reason::LimitStoreUnavailable => true,
             Reason::RevokedAgent
             | Reason::RevokedTask
             | Reason::RevokedToken
@@ -271,8 +291,11 @@ pub mod jsonrpc {
     pub const STEP_UP_REQUIRED: i64 = -31002;
     /// The caller's identity: no token, or a token that was refused (HTTP 401).
     pub const IDENTITY: i64 = -31003;
-    /// The gateway has no usable policy: no bundle yet, or an expired one (HTTP 503).
+    /// The gateway has no usable policy: no bundle yet, or an expired one; or the counter of a limit could not be
+    /// read or written (HTTP 503).
     pub const UNAVAILABLE: i64 = -31004;
+    /// An allowed call refused by a rate limit or a budget (HTTP 429): retry after `data.limit.retry_after_seconds`.
+    pub const LIMITED: i64 = -31005;
     /// MCP `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` missing where required, malformed, or not what the body says.
     pub const HEADER_MISMATCH: i64 = -32020;
     /// JSON-RPC `Parse error`: the body is not (one) JSON text.
@@ -310,7 +333,8 @@ impl Decision {
             (_, Reason::IdentityMissing | Reason::IdentityInvalid(_) | Reason::RevokedAgent | Reason::RevokedToken) => {
                 401
             }
-            (_, Reason::NoActiveBundle | Reason::BundleExpired) => 503,
+            (_, Reason::NoActiveBundle | Reason::BundleExpired | Reason::LimitStoreUnavailable) => 503,
+            (_, Reason::RateLimited | Reason::BudgetExhausted) => 429,
             (_, Reason::BadRequest | Reason::BadPath(_)) => 400,
             (_, Reason::Request(r)) => r.http_status(),
             (
@@ -345,7 +369,8 @@ impl Decision {
             Reason::IdentityMissing | Reason::IdentityInvalid(_) | Reason::RevokedAgent | Reason::RevokedToken => {
                 jsonrpc::IDENTITY
             }
-            Reason::NoActiveBundle | Reason::BundleExpired => jsonrpc::UNAVAILABLE,
+            Reason::NoActiveBundle | Reason::BundleExpired | Reason::LimitStoreUnavailable => jsonrpc::UNAVAILABLE,
+            Reason::RateLimited | Reason::BudgetExhausted => jsonrpc::LIMITED,
             Reason::Request(r) => r.jsonrpc_code(),
             Reason::BadRequest | Reason::BadPath(_) => jsonrpc::INVALID_REQUEST,
             Reason::AllowedByRule

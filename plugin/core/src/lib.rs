@@ -37,6 +37,7 @@ pub mod identity;
 pub mod ids;
 mod index;
 pub mod jose;
+pub mod limits;
 pub mod mcp;
 pub mod path;
 pub mod poll;

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Counters whose name depends on a reason code, defined the first time the code occurs on this VM (Envoy
     /// returns the same stat for the same name): `warden.reasons.<code>`, `warden.approvals.refused.<code>`.
     by_name: RefCell<HashMap<(&'static str, &'static str), Option<u32>>>,
+    /// `warden.limits.refused.<limit id>`: the calls a limit refused (the reason is counted in `warden.reasons.`),
+    /// defined at the first; bounded by the number of limits the bundles name.
+    by_limit: RefCell<HashMap<Box<str>, Option<u32>>>,
 }
 
 /// Labels of `warden.shadow.<label>`: what a shadow rule would have decided where it differs from the decision.
@@ -67,6 +70,7 @@ impl Metrics {
             exceptions_used: define(MetricType::Counter, "warden.exceptions.used"),
             shadow: SHADOW.map(|label| define(MetricType::Counter, &format!("warden.shadow.{label}"))),
             by_name: RefCell::new(HashMap::new()),
+            by_limit: RefCell::new(HashMap::new()),
         }
     }
 
@@ -100,6 +104,17 @@ impl Metrics {
         if c.exception_used {
             Metrics::increment(self.exceptions_used);
         }
+        if let Some(id) = &c.limit {
+            self.increment_limit(id);
+        }
+    }
+
+    fn increment_limit(&self, limit: &str) {
+        let Ok(mut by_limit) = self.by_limit.try_borrow_mut() else { return };
+        let id = *by_limit
+            .entry(Box::from(limit))
+            .or_insert_with(|| define(MetricType::Counter, &format!("warden.limits.refused.{limit}")));
+        Metrics::increment(id);
     }
 
     fn increment_named(&self, prefix: &'static str, code: &'static str) {

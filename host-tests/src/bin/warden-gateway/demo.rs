@@ -374,6 +374,8 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         if let Some(warden) = &opts.warden {
             unexpected += approve_and_retry(warden, &examples, gateway.addr(), reply, headers, body)?;
             sent += 2;
+            unexpected += limit_step(warden, &examples, gateway.addr(), headers, body)?;
+            sent += 6;
         }
     }
     let (n, where_) = match &gateway {
@@ -667,32 +669,7 @@ fn approve_and_retry(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<usize> {
-    let parsed: Value = serde_json::from_str(reply).context("the step-up reply is not JSON")?;
-    let iss = parsed["approval"]["approvers"][0]["iss"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the step-up reply names no approver"))?
-        .to_string();
-    let dir = std::env::temp_dir().join(format!("warden-demo-approve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let reply_path = dir.join("step-up-reply.json");
-    let out = (|| {
-        std::fs::write(&reply_path, reply).with_context(|| format!("cannot write {}", reply_path.display()))?;
-        Command::new(warden)
-            .arg("approve")
-            .arg("--from")
-            .arg(&reply_path)
-            .arg("--key")
-            .arg(examples.join(APPROVER_KEY))
-            .args(["--iss", &iss, "--approved-by", "treasury-oncall@acme.example", "--ttl", "120"])
-            .output()
-            .with_context(|| format!("cannot run {}", warden.display()))
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = out?;
-    if !out.status.success() {
-        bail!("`warden approve` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    let approval = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let approval = mint_approval(warden, examples, reply, "120")?;
     println!(
         "The approval service approves that exact call: `warden approve --from <reply> --key {APPROVER_KEY}` mints a\n\
          120 s approval bound to agent, task, tool and the body's SHA-256; the agent retries with `x-warden-approval`:"
@@ -720,6 +697,92 @@ fn approve_and_retry(
     }
     println!();
     Ok(unexpected)
+}
+
+/// The limit step: the bundle's `refunds-per-task` allows 3 refunds per agent and task per day, approved or not.
+/// The approved retry above was the first; two more go through, each with its own approval, and the fourth of the
+/// task is refused with 429 `rate_limited`, naming the limit, its key and when it resets. Returns the number of
+/// unexpected outcomes.
+fn limit_step(
+    warden: &Path,
+    examples: &Path,
+    gateway: SocketAddr,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<usize> {
+    println!(
+        "Limits: `refunds-per-task` allows 3 refunds per agent and task per day, approval or not (checked after the\n\
+         decision allows, counted across Envoy's workers in shared data; the retry above was the first):"
+    );
+    let send = |h: &Vec<(String, String)>| match http_call::request(gateway, h, body) {
+        CallResult::Response(r) => Ok(r),
+        CallResult::Reset => Err(anyhow!("the gateway reset the connection")),
+    };
+    let mut unexpected = 0;
+    let headers = headers.to_vec();
+    for (n, want) in [(2, 200), (3, 200), (4, 429)] {
+        let first = send(&headers)?;
+        let reply = String::from_utf8_lossy(&first.body).into_owned();
+        let approval = mint_approval(warden, examples, &reply, "120")?;
+        let mut h = headers.clone();
+        h.push(("x-warden-approval".to_string(), approval));
+        let r = send(&h)?;
+        let status = r.status().unwrap_or(0);
+        let b: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let retry_after = r.headers.iter().find(|(k, _)| k == "retry-after").map(|(_, v)| v.clone());
+        let what = if status == 200 {
+            "allow (allowed_by_approval)".to_string()
+        } else {
+            let l = &b["limit"];
+            format!(
+                "{} ({}): limit {}, key {}, {} left, resets at {}, Retry-After {}",
+                b["decision"].as_str().unwrap_or("-"),
+                b["reason"].as_str().unwrap_or("-"),
+                l["id"].as_str().unwrap_or("-"),
+                l["key"],
+                l["remaining"],
+                l["resets_at"].as_str().unwrap_or("-"),
+                retry_after.as_deref().unwrap_or("-")
+            )
+        };
+        let mark = if status == want { "" } else { " !" };
+        println!("  approved refund {n} of the task: {status} {what}{mark}");
+        if status != want {
+            unexpected += 1;
+        }
+    }
+    println!();
+    Ok(unexpected)
+}
+
+/// `warden approve` with the TEST approver key: an approval of `ttl` seconds for the call a step-up reply describes.
+fn mint_approval(warden: &Path, examples: &Path, reply: &str, ttl: &str) -> Result<String> {
+    let parsed: Value = serde_json::from_str(reply).context("the step-up reply is not JSON")?;
+    let iss = parsed["approval"]["approvers"][0]["iss"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the step-up reply names no approver"))?
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("warden-demo-approve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let reply_path = dir.join("step-up-reply.json");
+    let out = (|| {
+        std::fs::write(&reply_path, reply).with_context(|| format!("cannot write {}", reply_path.display()))?;
+        Command::new(warden)
+            .arg("approve")
+            .arg("--from")
+            .arg(&reply_path)
+            .arg("--key")
+            .arg(examples.join(APPROVER_KEY))
+            .args(["--iss", &iss, "--approved-by", "treasury-oncall@acme.example", "--ttl", ttl])
+            .output()
+            .with_context(|| format!("cannot run {}", warden.display()))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if !out.status.success() {
+        bail!("`warden approve` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// What `warden serve` answered to an upload, in a few words.

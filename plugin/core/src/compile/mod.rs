@@ -19,11 +19,13 @@
 //! - approvers' keys are parsed once ([`crate::approval::ApproverSet`]); each `step_up` rule keeps its approvers
 //!   and its effective approval lifetime, each exception its grant (`not_before` = `granted_at`, before which it
 //!   does not match) and, without an `environments` selector of its own, `exception_policy.environments`;
+//! - limits (`limits`) are validated and indexed by the tools they count ([`crate::limits::Limits`]);
 //! - rule ids map to rule indexes, for the accessors the filter uses after a decision
 //!   ([`CompiledBundle::step_up_requirement`], [`CompiledBundle::exception_of`]).
 
 mod catalog;
 mod public;
+mod limits;
 mod query;
 mod rules;
 
@@ -79,6 +81,8 @@ pub struct CompiledBundle {
     pub(crate) mcp: McpIndex,
     /// Public routes and protected resources (RFC 9728).
     pub(crate) public: public::PublicIndex,
+    /// Rate limits and budgets, by tool.
+    pub(crate) limits: crate::limits::Limits,
 }
 
 #[derive(Debug)]
@@ -295,6 +299,11 @@ impl CompiledBundle {
         self.unknown_tool
     }
 
+    /// The bundle's rate limits and budgets.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
+    }
+
     /// The rules in bundle order.
     pub fn rules(&self) -> impl ExactSizeIterator<Item = RuleInfo<'_>> + '_ {
         self.rules.iter().map(|r| RuleInfo {
@@ -410,6 +419,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
     let approvers = collect(ApproverSet::compile(&bundle.approvers), &mut err);
     let limits = catalog::exception_limits(&bundle.exception_policy, &mut err);
     let catalog = catalog::catalog(bundle, &mut err);
+    let limit_set = limits::limits(bundle, &catalog, &mut err);
     let rule_set = rules::rules(bundle, &rules::Context::new(bundle, &catalog, &limits), &mut err);
     let rules::RuleSet { rule_index, mut classes, rules: compiled_rules, triples, shadow_triples } = rule_set;
 
@@ -479,6 +489,7 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         revoked_tokens,
         mcp,
         public,
+        limits: limit_set,
     })
 }
 

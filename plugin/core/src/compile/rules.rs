@@ -179,38 +179,7 @@ fn tool_selection(
         Some(list) if list.iter().any(|t| t == "*") => return ToolSelection::All,
         Some(list) => list,
     };
-    let mut picked: Vec<u32> = Vec::new();
-    let mut selection_ok = true;
-    for (si, sel) in list.iter().enumerate() {
-        let loc = || format!("{at}/tools/{si}");
-        if let Some(ns) = sel.strip_suffix(".*") {
-            if !valid_id(ns) {
-                selection_ok = false;
-                err(loc(), bad_tool_selector(sel));
-                continue;
-            }
-            match catalog.namespaces.get(ns) {
-                Some(tools) => picked.extend_from_slice(tools),
-                None => {
-                    selection_ok = false;
-                    err(loc(), format!("pattern \"{sel}\" matches no tool"));
-                }
-            }
-        } else if !valid_id(sel) {
-            selection_ok = false;
-            err(loc(), bad_tool_selector(sel));
-        } else {
-            match catalog.tool_ids.get(sel) {
-                Some(t) => picked.push(t.0),
-                None => {
-                    selection_ok = false;
-                    err(loc(), format!("unknown tool \"{sel}\""));
-                }
-            }
-        }
-    }
-    picked.sort_unstable();
-    picked.dedup();
+    let (mut picked, selection_ok) = select_tools(list, &format_args!("{at}/tools"), catalog, err);
     picked.retain(|&ti| bundle.tools.get(ti as usize).is_some_and(|t| sensitivities & t.sensitivity.bit() != 0));
     if picked.is_empty() && selection_ok && sensitivities_ok && rule.sensitivities.is_some() {
         err(at.to_string(), "selects no tool: none of its tools has one of its sensitivities".into());
@@ -500,6 +469,50 @@ fn compile_step_up(
         approvers: picked.into_boxed_slice(),
         max_age: step_up.max_age_seconds.map_or(smallest, |n| n.min(smallest)),
     })
+}
+
+/// The catalog indexes of the tools a list of tool selectors (ids and `namespace.*`; `*` is the caller's) names,
+/// sorted and deduplicated, and whether every selector was valid; errors are located at `{at}/J`. Rules and limits
+/// select tools with it.
+pub(super) fn select_tools(
+    list: &[String],
+    at: &dyn fmt::Display,
+    catalog: &Catalog<'_>,
+    err: &mut impl FnMut(String, String),
+) -> (Vec<u32>, bool) {
+    let mut picked: Vec<u32> = Vec::new();
+    let mut ok = true;
+    for (si, sel) in list.iter().enumerate() {
+        let loc = || format!("{at}/{si}");
+        if let Some(ns) = sel.strip_suffix(".*") {
+            if !valid_id(ns) {
+                ok = false;
+                err(loc(), bad_tool_selector(sel));
+                continue;
+            }
+            match catalog.namespaces.get(ns) {
+                Some(tools) => picked.extend_from_slice(tools),
+                None => {
+                    ok = false;
+                    err(loc(), format!("pattern \"{sel}\" matches no tool"));
+                }
+            }
+        } else if !valid_id(sel) {
+            ok = false;
+            err(loc(), bad_tool_selector(sel));
+        } else {
+            match catalog.tool_ids.get(sel) {
+                Some(t) => picked.push(t.0),
+                None => {
+                    ok = false;
+                    err(loc(), format!("unknown tool \"{sel}\""));
+                }
+            }
+        }
+    }
+    picked.sort_unstable();
+    picked.dedup();
+    (picked, ok)
 }
 
 fn bad_tool_selector(sel: &str) -> String {

@@ -29,6 +29,13 @@
 //!
 //! A verified approval is single-use: the flow hands the host a [`Claim`] and is called back with its outcome. Shadow
 //! mode lets every request through and records what would have happened.
+//!
+//! **Limits** come last: a call the decision allows (by a rule, an exception or an approval) whose tool has limits
+//! ([`crate::limits`]) is charged to them by one more [`Claim`] (every call of an MCP batch, a budget with its
+//! argument); an exceeded limit turns the allow into a refusal (429 `rate_limited` / `budget_exhausted`, with
+//! `Retry-After`), a counter that cannot be read or written into 503 `limit_store_unavailable`, and a budget's
+//! argument that cannot be counted into `invalid_arguments`. A refused call is never charged. An approval is spent
+//! before the limits are checked: a call refused by a limit needs a new approval.
 
 use serde_json::Value;
 
@@ -41,7 +48,8 @@ use crate::decide::{self, decide};
 use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
 use crate::facts::{Agent, Facts, Identity, PeerIdentity, TokenFailure, TxnFailure};
 use crate::gate::outcome::{
-    ApprovalRecord, ApproverRef, Counters, ExceptionRecord, Governance, McpRecord, ShadowRecord, StepUpInfo,
+    ApprovalRecord, ApproverRef, Counters, ExceptionRecord, Governance, LimitRecord, McpRecord, ShadowRecord,
+    StepUpInfo,
 };
 use crate::gate::record::{decision_label, RecordFields};
 use crate::gate::reply::{self, ArgumentFailure, LocalReply, McpLine, Refusal, RequestLine, RpcRequests, Shape};
@@ -49,6 +57,7 @@ use crate::gate::step::{Credentials, Edit, Next, ResponseEdits, ResponseNext, St
 use crate::gate::store::{Claim, ClaimOutcome, ClaimRefused};
 use crate::gate::view::{is_json, Field, Presented, RequestView, TokenHeader};
 use crate::identity::{self, token_in};
+use crate::limits::{self, BadAmount, Caller, Charge};
 use crate::mcp::list::{
     filter_tools_list, list_failure, list_framing, ListFailure, ListFraming, SseFilter, Unfilterable,
     LIST_DEADLINE_SECS,
@@ -85,6 +94,8 @@ enum State {
     StepUpBody,
     /// A verified approval being claimed; then the request ends as `then` says.
     Claiming { approval: VerifiedApproval, then: Then },
+    /// An allowed call being charged to its limits; then the request ends as `then` says.
+    Limiting { charges: Vec<Charge>, then: Then },
     /// A request on an MCP route refused before its body, with the headers held: the reply waits for the body so
     /// that it can answer with the request's `id` (nothing reaches the upstream meanwhile).
     Refusing { server: McpServerIdx },
@@ -153,6 +164,12 @@ pub struct Flow {
     detail: Option<String>,
     /// The argument condition an `invalid_arguments` refusal failed.
     argument: Option<ArgumentFailure>,
+    /// What an MCP body's calls charge to their limits, worked out when the body is decided (the body is not kept).
+    charges: Option<Result<Vec<Charge>, BadAmount>>,
+    /// The limits were checked (a request is charged at most once).
+    limits_checked: bool,
+    /// The HTTP route's tool id, for `x-warden-tool` (with `forward_identity_headers`).
+    forward_tool: Option<Box<str>>,
     state: State,
 }
 
@@ -198,6 +215,9 @@ impl Flow {
             body_follows: !req.end_of_stream,
             detail: None,
             argument: None,
+            charges: None,
+            limits_checked: false,
+            forward_tool: None,
             state: State::Decided,
         };
         let Some(bundle) = bundle else {
@@ -254,6 +274,9 @@ impl Flow {
         flow.gov.exception = ExceptionRecord::for_decision(bundle, &flow.decision);
         flow.identity = facts.identity;
         flow.tool = tool;
+        if config.forward_identity_headers {
+            flow.forward_tool = tool.map(|t| bundle.tool_id(t).into());
+        }
 
         let verified = matches!(flow.identity, Identity::Verified(_));
         if flow.decision.reason == Reason::UnknownTool
@@ -323,6 +346,7 @@ impl Flow {
     ) -> Step {
         // The HTTP route's decision does not count for an MCP endpoint: the message decides.
         self.tool = None;
+        self.forward_tool = None;
         self.gov = Governance::default();
         let header_method = view.mcp_method.value().map(str::to_string);
         let header_name = view.mcp_name.value().map(str::to_string);
@@ -458,15 +482,19 @@ impl Flow {
 
     /// The outcome of the [`Next::Claim`] this flow asked for.
     pub fn on_claimed(&mut self, config: &GateConfig, bundle: &CompiledBundle, outcome: ClaimOutcome) -> Step {
-        let State::Claiming { approval, then } = std::mem::replace(&mut self.state, State::Decided) else {
-            return Step::wait(Next::Continue);
+        let (approval, then) = match std::mem::replace(&mut self.state, State::Decided) {
+            State::Claiming { approval, then } => (approval, then),
+            State::Limiting { charges, then } => return self.limited(config, bundle, &charges, outcome, then),
+            other => {
+                self.state = other;
+                return Step::wait(Next::Continue);
+            }
         };
         let result = match outcome {
             ClaimOutcome::Claimed => Ok(&approval),
             ClaimOutcome::Refused(ClaimRefused::Replayed) => Err(ApprovalFailure::Replayed),
-            ClaimOutcome::Refused(ClaimRefused::Unavailable) | ClaimOutcome::StoreFailed => {
-                Err(ApprovalFailure::StoreUnavailable)
-            }
+            ClaimOutcome::Refused(ClaimRefused::Unavailable | ClaimRefused::Limited { .. })
+            | ClaimOutcome::StoreFailed => Err(ApprovalFailure::StoreUnavailable),
         };
         match result {
             Ok(a) => {
@@ -590,8 +618,10 @@ impl Flow {
     }
 
     /// Calls `f` with every edit of the request headers, when a [`Step`] says `edit_headers`: the reserved headers
-    /// removed, the normalized path, and with `forward_identity_headers` the decision id and the verified identity
-    /// (an id with characters outside visible ASCII is not forwarded).
+    /// removed, the normalized path, and with `forward_identity_headers` the decision id, the verified identity (an
+    /// id with characters outside visible ASCII is not forwarded) and the HTTP route's tool (`x-warden-tool`; not on
+    /// MCP routes, whose tool is only known from the body, after the headers were edited). Client copies of every
+    /// `x-warden-*` header are removed first, so filters after Warden (Envoy's rate-limit filters) can key on them.
     pub fn for_each_header_edit(&self, config: &GateConfig, mut f: impl FnMut(Edit<'_>)) {
         for name in &self.reserved {
             f(Edit::Remove(name));
@@ -608,6 +638,9 @@ impl Flow {
                 if let Some(task) = agent.task.as_ref().filter(|t| header_safe(&t.id)) {
                     f(Edit::Add("x-warden-task", &task.id));
                 }
+            }
+            if let Some(tool) = &self.forward_tool {
+                f(Edit::Add("x-warden-tool", tool));
             }
         }
     }
@@ -649,6 +682,7 @@ impl Flow {
             shadow: self.gov.shadow.as_ref().map(|s| s.decision),
             exception_used: self.gov.exception.is_some(),
             approval: self.approval_counter,
+            limit: self.gov.limit.as_ref().filter(|_| self.decision.reason.is_limit()).map(|l| l.id.as_str().into()),
         }
     }
 
@@ -736,6 +770,7 @@ impl Flow {
             argument: self.argument.clone(),
             detail,
             resource_metadata: bundle.and_then(|b| b.resource_metadata_url(self.server, &self.host)),
+            limit: self.gov.limit.as_ref(),
         };
         reply::build(&refusal, &shape)
     }
@@ -744,6 +779,41 @@ impl Flow {
     /// body, with the headers held and a body to come, waits for the body to answer with its `id`.
     fn finish(&mut self, config: &GateConfig, bundle: Option<&CompiledBundle>, then: Then) -> Step {
         self.state = State::Decided;
+        if let Some(b) = bundle.filter(|b| !self.limits_checked && !b.limits().is_empty()) {
+            if self.decision.outcome == Outcome::Allow {
+                self.limits_checked = true;
+                let charges = match self.charges.take() {
+                    Some(c) => c,
+                    None => self.charges_for(config, b, self.tool.map(|t| (t, None))),
+                };
+                match charges {
+                    Ok(charges) if charges.is_empty() => {}
+                    Ok(charges) => {
+                        let claim = Claim::Limits { charges: charges.clone(), now: self.now };
+                        self.state = State::Limiting { charges, then };
+                        return Step::wait(Next::Claim(claim));
+                    }
+                    Err(BadAmount { limit }) => {
+                        let l = b.limits().get(limit);
+                        self.decision = Decision {
+                            outcome: Outcome::Deny,
+                            reason: Reason::InvalidArguments,
+                            ..self.decision.clone()
+                        };
+                        self.argument = l.and_then(|l| match &l.kind {
+                            limits::Kind::Budget { argument, .. } => Some(ArgumentFailure {
+                                pointer: argument.to_string(),
+                                condition: format!(
+                                    "{argument} counted by budget {}: a number from 0 with at most 6 decimal places",
+                                    l.id
+                                ),
+                            }),
+                            limits::Kind::Calls { .. } => None,
+                        });
+                    }
+                }
+            }
+        }
         let through = self.lets_through(config);
         let edit_headers = through && matches!(then, Then::Headers);
         let next = if through {
@@ -769,6 +839,92 @@ impl Flow {
             }
         }
         Step { edit_headers, record: true, next }
+    }
+
+    /// What these calls (tool, arguments) charge to their tools' limits.
+    fn charges_for<'a>(
+        &self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        calls: impl IntoIterator<Item = (ToolIdx, Option<&'a Value>)>,
+    ) -> Result<Vec<Charge>, BadAmount> {
+        let agent = self.agent();
+        let mut out = Vec::new();
+        for (t, args) in calls {
+            let caller = Caller {
+                agent: agent.map_or("", |a| a.id.as_str()),
+                task: agent.and_then(|a| a.task.as_ref()).map(|t| t.id.as_str()),
+                tool: bundle.tool_id(t),
+                environment: &config.environment,
+            };
+            for (i, l) in bundle.limits().of_tool(t.0) {
+                out.push(limits::charge(i, l, t.0, &caller, args, self.now)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The outcome of charging an allowed call to its limits: allowed as decided, or refused by the limit.
+    fn limited(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        charges: &[Charge],
+        outcome: ClaimOutcome,
+        then: Then,
+    ) -> Step {
+        let (index, used) = match outcome {
+            ClaimOutcome::Claimed => return self.finish(config, Some(bundle), then),
+            ClaimOutcome::Refused(ClaimRefused::Limited { charge, used }) => (charge, Some(used)),
+            ClaimOutcome::Refused(ClaimRefused::Replayed | ClaimRefused::Unavailable) | ClaimOutcome::StoreFailed => {
+                (0, None)
+            }
+        };
+        let (Some(c), Some(l)) = (charges.get(index), charges.get(index).and_then(|c| bundle.limits().get(c.limit)))
+        else {
+            self.decision =
+                Decision { outcome: Outcome::Deny, reason: Reason::LimitStoreUnavailable, ..self.decision.clone() };
+            return self.finish(config, Some(bundle), then);
+        };
+        let same = |x: &&Charge| x.entry == c.entry;
+        let requested: u64 = charges.iter().filter(same).map(|x| x.amount).sum();
+        let earlier: u64 = charges.get(..index).unwrap_or_default().iter().filter(same).map(|x| x.amount).sum();
+        let before = used.map(|u| u.saturating_sub(earlier));
+        let units = |n: u64| match l.kind {
+            limits::Kind::Calls { .. } => Value::from(n),
+            limits::Kind::Budget { .. } => limits::units_value(n),
+        };
+        let agent = self.agent();
+        let caller = Caller {
+            agent: agent.map_or("", |a| a.id.as_str()),
+            task: agent.and_then(|a| a.task.as_ref()).map(|t| t.id.as_str()),
+            tool: bundle.tool_id(ToolIdx(c.tool)),
+            environment: &config.environment,
+        };
+        let key = l.per.iter().map(|k| (k.as_str().to_string(), Value::from(caller.part(*k)))).collect();
+        self.gov.limit = Some(LimitRecord {
+            id: l.id.to_string(),
+            kind: l.kind.as_str(),
+            key,
+            window_seconds: l.window,
+            max: units(c.max),
+            requested: units(requested),
+            remaining: before.map(|b| units(c.max.saturating_sub(b))),
+            argument: match &l.kind {
+                limits::Kind::Budget { argument, .. } => Some(argument.to_string()),
+                limits::Kind::Calls { .. } => None,
+            },
+            resets_at: crate::time::format_rfc3339(c.window_end),
+            retry_after_seconds: c.window_end.saturating_sub(self.now).max(1),
+            owner: l.owner.as_deref().unwrap_or(&bundle.owner).to_string(),
+        });
+        let reason = match (used, &l.kind) {
+            (None, _) => Reason::LimitStoreUnavailable,
+            (Some(_), limits::Kind::Calls { .. }) => Reason::RateLimited,
+            (Some(_), limits::Kind::Budget { .. }) => Reason::BudgetExhausted,
+        };
+        self.decision = Decision { outcome: Outcome::Deny, reason, ..self.decision.clone() };
+        self.finish(config, Some(bundle), then)
     }
 
     /// An MCP request refused for its shape before its body decided.
@@ -822,6 +978,14 @@ impl Flow {
         }
         let facts = self.facts(config, None);
         let bd = decide::mcp::decide_body(bundle, &facts, server, &body, self.now);
+        if !bundle.limits().is_empty() && bd.decision.outcome != Outcome::Deny {
+            // Every call of the body counts, not only the deciding one (a batch of ten refunds is ten refunds).
+            let calls = body.messages.iter().filter_map(|m| match bundle.resolve_mcp(server, m) {
+                McpTarget::Tool(t) => Some((t, m.arguments())),
+                McpTarget::Lifecycle | McpTarget::Unknown => None,
+            });
+            self.charges = Some(self.charges_for(config, bundle, calls));
+        }
         let list = match (body.messages.first(), body.batch) {
             (Some(m), false) if m.method() == "tools/list" => m.id.clone(),
             _ => None,

@@ -20,6 +20,36 @@ pub struct Governance {
     pub arguments_digest: Option<String>,
     /// The arguments in clear: only for tools with `log_arguments`.
     pub arguments: Option<serde_json::Value>,
+    /// The limit that refused an allowed call (`rate_limited`, `budget_exhausted`, `limit_store_unavailable`).
+    pub limit: Option<LimitRecord>,
+}
+
+/// The limit that refused a call: the `limit` object of the reply body (and of a JSON-RPC error's `data`) and of the
+/// decision record. Amounts are in the budget's argument's units.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitRecord {
+    /// The limit's id in the bundle.
+    pub id: String,
+    /// `calls` (a rate limit) or `budget`.
+    pub kind: &'static str,
+    /// The counter's key: the limit's `per` facts and their values for this call (`task` `""`: no task context).
+    pub key: serde_json::Map<String, serde_json::Value>,
+    pub window_seconds: i64,
+    /// Most calls, or most of the argument, per key and window.
+    pub max: serde_json::Value,
+    /// What this call asked for: 1 call, or the argument's amount (all of it, for the calls of a batch).
+    pub requested: serde_json::Value,
+    /// What is left in this window before the call (`null` when the counter could not be read).
+    pub remaining: Option<serde_json::Value>,
+    /// The budget's argument (JSON Pointer into `arguments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argument: Option<String>,
+    /// When the window ends and the counter starts over (RFC 3339).
+    pub resets_at: String,
+    /// Seconds until then (the reply's `Retry-After`; at least 1).
+    pub retry_after_seconds: i64,
+    /// The limit's owner, else the bundle's.
+    pub owner: String,
 }
 
 /// The accepted approval of a step-up call.
@@ -142,8 +172,8 @@ pub struct StepUpInfo {
 
 /// The counters a decided request bumps (Envoy stats): `warden.decisions.<decision>`, `warden.reasons.<reason>`,
 /// `warden.shadow.<shadow>`, `warden.exceptions.used`, `warden.approvals.accepted` or
-/// `warden.approvals.refused.<code>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `warden.approvals.refused.<code>`, and for a limit's refusal `warden.limits.refused.<limit id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// The record's `decision` label.
     pub decision: &'static str,
@@ -152,4 +182,6 @@ pub struct Counters {
     pub exception_used: bool,
     /// A presented approval: `Ok` accepted, `Err(code)` refused.
     pub approval: Option<Result<(), &'static str>>,
+    /// The id of the limit that refused the call (the reason says how).
+    pub limit: Option<Box<str>>,
 }

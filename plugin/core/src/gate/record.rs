@@ -270,6 +270,11 @@ pub fn build(r: &RecordFields<'_>) -> String {
         let text = serde_json::to_string(args).unwrap_or_else(|_| "null".to_string());
         o.key("arguments").push_str(&text);
     }
+    if let Some(l) = gov.limit.as_ref().filter(|_| r.decision.reason.is_limit()) {
+        // Which limit refused the call, its key and what remained: written by serde_json (ids and keys escaped).
+        let text = serde_json::to_string(l).unwrap_or_else(|_| "null".to_string());
+        o.key("limit").push_str(&text);
+    }
     if let Some(m) = r.mcp {
         let mut rec = Obj::open(o.key("mcp"));
         rec.str("server", &m.server);

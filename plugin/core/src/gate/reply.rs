@@ -3,12 +3,14 @@
 //! body, on an MCP route a JSON-RPC error answering each request of the body with its `id`.
 //!
 //! Headers: `content-type: application/json`, `cache-control: no-store`, `x-warden-decision-id`, and on 401 a
-//! `www-authenticate` challenge (RFC 6750, RFC 9728): `Bearer realm="warden"` when no token was presented, else
+//! `www-authenticate` challenge (RFC 6750): `Bearer realm="warden"` when no token was presented, else
 //! `Bearer realm="warden", error="invalid_token", error_description="<plain words>"`; where a protected resource of
-//! the bundle covers the route, `resource_metadata="<url>"` follows the realm (RFC 9728 section 5.1). The body of an HTTP refusal
+//! the bundle covers the route, `resource_metadata="<url>"` follows the realm (RFC 9728 section 5.1). On 429 (a
+//! limit) `retry-after` in seconds (RFC 9110). The body of an HTTP refusal
 //! and the `data` of a JSON-RPC error are the same object ([`Body`]): `decision_id`, `decision`, `reason`, `rule`,
 //! `revision`, `message`, `tool`, `agent`, `request`, and where they apply `mcp`, `owner`, `rule_reference`,
-//! `argument`, `approval` ([`StepUpInfo`]). It never carries a token or an argument value. `plugin/filter/README.md`
+//! `argument`, `approval` ([`StepUpInfo`]), `limit` ([`LimitRecord`]: which limit, the key, what remains, when it
+//! resets). It never carries a token or an argument value. `plugin/filter/README.md`
 //! ("Refusals") documents the fields and the JSON-RPC codes ([`crate::decision::jsonrpc`]).
 
 use serde::Serialize;
@@ -17,7 +19,7 @@ use serde_json::Value;
 use crate::compile::CompiledBundle;
 use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
 use crate::facts::{TokenFailure, TxnFailure};
-use crate::gate::outcome::StepUpInfo;
+use crate::gate::outcome::{LimitRecord, StepUpInfo};
 
 /// A local reply, ready for `send_http_response`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub struct Refusal<'a> {
     pub detail: Option<String>,
     /// The protected-resource metadata URL of the request's route (RFC 9728), for a 401's challenge.
     pub resource_metadata: Option<&'a str>,
+    /// The limit that refused an allowed call.
+    pub limit: Option<&'a LimitRecord>,
 }
 
 /// The reply's shape, by route.
@@ -134,6 +138,9 @@ struct Body<'a> {
     /// Step-up replies: what the approval must bind to, who may give it, and where it goes.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<&'a StepUpInfo>,
+    /// Limits: which limit refused the call, its key, what remains and when it resets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a LimitRecord>,
 }
 
 #[derive(Serialize)]
@@ -168,6 +175,7 @@ pub fn build(r: &Refusal<'_>, shape: &Shape) -> LocalReply {
         rule_reference: r.rule_reference,
         argument: r.argument.as_ref().filter(|_| d.reason == Reason::InvalidArguments),
         approval: r.step_up.filter(|_| d.outcome == Outcome::StepUp),
+        limit: r.limit.filter(|_| d.reason.is_limit()),
     };
     let status = d.http_status();
     let mut headers = vec![
@@ -177,6 +185,9 @@ pub fn build(r: &Refusal<'_>, shape: &Shape) -> LocalReply {
     ];
     if status == 401 {
         headers.push(("www-authenticate", challenge(r, &body.message)));
+    }
+    if let (429, Some(l)) = (status, body.limit) {
+        headers.push(("retry-after", l.retry_after_seconds.to_string()));
     }
     let payload = match shape {
         Shape::Http => serde_json::to_vec(&body),
@@ -283,11 +294,46 @@ fn message(r: &Refusal<'_>) -> String {
         Reason::BadRequest => "the request's :method, :path or :authority is missing, repeated or not UTF-8".into(),
         Reason::BadPath(e) => format!("the request path was refused: {e}"),
         Reason::Request(q) => format!("{}{detail}", request_words(q)),
+        Reason::RateLimited | Reason::BudgetExhausted | Reason::LimitStoreUnavailable => limit_words(d.reason, r.limit),
         Reason::AllowedByRule | Reason::AllowedByException | Reason::AllowedByApproval => {
             format!("{target} allowed")
         }
         Reason::PublicRoute => format!("public route {rule} needs no identity"),
         Reason::ResourceMetadata => "the protected-resource metadata document".to_string(),
+    }
+}
+
+/// A limit's refusal in a sentence: the limit, its key, what remains and when it resets.
+fn limit_words(reason: Reason, l: Option<&LimitRecord>) -> String {
+    let Some(l) = l else { return "a limit of this tool refused the call".to_string() };
+    let key = if l.key.is_empty() {
+        "for every caller".to_string()
+    } else {
+        let parts: Vec<String> = l.key.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or_default())).collect();
+        format!("for {}", parts.join(", "))
+    };
+    let remaining = l.remaining.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    match reason {
+        Reason::BudgetExhausted => format!(
+            "budget {} allows {} of argument {} per {} s {key}; this call asks {} and {remaining} remain until {} \
+             (retry after {} s, or ask for less)",
+            l.id,
+            l.max,
+            l.argument.as_deref().unwrap_or_default(),
+            l.window_seconds,
+            l.requested,
+            l.resets_at,
+            l.retry_after_seconds
+        ),
+        Reason::LimitStoreUnavailable => format!(
+            "the counter of limit {} could not be read or written on this gateway, so the call is refused; retry \
+             later",
+            l.id
+        ),
+        _ => format!(
+            "rate limit {} allows {} calls per {} s {key}; {remaining} left until {} (retry after {} s)",
+            l.id, l.max, l.window_seconds, l.resets_at, l.retry_after_seconds
+        ),
     }
 }
 
@@ -411,6 +457,7 @@ mod tests {
             argument: None,
             detail: None,
             resource_metadata: None,
+            limit: None,
         }
     }
 
@@ -556,5 +603,59 @@ mod tests {
             // Warden's own codes are outside JSON-RPC's reserved range; the others are the spec's.
             assert!(!(-32768..=-32000).contains(&code) || [-32020, -32700, -32600, -32602].contains(&code));
         }
+    }
+
+    /// A limit's refusal: 429 with Retry-After on HTTP, the JSON-RPC limit code on MCP, and the body names the limit,
+    /// its key, what remains and when it resets.
+    #[test]
+    fn limit_refusals_say_which_limit_and_when_it_resets() {
+        let d = Decision {
+            outcome: Outcome::Deny,
+            reason: Reason::BudgetExhausted,
+            rule: Some("refunds-allow".into()),
+            revision: 7,
+        };
+        let mut key = serde_json::Map::new();
+        key.insert("task".into(), json!("task-9"));
+        let limit = LimitRecord {
+            id: "refund-budget".into(),
+            kind: "budget",
+            key,
+            window_seconds: 86_400,
+            max: json!(500),
+            requested: json!(200),
+            remaining: Some(json!(50)),
+            argument: Some("/amount".into()),
+            resets_at: "2026-11-29T00:00:00Z".into(),
+            retry_after_seconds: 50_400,
+            owner: "payments-risk@acme.example".into(),
+        };
+        let r = build(&Refusal { limit: Some(&limit), tool: Some("refunds.issue"), ..refusal(&d) }, &Shape::Http);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("50400"));
+        let b = body(&r);
+        assert_eq!(b["reason"], "budget_exhausted");
+        assert_eq!(b["limit"]["id"], "refund-budget");
+        assert_eq!(b["limit"]["key"], json!({"task": "task-9"}));
+        assert_eq!(b["limit"]["remaining"], 50);
+        assert_eq!(
+            b["message"],
+            "budget refund-budget allows 500 of argument /amount per 86400 s for task task-9; this call asks 200 and \
+             50 remain until 2026-11-29T00:00:00Z (retry after 50400 s, or ask for less)"
+        );
+        let rpc = build(
+            &Refusal { limit: Some(&limit), ..refusal(&d) },
+            &Shape::JsonRpc(RpcRequests::Ids { ids: vec![json!(4)], batch: false }),
+        );
+        let v = body(&rpc);
+        assert_eq!((v["id"].clone(), v["error"]["code"].clone()), (json!(4), json!(crate::decision::jsonrpc::LIMITED)));
+        assert_eq!(v["error"]["data"]["limit"]["id"], "refund-budget");
+        // A counter that cannot be read: 503, no Retry-After, the unavailable code.
+        let down = Decision { reason: Reason::LimitStoreUnavailable, ..d.clone() };
+        let r = build(&Refusal { limit: Some(&limit), ..refusal(&down) }, &Shape::Http);
+        assert_eq!((r.status, r.header("retry-after")), (503, None));
+        // The limit object only goes with a limit's reason.
+        let other = Decision { reason: Reason::DeniedByRule, ..d };
+        assert!(body(&build(&Refusal { limit: Some(&limit), ..refusal(&other) }, &Shape::Http)).get("limit").is_none());
     }
 }

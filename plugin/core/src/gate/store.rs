@@ -1,5 +1,5 @@
 //! Effects on the host's shared data, as steps: a [`Claim`] is what the gate needs written atomically across the
-//! worker VMs of one proxy (today: single use of a step-up approval; limits and budgets are further kinds), the
+//! worker VMs of one proxy (single use of a step-up approval; the counters of rate limits and budgets), the
 //! pure function that computes the new record from the current one, and [`run_claim`], the compare-and-swap loop
 //! that carries it out against any [`SharedStore`]: the filter's is proxy-wasm shared data, the CLI's a
 //! [`MemoryStore`] with Envoy's CAS semantics.
@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::approval::used::{self, USED_KEY};
+use crate::limits::{self, Charge, LIMITS_KEY};
 
 /// How many times a claim is retried when another VM wrote the record in between.
 pub const CLAIM_ATTEMPTS: usize = 16;
@@ -16,6 +17,8 @@ pub const CLAIM_ATTEMPTS: usize = 16;
 pub enum Claim {
     /// Record an approval as used (single use): `id` from [`used::used_id`], kept until `expires_at` plus skew.
     UsedApproval { id: String, expires_at: i64, now: i64 },
+    /// Count an allowed call against its limits ([`limits::claim`]): every charge is taken, or none.
+    Limits { charges: Vec<Charge>, now: i64 },
 }
 
 /// Why a claim was refused by the record itself (not by the store).
@@ -25,6 +28,8 @@ pub enum ClaimRefused {
     Replayed,
     /// The record is full or unreadable (fail closed).
     Unavailable,
+    /// Charge number `charge` of a [`Claim::Limits`] would go over its limit; `used` is its counter before the call.
+    Limited { charge: usize, used: u64 },
 }
 
 /// How a claim ended; what the gate is called back with ([`crate::gate::Flow::on_claimed`]).
@@ -41,6 +46,7 @@ impl Claim {
     pub fn key(&self) -> &'static str {
         match self {
             Claim::UsedApproval { .. } => USED_KEY,
+            Claim::Limits { .. } => LIMITS_KEY,
         }
     }
 
@@ -53,6 +59,10 @@ impl Claim {
                 } else {
                     ClaimRefused::Unavailable
                 }
+            }),
+            Claim::Limits { charges, now } => limits::claim(current, charges, *now).map_err(|r| match r {
+                limits::Refused::Exceeded { charge, used } => ClaimRefused::Limited { charge, used },
+                limits::Refused::Unavailable => ClaimRefused::Unavailable,
             }),
         }
     }
@@ -158,5 +168,19 @@ mod tests {
         let mut unreadable = MemoryStore::default();
         unreadable.set(USED_KEY, b"\xff", 0).unwrap();
         assert_eq!(run_claim(&mut unreadable, &claim), ClaimOutcome::Refused(ClaimRefused::Unavailable));
+    }
+
+    /// A limit's counter in the store: counted up to the maximum, then refused with the counter as it was.
+    #[test]
+    fn limit_claims_count_in_their_own_record() {
+        let mut store = MemoryStore::default();
+        let charge = Charge { limit: 0, tool: 0, entry: "aa".into(), amount: 1, max: 2, window_end: 60 };
+        let claim = Claim::Limits { charges: vec![charge], now: 10 };
+        assert_eq!(claim.key(), LIMITS_KEY);
+        assert_eq!(run_claim(&mut store, &claim), ClaimOutcome::Claimed);
+        assert_eq!(run_claim(&mut store, &claim), ClaimOutcome::Claimed);
+        assert_eq!(run_claim(&mut store, &claim), ClaimOutcome::Refused(ClaimRefused::Limited { charge: 0, used: 2 }));
+        assert_eq!(store.get(LIMITS_KEY), Some((b"60 2 aa\n".to_vec(), 2)));
+        assert_eq!(store.get(USED_KEY), None);
     }
 }

@@ -350,7 +350,7 @@ fn every_failure_has_its_own_error() {
             envelope::sign(&[b"{\"extra\":1,".as_slice(), &payload()[1..]].concat(), &k.ed),
             EnvelopeError::BadPayload {
                 detail: kid("unknown field `extra`, expected one of `$schema`, `format`, `revision`, `issued_at`, \
-                    `expires_at`, `owner`, `authority`, `issuers`, `approvers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults`, `exception_policy`, `public_routes`, `protected_resources` at line 1 column 8"),
+                    `expires_at`, `owner`, `authority`, `issuers`, `approvers`, `mcp_servers`, `tools`, `rules`, `revocations`, `defaults`, `exception_policy`, `public_routes`, `protected_resources`, `limits` at line 1 column 8"),
             },
         ),
         (

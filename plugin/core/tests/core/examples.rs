@@ -442,10 +442,14 @@ fn every_example_bundle_compiles_and_decides() {
             "finance-agent.json" => finance_agent(),
             "coding-agent.json" => coding_agent(),
             "payments-mcp.json" => payments_mcp(),
+            "refund-budget.json" => refund_budget(),
             other => panic!("policies/examples/{other} has no decision table in plugin/core/tests/examples.rs"),
         }
     }
-    assert_eq!(names, ["coding-agent.json", "finance-agent.json", "payments-mcp.json", "support-agent.json"]);
+    assert_eq!(
+        names,
+        ["coding-agent.json", "finance-agent.json", "payments-mcp.json", "refund-budget.json", "support-agent.json"]
+    );
 }
 
 /// An MCP `tools/call` body to the payments MCP server, decided through the gate with the agent's facts given.
@@ -575,8 +579,123 @@ fn schema_matches_the_bundle_types() {
         ("exception", keys(&full["rules"][3]["exception"]), keys(exception)),
         ("revocations", keys(&full["revocations"]), props("revocations")),
         ("defaults", keys(&full["defaults"]), props("defaults")),
+        ("limit", keys(&full["limits"][0]), props("limit")),
     ];
     for (name, from_types, from_schema) in cases {
         assert_eq!(from_types, from_schema, "{name}");
     }
+}
+
+/// The refund budget through the gate's driver, one store for the whole sequence (one gateway): a batch is charged
+/// whole, a refused call consumes nothing, the reply names the limit, the record states it, the day ends the window.
+fn refund_budget() {
+    let text = std::fs::read_to_string(examples_dir().join("refund-budget.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["mcp_servers"][0]["batches"] = true.into();
+    let b = compile(&common::bundle(v)).unwrap();
+    let refunder =
+        with_task(from("acme-workload", &format!("{FINANCE}/refunder")), "task-b9", Some("customer-refund"), None);
+    let mut store = MemoryStore::default();
+    let day = 1_795_000_000i64;
+    let mut send = |body: serde_json::Value, now: i64| {
+        let headers: Vec<(String, Vec<u8>)> = [
+            (":authority", "mcp.refunds.acme.example"),
+            (":path", "/mcp"),
+            (":method", "POST"),
+            ("content-type", "application/json"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        let exchange = Exchange {
+            headers,
+            body: body.to_string().into_bytes(),
+            peer: None,
+            time_ns: u64::try_from(now).unwrap() * 1_000_000_000,
+            decision_id: "d-1".into(),
+            credentials: Credentials::Given(Identity::Verified(refunder.clone())),
+            response: None,
+        };
+        driver::run(&GateConfig::new("prod"), Some(&b), exchange, &mut store)
+    };
+    let call = |id: u64, amount: serde_json::Value| {
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                           "params": {"name": "refund", "arguments": {"charge": "ch_1", "amount": amount}}})
+    };
+    let reason = |r: &driver::Run| r.flow.decision().reason.code();
+    // A batch of 300 + 300 is 600: over the 500 of the task, refused whole, both ids answered.
+    let batch = send(serde_json::json!([call(1, 300.into()), call(2, 300.into())]), day);
+    assert_eq!(reason(&batch), "budget_exhausted");
+    let reply = batch.reply.as_ref().unwrap();
+    assert_eq!(reply.status, 429);
+    let retry: i64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert_eq!(retry, 86_400 - day.rem_euclid(86_400));
+    let errors: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(errors[0]["id"], 1);
+    assert_eq!(errors[1]["id"], 2);
+    assert_eq!(errors[0]["error"]["code"], warden_core::decision::jsonrpc::LIMITED);
+    let limit = &errors[0]["error"]["data"]["limit"];
+    assert_eq!(limit["id"], "refund-budget-per-task");
+    assert_eq!(limit["key"], serde_json::json!({"task": "task-b9"}));
+    assert_eq!((limit["requested"].clone(), limit["remaining"].clone()), (600.into(), 500.into()));
+    let record: serde_json::Value = serde_json::from_str(batch.record.as_deref().unwrap()).unwrap();
+    assert_eq!(record["limit"]["id"], "refund-budget-per-task");
+    assert_eq!(record["limit"]["remaining"], 500);
+    assert_eq!(batch.counters.as_ref().unwrap().limit.as_deref(), Some("refund-budget-per-task"));
+    // Nothing was consumed: 300 fits, then 200 fills the budget, then 0.5 is over.
+    assert_eq!(reason(&send(call(3, 300.into()), day)), "allowed_by_rule");
+    assert_eq!(reason(&send(call(4, 200.into()), day + 1)), "allowed_by_rule");
+    let over = send(call(5, serde_json::json!(0.5)), day + 2);
+    assert_eq!(reason(&over), "budget_exhausted");
+    let body: serde_json::Value = serde_json::from_slice(&over.reply.unwrap().body).unwrap();
+    assert_eq!(body["error"]["data"]["limit"]["remaining"], 0);
+    assert_eq!(body["error"]["data"]["limit"]["requested"], 0.5);
+    // An amount the budget cannot count exactly is refused as arguments, naming the argument.
+    let inexact = send(call(6, serde_json::json!(0.1234567)), day + 3);
+    assert_eq!(reason(&inexact), "invalid_arguments");
+    let body: serde_json::Value = serde_json::from_slice(&inexact.reply.unwrap().body).unwrap();
+    assert_eq!(body["error"]["data"]["argument"]["pointer"], "/amount");
+    // A new day: the window ends, the counter starts over.
+    let next_day = day - day.rem_euclid(86_400) + 86_400;
+    assert_eq!(reason(&send(call(7, 500.into()), next_day)), "allowed_by_rule");
+    // The record lines: the budget's counter (millionths) and the calls-per-agent counter.
+    let (record, _) = warden_core::gate::SharedStore::get(&mut store, warden_core::limits::LIMITS_KEY).unwrap();
+    let text = String::from_utf8(record).unwrap();
+    assert!(text.lines().any(|l| l.starts_with(&format!("{} 500000000 ", next_day + 86_400))), "{text}");
+
+    // A store that cannot be written: the allowed call is refused (fail closed), 503 with its own reason.
+    struct Broken;
+    impl warden_core::gate::SharedStore for Broken {
+        fn get(&mut self, _: &str) -> Option<(Vec<u8>, u32)> {
+            None
+        }
+        fn set(&mut self, _: &str, _: &[u8], _: u32) -> Result<(), warden_core::gate::StoreError> {
+            Err(warden_core::gate::StoreError::Failed)
+        }
+    }
+    let headers: Vec<(String, Vec<u8>)> = [
+        (":authority", "mcp.refunds.acme.example"),
+        (":path", "/mcp"),
+        (":method", "POST"),
+        ("content-type", "application/json"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .collect();
+    let exchange = Exchange {
+        headers,
+        body: call(8, 10.into()).to_string().into_bytes(),
+        peer: None,
+        time_ns: u64::try_from(next_day).unwrap() * 1_000_000_000,
+        decision_id: "d-2".into(),
+        credentials: Credentials::Given(Identity::Verified(refunder.clone())),
+        response: None,
+    };
+    let down = driver::run(&GateConfig::new("prod"), Some(&b), exchange, &mut Broken);
+    assert_eq!(down.flow.decision().reason.code(), "limit_store_unavailable");
+    let reply = down.reply.unwrap();
+    assert_eq!(reply.status, 503);
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["code"], warden_core::decision::jsonrpc::UNAVAILABLE);
+    assert_eq!(body["error"]["data"]["limit"]["remaining"], serde_json::Value::Null);
 }
