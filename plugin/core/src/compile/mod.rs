@@ -24,8 +24,8 @@
 //!   ([`CompiledBundle::step_up_requirement`], [`CompiledBundle::exception_of`]).
 
 mod catalog;
-mod public;
 mod limits;
+mod public;
 mod query;
 mod rules;
 
