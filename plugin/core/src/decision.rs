@@ -12,6 +12,7 @@ use crate::approval::{ApprovalFailure, VerifiedApproval};
 use crate::facts::TokenFailure;
 use crate::mcp::parse::McpErrorKind;
 use crate::path::PathError;
+use crate::pins::PinFailure;
 
 /// The effect of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +80,10 @@ pub enum Reason {
     StepUpBatch,
     /// A step-up rule matched and the presented approval was refused; the code is the failure's (`approval_*`).
     ApprovalRefused(ApprovalFailure),
+    /// An MCP `tools/call` of a tool its server's pins refuse (`crate::pins`): last listed on this VM with a
+    /// definition other than its pin (`tool_definition_changed`), or without a pin on a `pinned` server
+    /// (`tool_not_pinned`). Whatever the rules say.
+    Pin(PinFailure),
 }
 
 impl Reason {
@@ -107,6 +112,7 @@ impl Reason {
             Reason::AllowedByApproval => "allowed_by_approval",
             Reason::StepUpBatch => "step_up_batch",
             Reason::ApprovalRefused(f) => f.code(),
+            Reason::Pin(f) => f.code(),
         }
     }
 }
@@ -127,7 +133,8 @@ impl Reason {
             | Reason::McpLifecycle
             | Reason::AllowedByApproval
             | Reason::StepUpBatch
-            | Reason::ApprovalRefused(_) => true,
+            | Reason::ApprovalRefused(_)
+            | Reason::Pin(_) => true,
             Reason::RevokedAgent
             | Reason::RevokedTask
             | Reason::RevokedToken
@@ -257,7 +264,7 @@ impl RequestRefusal {
 /// `plugin/filter/README.md` ("JSON-RPC error codes") documents the table.
 pub mod jsonrpc {
     /// A policy refusal: a deny rule, no rule, an unknown tool, a revocation, an expired task, arguments a rule
-    /// cannot check, a protocol method the server denies.
+    /// cannot check, a protocol method the server denies, a tool its server's pins refuse.
     pub const DENIED: i64 = -31001;
     /// The call needs a step-up approval (none presented, or the one presented was refused).
     pub const STEP_UP_REQUIRED: i64 = -31002;
@@ -319,7 +326,8 @@ impl Decision {
                 | Reason::McpLifecycle
                 | Reason::AllowedByApproval
                 | Reason::StepUpBatch
-                | Reason::ApprovalRefused(_),
+                | Reason::ApprovalRefused(_)
+                | Reason::Pin(_),
             ) => 403,
         }
     }
@@ -350,7 +358,9 @@ impl Decision {
             | Reason::McpLifecycle
             | Reason::AllowedByApproval
             | Reason::StepUpBatch
-            | Reason::ApprovalRefused(_) => jsonrpc::DENIED,
+            | Reason::ApprovalRefused(_)
+            // The bundle's pins refuse the tool: a policy refusal like a deny rule (`data.reason` tells which).
+            | Reason::Pin(_) => jsonrpc::DENIED,
         }
     }
 

@@ -39,6 +39,7 @@ mod index;
 pub mod jose;
 pub mod mcp;
 pub mod path;
+pub mod pins;
 pub mod poll;
 pub mod request;
 mod route;

@@ -469,6 +469,7 @@ fn mcp_call(b: &CompiledBundle, agent: Agent, tool: &str, arguments: serde_json:
         decision_id: "d-1".into(),
         credentials: Credentials::Given(Identity::Verified(agent)),
         response: None,
+        listed: None,
     };
     let run = driver::run(&GateConfig::new("prod"), Some(b), exchange, &mut MemoryStore::default());
     let d = run.flow.decision();
