@@ -1,5 +1,5 @@
 //! `warden`: the command-line tool for policy owners (keygen, init, lint, fmt, test, sign, verify, publish, eval,
-//! serve, approve, token, report, oci).
+//! serve, approve, token, report, oci, pin).
 //!
 //! Arguments are parsed by clap into [`Cli`], each subcommand lives in its own module and returns a [`Status`];
 //! errors that are not the checked thing failing (bad arguments, unreadable files) travel as `anyhow` errors and end
@@ -19,6 +19,7 @@ mod keygen;
 mod lint;
 mod locate;
 mod oci;
+mod pin;
 mod publish;
 mod report;
 mod schema;
@@ -68,6 +69,7 @@ enum Command {
     Token(token::Args),
     Publish(publish::Args),
     Init(init::Args),
+    Pin(pin::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Init(args) => init::run(&args),
+        Command::Pin(args) => pin::run(&args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

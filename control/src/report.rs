@@ -69,6 +69,21 @@ pub struct Report {
     pub controls: BTreeMap<String, Vec<String>>,
     /// Rules with no control tag.
     pub untagged_rules: Vec<String>,
+    /// Pinned tool definitions, per MCP server.
+    pub pins: Vec<PinsEntry>,
+}
+
+/// One MCP server's pinned tool definitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinsEntry {
+    pub server: String,
+    /// Every listed tool needs a pin.
+    pub pinned: bool,
+    /// Tool names with a pin, sorted.
+    pub pinned_tools: Vec<String>,
+    /// MCP tool names the catalog binds on this server without a pin, sorted: on a pinned server they are removed
+    /// from every listing and refused; otherwise their definitions are not checked.
+    pub unpinned_tools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -491,6 +506,29 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         }
     }
 
+    let pins = bundle
+        .mcp_servers
+        .iter()
+        .map(|server| {
+            let mut unpinned: Vec<String> = bundle
+                .tools
+                .iter()
+                .flat_map(|t| t.mcp.iter())
+                .filter(|m| m.server == server.name)
+                .filter_map(|m| m.tool.clone())
+                .filter(|t| !server.pins.contains_key(t))
+                .collect();
+            unpinned.sort();
+            unpinned.dedup();
+            PinsEntry {
+                server: server.name.clone(),
+                pinned: server.pinned,
+                pinned_tools: server.pins.keys().cloned().collect(),
+                unpinned_tools: unpinned,
+            }
+        })
+        .collect();
+
     Report {
         bundle: name.to_string(),
         summary,
@@ -501,6 +539,7 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         findings,
         controls,
         untagged_rules,
+        pins,
     }
 }
 
@@ -641,6 +680,22 @@ pub fn render_text(r: &Report) -> String {
                 a.max_approval_age_seconds,
                 used
             );
+        }
+    }
+
+    line!();
+    line!("## Pinned tool definitions");
+    line!();
+    if r.pins.is_empty() {
+        line!("no MCP server");
+    }
+    for p in &r.pins {
+        let pinned = if p.pinned { "pinned (every tool needs a pin)" } else { "not pinned" };
+        let tools = if p.pinned_tools.is_empty() { "none".to_string() } else { list(&p.pinned_tools) };
+        line!("- {}: {pinned}; pins {tools}", p.server);
+        if !p.unpinned_tools.is_empty() {
+            let effect = if p.pinned { "removed from listings and refused" } else { "definitions not checked" };
+            line!("  - bound without a pin ({effect}): {}", list(&p.unpinned_tools));
         }
     }
 

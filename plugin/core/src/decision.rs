@@ -82,7 +82,8 @@ pub enum Reason {
     ApprovalRefused(ApprovalFailure),
     /// An MCP `tools/call` of a tool its server's pins refuse (`crate::pins`): last listed on this VM with a
     /// definition other than its pin (`tool_definition_changed`), or without a pin on a `pinned` server
-    /// (`tool_not_pinned`). Whatever the rules say.
+    /// (`tool_not_pinned`). Only a call that would otherwise go through (allowed, or with an approval) gets it: a
+    /// refusal keeps its own reason.
     Pin(PinFailure),
 }
 

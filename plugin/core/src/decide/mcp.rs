@@ -29,9 +29,9 @@ pub fn decide_message(
     pin_refusal(bundle, s, msg, listed, d)
 }
 
-/// A `tools/call` past identity, revocations and task expiry whose tool the server's pins refuse
-/// ([`crate::pins::ServerPins::call_refusal`]) is refused for that (`tool_definition_changed`, `tool_not_pinned`),
-/// whatever the rules decided; any other decision is returned unchanged.
+/// A `tools/call` that would go through (allowed, or allowed with an approval) whose tool the server's pins refuse
+/// ([`crate::pins::ServerPins::call_refusal`]) is refused for that (`tool_definition_changed`, `tool_not_pinned`);
+/// any other decision (a refusal keeps its own reason) is returned unchanged.
 pub fn pin_refusal(
     bundle: &CompiledBundle,
     s: McpServerIdx,
@@ -40,7 +40,7 @@ pub fn pin_refusal(
     d: Decision,
 ) -> Decision {
     let McpKind::ToolCall { name, .. } = &msg.kind else { return d };
-    if !d.reason.passed_identity() {
+    if d.outcome == Outcome::Deny {
         return d;
     }
     let Some(pins) = bundle.mcp_pins(s) else { return d };

@@ -127,7 +127,7 @@ pub struct Lens<'a> {
 /// not a JSON-RPC 2.0 object, is both a request and an answer, is an answer to another id, has both `error` and
 /// `result`, or its result has no `tools` array of objects with a string `name`; or, on a server with pins, holds
 /// a number without an exact canonical form.
-fn read_message(text: &str, id: &Value, lens: Lens<'_>) -> Result<Read, Unfilterable> {
+fn read_message(text: &str, id: Option<&Value>, lens: Lens<'_>) -> Result<Read, Unfilterable> {
     let pins = lens.pins.filter(|p| p.judges());
     if pins.is_some() {
         check_exact_numbers(text).map_err(|_| Unfilterable)?;
@@ -141,7 +141,12 @@ fn read_message(text: &str, id: &Value, lens: Lens<'_>) -> Result<Read, Unfilter
     if request {
         return if result || error { Err(Unfilterable) } else { Ok(Read::Other) };
     }
-    if obj.get("id") != Some(id) || result == error {
+    let answers = match id {
+        Some(id) => obj.get("id") == Some(id),
+        // Any request's answer (a saved response read by `warden pin`).
+        None => obj.get("id").is_some_and(|i| !i.is_null()),
+    };
+    if !answers || result == error {
         return Err(Unfilterable);
     }
     if error {
@@ -191,6 +196,15 @@ pub fn filter_tools_list(
     id: &Value,
     lens: Lens<'_>,
 ) -> Result<(Vec<u8>, PinReport), Unfilterable> {
+    filter_whole(framing, body, Some(id), lens)
+}
+
+fn filter_whole(
+    framing: ListFraming,
+    body: &[u8],
+    id: Option<&Value>,
+    lens: Lens<'_>,
+) -> Result<(Vec<u8>, PinReport), Unfilterable> {
     match framing {
         ListFraming::Json => {
             let text = std::str::from_utf8(body).map_err(|_| Unfilterable)?;
@@ -201,12 +215,33 @@ pub fn filter_tools_list(
         }
         ListFraming::Sse => {
             let mut f = SseFilter::default();
-            match f.push(body, id, lens)? {
+            match f.feed(body, id, lens)? {
                 Some(out) => Ok(out),
                 None => f.finish().map(|b| (b, PinReport::default())),
             }
         }
     }
+}
+
+/// The tools of the first answer in a saved `tools/list` response body (whatever its request's id), as the server
+/// listed them, read exactly as the filter reads a response (`warden pin`), with the result's `nextCursor` (a
+/// further page); `Err` where the filter would refuse the response, or for an error answer.
+pub fn answer_tools(framing: ListFraming, body: &[u8]) -> Result<(Vec<Value>, Option<String>), Unfilterable> {
+    let all = Lens { visible: &|_: &str| Visibility::Visible, pins: None };
+    let (out, _) = filter_whole(framing, body, None, all)?;
+    let text = String::from_utf8(out).map_err(|_| Unfilterable)?;
+    let answer = match framing {
+        ListFraming::Json => text,
+        // The filter's own output: the answer is the last event, its data on `data: ` lines.
+        ListFraming::Sse => {
+            let last = text.trim_end_matches('\n').rsplit("\n\n").next().unwrap_or_default();
+            last.lines().filter_map(|l| l.strip_prefix("data: ")).collect::<Vec<_>>().join("\n")
+        }
+    };
+    let v: Value = serde_json::from_str(&answer).map_err(|_| Unfilterable)?;
+    let result = v.get("result").ok_or(Unfilterable)?;
+    let tools = result.get("tools").and_then(Value::as_array).cloned().ok_or(Unfilterable)?;
+    Ok((tools, result.get("nextCursor").and_then(Value::as_str).map(str::to_string)))
 }
 
 /// The UTF-8 byte-order mark.
@@ -238,6 +273,15 @@ impl SseFilter {
         id: &Value,
         lens: Lens<'_>,
     ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
+        self.feed(piece, Some(id), lens)
+    }
+
+    fn feed(
+        &mut self,
+        piece: &[u8],
+        id: Option<&Value>,
+        lens: Lens<'_>,
+    ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         let mut bytes = piece;
         if !self.bom_done {
             // A byte-order mark at the very start of the stream is not part of the first line.
@@ -260,7 +304,7 @@ impl SseFilter {
     fn lines(
         &mut self,
         mut bytes: &[u8],
-        id: &Value,
+        id: Option<&Value>,
         lens: Lens<'_>,
     ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
@@ -281,7 +325,12 @@ impl SseFilter {
     }
 
     /// One complete line; at an empty line, the event ends.
-    fn line(&mut self, line: &str, id: &Value, lens: Lens<'_>) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
+    fn line(
+        &mut self,
+        line: &str,
+        id: Option<&Value>,
+        lens: Lens<'_>,
+    ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         if line.is_empty() {
             return self.dispatch(id, lens);
         }
@@ -300,7 +349,7 @@ impl SseFilter {
         Ok(None)
     }
 
-    fn dispatch(&mut self, id: &Value, lens: Lens<'_>) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
+    fn dispatch(&mut self, id: Option<&Value>, lens: Lens<'_>) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         let fields = std::mem::take(&mut self.fields);
         let data = std::mem::take(&mut self.data);
         for f in &fields {
