@@ -16,7 +16,7 @@ fn examples(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_example_suites_pass() {
-    for (bundle, count) in [("coding-agent", 8), ("finance-agent", 14), ("payments-mcp", 23), ("support-agent", 6)] {
+    for (bundle, count) in [("coding-agent", 8), ("finance-agent", 14), ("payments-mcp", 25), ("support-agent", 6)] {
         let o = warden(
             [examples(&format!("{bundle}.json")), examples(&format!("{bundle}.cases.json"))]
                 .iter()
