@@ -123,7 +123,10 @@ fn pins_are_written_checked_and_reviewed_from_saved_responses() {
 
 /// A loopback MCP server: answers `initialize` (JSON, with a session id), `notifications/initialized` (202) and
 /// `tools/list` in two pages as chunked event streams; records the requests' method and session header.
-fn mcp_server(pages: Vec<Value>) -> (u16, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+/// The requests a test server saw: each one's JSON-RPC method and `Mcp-Session-Id`.
+type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+fn mcp_server(pages: Vec<Value>) -> (u16, SeenRequests) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -84,7 +84,7 @@ fn call(g: &Gateway, name: &str) -> Seen {
 /// The tool names of a listing (the answer's event for an event stream).
 fn names(seen: &Seen) -> Vec<String> {
     let body = seen.response.body_str();
-    let text = body.lines().filter_map(|l| l.strip_prefix("data: ")).last().map_or(body.clone(), str::to_string);
+    let text = body.lines().rev().find_map(|l| l.strip_prefix("data: ")).map_or(body.clone(), str::to_string);
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {body}"));
     v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
 }
