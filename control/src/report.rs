@@ -892,6 +892,34 @@ mod tests {
     }
 
     #[test]
+    fn pinned_servers_and_unpinned_tools() {
+        let text = render_text(&example("payments-mcp.json", "2026-11-28T10:00:00Z"));
+        assert!(
+            text.contains(
+                "## Pinned tool definitions\n\n- payments-mcp: pinned (every tool needs a pin); pins get_charge, refund\n"
+            ),
+            "{text}"
+        );
+        let unpinned = example("finance-agent.json", "2026-11-28T10:00:00Z");
+        assert!(unpinned.pins.iter().all(|p| !p.pinned && p.pinned_tools.is_empty()), "{:?}", unpinned.pins);
+        // A pinned server with a bound tool left unpinned names it.
+        let mut bundle: Bundle = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/payments-mcp.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        bundle.mcp_servers[0].pins.remove("refund");
+        let compiled = warden_core::compile::compile(&bundle).unwrap();
+        let r = build("b", &bundle, &compiled, 0);
+        assert_eq!(r.pins[0].unpinned_tools, vec!["refund".to_string()]);
+        assert!(render_text(&r).contains("  - bound without a pin (removed from listings and refused): refund"));
+        let warnings = crate::lint::warnings(&bundle, &compiled);
+        assert!(warnings.iter().any(|w| w.message.contains("\"refund\", which the catalog binds, has no pin")));
+    }
+
+    #[test]
     fn the_json_form_has_every_section() {
         let r = example("finance-agent.json", "2026-11-28T10:00:00Z");
         let v = serde_json::to_value(&r).unwrap();

@@ -221,3 +221,19 @@ fn pins_from_a_loopback_mcp_server() {
         ]
     );
 }
+
+#[test]
+fn the_payments_example_is_pinned_from_its_saved_listing() {
+    let examples = crate::support::root().join("policies/examples");
+    let o = warden([
+        "pin".as_ref(),
+        examples.join("payments-mcp.json").as_os_str(),
+        "--server".as_ref(),
+        "payments-mcp".as_ref(),
+        "--from".as_ref(),
+        examples.join("listings/payments-mcp.tools-list.json").as_os_str(),
+        "--check".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("unchanged get_charge") && stdout(&o).contains("unchanged refund"), "{}", stdout(&o));
+}
