@@ -6,9 +6,11 @@
 # `warden-gateway demo --envoy .venv/bin/envoy` against that control endpoint (no inline bundle): Envoy loads
 # warden.wasm, which fetches the bundle; the driver sends scripted agent requests through Envoy, prints the decisions
 # with their reasons (from Envoy's access log), approves a step-up call with `warden approve`, runs the refunds of one
-# task into the bundle's rate limit (429 rate_limited on the fourth), publishes a revision
-# that revokes an agent through serve's authenticated upload, shows Envoy enforcing it, and prints the Envoy stats
-# that changed. Everything it starts is stopped on exit. Needs only Rust (rustup adds the wasm32-wasip1 target) and
+# task into the bundle's rate limit (429 rate_limited on the fourth), publishes a revision that revokes an agent
+# through serve's authenticated upload, shows Envoy enforcing it, shows a rug pull stopped (the pinned payments-mcp
+# example in front of an MCP server that changes a tool's description: the tool leaves tools/list and its call is
+# refused), and prints the Envoy stats that changed. Everything it starts is stopped on exit. Needs only Rust (rustup
+# adds the wasm32-wasip1 target) and
 # Python 3.
 #
 #   scripts/demo.sh                  # in Envoy

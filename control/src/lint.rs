@@ -131,13 +131,47 @@ fn hint(bundle: &Bundle, message: &str) -> String {
 ///   it would match (an encoded `/` as `%2F`, a `;`, a raw `"`): requests are matched after normalization
 ///   (`warden_core::path::normalize`), so such a route never matches;
 /// - a tool with neither an HTTP route nor an MCP binding: only `warden test` cases naming it reach it;
-/// - a rule whose `expires_at` is not after the bundle's `issued_at`: it never decides anything.
+/// - a rule whose `expires_at` is not after the bundle's `issued_at`: it never decides anything;
+/// - a pin naming an MCP tool no catalog tool binds on its server, under `unknown_tool: deny` (its calls are refused
+///   whatever the pin says), and a tool the catalog binds on a `pinned` server without a pin (every listing
+///   removes it, every call is refused `tool_not_pinned`).
 pub fn warnings(bundle: &Bundle, compiled: &CompiledBundle) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut warn = |pointer: String, message: String| out.push(Finding { pointer, message });
     for (si, server) in bundle.mcp_servers.iter().enumerate() {
         if let Some(why) = unreachable_path(&server.path) {
             warn(format!("/mcp_servers/{si}/path"), format!("no request reaches this MCP server: {why}"));
+        }
+        let bound: Vec<&str> = bundle
+            .tools
+            .iter()
+            .flat_map(|t| t.mcp.iter())
+            .filter(|m| m.server == server.name)
+            .filter_map(|m| m.tool.as_deref())
+            .collect();
+        if bundle.defaults.unknown_tool == Effect::Deny {
+            for tool in server.pins.keys().filter(|t| !bound.contains(&t.as_str())) {
+                warn(
+                    format!("/mcp_servers/{si}/pins/{}", tool.replace('~', "~0").replace('/', "~1")),
+                    format!(
+                        "no catalog tool binds MCP tool \"{tool}\" of server \"{}\": its calls are refused \
+                         (unknown_tool: deny) whatever its pin says",
+                        server.name
+                    ),
+                );
+            }
+        }
+        if server.pinned {
+            for tool in bound.iter().filter(|t| !server.pins.contains_key(**t)) {
+                warn(
+                    format!("/mcp_servers/{si}/pins"),
+                    format!(
+                        "server \"{}\" is pinned and MCP tool \"{tool}\", which the catalog binds, has no pin: every \
+                         listing removes it and every call is refused (tool_not_pinned); pin it with `warden pin`",
+                        server.name
+                    ),
+                );
+            }
         }
     }
     for (ti, tool) in bundle.tools.iter().enumerate() {

@@ -1,5 +1,5 @@
 //! `warden`: the command-line tool for policy owners (keygen, init, lint, fmt, test, sign, verify, publish, eval,
-//! serve, approve, token, report, diff, oci).
+//! serve, approve, token, report, diff, oci, pin).
 //!
 //! Arguments are parsed by clap into [`Cli`], each subcommand lives in its own module and returns a [`Status`];
 //! errors that are not the checked thing failing (bad arguments, unreadable files) travel as `anyhow` errors and end
@@ -20,6 +20,7 @@ mod keygen;
 mod lint;
 mod locate;
 mod oci;
+mod pin;
 mod publish;
 mod report;
 mod schema;
@@ -70,6 +71,7 @@ enum Command {
     Publish(publish::Args),
     Init(init::Args),
     Diff(diff::Args),
+    Pin(pin::Args),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Diff(args) => diff::run(&args),
+        Command::Pin(args) => pin::run(&args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

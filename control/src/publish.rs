@@ -50,14 +50,14 @@ pub struct Args {
     now: Option<String>,
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
@@ -85,15 +85,16 @@ fn parse_url(url: &str) -> Result<(String, String)> {
     Ok((authority, path))
 }
 
-/// One request, `Connection: close`, reply read to the end.
-fn call(authority: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply> {
+/// One request, `Connection: close`, reply read to the end (a chunked one decoded; `warden pin` talks to MCP
+/// servers, which stream).
+pub(crate) fn call(authority: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply> {
     let mut s = TcpStream::connect(authority).with_context(|| format!("cannot connect to {authority}"))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if method == "PUT" {
+    if method == "PUT" || method == "POST" {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
@@ -114,7 +115,7 @@ fn call(authority: &str, method: &str, path: &str, headers: &[(&str, &str)], bod
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let mut body = raw[split + 4..].to_vec();
     if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
-        bail!("{method} {path}: chunked replies are not supported");
+        body = dechunk(&body).ok_or_else(|| anyhow!("{method} {path}: a malformed chunked reply"))?;
     }
     if let Some(len) =
         headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok())
@@ -122,6 +123,22 @@ fn call(authority: &str, method: &str, path: &str, headers: &[(&str, &str)], bod
         body.truncate(len);
     }
     Ok(Reply { status, headers, body })
+}
+
+/// A chunked body (RFC 9112 section 7.1) decoded; `None` when malformed or cut short.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size..)?.strip_prefix(b"\r\n")?;
+    }
 }
 
 fn upload_token(path: &std::path::Path) -> Result<String> {

@@ -76,6 +76,21 @@ pub struct Report {
     pub controls: BTreeMap<String, Vec<String>>,
     /// Rules with no control tag.
     pub untagged_rules: Vec<String>,
+    /// Pinned tool definitions, per MCP server.
+    pub pins: Vec<PinsEntry>,
+}
+
+/// One MCP server's pinned tool definitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinsEntry {
+    pub server: String,
+    /// Every listed tool needs a pin.
+    pub pinned: bool,
+    /// Tool names with a pin, sorted.
+    pub pinned_tools: Vec<String>,
+    /// MCP tool names the catalog binds on this server without a pin, sorted: on a pinned server they are removed
+    /// from every listing and refused; otherwise their definitions are not checked.
+    pub unpinned_tools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -577,6 +592,28 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         })
         .collect();
     let limits = limit_entries(compiled);
+    let pins = bundle
+        .mcp_servers
+        .iter()
+        .map(|server| {
+            let mut unpinned: Vec<String> = bundle
+                .tools
+                .iter()
+                .flat_map(|t| t.mcp.iter())
+                .filter(|m| m.server == server.name)
+                .filter_map(|m| m.tool.clone())
+                .filter(|t| !server.pins.contains_key(t))
+                .collect();
+            unpinned.sort();
+            unpinned.dedup();
+            PinsEntry {
+                server: server.name.clone(),
+                pinned: server.pinned,
+                pinned_tools: server.pins.keys().cloned().collect(),
+                unpinned_tools: unpinned,
+            }
+        })
+        .collect();
 
     Report {
         bundle: name.to_string(),
@@ -591,6 +628,7 @@ pub fn build(name: &str, bundle: &Bundle, compiled: &CompiledBundle, now: i64) -
         findings,
         controls,
         untagged_rules,
+        pins,
     }
 }
 
@@ -809,6 +847,22 @@ pub fn render_text(r: &Report) -> String {
     }
 
     line!();
+    line!("## Pinned tool definitions");
+    line!();
+    if r.pins.is_empty() {
+        line!("no MCP server");
+    }
+    for p in &r.pins {
+        let pinned = if p.pinned { "pinned (every tool needs a pin)" } else { "not pinned" };
+        let tools = if p.pinned_tools.is_empty() { "none".to_string() } else { list(&p.pinned_tools) };
+        line!("- {}: {pinned}; pins {tools}", p.server);
+        if !p.unpinned_tools.is_empty() {
+            let effect = if p.pinned { "removed from listings and refused" } else { "definitions not checked" };
+            line!("  - bound without a pin ({effect}): {}", list(&p.unpinned_tools));
+        }
+    }
+
+    line!();
     line!("## Findings");
     line!();
     if r.findings.is_empty() {
@@ -1022,6 +1076,34 @@ mod tests {
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["public_routes"][1]["methods"], serde_json::json!(["OPTIONS"]));
         assert_eq!(v["protected_resources"][0]["served_by_gateway"], true);
+    }
+
+    #[test]
+    fn pinned_servers_and_unpinned_tools() {
+        let text = render_text(&example("payments-mcp.json", "2026-11-28T10:00:00Z"));
+        assert!(
+            text.contains(
+                "## Pinned tool definitions\n\n- payments-mcp: pinned (every tool needs a pin); pins get_charge, refund\n"
+            ),
+            "{text}"
+        );
+        let unpinned = example("finance-agent.json", "2026-11-28T10:00:00Z");
+        assert!(unpinned.pins.iter().all(|p| !p.pinned && p.pinned_tools.is_empty()), "{:?}", unpinned.pins);
+        // A pinned server with a bound tool left unpinned names it.
+        let mut bundle: Bundle = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/payments-mcp.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        bundle.mcp_servers[0].pins.remove("refund");
+        let compiled = warden_core::compile::compile(&bundle).unwrap();
+        let r = build("b", &bundle, &compiled, 0);
+        assert_eq!(r.pins[0].unpinned_tools, vec!["refund".to_string()]);
+        assert!(render_text(&r).contains("  - bound without a pin (removed from listings and refused): refund"));
+        let warnings = crate::lint::warnings(&bundle, &compiled);
+        assert!(warnings.iter().any(|w| w.message.contains("\"refund\", which the catalog binds, has no pin")));
     }
 
     #[test]

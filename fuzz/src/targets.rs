@@ -170,7 +170,8 @@ fn listed_tools(value: &Value) -> Vec<String> {
 /// independent JSON parser, so an escape cannot hide one).
 pub fn tools_list_json(data: &[u8]) {
     let id = Value::from(1);
-    let Ok(out) = mcp::list::filter_tools_list(mcp::list::ListFraming::Json, data, &id, &visibility) else {
+    let lens = mcp::list::Lens { visible: &visibility, pins: None };
+    let Ok((out, _)) = mcp::list::filter_tools_list(mcp::list::ListFraming::Json, data, &id, lens) else {
         return;
     };
     if let Ok(v) = serde_json::from_slice::<Value>(&out) {
@@ -189,7 +190,8 @@ pub fn tools_list_json(data: &[u8]) {
 /// parser takes as `data`) lists a hidden tool.
 pub fn tools_list_sse(data: &[u8]) {
     let id = Value::from(1);
-    let Ok(out) = mcp::list::filter_tools_list(mcp::list::ListFraming::Sse, data, &id, &visibility) else {
+    let lens = mcp::list::Lens { visible: &visibility, pins: None };
+    let Ok((out, _)) = mcp::list::filter_tools_list(mcp::list::ListFraming::Sse, data, &id, lens) else {
         return;
     };
     let text = String::from_utf8_lossy(&out);

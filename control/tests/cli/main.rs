@@ -9,6 +9,7 @@ mod keys_and_signatures;
 mod lint;
 mod oci;
 mod owner_commands;
+mod pin;
 mod policy_tests_and_eval;
 mod schemas;
 mod serve;

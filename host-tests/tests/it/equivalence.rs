@@ -18,7 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::support;
 use serde_json::{json, Value};
 use warden_core::bundle::Bundle;
-use warden_core::cases::{Context, Suite};
+use warden_core::cases::{listing_before, Context, Suite};
 use warden_core::compile::compile;
 use warden_core::envelope::{self, SigningKey};
 use warden_core::request::RecordedRequest;
@@ -55,6 +55,8 @@ struct Probe {
     request: RecordedRequest,
     /// The core's answer.
     core: Answer,
+    /// The tools the server listed on this VM before (`listed_before`): sent first, on a VM of its own.
+    listed_before: Option<Vec<Value>>,
 }
 
 /// A bundle and the requests to decide with it.
@@ -115,6 +117,7 @@ fn example_scenarios() -> (Vec<Scenario>, usize) {
                 now: run.now,
                 request,
                 core: answer(&record, run.status),
+                listed_before: case.listed_before.clone(),
             });
         }
         scenarios.push(Scenario { name: cases_file, bundle: bundle_bytes, probes });
@@ -166,6 +169,20 @@ fn run_in_wasm(s: &Scenario) -> Vec<String> {
             .entry(probe.environment.clone())
             .or_insert_with(|| plugin(&s.bundle, &probe.environment, probe.now));
         clock.set(UNIX_EPOCH + Duration::from_secs(u64::try_from(probe.now).unwrap()));
+        let mut own = None;
+        let p = match &probe.listed_before {
+            None => p,
+            // What this VM was listed stays in its memory: a VM of its own, as the core runs the case alone.
+            Some(tools) => {
+                let (p, _) = own.insert(plugin(&s.bundle, &probe.environment, probe.now));
+                let (list, answer) = listing_before(&probe.request, tools);
+                let mut listing =
+                    CannedUpstream(UpstreamResponse::ok(answer).header("content-type", "application/json"));
+                let x = p.send_round_robin(http_request(&list), &mut listing);
+                assert_eq!(x.status, Some(200), "{}: {}: the listing first: {:#?}", s.name, probe.label, x.logs);
+                p
+            }
+        };
         let x = p.send_round_robin(http_request(&probe.request), &mut upstream);
         let record = x
             .filter_state_str(DECISION_STATE)
@@ -189,7 +206,14 @@ fn every_example_case_gets_the_same_answer_from_the_core_and_from_warden_wasm() 
     // Both sides were asked about every kind of answer the suites hold.
     let reasons: std::collections::BTreeSet<&str> =
         scenarios.iter().flat_map(|s| s.probes.iter().map(|p| p.core.reason.as_str())).collect();
-    for r in ["allowed_by_rule", "allowed_by_approval", "step_up_required", "invalid_arguments", "mcp_lifecycle"] {
+    for r in [
+        "allowed_by_rule",
+        "allowed_by_approval",
+        "step_up_required",
+        "invalid_arguments",
+        "mcp_lifecycle",
+        "tool_definition_changed",
+    ] {
         assert!(reasons.contains(r), "no case with reason {r}: {reasons:?}");
     }
 }

@@ -586,6 +586,10 @@ fn run_demo(extra: &[&std::ffi::OsStr]) -> String {
         // the ten rows, the approved retry and the replay, three step-up replies and approved retries of the limit
         // step: one record each, none of the start-up probes
         "18 decision records were logged",
+        // the rug pull: the changed tool leaves the listing, recorded, and its call is refused
+        "calls get_charge: 200 allowed_by_rule",
+        "lists tools: 200 [] (the record: get_charge removed, tool_definition_changed",
+        "calls get_charge: 403 JSON-RPC -31001 tool_definition_changed",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
     }

@@ -16,11 +16,11 @@ use warden_core::envelope::{self, SigningKey};
 
 use crate::support::{python, repo as root, GATEWAY};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for(port: u16) {
+pub(crate) fn wait_for(port: u16) {
     let until = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < until, "nothing listens on 127.0.0.1:{port}");
@@ -29,7 +29,7 @@ fn wait_for(port: u16) {
 }
 
 /// Children this test started; killed (by handle) when it ends, pass or fail.
-struct Children(Vec<Child>);
+pub(crate) struct Children(pub(crate) Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {

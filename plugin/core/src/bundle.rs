@@ -401,6 +401,16 @@ pub struct McpServer {
     /// of the catalog binds them: `allow` (default) or `deny`. Identity and revocations still apply.
     #[serde(default = "default_allow")]
     pub lifecycle: Effect,
+    /// Every tool the server lists must have a pin in `pins`: a tool without one is removed from `tools/list` and
+    /// its calls are refused (`tool_not_pinned`). Default false: only the tools in `pins` are judged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// The approved tool definitions: MCP tool name → definition digest, the lower-case hex SHA-256 of the canonical
+    /// JSON of its `description`, `inputSchema`, `outputSchema` and `annotations` ([`crate::pins`]). A listed tool
+    /// with another definition is removed from `tools/list` and its calls are refused (`tool_definition_changed`).
+    /// `warden pin` writes them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pins: std::collections::BTreeMap<String, String>,
 }
 
 fn default_allow() -> Effect {

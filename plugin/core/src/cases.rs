@@ -9,6 +9,9 @@
 //! established. `txn_token` mints a Transaction Token the same way, `peer` is the mTLS peer URI SAN (sender
 //! binding), `approval` mints an approval for the call from the step-up reply of the same request (the approver's
 //! key from `defaults.keys`; `claims` overrides any claim, to test a refused approval) and presents it on a retry.
+//! `listed_before` (an MCP case) is what the server listed earlier on the same VM: the case first sends a
+//! `tools/list` with the same identity, answered with those tools, then its request, with the VM's memory of pinned
+//! tools that listing left ([`crate::pins::PinMemory`]): a call of a tool whose definition changed (a rug pull).
 //!
 //! Cases of one file run in order against one shared-data store ([`Context::store`]), as one gateway: a limit
 //! counts the allowed calls of the cases before (a sequence of cases exercises it), and windows follow each case's
@@ -34,6 +37,7 @@ use crate::facts::{Agent, Facts, Identity, Task, TokenFailure};
 use crate::gate::driver::{self, Exchange, Run};
 use crate::gate::{Credentials, MemoryStore};
 use crate::identity::trust_domain;
+use crate::pins::PinMemory;
 use crate::request::RecordedRequest;
 use crate::time::parse_rfc3339;
 
@@ -105,7 +109,21 @@ pub struct Case {
     pub environment: Option<String>,
     #[serde(default)]
     pub time: Option<String>,
+    /// The tools (a `tools/list` result's `tools` array) the MCP server listed on this VM before the request.
+    #[serde(default)]
+    pub listed_before: Option<Vec<Value>>,
     pub expect: Expect,
+}
+
+/// The `tools/list` a case with `listed_before` sends first: the case's request (its identity headers included)
+/// with a `tools/list` body, and the JSON answer the server gives it.
+pub fn listing_before(request: &RecordedRequest, tools: &[Value]) -> (RecordedRequest, Vec<u8>) {
+    let mut list = request.clone();
+    list.body = Some(json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"}).to_string());
+    list.body_base64 = None;
+    list.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("mcp-method") && !k.eq_ignore_ascii_case("mcp-name"));
+    let answer = json!({"jsonrpc": "2.0", "id": 0, "result": {"tools": tools}});
+    (list, answer.to_string().into_bytes())
 }
 
 /// The caller's identity.
@@ -342,7 +360,33 @@ impl Context<'_> {
         }
         request.validate().map_err(|e| format!("the request: {e}"))?;
         let mut store = self.store.try_borrow_mut().map_err(|_| "the cases' store is in use".to_string())?;
-        let first = self.drive(&config, &request, given.clone(), now, &mut store)?;
+        let mut listed = PinMemory::default();
+        if let Some(tools) = &case.listed_before {
+            if case.mcp.is_none() {
+                return Err("`listed_before` goes with an `mcp` request".into());
+            }
+            let (list, answer) = listing_before(&request, tools);
+            let mut exchange = Exchange::from_recorded(&list, now).map_err(|e| format!("the listing: {e}"))?;
+            if let Some(identity) = given.clone() {
+                exchange.credentials = Credentials::Given(identity);
+            }
+            exchange.response = Some(driver::Response {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: answer,
+            });
+            exchange.listed = Some(&mut listed);
+            let run = driver::run(&config, Some(self.compiled), exchange, &mut *store);
+            if run.response_body.is_none() {
+                let d = run.flow.decision();
+                return Err(format!(
+                    "`listed_before`: the tools/list was not let through ({}, {})",
+                    d.outcome.as_str(),
+                    d.reason.code()
+                ));
+            }
+        }
+        let first = self.drive(&config, &request, given.clone(), now, &mut store, &mut listed)?;
         let Some(spec) = &case.approval else {
             return Ok(self.finish(first, request, given.is_some(), environment, now));
         };
@@ -379,7 +423,7 @@ impl Context<'_> {
             c.extend(spec.claims.clone());
         }
         request.headers.push((config.approval_header.clone(), approval::mint(&claims, key)));
-        let retry = self.drive(&config, &request, given.clone(), now, &mut store)?;
+        let retry = self.drive(&config, &request, given.clone(), now, &mut store, &mut listed)?;
         Ok(self.finish(retry, request, given.is_some(), environment, now))
     }
 
@@ -390,11 +434,13 @@ impl Context<'_> {
         given: Option<Identity>,
         now: i64,
         store: &mut MemoryStore,
+        listed: &mut PinMemory,
     ) -> Result<Run, String> {
         let mut exchange = Exchange::from_recorded(request, now).map_err(|e| format!("the request: {e}"))?;
         if let Some(identity) = given {
             exchange.credentials = Credentials::Given(identity);
         }
+        exchange.listed = Some(listed);
         Ok(driver::run(config, Some(self.compiled), exchange, store))
     }
 

@@ -12,6 +12,7 @@ use crate::approval::{ApprovalFailure, VerifiedApproval};
 use crate::facts::TokenFailure;
 use crate::mcp::parse::McpErrorKind;
 use crate::path::PathError;
+use crate::pins::PinFailure;
 
 /// The effect of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +93,11 @@ pub enum Reason {
     /// Limits: the call was allowed, and the counter of one of its limits could not be read or written (shared data
     /// failed, stayed contended, or holds too many counters): refused, fail closed (HTTP 503).
     LimitStoreUnavailable,
+    /// An MCP `tools/call` of a tool its server's pins refuse (`crate::pins`): last listed on this VM with a
+    /// definition other than its pin (`tool_definition_changed`), or without a pin on a `pinned` server
+    /// (`tool_not_pinned`). Only a call that would otherwise go through (allowed, or with an approval) gets it: a
+    /// refusal keeps its own reason.
+    Pin(PinFailure),
 }
 
 impl Reason {
@@ -125,6 +131,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::BudgetExhausted => "budget_exhausted",
             Reason::LimitStoreUnavailable => "limit_store_unavailable",
+            Reason::Pin(f) => f.code(),
         }
     }
 
@@ -153,7 +160,8 @@ impl Reason {
             | Reason::ApprovalRefused(_)
             | Reason::RateLimited
             | Reason::BudgetExhausted
-            | Reason::LimitStoreUnavailable => true,
+            | Reason::LimitStoreUnavailable
+            | Reason::Pin(_) => true,
             Reason::RevokedAgent
             | Reason::RevokedTask
             | Reason::RevokedToken
@@ -285,7 +293,7 @@ impl RequestRefusal {
 /// `plugin/filter/README.md` ("JSON-RPC error codes") documents the table.
 pub mod jsonrpc {
     /// A policy refusal: a deny rule, no rule, an unknown tool, a revocation, an expired task, arguments a rule
-    /// cannot check, a protocol method the server denies.
+    /// cannot check, a protocol method the server denies, a tool its server's pins refuse.
     pub const DENIED: i64 = -31001;
     /// The call needs a step-up approval (none presented, or the one presented was refused).
     pub const STEP_UP_REQUIRED: i64 = -31002;
@@ -353,7 +361,8 @@ impl Decision {
                 | Reason::StepUpBatch
                 | Reason::ApprovalRefused(_)
                 | Reason::PublicRoute
-                | Reason::ResourceMetadata,
+                | Reason::ResourceMetadata
+                | Reason::Pin(_),
             ) => 403,
         }
     }
@@ -387,7 +396,9 @@ impl Decision {
             | Reason::StepUpBatch
             | Reason::ApprovalRefused(_)
             | Reason::PublicRoute
-            | Reason::ResourceMetadata => jsonrpc::DENIED,
+            | Reason::ResourceMetadata
+            // The bundle's pins refuse the tool: a policy refusal like a deny rule (`data.reason` tells which).
+            | Reason::Pin(_) => jsonrpc::DENIED,
         }
     }
 

@@ -40,6 +40,7 @@ pub mod jose;
 pub mod limits;
 pub mod mcp;
 pub mod path;
+pub mod pins;
 pub mod poll;
 pub mod request;
 mod route;

@@ -12,7 +12,7 @@ use warden_core::activation::Active;
 use warden_core::config::Config;
 use warden_core::facts::PeerIdentity;
 use warden_core::gate::{
-    record, reply, run_claim, Credentials, Edit, Flow, Next, Request, RequestView, ResponseNext, Step,
+    record, reply, run_claim, Credentials, Edit, Flow, Next, PinMemory, Request, RequestView, ResponseNext, Step,
 };
 use warden_core::ids::IdGen;
 use warden_core::token_cache::TokenCache;
@@ -33,6 +33,9 @@ pub struct Shared {
     pub metrics: Rc<Metrics>,
     /// This VM's verified-token cache (hits skip signature verification only); cleared when a bundle activates.
     pub tokens: Rc<RefCell<TokenCache>>,
+    /// What this VM last saw MCP servers' pinned tools listed as (read by `tools/call`s, taught by filtered
+    /// `tools/list` answers); per VM, kept across reconfigurations.
+    pub listed: Rc<RefCell<PinMemory>>,
     /// This VM's id in decision records (`vm-` and 8 random hex digits).
     pub vm: Rc<str>,
 }
@@ -148,16 +151,38 @@ impl WardenHttp {
                 let total = body_size.unwrap_or(from.saturating_add(rest.len()));
                 let now = unix_secs(unix_nanos(self.get_current_time()));
                 let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
-                match flow.on_response_body_bytes(&shared.config.gate, &active.bundle, &rest, total, end_of_stream, now)
-                {
+                let config = &shared.config.gate;
+                // Never borrowed across a host call; if it were busy, the answer is still filtered, only not learnt.
+                let mut spare = PinMemory::default();
+                let mut memory = shared.listed.try_borrow_mut().ok();
+                let listed = memory.as_deref_mut().unwrap_or(&mut spare);
+                let released =
+                    flow.on_response_body_bytes(config, &active.bundle, &rest, total, end_of_stream, now, listed);
+                drop(memory);
+                match released {
                     Some(body) => {
                         self.set_http_response_body(0, total, &body);
+                        if self.flow.as_ref().is_some_and(|(f, _)| f.record_again()) {
+                            self.record_again(shared, &active);
+                        }
                         Action::Continue
                     }
                     None => Action::Pause,
                 }
             }
         }
+    }
+}
+
+impl WardenHttp {
+    /// The decision record of a `tools/list` whose answer lost tools to pins, written again with them (see
+    /// `Flow::record_again`): a warning in the log, and the filter state replaced for the access log.
+    fn record_again(&self, shared: &Shared, active: &Active) {
+        let Some((flow, _)) = self.flow.as_ref() else { return };
+        let now_ns = unix_nanos(self.get_current_time());
+        let line = record::build(&flow.record(&shared.config.gate, Some(&active.bundle), &shared.vm, now_ns));
+        log(LogLevel::Warn, &line);
+        let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
     }
 }
 
@@ -205,7 +230,17 @@ impl WardenHttp {
                 (Next::ReadBody, Some(bundle)) => {
                     let body = if body_size == 0 { Some(Vec::new()) } else { self.get_http_request_body(0, body_size) };
                     let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
-                    flow.on_request_body_bytes(&config.gate, bundle, body.as_deref())
+                    // Never borrowed across a host call; if it were busy, every pinned tool counts as changed.
+                    let unknown;
+                    let memory = shared.listed.try_borrow().ok();
+                    let listed = match memory.as_deref() {
+                        Some(m) => m,
+                        None => {
+                            unknown = PinMemory::unknown();
+                            &unknown
+                        }
+                    };
+                    flow.on_request_body_bytes(&config.gate, bundle, body.as_deref(), listed)
                 }
                 (Next::Claim(claim), Some(bundle)) => {
                     let outcome = run_claim(&mut HostStore, &claim);

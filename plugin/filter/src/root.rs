@@ -12,6 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, Status};
 use warden_core::activation::{self, Active, Candidate, RejectCause};
 use warden_core::config::Control;
+use warden_core::gate::PinMemory;
 use warden_core::ids::IdGen;
 use warden_core::poll::{
     self, Answer, Cause, Failure, Fetched, Lease, LeaseStep, Pace, RecordHeader, Schedule, Wakers,
@@ -193,11 +194,16 @@ impl RootContext for WardenRoot {
             }
             None => Rc::new(RefCell::new(TokenCache::default())),
         };
+        // What this VM saw pinned tools listed as outlives a reconfiguration: it is about the servers.
+        let listed = match &self.shared {
+            Some(shared) => Rc::clone(&shared.listed),
+            None => Rc::new(RefCell::new(PinMemory::default())),
+        };
         if let Some(a) = &loaded.active {
             record_mark(&config.authority, a);
         }
-        self.shared =
-            Some(Shared { config: Rc::new(config), active: loaded.active.map(Rc::new), ids, metrics, tokens, vm });
+        let active = loaded.active.map(Rc::new);
+        self.shared = Some(Shared { config: Rc::new(config), active, ids, metrics, tokens, listed, vm });
         // A VM that starts after others (a new worker, a reconfiguration) takes their bundle at once.
         self.adopt_shared(now);
         true

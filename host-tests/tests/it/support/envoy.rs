@@ -401,6 +401,7 @@ pub fn driver_outcome(config: &Value, req: &HttpRequest, reply: &ReplyFn, seen: 
             headers: answer.headers.clone(),
             body: answer.body.clone(),
         }),
+        listed: None,
     };
     let run = driver::run(&loaded.config.gate, bundle, exchange, &mut MemoryStore::default());
     let record: Option<Value> = run.record.as_deref().and_then(|r| serde_json::from_str(r).ok());

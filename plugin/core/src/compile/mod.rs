@@ -43,6 +43,7 @@ use crate::identity::IssuerSet;
 use crate::index::{AgentIndex, Candidates};
 use crate::mcp::index::{McpIndex, McpTarget};
 use crate::mcp::parse::McpMessage;
+use crate::pins::ServerPins;
 use crate::route::RouteTable;
 use crate::vocab::McpServerIdx;
 pub use crate::vocab::{valid_id, ToolIdx, ValidationError, ValidationErrors};
@@ -382,6 +383,16 @@ impl CompiledBundle {
     /// The tool a `tools/call` of `name` would reach on a server (for `tools/list` filtering).
     pub fn mcp_tool(&self, s: McpServerIdx, name: &str) -> Option<ToolIdx> {
         self.mcp.tool(s, name)
+    }
+
+    /// The server's pinned tool definitions (`None` for an index from another bundle).
+    pub fn mcp_pins(&self, s: McpServerIdx) -> Option<&ServerPins> {
+        self.mcp.pins(s)
+    }
+
+    /// The MCP tool names a server's `tools/call`s reach in the catalog, with their tools (any order).
+    pub fn mcp_bound_tools(&self, s: McpServerIdx) -> impl Iterator<Item = (&str, ToolIdx)> {
+        self.mcp.bound_tools(s)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Deciding MCP messages: one message, a whole body (a batch is allowed only whole), what the `Mcp-Method` /
-//! `Mcp-Name` headers alone decide, the life-cycle effect, and how a tool appears in `tools/list`.
+//! `Mcp-Name` headers alone decide, the life-cycle effect, how a tool appears in `tools/list`, and the server's
+//! pinned tool definitions on a `tools/call` ([`pin_refusal`]).
 
 use serde_json::Value;
 
@@ -11,10 +12,45 @@ use crate::facts::Facts;
 use crate::mcp::index::McpTarget;
 use crate::mcp::list::Visibility;
 use crate::mcp::parse::{check_method, check_uri, McpBody, McpKind, McpMessage};
+use crate::pins::PinMemory;
 use crate::vocab::McpServerIdx;
 
-/// Decides one message. `facts.tool` is ignored: the message's target decides the tool.
-pub fn decide_message(bundle: &CompiledBundle, facts: &Facts, s: McpServerIdx, msg: &McpMessage, now: i64) -> Decision {
+/// Decides one message. `facts.tool` is ignored: the message's target decides the tool. `listed` is what this VM
+/// last saw the server's pinned tools listed as ([`pin_refusal`]).
+pub fn decide_message(
+    bundle: &CompiledBundle,
+    facts: &Facts,
+    s: McpServerIdx,
+    msg: &McpMessage,
+    listed: &PinMemory,
+    now: i64,
+) -> Decision {
+    let d = decide_unpinned(bundle, facts, s, msg, now);
+    pin_refusal(bundle, s, msg, listed, d)
+}
+
+/// A `tools/call` that would go through (allowed, or allowed with an approval) whose tool the server's pins refuse
+/// ([`crate::pins::ServerPins::call_refusal`]) is refused for that (`tool_definition_changed`, `tool_not_pinned`);
+/// any other decision (a refusal keeps its own reason) is returned unchanged.
+pub fn pin_refusal(
+    bundle: &CompiledBundle,
+    s: McpServerIdx,
+    msg: &McpMessage,
+    listed: &PinMemory,
+    d: Decision,
+) -> Decision {
+    let McpKind::ToolCall { name, .. } = &msg.kind else { return d };
+    if d.outcome == Outcome::Deny {
+        return d;
+    }
+    let Some(pins) = bundle.mcp_pins(s) else { return d };
+    match pins.call_refusal(bundle.mcp_server_name(s), name, listed) {
+        Some(f) => Decision::refusal(Reason::Pin(f), bundle.revision),
+        None => d,
+    }
+}
+
+fn decide_unpinned(bundle: &CompiledBundle, facts: &Facts, s: McpServerIdx, msg: &McpMessage, now: i64) -> Decision {
     match bundle.resolve_mcp(s, msg) {
         McpTarget::Tool(t) => {
             let facts = Facts { tool: Some(t), ..facts.clone() };
@@ -49,14 +85,16 @@ pub fn decide_headers(
     s: McpServerIdx,
     method: &str,
     name: Option<&str>,
+    listed: &PinMemory,
     now: i64,
 ) -> Option<Decision> {
     let msg = header_message(method, name)?;
-    Some(match bundle.resolve_mcp(s, &msg) {
+    let d = match bundle.resolve_mcp(s, &msg) {
         McpTarget::Tool(t) => decide_listing(bundle, &Facts { tool: Some(t), ..facts.clone() }, now),
         McpTarget::Unknown => decide(bundle, &Facts { tool: None, ..facts.clone() }, now),
         McpTarget::Lifecycle => decide_lifecycle(bundle, facts, s, now),
-    })
+    };
+    Some(pin_refusal(bundle, s, &msg, listed, d))
 }
 
 /// The message `Mcp-Method` / `Mcp-Name` describe (`None`: they cannot describe one: an invalid method, a name
@@ -89,11 +127,18 @@ pub struct BodyDecision {
 /// Decides a body: allowed only if every message is allowed; otherwise the whole body is refused by its first denied
 /// message, or, without denials, needs its one step-up call's approval. A batch with two or more step-up calls is
 /// denied (`step_up_batch`, the rule of the first, the message of the second): one approval covers one call.
-pub fn decide_body(bundle: &CompiledBundle, facts: &Facts, s: McpServerIdx, body: &McpBody, now: i64) -> BodyDecision {
+pub fn decide_body(
+    bundle: &CompiledBundle,
+    facts: &Facts,
+    s: McpServerIdx,
+    body: &McpBody,
+    listed: &PinMemory,
+    now: i64,
+) -> BodyDecision {
     let mut first: Option<BodyDecision> = None;
     let mut step_up: Option<BodyDecision> = None;
     for (i, msg) in body.messages.iter().enumerate() {
-        let d = decide_message(bundle, facts, s, msg, now);
+        let d = decide_message(bundle, facts, s, msg, listed, now);
         match d.outcome {
             Outcome::Deny => return BodyDecision { decision: d, message: i },
             Outcome::StepUp => match &step_up {

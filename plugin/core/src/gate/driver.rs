@@ -17,6 +17,7 @@ use crate::gate::step::{Credentials, Edit, Next, ResponseNext, Step};
 use crate::gate::store::{run_claim, SharedStore};
 use crate::gate::view::RequestView;
 use crate::gate::{Flow, Request};
+use crate::pins::PinMemory;
 use crate::request::{RecordedRequest, RequestError};
 
 /// The decision id the driver gives a request when the caller has none.
@@ -40,6 +41,9 @@ pub struct Exchange<'c> {
     pub credentials: Credentials<'c>,
     /// What the upstream answers if the request reaches it (for a filtered `tools/list`); `None`: not simulated.
     pub response: Option<Response>,
+    /// What the VM last saw pinned tools listed as (read by a `tools/call`, taught by a filtered `tools/list`);
+    /// `None`: a VM that has listed nothing yet.
+    pub listed: Option<&'c mut PinMemory>,
 }
 
 /// An upstream answer.
@@ -73,6 +77,7 @@ impl Exchange<'_> {
             decision_id: DRIVER_DECISION_ID.to_string(),
             credentials: Credentials::Tokens(None),
             response: None,
+            listed: None,
         })
     }
 }
@@ -116,12 +121,15 @@ pub fn run(
     exchange: Exchange<'_>,
     store: &mut impl SharedStore,
 ) -> Run {
-    let Exchange { headers, body, peer, time_ns, decision_id, credentials, response } = exchange;
+    let Exchange { headers, body, peer, time_ns, decision_id, credentials, response, listed } = exchange;
+    let mut fresh = PinMemory::default();
+    let listed = listed.unwrap_or(&mut fresh);
     let view = RequestView::scan(&headers, config);
     let request =
         Request { view: &view, peer: peer.as_ref(), credentials, decision_id, time_ns, end_of_stream: body.is_empty() };
     let (flow, step) = Flow::on_request_headers(config, bundle, request);
-    let mut host = Host { flow, headers: headers.clone(), reply: None, record: None, counters: None, store };
+    let mut host =
+        Host { flow, headers: headers.clone(), reply: None, record: None, counters: None, store, listed: &mut *listed };
     let mut next = host.act(config, bundle, step, &body, time_ns);
     if matches!(next, Next::Continue | Next::Pause) && !body.is_empty() {
         if let Some(b) = bundle {
@@ -152,8 +160,12 @@ pub fn run(
             if let ResponseNext::Read { from } = host.flow.on_response_body(config, resp.body.len(), true) {
                 let rest = resp.body.get(from..).unwrap_or_default();
                 let now = i64::try_from(time_ns / 1_000_000_000).unwrap_or(i64::MAX);
-                if let Some(body) = host.flow.on_response_body_bytes(config, b, rest, resp.body.len(), true, now) {
+                let len = resp.body.len();
+                if let Some(body) = host.flow.on_response_body_bytes(config, b, rest, len, true, now, host.listed) {
                     out = body;
+                }
+                if host.flow.record_again() {
+                    host.record = Some(record::build(&host.flow.record(config, bundle, DRIVER_VM, time_ns)));
                 }
             }
         }
@@ -179,6 +191,7 @@ struct Host<'s, S> {
     record: Option<String>,
     counters: Option<Counters>,
     store: &'s mut S,
+    listed: &'s mut PinMemory,
 }
 
 impl<S: SharedStore> Host<'_, S> {
@@ -208,7 +221,7 @@ impl<S: SharedStore> Host<'_, S> {
                 self.counters = Some(self.flow.counters(config));
             }
             step = match (step.next, bundle) {
-                (Next::ReadBody, Some(b)) => self.flow.on_request_body_bytes(config, b, Some(body)),
+                (Next::ReadBody, Some(b)) => self.flow.on_request_body_bytes(config, b, Some(body), self.listed),
                 (Next::Claim(claim), Some(b)) => {
                     let outcome = run_claim(self.store, &claim);
                     self.flow.on_claimed(config, b, outcome)

@@ -59,11 +59,12 @@ use crate::gate::view::{is_json, Field, Presented, RequestView, TokenHeader};
 use crate::identity::{self, token_in};
 use crate::limits::{self, BadAmount, Caller, Charge};
 use crate::mcp::list::{
-    filter_tools_list, list_failure, list_framing, ListFailure, ListFraming, SseFilter, Unfilterable,
+    filter_tools_list, list_failure, list_framing, Lens, ListFailure, ListFraming, SseFilter, Unfilterable,
     LIST_DEADLINE_SECS,
 };
-use crate::mcp::{self, McpBody, McpErrorKind, McpMessage, McpServerIdx, McpTarget};
+use crate::mcp::{self, McpBody, McpErrorKind, McpKind, McpMessage, McpServerIdx, McpTarget};
 use crate::path;
+use crate::pins::{PinFailure, PinMemory};
 use crate::token_cache::TokenCache;
 use crate::vocab::ToolIdx;
 
@@ -366,7 +367,11 @@ impl Flow {
                     None => None,
                     Some(m) => {
                         let facts = self.facts(config, None);
-                        match decide::mcp::decide_headers(bundle, &facts, server, m, header_name.as_deref(), self.now) {
+                        // What this VM saw listed is only consulted on the body (a `Deny` here must hold whatever
+                        // it says): the headers see the bundle's pins alone.
+                        let listed = PinMemory::default();
+                        let name = header_name.as_deref();
+                        match decide::mcp::decide_headers(bundle, &facts, server, m, name, &listed, self.now) {
                             None => Some(refusal(RequestRefusal::McpHeaderMismatch)),
                             Some(d) if d.outcome == Outcome::Deny => Some(d),
                             Some(_) => None,
@@ -389,8 +394,7 @@ impl Flow {
                 server: bundle.mcp_server_name(server).to_string(),
                 method: header_method,
                 name: header_name,
-                messages: 0,
-                batch: false,
+                ..McpRecord::default()
             });
             return self.finish(config, Some(bundle), Then::Headers);
         }
@@ -432,11 +436,19 @@ impl Flow {
         Step::wait(if end_of_stream { Next::ReadBody } else { Next::Pause })
     }
 
-    /// The whole request body, as [`Next::ReadBody`] asked; `None` when the host did not hand it over.
-    pub fn on_request_body_bytes(&mut self, config: &GateConfig, bundle: &CompiledBundle, body: Option<&[u8]>) -> Step {
+    /// The whole request body, as [`Next::ReadBody`] asked; `None` when the host did not hand it over. `listed` is
+    /// what this VM last saw the pinned tools of MCP servers listed as (the [`PinMemory`] the host keeps per VM).
+    pub fn on_request_body_bytes(
+        &mut self,
+        config: &GateConfig,
+        bundle: &CompiledBundle,
+        body: Option<&[u8]>,
+        listed: &PinMemory,
+    ) -> Step {
         match std::mem::replace(&mut self.state, State::Decided) {
             State::McpBody { server, header_method, header_name } => {
-                self.mcp_body(config, bundle, server, header_method, header_name, body.unwrap_or_default())
+                let head = (header_method, header_name);
+                self.mcp_body(config, bundle, server, head, body.unwrap_or_default(), listed)
             }
             State::StepUpBody => match body {
                 // A body the host does not hand over cannot be bound to: refused, never checked as if it were empty.
@@ -575,6 +587,10 @@ impl Flow {
     /// with it and let it go — the filtered answer (with, for an event stream, the events before it), or a JSON-RPC
     /// error when the response cannot be filtered, is over `max_list_response_bytes` or missed its deadline
     /// ([`LIST_DEADLINE_SECS`] from the request); anything after it is discarded. `None`: keep buffering.
+    ///
+    /// A filtered answer teaches `listed` (this VM's [`PinMemory`]) what the server's pinned tools were listed as;
+    /// when it lost tools to the pins, [`Flow::record_again`] says so.
+    #[allow(clippy::too_many_arguments)] // the host's event, as it comes
     pub fn on_response_body_bytes(
         &mut self,
         config: &GateConfig,
@@ -583,6 +599,7 @@ impl Flow {
         body_size: usize,
         end_of_stream: bool,
         now: i64,
+        listed: &mut PinMemory,
     ) -> Option<Vec<u8>> {
         let facts = self.facts(config, None);
         let (request_time, bound) = (self.now, config.max_list_response_bytes);
@@ -596,14 +613,16 @@ impl Flow {
         read.bytes = read.bytes.saturating_add(bytes.len());
         let server = *server;
         let visible = |name: &str| decide::mcp::tool_visibility(bundle, &facts, server, name, request_time);
+        let lens = Lens { visible: &visible, pins: bundle.mcp_pins(server) };
         let outcome = match *framing {
             None => Err(ListFailure::Unfilterable),
             Some(ListFraming::Json) if over => Err(ListFailure::TooLarge),
             Some(ListFraming::Json) if !end_of_stream => return None,
             // Read whole: nothing was handed over before the end.
-            Some(ListFraming::Json) => filter_tools_list(ListFraming::Json, bytes, id, &visible)
-                .map_err(|Unfilterable| ListFailure::Unfilterable),
-            Some(ListFraming::Sse) => match read.sse.push(bytes, id, &visible) {
+            Some(ListFraming::Json) => {
+                filter_tools_list(ListFraming::Json, bytes, id, lens).map_err(|Unfilterable| ListFailure::Unfilterable)
+            }
+            Some(ListFraming::Sse) => match read.sse.push(bytes, id, lens) {
                 Ok(Some(out)) => Ok(out),
                 Err(Unfilterable) => Err(ListFailure::Unfilterable),
                 Ok(None) if end_of_stream => Err(ListFailure::Unfilterable),
@@ -612,9 +631,25 @@ impl Flow {
                 Ok(None) => return None,
             },
         };
-        let body = outcome.unwrap_or_else(|why| list_failure(*framing, id, &self.decision_id, why));
+        let body = match outcome {
+            Ok((body, report)) => {
+                listed.learn(bundle.mcp_server_name(server), &report);
+                if let Some(m) = self.mcp.as_mut() {
+                    m.tools_removed = report.removed;
+                }
+                body
+            }
+            Err(why) => list_failure(*framing, id, &self.decision_id, why),
+        };
         self.state = State::Released;
         Some(body)
+    }
+
+    /// After [`Flow::on_response_body_bytes`] released a `tools/list` answer that lost tools to its server's pins:
+    /// the host writes the decision record again ([`Flow::record`], the same decision id, now with
+    /// `mcp.tools_removed`), as a warning, and replaces the one in filter state; the counters are not bumped again.
+    pub fn record_again(&self) -> bool {
+        matches!(self.state, State::Released) && self.mcp.as_ref().is_some_and(|m| !m.tools_removed.is_empty())
     }
 
     /// Calls `f` with every edit of the request headers, when a [`Step`] says `edit_headers`: the reserved headers
@@ -952,9 +987,9 @@ impl Flow {
         config: &GateConfig,
         bundle: &CompiledBundle,
         server: McpServerIdx,
-        header_method: Option<String>,
-        header_name: Option<String>,
+        (header_method, header_name): (Option<String>, Option<String>),
         bytes: &[u8],
+        listed: &PinMemory,
     ) -> Step {
         let mut rec = McpRecord { server: bundle.mcp_server_name(server).to_string(), ..McpRecord::default() };
         let mut body = match mcp::parse_body(bytes, bundle.mcp_batches(server)) {
@@ -977,7 +1012,7 @@ impl Flow {
             return self.finish(config, Some(bundle), Then::Mcp { server, requests, list: None });
         }
         let facts = self.facts(config, None);
-        let bd = decide::mcp::decide_body(bundle, &facts, server, &body, self.now);
+        let bd = decide::mcp::decide_body(bundle, &facts, server, &body, listed, self.now);
         if !bundle.limits().is_empty() && bd.decision.outcome != Outcome::Deny {
             // Every call of the body counts, not only the deciding one (a batch of ten refunds is ten refunds).
             let calls = body.messages.iter().filter_map(|m| match bundle.resolve_mcp(server, m) {
@@ -999,6 +1034,16 @@ impl Flow {
             McpTarget::Lifecycle | McpTarget::Unknown => None,
         });
         self.decision = bd.decision;
+        if let (Reason::Pin(PinFailure::DefinitionChanged), Some(McpKind::ToolCall { name, .. })) =
+            (self.decision.reason, msg.as_ref().map(|m| &m.kind))
+        {
+            let server_name = bundle.mcp_server_name(server);
+            let pin = bundle.mcp_pins(server).and_then(|p| p.pin(name)).unwrap_or_default();
+            self.detail = Some(match listed.seen(server_name, name) {
+                Some(seen) => format!(" (pinned sha256 {pin}, last listed as {seen})"),
+                None => format!(" (pinned sha256 {pin})"),
+            });
+        }
         let args = msg.as_ref().and_then(|m| m.arguments());
         if self.decision.reason == Reason::InvalidArguments {
             self.argument = bundle

@@ -22,6 +22,7 @@ pub mod step;
 pub mod store;
 pub mod view;
 
+pub use crate::pins::PinMemory;
 pub use flow::{Flow, Request};
 pub use outcome::{Counters, Governance, McpRecord, StepUpInfo};
 pub use reply::LocalReply;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::approval::VerifiedApproval;
 use crate::compile::CompiledBundle;
 use crate::decision::{Decision, Outcome, Reason};
+use crate::pins::PinFinding;
 use crate::time::format_rfc3339;
 
 /// What the decision record says beyond the decision: the approval that let a step-up through, the exception that
@@ -137,6 +138,10 @@ pub struct McpRecord {
     pub messages: usize,
     /// Whether the body was a batch.
     pub batch: bool,
+    /// The tools a filtered `tools/list` answer lost to the server's pins (`mcp.tools_removed` in the record, written
+    /// again at the response when there are any).
+    #[serde(skip)]
+    pub tools_removed: Vec<PinFinding>,
 }
 
 /// One approver a step-up reply names.

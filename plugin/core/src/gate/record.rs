@@ -283,6 +283,23 @@ pub fn build(r: &RecordFields<'_>) -> String {
         rec.num("messages", u64::try_from(m.messages).unwrap_or(u64::MAX));
         let out = rec.key("batch");
         out.push_str(if m.batch { "true" } else { "false" });
+        if !m.tools_removed.is_empty() {
+            // A `tools/list` answer that lost tools to the server's pins: which, why, and the digests.
+            let out = rec.key("tools_removed");
+            out.push('[');
+            for (i, f) in m.tools_removed.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let mut t = Obj::open(out);
+                t.str("name", &f.tool);
+                t.str("reason", f.failure.code());
+                t.opt_str("expected", f.expected.as_deref());
+                t.str("seen", &f.seen);
+                t.close();
+            }
+            out.push(']');
+        }
         rec.close();
     }
     o.close();

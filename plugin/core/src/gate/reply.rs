@@ -20,6 +20,7 @@ use crate::compile::CompiledBundle;
 use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
 use crate::facts::{TokenFailure, TxnFailure};
 use crate::gate::outcome::{LimitRecord, StepUpInfo};
+use crate::pins::PinFailure;
 
 /// A local reply, ready for `send_http_response`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +301,20 @@ fn message(r: &Refusal<'_>) -> String {
         }
         Reason::PublicRoute => format!("public route {rule} needs no identity"),
         Reason::ResourceMetadata => "the protected-resource metadata document".to_string(),
+        Reason::Pin(f) => {
+            let (server, name) = r.mcp.map_or(("?", "?"), |m| (m.server, m.name.unwrap_or("?")));
+            match f {
+                PinFailure::DefinitionChanged => format!(
+                    "MCP server {server} last listed tool \"{name}\" with a definition other than the one the policy \
+                     pins{detail}; its calls are refused until the server lists the pinned definition again or the \
+                     policy owner reviews the change and pins it (warden pin)"
+                ),
+                PinFailure::NotPinned => format!(
+                    "tool \"{name}\" of MCP server {server} has no pinned definition and the server is pinned (every \
+                     tool needs one); the policy owner reviews the tool and pins it (warden pin)"
+                ),
+            }
+        }
     }
 }
 

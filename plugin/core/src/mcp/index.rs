@@ -1,10 +1,12 @@
 //! The MCP servers of the catalog and what their messages reach: the server routes (host, then longest path prefix)
-//! and, per server, the tool / prompt / method / resource bindings of the catalog's tools. Built by `compile`.
+//! and, per server, the tool / prompt / method / resource bindings of the catalog's tools and the server's pinned
+//! tool definitions ([`crate::pins::ServerPins`]). Built by `compile`.
 
 use crate::args::{glob_literal, glob_literal_prefix, glob_matches, parse_glob, GlobToken};
 use crate::bundle::{Bundle, Effect};
 use crate::fxhash::FxHashMap;
 use crate::mcp::parse::{check_method, McpKind, McpMessage};
+use crate::pins::{valid_pin, ServerPins};
 use crate::route::{self, HostPattern, RouteTable, Segment};
 use crate::vocab::{valid_id, McpServerIdx, ToolIdx};
 
@@ -46,6 +48,7 @@ struct ServerEntry {
     name: Box<str>,
     batches: bool,
     lifecycle: Effect,
+    pins: ServerPins,
     tools: FxHashMap<Box<str>, ToolIdx>,
     prompts: FxHashMap<Box<str>, ToolIdx>,
     methods: FxHashMap<Box<str>, ToolIdx>,
@@ -123,10 +126,26 @@ impl McpIndex {
                     );
                 }
             }
+            for (tool, pin) in &s.pins {
+                let at = format!("{at}/pins/{}", pointer_escape(tool));
+                if tool.is_empty() {
+                    err(at.clone(), "a pinned tool name must not be empty".into());
+                }
+                if !valid_pin(pin) {
+                    err(
+                        at,
+                        format!(
+                            "invalid pin \"{pin}\" for tool \"{tool}\": the SHA-256 of its definition as 64 lower-case hex \
+                             digits (`warden pin` writes them)"
+                        ),
+                    );
+                }
+            }
             index.servers.push(ServerEntry {
                 name: s.name.as_str().into(),
                 batches: s.batches,
                 lifecycle: s.lifecycle,
+                pins: ServerPins::new(s.pinned, s.pins.clone()),
                 tools: FxHashMap::default(),
                 prompts: FxHashMap::default(),
                 methods: FxHashMap::default(),
@@ -277,8 +296,23 @@ impl McpIndex {
         self.servers.get(s.0 as usize).and_then(|e| e.tools.get(name).copied())
     }
 
+    /// The server's pins (none for an index from another bundle).
+    pub(crate) fn pins(&self, s: McpServerIdx) -> Option<&ServerPins> {
+        self.servers.get(s.0 as usize).map(|e| &e.pins)
+    }
+
+    /// The tool names a server's `tools/call`s reach, with their catalog tools.
+    pub(crate) fn bound_tools(&self, s: McpServerIdx) -> impl Iterator<Item = (&str, ToolIdx)> {
+        self.servers.get(s.0 as usize).into_iter().flat_map(|e| e.tools.iter().map(|(k, v)| (&**k, *v)))
+    }
+
     /// The server's `lifecycle` effect (`deny` for an index from another bundle).
     pub(crate) fn lifecycle(&self, s: McpServerIdx) -> Effect {
         self.servers.get(s.0 as usize).map(|e| e.lifecycle).unwrap_or(Effect::Deny)
     }
+}
+
+/// A JSON Pointer reference token (RFC 6901: `~` as `~0`, `/` as `~1`).
+fn pointer_escape(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
 }

@@ -12,10 +12,18 @@
 //! soon as it is complete, and anything the server sends after it is dropped (MCP servers end the stream after the
 //! answer), so a server that keeps the stream open cannot hold the answer back, and a second answer (a decoy) never
 //! reaches the client.
+//!
+//! On a server with pinned tool definitions ([`crate::pins`]), the answer also loses every tool its pins refuse (a
+//! definition other than its pin, or no pin on a `pinned` server), whatever the policy would show; what was removed,
+//! and which pinned tools matched, comes back as a [`PinReport`]. The answer of such a server must hold only numbers
+//! the canonical form represents exactly ([`crate::args::check_exact_numbers`]), else it is unfilterable: two
+//! definitions must never share a digest.
 
 use serde_json::{json, Value};
 
+use crate::args::check_exact_numbers;
 use crate::mcp::parse::parse_strict;
+use crate::pins::{PinReport, ServerPins};
 
 /// How a tool appears in a filtered `tools/list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,15 +110,28 @@ impl ListFailure {
 enum Read {
     /// A request or notification of the server: kept as it was.
     Other,
-    /// The answer to the request: its text as it goes out (filtered, or an error answer as it was).
-    Answer(String),
+    /// The answer to the request: its text as it goes out (filtered, or an error answer as it was), and what the
+    /// pins found.
+    Answer(String, PinReport),
 }
 
-/// Reads one JSON-RPC message of a `tools/list` response: the answer to request `id` keeps only the tools `visible`
-/// does not hide, and marks those needing approval in their `_meta`. `Err` when the message is not a JSON-RPC 2.0
-/// object, is both a request and an answer, is an answer to another id, has both `error` and `result`, or its
-/// result has no `tools` array of objects with a string `name`.
-fn read_message(text: &str, id: &Value, visible: &dyn Fn(&str) -> Visibility) -> Result<Read, Unfilterable> {
+/// How a `tools/list` answer is judged: the policy's view of each tool name, and the server's pins (`None`: none).
+#[derive(Clone, Copy)]
+pub struct Lens<'a> {
+    pub visible: &'a dyn Fn(&str) -> Visibility,
+    pub pins: Option<&'a ServerPins>,
+}
+
+/// Reads one JSON-RPC message of a `tools/list` response: the answer to request `id` keeps only the tools the pins
+/// accept and `visible` does not hide, and marks those needing approval in their `_meta`. `Err` when the message is
+/// not a JSON-RPC 2.0 object, is both a request and an answer, is an answer to another id, has both `error` and
+/// `result`, or its result has no `tools` array of objects with a string `name`; or, on a server with pins, holds
+/// a number without an exact canonical form.
+fn read_message(text: &str, id: Option<&Value>, lens: Lens<'_>) -> Result<Read, Unfilterable> {
+    let pins = lens.pins.filter(|p| p.judges());
+    if pins.is_some() {
+        check_exact_numbers(text).map_err(|_| Unfilterable)?;
+    }
     let mut v = parse_strict(text.as_bytes()).map_err(|_| Unfilterable)?;
     let Some(obj) = v.as_object_mut() else { return Err(Unfilterable) };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
@@ -120,11 +141,16 @@ fn read_message(text: &str, id: &Value, visible: &dyn Fn(&str) -> Visibility) ->
     if request {
         return if result || error { Err(Unfilterable) } else { Ok(Read::Other) };
     }
-    if obj.get("id") != Some(id) || result == error {
+    let answers = match id {
+        Some(id) => obj.get("id") == Some(id),
+        // Any request's answer (a saved response read by `warden pin`).
+        None => obj.get("id").is_some_and(|i| !i.is_null()),
+    };
+    if !answers || result == error {
         return Err(Unfilterable);
     }
     if error {
-        return Ok(Read::Answer(text.to_string()));
+        return Ok(Read::Answer(text.to_string(), PinReport::default()));
     }
     let tools = obj
         .get_mut("result")
@@ -133,9 +159,20 @@ fn read_message(text: &str, id: &Value, visible: &dyn Fn(&str) -> Visibility) ->
         .and_then(Value::as_array_mut)
         .ok_or(Unfilterable)?;
     let mut kept = Vec::with_capacity(tools.len());
+    let mut report = PinReport::default();
     for mut tool in tools.drain(..) {
         let name = tool.get("name").and_then(Value::as_str).ok_or(Unfilterable)?.to_string();
-        match visible(&name) {
+        if let Some(pins) = pins {
+            match pins.check(&name, &tool) {
+                Ok(true) => report.matched.push(name.clone()),
+                Ok(false) => {}
+                Err(finding) => {
+                    report.removed.push(finding);
+                    continue;
+                }
+            }
+        }
+        match (lens.visible)(&name) {
             Visibility::Hidden => {}
             Visibility::Visible => kept.push(tool),
             Visibility::NeedsApproval => {
@@ -147,33 +184,64 @@ fn read_message(text: &str, id: &Value, visible: &dyn Fn(&str) -> Visibility) ->
         }
     }
     *tools = kept;
-    serde_json::to_string(&v).map(Read::Answer).map_err(|_| Unfilterable)
+    serde_json::to_string(&v).map(|out| Read::Answer(out, report)).map_err(|_| Unfilterable)
 }
 
-/// Rewrites a whole `tools/list` response body. `Err` (fail closed) when it cannot be read completely: not UTF-8,
-/// a message that is not JSON-RPC, an SSE line the filter does not know, or no answer to `id` at all.
+/// Rewrites a whole `tools/list` response body, with what the pins found. `Err` (fail closed) when it cannot be read
+/// completely: not UTF-8, a message that is not JSON-RPC, an SSE line the filter does not know, or no answer to
+/// `id` at all.
 pub fn filter_tools_list(
     framing: ListFraming,
     body: &[u8],
     id: &Value,
-    visible: &dyn Fn(&str) -> Visibility,
-) -> Result<Vec<u8>, Unfilterable> {
+    lens: Lens<'_>,
+) -> Result<(Vec<u8>, PinReport), Unfilterable> {
+    filter_whole(framing, body, Some(id), lens)
+}
+
+fn filter_whole(
+    framing: ListFraming,
+    body: &[u8],
+    id: Option<&Value>,
+    lens: Lens<'_>,
+) -> Result<(Vec<u8>, PinReport), Unfilterable> {
     match framing {
         ListFraming::Json => {
             let text = std::str::from_utf8(body).map_err(|_| Unfilterable)?;
-            match read_message(text, id, visible)? {
-                Read::Answer(out) => Ok(out.into_bytes()),
+            match read_message(text, id, lens)? {
+                Read::Answer(out, report) => Ok((out.into_bytes(), report)),
                 Read::Other => Err(Unfilterable),
             }
         }
         ListFraming::Sse => {
             let mut f = SseFilter::default();
-            match f.push(body, id, visible)? {
+            match f.feed(body, id, lens)? {
                 Some(out) => Ok(out),
-                None => f.finish(),
+                None => f.finish().map(|b| (b, PinReport::default())),
             }
         }
     }
+}
+
+/// The tools of the first answer in a saved `tools/list` response body (whatever its request's id), as the server
+/// listed them, read exactly as the filter reads a response (`warden pin`), with the result's `nextCursor` (a
+/// further page); `Err` where the filter would refuse the response, or for an error answer.
+pub fn answer_tools(framing: ListFraming, body: &[u8]) -> Result<(Vec<Value>, Option<String>), Unfilterable> {
+    let all = Lens { visible: &|_: &str| Visibility::Visible, pins: None };
+    let (out, _) = filter_whole(framing, body, None, all)?;
+    let text = String::from_utf8(out).map_err(|_| Unfilterable)?;
+    let answer = match framing {
+        ListFraming::Json => text,
+        // The filter's own output: the answer is the last event, its data on `data: ` lines.
+        ListFraming::Sse => {
+            let last = text.trim_end_matches('\n').rsplit("\n\n").next().unwrap_or_default();
+            last.lines().filter_map(|l| l.strip_prefix("data: ")).collect::<Vec<_>>().join("\n")
+        }
+    };
+    let v: Value = serde_json::from_str(&answer).map_err(|_| Unfilterable)?;
+    let result = v.get("result").ok_or(Unfilterable)?;
+    let tools = result.get("tools").and_then(Value::as_array).cloned().ok_or(Unfilterable)?;
+    Ok((tools, result.get("nextCursor").and_then(Value::as_str).map(str::to_string)))
 }
 
 /// The UTF-8 byte-order mark.
@@ -203,8 +271,17 @@ impl SseFilter {
         &mut self,
         piece: &[u8],
         id: &Value,
-        visible: &dyn Fn(&str) -> Visibility,
-    ) -> Result<Option<Vec<u8>>, Unfilterable> {
+        lens: Lens<'_>,
+    ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
+        self.feed(piece, Some(id), lens)
+    }
+
+    fn feed(
+        &mut self,
+        piece: &[u8],
+        id: Option<&Value>,
+        lens: Lens<'_>,
+    ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         let mut bytes = piece;
         if !self.bom_done {
             // A byte-order mark at the very start of the stream is not part of the first line.
@@ -215,21 +292,21 @@ impl SseFilter {
             self.bom_done = true;
             let head = std::mem::take(&mut self.partial);
             let skip = if head.starts_with(BOM) { BOM.len() } else { 0 };
-            return self.lines(&head[skip..], id, visible);
+            return self.lines(&head[skip..], id, lens);
         }
         if self.after_cr && bytes.first() == Some(&b'\n') {
             bytes = &bytes[1..];
         }
         self.after_cr = false;
-        self.lines(bytes, id, visible)
+        self.lines(bytes, id, lens)
     }
 
     fn lines(
         &mut self,
         mut bytes: &[u8],
-        id: &Value,
-        visible: &dyn Fn(&str) -> Visibility,
-    ) -> Result<Option<Vec<u8>>, Unfilterable> {
+        id: Option<&Value>,
+        lens: Lens<'_>,
+    ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
             let mut line = std::mem::take(&mut self.partial);
             line.extend_from_slice(&bytes[..end]);
@@ -239,7 +316,7 @@ impl SseFilter {
             }
             bytes = &bytes[end + if crlf { 2 } else { 1 }..];
             let text = String::from_utf8(line).map_err(|_| Unfilterable)?;
-            if let Some(out) = self.line(&text, id, visible)? {
+            if let Some(out) = self.line(&text, id, lens)? {
                 return Ok(Some(out));
             }
         }
@@ -251,11 +328,11 @@ impl SseFilter {
     fn line(
         &mut self,
         line: &str,
-        id: &Value,
-        visible: &dyn Fn(&str) -> Visibility,
-    ) -> Result<Option<Vec<u8>>, Unfilterable> {
+        id: Option<&Value>,
+        lens: Lens<'_>,
+    ) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         if line.is_empty() {
-            return self.dispatch(id, visible);
+            return self.dispatch(id, lens);
         }
         if line.starts_with(':') {
             return Ok(None);
@@ -272,20 +349,20 @@ impl SseFilter {
         Ok(None)
     }
 
-    fn dispatch(&mut self, id: &Value, visible: &dyn Fn(&str) -> Visibility) -> Result<Option<Vec<u8>>, Unfilterable> {
+    fn dispatch(&mut self, id: Option<&Value>, lens: Lens<'_>) -> Result<Option<(Vec<u8>, PinReport)>, Unfilterable> {
         let fields = std::mem::take(&mut self.fields);
         let data = std::mem::take(&mut self.data);
         for f in &fields {
             self.out.push_str(f);
             self.out.push('\n');
         }
-        let mut answered = false;
+        let mut answered = None;
         if !data.is_empty() {
             let joined = data.join("\n");
-            let text = match read_message(&joined, id, visible)? {
+            let text = match read_message(&joined, id, lens)? {
                 Read::Other => joined,
-                Read::Answer(a) => {
-                    answered = true;
+                Read::Answer(a, report) => {
+                    answered = Some(report);
                     a
                 }
             };
@@ -298,7 +375,7 @@ impl SseFilter {
         if !fields.is_empty() || !data.is_empty() {
             self.out.push('\n');
         }
-        Ok(answered.then(|| std::mem::take(&mut self.out).into_bytes()))
+        Ok(answered.map(|report| (std::mem::take(&mut self.out).into_bytes(), report)))
     }
 
     /// The end of the stream without an answer: unfilterable (also when an event was left incomplete).
@@ -330,6 +407,14 @@ mod tests {
         }
     }
 
+    fn lens() -> Lens<'static> {
+        Lens { visible: &vis, pins: None }
+    }
+
+    fn filter(framing: ListFraming, body: &[u8], id: &Value) -> Result<Vec<u8>, Unfilterable> {
+        filter_tools_list(framing, body, id, lens()).map(|(b, _)| b)
+    }
+
     fn list() -> Value {
         json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [
             {"name": "lookup", "inputSchema": {}}, {"name": "wipe"}, {"name": "refund", "_meta": {"x": 1}}]}})
@@ -337,7 +422,7 @@ mod tests {
 
     #[test]
     fn tools_lists_are_filtered_or_replaced() {
-        let out = filter_tools_list(ListFraming::Json, list().to_string().as_bytes(), &json!(3), &vis).unwrap();
+        let out = filter(ListFraming::Json, list().to_string().as_bytes(), &json!(3)).unwrap();
         let got: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             got["result"]["tools"],
@@ -349,8 +434,7 @@ mod tests {
             json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}),
             list()
         );
-        let out =
-            String::from_utf8(filter_tools_list(ListFraming::Sse, sse.as_bytes(), &json!(3), &vis).unwrap()).unwrap();
+        let out = String::from_utf8(filter(ListFraming::Sse, sse.as_bytes(), &json!(3)).unwrap()).unwrap();
         assert!(out.contains("notifications/progress"), "{out}");
         assert!(!out.contains("wipe"), "{out}");
         assert!(out.contains("lookup") && out.contains(APPROVAL_META), "{out}");
@@ -367,7 +451,7 @@ mod tests {
             (ListFraming::Json, b"\xff".to_vec()),
             (ListFraming::Json, br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"title":"no name"}]}}"#.to_vec()),
         ] {
-            assert_eq!(filter_tools_list(framing, &body, &json!(3), &vis), Err(Unfilterable), "{body:?}");
+            assert_eq!(filter(framing, &body, &json!(3)), Err(Unfilterable), "{body:?}");
         }
         assert_eq!(list_framing(Some("text/event-stream"), None), Some(ListFraming::Sse));
         assert_eq!(list_framing(Some("application/json; charset=utf-8"), Some("identity")), Some(ListFraming::Json));
@@ -383,7 +467,7 @@ mod tests {
         let decoy = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [{"name": "lookup"}]}});
         let mut both = full.clone();
         both["error"] = json!({"code": 1, "message": "x"});
-        let run = |body: String| filter_tools_list(ListFraming::Sse, body.as_bytes(), &json!(3), &vis);
+        let run = |body: String| filter(ListFraming::Sse, body.as_bytes(), &json!(3));
         let shown = |r: Result<Vec<u8>, Unfilterable>| r.map(|b| String::from_utf8(b).unwrap());
         // A BOM before the first event: dropped, the event filtered.
         let out = shown(run(format!("\u{feff}data: {full}\n\ndata: {decoy}\n\n"))).unwrap();
@@ -408,10 +492,7 @@ mod tests {
         // An answer whose event never ends: no answer.
         assert_eq!(run(format!("data: {full}")), Err(Unfilterable));
         // JSON: an error answer with a result is refused too.
-        assert_eq!(
-            filter_tools_list(ListFraming::Json, both.to_string().as_bytes(), &json!(3), &vis),
-            Err(Unfilterable)
-        );
+        assert_eq!(filter(ListFraming::Json, both.to_string().as_bytes(), &json!(3)), Err(Unfilterable));
     }
 
     #[test]
@@ -421,17 +502,65 @@ mod tests {
             json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}),
             list()
         );
-        let whole = filter_tools_list(ListFraming::Sse, body.as_bytes(), &json!(3), &vis).unwrap();
+        let whole = filter(ListFraming::Sse, body.as_bytes(), &json!(3)).unwrap();
         for size in [1, 2, 3, 5, 64] {
             let mut f = SseFilter::default();
             let mut got = None;
             for piece in body.as_bytes().chunks(size) {
-                if let Some(out) = f.push(piece, &json!(3), &vis).unwrap() {
+                if let Some(out) = f.push(piece, &json!(3), lens()).unwrap().map(|(b, _)| b) {
                     got = Some(out);
                     break;
                 }
             }
             assert_eq!(got.as_deref(), Some(&whole[..]), "pieces of {size}");
         }
+    }
+
+    /// Pins remove changed and (on a `pinned` server) unpinned tools, whatever the policy shows; matching tools and
+    /// everything else come out as without pins; JSON and SSE agree.
+    #[test]
+    fn pins_remove_changed_and_unpinned_tools() {
+        use crate::pins::{definition_digest, PinFailure, ServerPins};
+        let lookup = json!({"name": "lookup", "description": "Look a charge up.", "inputSchema": {"type": "object"}});
+        let refund = json!({"name": "refund", "description": "Refund.", "_meta": {"x": 1}});
+        let pins = ServerPins::new(
+            true,
+            [
+                ("lookup".to_string(), definition_digest(&lookup)),
+                ("refund".to_string(), definition_digest(&json!({"description": "Refund a charge."}))),
+            ],
+        );
+        let answer = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [lookup, refund, {"name": "wipe"}]}});
+        let lens = Lens { visible: &|_: &str| Visibility::Visible, pins: Some(&pins) };
+        let (out, report) =
+            filter_tools_list(ListFraming::Json, answer.to_string().as_bytes(), &json!(3), lens).unwrap();
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(got["result"]["tools"], json!([lookup]));
+        assert_eq!(report.matched, vec!["lookup".to_string()]);
+        let removed: Vec<(&str, PinFailure)> = report.removed.iter().map(|f| (f.tool.as_str(), f.failure)).collect();
+        assert_eq!(removed, vec![("refund", PinFailure::DefinitionChanged), ("wipe", PinFailure::NotPinned)]);
+        assert_eq!(report.removed[0].seen, definition_digest(&refund));
+        assert_eq!(report.removed[0].expected.as_deref(), pins.pin("refund"));
+        // The same through SSE, in pieces.
+        let sse = format!("event: message\ndata: {answer}\n\n");
+        let (sse_out, sse_report) = filter_tools_list(ListFraming::Sse, sse.as_bytes(), &json!(3), lens).unwrap();
+        assert_eq!(sse_out, format!("event: message\ndata: {}\n\n", String::from_utf8(out).unwrap()).into_bytes());
+        assert_eq!(sse_report, report);
+        // Without pins the answer is what it was before pins existed (nothing judged, nothing reported).
+        let loose = ServerPins::new(false, []);
+        let plain = Lens { visible: &|_: &str| Visibility::Visible, pins: Some(&loose) };
+        let (out, report) =
+            filter_tools_list(ListFraming::Json, answer.to_string().as_bytes(), &json!(3), plain).unwrap();
+        let none = Lens { visible: &|_: &str| Visibility::Visible, pins: None };
+        assert_eq!(
+            out,
+            filter_tools_list(ListFraming::Json, answer.to_string().as_bytes(), &json!(3), none).unwrap().0
+        );
+        assert_eq!(report, PinReport::default());
+        // A number without an exact canonical form on a judged server: unfilterable (two definitions must not share
+        // a digest); on a server without pins it is not looked at.
+        let inexact = r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"lookup","inputSchema":{"maximum":18446744073709551616}}]}}"#;
+        assert_eq!(filter_tools_list(ListFraming::Json, inexact.as_bytes(), &json!(3), lens), Err(Unfilterable));
+        assert!(filter_tools_list(ListFraming::Json, inexact.as_bytes(), &json!(3), none).is_ok());
     }
 }

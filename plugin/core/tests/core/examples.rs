@@ -473,6 +473,7 @@ fn mcp_call(b: &CompiledBundle, agent: Agent, tool: &str, arguments: serde_json:
         decision_id: "d-1".into(),
         credentials: Credentials::Given(Identity::Verified(agent)),
         response: None,
+        listed: None,
     };
     let run = driver::run(&GateConfig::new("prod"), Some(b), exchange, &mut MemoryStore::default());
     let d = run.flow.decision();
@@ -615,6 +616,7 @@ fn refund_budget() {
             decision_id: "d-1".into(),
             credentials: Credentials::Given(Identity::Verified(refunder.clone())),
             response: None,
+            listed: None,
         };
         driver::run(&GateConfig::new("prod"), Some(&b), exchange, &mut store)
     };
@@ -690,6 +692,7 @@ fn refund_budget() {
         decision_id: "d-2".into(),
         credentials: Credentials::Given(Identity::Verified(refunder.clone())),
         response: None,
+        listed: None,
     };
     let down = driver::run(&GateConfig::new("prod"), Some(&b), exchange, &mut Broken);
     assert_eq!(down.flow.decision().reason.code(), "limit_store_unavailable");

@@ -602,6 +602,7 @@ fn the_driver_claims_an_approval_once() {
             decision_id: "00000000-0000-4000-8000-000000000009".to_string(),
             credentials: Credentials::Tokens(None),
             response: None,
+            listed: None,
         }
     };
     let mut store = MemoryStore::default();

@@ -11,6 +11,7 @@ use warden_core::decide::decide_with_args;
 use warden_core::decide::mcp::{decide_body, decide_message, tool_visibility};
 use warden_core::facts::{Facts, Identity};
 use warden_core::mcp::{parse_body, McpKind, McpServerIdx, McpTarget, Visibility};
+use warden_core::pins::PinMemory;
 
 /// (name, body, batches allowed, `Ok(summary)` or `Err(code)`).
 type ParseCase<'a> = (&'a str, Vec<u8>, bool, Result<String, &'a str>);
@@ -336,7 +337,7 @@ fn check(b: &CompiledBundle, cases: Vec<DecideCase<'_>>) {
         let path = if host.starts_with("mcp.pay") { "/mcp" } else { "/" };
         let s = server(b, host, path);
         let parsed = parse_body(body.as_bytes(), b.mcp_batches(s)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let d = decide_body(b, &who(who_id), s, &parsed, now()).decision;
+        let d = decide_body(b, &who(who_id), s, &parsed, &PinMemory::default(), now()).decision;
         assert_eq!((d.outcome.as_str(), d.reason.code(), d.rule_id()), want, "case {name}");
         assert_eq!(d.revision, 9);
     }
@@ -472,7 +473,7 @@ fn batches_are_allowed_only_whole() {
     );
     let s = server(&b, docs, "/");
     let body = parse_body(format!("[{search},{secret}]").as_bytes(), true).unwrap();
-    let d = decide_body(&b, &who(BOT), s, &body, now());
+    let d = decide_body(&b, &who(BOT), s, &body, &PinMemory::default(), now());
     assert_eq!(d.message, 1, "the denied message is named");
 }
 
@@ -481,12 +482,12 @@ fn identity_and_lifecycle_defaults() {
     let b = compiled(mcp_bundle());
     let locked = server(&b, "h", "/locked/mcp");
     let init = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, false).unwrap();
-    let d = decide_message(&b, &who(BOT), locked, &init.messages[0], now());
+    let d = decide_message(&b, &who(BOT), locked, &init.messages[0], &PinMemory::default(), now());
     assert_eq!((d.outcome.as_str(), d.reason.code()), ("deny", "mcp_lifecycle"));
     assert_eq!(d.http_status(), 403);
     let anon = Facts { environment: "prod".into(), identity: Identity::Missing, tool: None };
     let docs = server(&b, "x.docs.acme.example", "/");
-    let d = decide_message(&b, &anon, docs, &init.messages[0], now());
+    let d = decide_message(&b, &anon, docs, &init.messages[0], &PinMemory::default(), now());
     assert_eq!((d.outcome.as_str(), d.reason.code(), d.http_status()), ("deny", "identity_missing", 401));
 }
 
