@@ -168,7 +168,7 @@ fn mixed_traffic_through_revisions_and_control_faults() {
         *counts.entry(class).or_default() += 1;
         *statuses.entry(r.status).or_default() += 1;
         ids.push(id);
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             if let Some(kib) = resident_kib(pid) {
                 rss.push((started.elapsed().as_secs_f64(), kib));
             }
