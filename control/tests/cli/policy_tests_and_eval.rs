@@ -17,13 +17,13 @@ fn examples(name: &str) -> std::path::PathBuf {
 #[test]
 fn the_example_suites_pass() {
     for (bundle, count) in
-        [("coding-agent", 8), ("finance-agent", 20), ("payments-mcp", 25), ("refund-budget", 7), ("support-agent", 10)]
+        [("coding-agent", 8), ("finance-agent", 20), ("payments-mcp", 25), ("refund-budget", 8), ("support-agent", 10)]
     {
         let o = warden(
             [examples(&format!("{bundle}.json")), examples(&format!("{bundle}.cases.json"))]
                 .iter()
                 .map(|p| p.as_os_str())
-                .fold(vec![OsStr::new("test")], |mut v, p| {
+                .fold(vec![OsStr::new("test"), OsStr::new("--fail-uncovered")], |mut v, p| {
                     v.push(p);
                     v
                 }),
