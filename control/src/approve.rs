@@ -29,6 +29,10 @@ pub const DEFAULT_TTL_SECONDS: u64 = 300;
 /// JWK (from `warden keygen`); its algorithm follows the key. Prints the compact JWS on stdout; send it on the retry
 /// in the reply's "header" (default x-warden-approval).
 ///
+/// A plain HTTP call answered before its body was read (a gateway without allow_on_headers_stop_iteration) has a
+/// reply with "head_digest" and a "binding" without "body_sha256": give the request body with --body FILE and the
+/// arguments digest is computed from the binding and that body. The reply's head_digest is copied into the token.
+///
 /// Refused (exit 2): a --from that is not a step-up reply, a missing agent / tool / arguments digest, a --ttl above
 /// the reply's max_age_seconds, an --iss that is not one of the reply's approvers.
 #[derive(Debug, clap::Args)]
@@ -55,6 +59,10 @@ pub struct Args {
     /// SHA-256 (64 lower-case hex) of the call's canonical arguments or body (overrides the reply's).
     #[arg(long, value_name = "HEX")]
     arguments_digest: Option<String>,
+    /// The body of the plain HTTP call (a file, `-` for stdin): with the reply's binding it gives the arguments
+    /// digest when the reply has none (a call answered before its body was read).
+    #[arg(long, value_name = "FILE|-", conflicts_with = "arguments_digest")]
+    body: Option<String>,
     /// Who approved: the `sub` claim, recorded as approved_by.
     #[arg(long, value_name = "WHO")]
     approved_by: Option<String>,
@@ -77,6 +85,10 @@ pub struct Request {
     pub task: Option<String>,
     pub tool: Option<String>,
     pub arguments_digest: Option<String>,
+    /// A plain HTTP call's head digest (the `head_digest` claim).
+    pub head_digest: Option<String>,
+    /// A plain HTTP call's binding (what `arguments_digest` covers).
+    pub binding: Option<approval::HttpBinding>,
     pub decision_id: Option<String>,
     /// The `iss` values of the approvers the rule accepts (from the reply; empty without a reply).
     pub approver_iss: Vec<String>,
@@ -138,11 +150,20 @@ pub fn parse_reply(reply: &Value) -> Result<Request> {
         ),
         None => bail!("step-up reply: approval.max_age_seconds is missing"),
     };
+    let binding = match approval.get("binding") {
+        None | Some(Value::Null) => None,
+        Some(b) => Some(
+            serde_json::from_value::<approval::HttpBinding>(b.clone())
+                .map_err(|e| anyhow!("step-up reply: approval.binding: {e}"))?,
+        ),
+    };
     Ok(Request {
         agent: text("agent")?,
         task: text("task")?,
         tool: text("tool")?,
         arguments_digest: text("arguments_digest")?,
+        head_digest: text("head_digest")?,
+        binding,
         decision_id: text("decision_id")?,
         approver_iss,
         max_age_seconds,
@@ -164,8 +185,18 @@ pub fn claims(request: &Request, minting: &Minting) -> Result<Value> {
     let missing = |what: &str, flag: &str| anyhow!("missing the {what}: give {flag}, or --from a step-up reply");
     let agent = request.agent.as_deref().ok_or_else(|| missing("agent id", "--agent"))?;
     let tool = request.tool.as_deref().ok_or_else(|| missing("tool id", "--tool"))?;
-    let digest =
-        request.arguments_digest.as_deref().ok_or_else(|| missing("arguments digest", "--arguments-digest"))?;
+    let digest = request.arguments_digest.as_deref().ok_or_else(|| match &request.binding {
+        Some(_) => anyhow!(
+            "the step-up reply was given before the call's body was read, so it has no arguments digest: give the \
+             request body with --body FILE (or --arguments-digest)"
+        ),
+        None => missing("arguments digest", "--arguments-digest"),
+    })?;
+    if let Some(head) = request.head_digest.as_deref() {
+        if head.len() != 64 || !head.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            bail!("step-up reply: head_digest {head:?} is not a SHA-256 in 64 lower-case hex digits");
+        }
+    }
     if agent.is_empty() {
         bail!("the agent id is empty");
     }
@@ -209,6 +240,7 @@ pub fn claims(request: &Request, minting: &Minting) -> Result<Value> {
         task: request.task.as_deref(),
         tool,
         arguments_digest: digest,
+        head_digest: request.head_digest.as_deref(),
         decision_id: request.decision_id.as_deref(),
     }))
 }
@@ -231,6 +263,17 @@ pub fn uuid_v4() -> Result<String> {
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     Ok(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
+}
+
+/// A file's bytes, or stdin's for `-`.
+fn read_input(from: &str, what: &str) -> Result<Vec<u8>> {
+    if from == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).with_context(|| format!("cannot read {what} from stdin"))?;
+        Ok(bytes)
+    } else {
+        std::fs::read(from).with_context(|| format!("cannot read {what} from {from}"))
+    }
 }
 
 fn read_reply(from: &str) -> Result<Value> {
@@ -263,6 +306,13 @@ pub fn run(args: &Args) -> Result<Status> {
         if let Some(v) = flag {
             *field = Some(v.clone());
         }
+    }
+    if let Some(from) = &args.body {
+        let Some(binding) = &request.binding else {
+            bail!("--body needs a step-up reply of a plain HTTP call (--from, with approval.binding)");
+        };
+        let body = read_input(from, "the request body")?;
+        request.arguments_digest = binding.with_body(&body).digest();
     }
     let key = files::read_signing_key(&args.key)?;
     let minting = Minting {
@@ -492,7 +542,8 @@ mod tests {
             agent: AGENT,
             task: Some("task-1"),
             tool: "payments.refunds.create",
-            arguments_digest: DIGEST,
+            arguments_digest: Some(DIGEST),
+            head_digest: None,
         };
         let rule = "finance-refunds-step-up";
         let ok = compiled.verify_approval(rule, &token, &call, now).unwrap();
@@ -503,7 +554,7 @@ mod tests {
         assert_eq!(ok.decision_id.as_deref(), Some("d-1"));
         let other = "0".repeat(64);
         assert_eq!(
-            compiled.verify_approval(rule, &token, &CallBinding { arguments_digest: &other, ..call }, now),
+            compiled.verify_approval(rule, &token, &CallBinding { arguments_digest: Some(&other), ..call }, now),
             Err(ApprovalFailure::WrongArguments)
         );
         assert_eq!(
@@ -511,5 +562,34 @@ mod tests {
             Err(ApprovalFailure::WrongTask)
         );
         assert_eq!(compiled.verify_approval(rule, &token, &call, now + 600), Err(ApprovalFailure::Expired));
+    }
+
+    /// A reply given at the head of a plain HTTP call: no arguments digest, a binding without the body's digest,
+    /// a head digest. The digest comes from the binding and the body; the head digest is copied.
+    #[test]
+    fn a_reply_given_at_the_head_needs_the_body() {
+        let binding = approval::HttpBinding {
+            method: "POST".into(),
+            host: "billing.acme.example".into(),
+            path: "/v1/refunds?to=a".into(),
+            content_type: "application/json".into(),
+            body_sha256: None,
+        };
+        let mut object = approval_object();
+        object.as_object_mut().unwrap().remove("arguments_digest");
+        object["digest_of"] = json!("request");
+        object["binding"] = serde_json::to_value(&binding).unwrap();
+        object["head_digest"] = json!(binding.head_digest());
+        let reply = json!({"decision_id": "d-1", "decision": "step_up", "reason": "step_up_required",
+                           "rule": "finance-refunds-step-up", "revision": 17, "approval": object});
+        let mut request = parse_reply(&reply).unwrap();
+        assert_eq!(request.binding.as_ref(), Some(&binding));
+        assert!(err(claims(&request, &minting())).contains("give the request body with --body FILE"));
+        request.arguments_digest = binding.with_body(b"{}").digest();
+        let c = claims(&request, &minting()).unwrap();
+        assert_eq!(c["head_digest"], binding.head_digest());
+        assert_eq!(c["arguments_digest"], binding.with_body(b"{}").digest().unwrap());
+        let bad = Request { head_digest: Some("x".into()), ..request };
+        assert!(err(claims(&bad, &minting())).contains("head_digest \"x\" is not a SHA-256"));
     }
 }

@@ -68,8 +68,13 @@ fn approve_mints_from_a_reply_on_stdin_and_the_token_verifies() {
     let bundle: Bundle = serde_json::from_str(&text).unwrap();
     let compiled = warden_core::compile::compile(&bundle).unwrap();
     let d = digest();
-    let call =
-        CallBinding { agent: AGENT, task: Some("task-1"), tool: "payments.refunds.create", arguments_digest: &d };
+    let call = CallBinding {
+        agent: AGENT,
+        task: Some("task-1"),
+        tool: "payments.refunds.create",
+        arguments_digest: Some(&d),
+        head_digest: None,
+    };
     let ok = compiled.verify_approval("finance-refunds-step-up", token.trim(), &call, now + 60).unwrap();
     assert_eq!(ok.id, "appr-1");
     assert_eq!(ok.approved_by.as_deref(), Some("alice@acme.example"));

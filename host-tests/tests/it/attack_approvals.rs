@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 use warden_host::{Exchange, HttpRequest, Plugin, RecordingUpstream, UpstreamResponse};
 
-use crate::governance::warden_approve;
+use crate::governance::{warden_approve, warden_approve_body};
 use crate::support::filter::*;
 
 const REFUND_BODY: &str = r#"{"amount": 4200, "currency": "EUR", "order": "o-981"}"#;
@@ -137,7 +137,7 @@ fn a_plain_http_approval_binds_method_path_query_content_type_and_body() {
         assert_eq!(a["binding"]["method"], "POST", "{a}");
         assert_eq!(a["binding"]["path"], "/v1/refunds", "{a}");
         assert_eq!(a["binding"]["content_type"], "application/json", "{a}");
-        let approval = warden_approve(&x.body, now(&p), &[]);
+        let approval = warden_approve_body(&x.body, now(&p), REFUND_BODY.as_bytes(), &[]);
 
         // The same body on another query, another spelling of the query, or another content type: refused.
         for (path, ct) in [
@@ -157,7 +157,7 @@ fn a_plain_http_approval_binds_method_path_query_content_type_and_body() {
 
         // A query of its own is bound too: the approval minted for `?note=a` passes only `?note=a`.
         let (x, _) = exchange(&mut p, refund("/v1/refunds?note=a", "application/json", REFUND_BODY, None));
-        let with_query = warden_approve(&x.body, now(&p), &[]);
+        let with_query = warden_approve_body(&x.body, now(&p), REFUND_BODY.as_bytes(), &[]);
         let (x, up) =
             exchange(&mut p, refund("/v1/refunds?note=b", "application/json", REFUND_BODY, Some(&with_query)));
         assert_not_delivered(&x, &up, 403, "approval_wrong_arguments");

@@ -3,9 +3,10 @@
 //! body; the recording upstream notes when bytes arrive.
 //! - `true`: the headers are held until the body is decided: an unapproved call reaches nothing, an approved one
 //!   reaches the upstream only after its last body byte was sent (the approval binds to the body);
-//! - `false` (Istio): the headers cannot be held while the body is read. A body-less step-up call is decided at the
-//!   header phase on its approval and reaches nothing before it; a call with a body is still open (issue 19 item 3,
-//!   see `plugin/filter/README.md`): its head reaches the upstream, never a body byte, and the request is reset.
+//! - `false` (Istio): the headers cannot be held while the body is read, so the head is decided on the approval's
+//!   `head_digest` first: no approval, a forged one, one without a head claim or one for another query reach
+//!   nothing; the approved head goes on before the body (what was approved), and a body other than the approved one
+//!   is refused with no body byte upstream. A body-less step-up call is decided at the header phase in both modes.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 use warden_host::client::Response;
 use warden_host::upstream::Received;
 
-use crate::governance::warden_approve;
+use crate::governance::{warden_approve, warden_approve_body};
 use crate::support::envoy::{now, request_id, Gateway, Seen};
 use crate::support::filter::{bundle_at, claims, config, sign, token, BILLING, SUPPORT_BOT};
 
@@ -104,27 +105,56 @@ fn a_step_up_call_reaches_nothing_upstream_before_its_approval_is_verified() {
         let s = send_split(&g, "POST", "/v1/refunds?to=evil", BODY, None);
         assert_eq!(s.seen.response.status, 403, "hold={hold}: {:#?}", s.seen);
         assert_eq!(s.seen.json()["reason"], "step_up_required", "hold={hold}: {:#?}", s.seen);
+        assert_nothing_upstream(&g, &s);
+        let reply = s.seen.response.body.clone();
+
+        // A forged approval: refused before anything goes upstream.
+        let forged = send_split(&g, "POST", "/v1/refunds?to=evil", BODY, Some("eyJhbGciOiJFZERTQSJ9.e30.c2ln"));
+        assert_eq!(forged.seen.response.status, 403, "hold={hold}: {:#?}", forged.seen);
+        assert_nothing_upstream(&g, &forged);
+
+        // An approval for another query: refused before anything goes upstream.
+        let other = send_split(&g, "POST", "/v1/refunds?to=a", BODY, None);
+        let for_a = warden_approve_body(&other.seen.response.body, now(), BODY.as_bytes(), &[]);
+        let s = send_split(&g, "POST", "/v1/refunds?to=evil", BODY, Some(&for_a));
+        assert_eq!(s.seen.json()["reason"], "approval_wrong_arguments", "hold={hold}: {:#?}", s.seen);
+        assert_nothing_upstream(&g, &s);
+
+        // The approved head with another body: refused, and no body byte reaches the upstream (with the headers
+        // held, nothing at all).
+        let approval = warden_approve_body(&reply, now(), BODY.as_bytes(), &[]);
+        let s = send_split(&g, "POST", "/v1/refunds?to=evil", &BODY.replace("4200", "999999"), Some(&approval));
+        assert_eq!(s.seen.json()["reason"], "approval_wrong_arguments", "hold={hold}: {:#?}", s.seen);
         if hold {
             assert_nothing_upstream(&g, &s);
         } else {
             assert_no_body_upstream(&g, &s);
         }
 
+        // With its approval: forwarded. With the headers held, the head reached the upstream only after the last
+        // body byte left the client; without, the approved head went on at once.
+        let ok = send_split(&g, "POST", "/v1/refunds?to=evil", BODY, Some(&approval));
+        let up = ok.seen.assert_forwarded();
+        assert_eq!(up.body, BODY.as_bytes());
+        assert_eq!(up.path, "/v1/refunds?to=evil");
         if hold {
-            // With its approval: forwarded, and the head reached the upstream only after the last body byte left
-            // the client (the filter held the headers while it read the body and verified the approval).
-            let approval = warden_approve(&s.seen.response.body, now(), &[]);
-            let ok = send_split(&g, "POST", "/v1/refunds?to=evil", BODY, Some(&approval));
-            let up = ok.seen.assert_forwarded();
-            assert_eq!(up.body, BODY.as_bytes());
-            assert_eq!(up.path, "/v1/refunds?to=evil");
             assert!(up.headers_at >= ok.body_sent, "hold=true: the upstream had the head before the body was sent");
-            assert_eq!(ok.seen.record()["reason"], "allowed_by_approval");
+        }
+        assert_eq!(ok.seen.record()["reason"], "allowed_by_approval", "hold={hold}");
+
+        // An approval without a head claim (an approval service that binds only the whole call): enough where the
+        // headers are held, refused at the head where they are not.
+        let mut headless: Value = serde_json::from_slice(&reply).unwrap();
+        headless["approval"].as_object_mut().unwrap().remove("head_digest");
+        let a = warden_approve_body(headless.to_string().as_bytes(), now(), BODY.as_bytes(), &[]);
+        let s = send_split(&g, "POST", "/v1/refunds?to=evil", BODY, Some(&a));
+        if hold {
+            s.seen.assert_forwarded();
+            assert_eq!(s.seen.record()["reason"], "allowed_by_approval");
         } else {
-            // A forged approval: refused on the body, no body byte upstream.
-            let s = send_split(&g, "POST", "/v1/refunds", BODY, Some("eyJhbGciOiJFZERTQSJ9.e30.c2ln"));
-            assert_eq!(s.seen.response.status, 403, "{:#?}", s.seen);
-            assert_no_body_upstream(&g, &s);
+            assert_eq!(s.seen.json()["reason"], "approval_head_unbound", "{:#?}", s.seen);
+            assert!(s.seen.json()["message"].as_str().unwrap().contains("head_digest"), "{:#?}", s.seen);
+            assert_nothing_upstream(&g, &s);
         }
 
         // A body-less step-up call: decided at the header phase in both modes, on its approval.

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use warden_host::upstream::Reply;
 use warden_host::HttpRequest;
 
-use crate::governance::warden_approve;
+use crate::governance::warden_approve_body;
 use crate::support::envoy::{now, request_id, tool_reply, Gateway, ReplyFn};
 use crate::support::filter::{
     authed, claims, config, mcp_bundle_at, request, sign, token, BILLING, CONTROL_CLUSTER, CRM, MCP_HOST, SUPPORT_BOT,
@@ -160,7 +160,7 @@ fn mixed_traffic_through_revisions_and_control_faults() {
             assert!(!r.body_str().contains("wipe"), "tools/list unfiltered: {}", r.body_str());
         }
         if class == "step_up" && r.status == 403 && r.json()["reason"] == "step_up_required" && i % 32 == 6 {
-            approval = Some(warden_approve(&r.body, now(), &[]));
+            approval = Some(warden_approve_body(&r.body, now(), REFUND.as_bytes(), &[]));
         }
         if r.status == 200 && matches!(class, "step_up" | "mcp_call") {
             *counts.entry(if class == "step_up" { "step_up_approved" } else { "mcp_call_allowed" }).or_default() += 1;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use warden_host::HttpRequest;
 
-use crate::governance::warden_approve;
+use crate::governance::warden_approve_body;
 use crate::support::envoy::{now, Gateway};
 use crate::support::filter::{authed, bundle_at, claims, config, sign, token, BILLING, SUPPORT_BOT};
 
@@ -32,7 +32,7 @@ fn step_up_approve_retry_then_replay_is_refused_on_every_worker() {
         assert_eq!(first.json()["reason"], "step_up_required", "{first:#?}");
         assert!(first.upstream.as_ref().is_none_or(|u| u.body.is_empty()), "no byte of the refund went upstream");
 
-        let approval = warden_approve(&first.response.body, now(), &[]);
+        let approval = warden_approve_body(&first.response.body, now(), REFUND.as_bytes(), &[]);
         let retry = g.send(refund(&agent, Some(&approval)));
         let up = retry.assert_forwarded();
         assert_eq!(up.body, REFUND.as_bytes(), "the approved call's body reaches the upstream whole");

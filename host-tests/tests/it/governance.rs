@@ -19,9 +19,22 @@ fn refund_digest(body: &str) -> String {
         host: BILLING.into(),
         path: "/v1/refunds".into(),
         content_type: "application/json".into(),
-        body_sha256: hex_sha256(body.as_bytes()),
+        body_sha256: Some(hex_sha256(body.as_bytes())),
     }
     .digest()
+    .expect("a binding with its body digest")
+}
+
+/// The head digest of the refund (what an approval decided at the head binds).
+fn refund_head() -> String {
+    warden_core::approval::HttpBinding {
+        method: "POST".into(),
+        host: BILLING.into(),
+        path: "/v1/refunds".into(),
+        content_type: "application/json".into(),
+        body_sha256: None,
+    }
+    .head_digest()
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -47,11 +60,27 @@ fn send_on(p: &mut Plugin, worker: usize, req: HttpRequest) -> (Exchange, Record
 
 /// Runs `warden approve` on a step-up reply body, with the test approver's private key; returns the token.
 pub(crate) fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> String {
+    approve_with(reply, issued_at, None, extra)
+}
+
+/// [`warden_approve`] for a plain HTTP call with a body (`--body`): the reply of a call answered at its head (the
+/// headers cannot be held) has no digest of the body, which `warden approve` takes from the body it is given.
+pub(crate) fn warden_approve_body(reply: &[u8], issued_at: i64, body: &[u8], extra: &[&str]) -> String {
+    approve_with(reply, issued_at, Some(body), extra)
+}
+
+fn approve_with(reply: &[u8], issued_at: i64, body: Option<&[u8]>, extra: &[&str]) -> String {
     let dir = crate::support::TempDir::new("approve");
     let key = dir.join("approver.jwk.json");
     std::fs::write(&key, world().approver.private.to_string()).expect("write key");
     let from = dir.join("reply.json");
     std::fs::write(&from, reply).expect("write reply");
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(body) = body {
+        let path = dir.join("body");
+        std::fs::write(&path, body).expect("write body");
+        args.extend(["--body".into(), path.into_os_string()]);
+    }
     let out = Command::new(crate::support::warden_bin())
         .arg("approve")
         .arg("--key")
@@ -60,6 +89,7 @@ pub(crate) fn warden_approve(reply: &[u8], issued_at: i64, extra: &[&str]) -> St
         .arg(issued_at.to_string())
         .arg("--from")
         .arg(&from)
+        .args(args)
         .args(extra)
         .output()
         .expect("run warden approve");
@@ -88,6 +118,7 @@ fn approval_claims(iat: i64, jti: &str) -> Value {
         "task": TASK_ID,
         "tool": "billing.refunds.create",
         "arguments_digest": refund_digest(REFUND_BODY),
+        "head_digest": refund_head(),
     })
 }
 
@@ -108,19 +139,22 @@ fn a_payment_needs_an_approval_bound_to_that_exact_call_and_usable_once() {
     assert_eq!(a["agent"], SUPPORT_BOT);
     assert_eq!(a["task"], TASK_ID);
     assert_eq!(a["tool"], "billing.refunds.create");
-    assert_eq!(a["arguments_digest"], refund_digest(REFUND_BODY));
+    // Answered at the head (the headers cannot be held here): the head's digest, no digest of the body.
+    assert_eq!(a.get("arguments_digest"), None, "{a}");
+    assert_eq!(a["head_digest"], refund_head());
     assert_eq!(a["digest_of"], "request");
-    assert_eq!(a["binding"]["body_sha256"], hex_sha256(REFUND_BODY.as_bytes()));
+    assert_eq!(a["binding"].get("body_sha256"), None, "{a}");
+    assert_eq!(a["binding"]["path"], "/v1/refunds");
     assert_eq!(a["decision_id"], body["decision_id"]);
     assert_eq!(a["rule"], "refunds-need-approval");
     assert_eq!(a["approvers"], json!([{"id": APPROVER_ID, "iss": APPROVER_ISS}]));
     assert_eq!(a["max_age_seconds"], APPROVAL_MAX_AGE);
     assert_eq!(a["header"], "x-warden-approval");
-    assert_eq!(r["arguments_digest"], refund_digest(REFUND_BODY));
+    assert_eq!(r["arguments_digest"], Value::Null);
     assert_eq!(r["approval"], Value::Null);
 
-    // 2. `warden approve` mints an approval from that reply; the retry goes through, once.
-    let approval = warden_approve(&x.body, now(&p), &[]);
+    // 2. `warden approve` mints an approval from that reply and the body; the retry goes through, once.
+    let approval = warden_approve_body(&x.body, now(&p), REFUND_BODY.as_bytes(), &[]);
     let (x, up) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, Some(&approval)));
     assert_eq!(x.status, Some(200), "body {}; logs {:#?}", x.body_str(), x.logs);
     assert_eq!(up.requests.len(), 1);
@@ -155,7 +189,7 @@ fn an_approval_for_another_call_is_refused_with_the_reason() {
     let tok = support_token();
     let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, None));
     let reply = x.body.clone();
-    let mint = |p: &Plugin| warden_approve(&reply, now(p), &[]);
+    let mint = |p: &Plugin| warden_approve_body(&reply, now(p), REFUND_BODY.as_bytes(), &[]);
 
     // Other arguments.
     let other_body = REFUND_BODY.replace("4200", "42000");
@@ -178,7 +212,7 @@ fn an_approval_for_another_call_is_refused_with_the_reason() {
     assert_refused(&x, 403, "step_up", "approval_wrong_task", "refunds-need-approval");
 
     // Expired: a 60 s approval used 60 s + the approver's 30 s skew later.
-    let short = warden_approve(&reply, now(&p), &["--ttl", "60"]);
+    let short = warden_approve_body(&reply, now(&p), REFUND_BODY.as_bytes(), &["--ttl", "60"]);
     let t = now(&p) + 60 + 30;
     advance_to(&mut p, t);
     let fresh = token(&claims(SUPPORT_BOT, now(&p)));
@@ -186,7 +220,7 @@ fn an_approval_for_another_call_is_refused_with_the_reason() {
     assert_refused(&x, 403, "step_up", "approval_expired", "refunds-need-approval");
 
     // The approvals above were refused before they were used: the right call still goes through with one.
-    let good = warden_approve(&reply, now(&p), &[]);
+    let good = warden_approve_body(&reply, now(&p), REFUND_BODY.as_bytes(), &[]);
     let (x, _) = send_on(&mut p, 0, refund(&fresh, REFUND_BODY, Some(&good)));
     assert_eq!(x.status, Some(200), "{}", x.body_str());
 
@@ -244,17 +278,21 @@ fn step_up_waits_for_the_body_in_both_header_modes() {
             up.requests.iter().all(|r| r.body.is_empty() && !r.complete),
             "hold={hold}: no byte of the body reaches the tool before the approval"
         );
-        let approval = warden_approve(&x.body, now(&p), &[]);
+        let approval = warden_approve_body(&x.body, now(&p), REFUND_BODY.as_bytes(), &[]);
         let (x, up) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, Some(&approval)).chunks(vec![5, 9]));
         assert_eq!(x.status, Some(200), "hold={hold}: {}", x.body_str());
         assert_eq!(up.requests.len(), 1);
         assert_eq!(up.requests[0].body, REFUND_BODY.as_bytes());
 
-        // Over the body limit: 413, never an approval check on a partial body.
+        // Over the body limit: 413, never an approval check on a partial body (a fresh gateway: the approval is
+        // unused there). Without an approval and with the headers not held, the call is refused at its head first.
         let mut p = start_holding_with(hold, Some(16));
-        let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, None));
+        let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, Some(&approval)));
         assert_eq!(x.status, Some(413), "hold={hold}: {}", x.body_str());
         assert_eq!(reply_json(&x)["reason"], "body_too_large");
+        let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, None));
+        let want = if hold { ("body_too_large", 413) } else { ("step_up_required", 403) };
+        assert_eq!((reply_json(&x)["reason"].as_str(), x.status), (Some(want.0), Some(want.1)), "hold={hold}");
     }
 }
 
@@ -342,7 +380,7 @@ fn the_decision_record_carries_what_an_auditor_needs() {
     let mut p = start(&default_config(), 1);
     let tok = support_token();
     let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, None));
-    let approval = warden_approve(&x.body, now(&p), &[]);
+    let approval = warden_approve_body(&x.body, now(&p), REFUND_BODY.as_bytes(), &[]);
     let (x, _) = send_on(&mut p, 0, refund(&tok, REFUND_BODY, Some(&approval)));
     // From the log line, as a log pipeline would read it.
     let line = x.logs.iter().find(|l| l.message.contains("\"warden.decision\"")).expect("a record in the log");

@@ -406,6 +406,16 @@ impl Context<'_> {
             .find(|a| a.id == spec.approver)
             .ok_or_else(|| format!("approval.approver {:?} is not one of the bundle's approvers", spec.approver))?;
         let ttl = MINTED_LIFETIME.min(i64::try_from(info.max_age_seconds).unwrap_or(i64::MAX)).max(1);
+        // A reply given at the head (before the body was read) has no digest of the body: taken from the request,
+        // as an approval service would from the body it is shown.
+        let digest = match (&info.arguments_digest, &info.binding) {
+            (Some(d), _) => d.clone(),
+            (None, Some(binding)) => {
+                let body = request.body_bytes().map_err(|e| format!("the request: {e}"))?;
+                binding.with_body(&body).digest().unwrap_or_default()
+            }
+            (None, None) => String::new(),
+        };
         let jti = format!("case-{index}-approval");
         let mut claims = approval::claims(&ApprovalGrant {
             iss: &approver.iss,
@@ -416,7 +426,8 @@ impl Context<'_> {
             agent: info.agent.as_deref().unwrap_or_default(),
             task: info.task.as_deref(),
             tool: info.tool.as_deref().unwrap_or_default(),
-            arguments_digest: &info.arguments_digest,
+            arguments_digest: &digest,
+            head_digest: info.head_digest.as_deref(),
             decision_id: Some(&info.decision_id),
         });
         if let Value::Object(c) = &mut claims {

@@ -823,10 +823,12 @@ fn approve_and_retry(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<usize> {
-    let approval = mint_approval(warden, examples, reply, "120")?;
+    let approval = mint_approval(warden, examples, reply, body, "120")?;
     println!(
-        "The approval service approves that exact call: `warden approve --from <reply> --key {APPROVER_KEY}` mints a\n\
-         120 s approval bound to agent, task, tool and the body's SHA-256; the agent retries with `x-warden-approval`:"
+        "The approval service approves that exact call: `warden approve --from <reply> --body <body> --key\n\
+         {APPROVER_KEY}` mints a 120 s approval bound to agent, task, tool, the request line and headers that matter\n\
+         (head_digest: this Envoy lets headers go upstream before the body, so the head is checked first) and the\n\
+         body's SHA-256; the agent retries with `x-warden-approval`:"
     );
     let mut unexpected = 0;
     for (attempt, want) in [("retry with the approval", 200), ("the same approval again", 403)] {
@@ -877,7 +879,7 @@ fn limit_step(
     for (n, want) in [(2, 200), (3, 200), (4, 429)] {
         let first = send(&headers)?;
         let reply = String::from_utf8_lossy(&first.body).into_owned();
-        let approval = mint_approval(warden, examples, &reply, "120")?;
+        let approval = mint_approval(warden, examples, &reply, body, "120")?;
         let mut h = headers.clone();
         h.push(("x-warden-approval".to_string(), approval));
         let r = send(&h)?;
@@ -909,8 +911,9 @@ fn limit_step(
     Ok(unexpected)
 }
 
-/// `warden approve` with the TEST approver key: an approval of `ttl` seconds for the call a step-up reply describes.
-fn mint_approval(warden: &Path, examples: &Path, reply: &str, ttl: &str) -> Result<String> {
+/// `warden approve` with the TEST approver key: an approval of `ttl` seconds for the call a step-up reply describes
+/// (and, for a plain HTTP call with a body, that body: the reply of a call answered at its head has no digest of it).
+fn mint_approval(warden: &Path, examples: &Path, reply: &str, body: &[u8], ttl: &str) -> Result<String> {
     let parsed: Value = serde_json::from_str(reply).context("the step-up reply is not JSON")?;
     let iss = parsed["approval"]["approvers"][0]["iss"]
         .as_str()
@@ -919,12 +922,19 @@ fn mint_approval(warden: &Path, examples: &Path, reply: &str, ttl: &str) -> Resu
     let dir = std::env::temp_dir().join(format!("warden-demo-approve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let reply_path = dir.join("step-up-reply.json");
+    let body_path = dir.join("body");
     let out = (|| {
         std::fs::write(&reply_path, reply).with_context(|| format!("cannot write {}", reply_path.display()))?;
+        let mut body_args = Vec::new();
+        if !body.is_empty() && parsed["approval"]["binding"].is_object() {
+            std::fs::write(&body_path, body).with_context(|| format!("cannot write {}", body_path.display()))?;
+            body_args = vec![std::ffi::OsString::from("--body"), body_path.clone().into_os_string()];
+        }
         Command::new(warden)
             .arg("approve")
             .arg("--from")
             .arg(&reply_path)
+            .args(body_args)
             .arg("--key")
             .arg(examples.join(APPROVER_KEY))
             .args(["--iss", &iss, "--approved-by", "treasury-oncall@acme.example", "--ttl", ttl])

@@ -15,7 +15,9 @@
 //! `iat` and `exp` (required integers), `nbf` (optional integer), `agent`, `task` (a string when the call has a
 //! task, absent or null when it has none), `tool`, `arguments_digest` (64 lower-case hex: SHA-256 of the canonical
 //! JSON arguments of an MCP call, [`crate::args::arguments_digest`], or of the raw body of a plain HTTP call,
-//! [`body_digest`]), and `decision_id` (optional: the step-up decision it answers; recorded, not checked).
+//! [`body_digest`]), `head_digest` (optional, 64 lower-case hex: [`HttpBinding::head_digest`] of a plain HTTP call,
+//! its request without the body; required where the head is decided before the body, see below), and
+//! `decision_id` (optional: the step-up decision it answers; recorded, not checked).
 //!
 //! # Verification order ([`verify`])
 //!
@@ -32,8 +34,16 @@
 //!    `now + skew`), `exp - iat` at most the rule's effective limit, never above the approver's
 //!    `max_approval_age_seconds` (`approval_lifetime_too_long`);
 //! 8. the approver is one of the rule's `step_up.approvers` (`approval_approver_not_allowed`);
-//! 9. the binding to this call: `agent`, `task`, `tool`, `arguments_digest` (`approval_wrong_agent`,
-//!    `approval_wrong_task`, `approval_wrong_tool`, `approval_wrong_arguments`).
+//! 9. the binding to this call: `agent`, `task`, `tool`, `arguments_digest`, `head_digest` when present
+//!    (`approval_wrong_agent`, `approval_wrong_task`, `approval_wrong_tool`, `approval_wrong_arguments`).
+//!
+//! # The head, before the body
+//!
+//! Without `allow_on_headers_stop_iteration` a filter cannot read a body without letting the request head go
+//! upstream. A plain HTTP step-up call with a body is then decided twice: at the header phase on its head
+//! ([`CallBinding::arguments_digest`] `None`): everything above but `arguments_digest`, and `head_digest` is
+//! required (`approval_head_unbound` without it) and must match; and at the end of the body on everything. Nothing
+//! reaches the upstream before the first check passes.
 //!
 //! Single use (`approval_replayed`), a repeated approval header (`approval_ambiguous`) and a failing replay store
 //! (`approval_store_unavailable`) are the filter's checks; their codes are here so that every approval refusal has
@@ -96,8 +106,10 @@ pub enum ApprovalFailure {
     WrongTask,
     /// Approved for another tool.
     WrongTool,
-    /// Approved for other arguments (or another request body).
+    /// Approved for other arguments (or another request body, or another request head).
     WrongArguments,
+    /// The call's head is decided before its body and the approval has no `head_digest` to decide it on.
+    HeadUnbound,
     /// The approval header was repeated (the filter's check).
     Ambiguous,
     /// This `jti` was used before (the filter's check).
@@ -124,6 +136,7 @@ impl ApprovalFailure {
         ApprovalFailure::WrongTask,
         ApprovalFailure::WrongTool,
         ApprovalFailure::WrongArguments,
+        ApprovalFailure::HeadUnbound,
         ApprovalFailure::Ambiguous,
         ApprovalFailure::Replayed,
         ApprovalFailure::StoreUnavailable,
@@ -147,6 +160,7 @@ impl ApprovalFailure {
             ApprovalFailure::WrongTask => "approval_wrong_task",
             ApprovalFailure::WrongTool => "approval_wrong_tool",
             ApprovalFailure::WrongArguments => "approval_wrong_arguments",
+            ApprovalFailure::HeadUnbound => "approval_head_unbound",
             ApprovalFailure::Ambiguous => "approval_ambiguous",
             ApprovalFailure::Replayed => "approval_replayed",
             ApprovalFailure::StoreUnavailable => "approval_store_unavailable",
@@ -171,8 +185,11 @@ pub struct CallBinding<'a> {
     pub task: Option<&'a str>,
     /// The catalog tool id.
     pub tool: &'a str,
-    /// [`crate::args::arguments_digest`] for an MCP call, [`body_digest`] for a plain HTTP call.
-    pub arguments_digest: &'a str,
+    /// [`crate::args::arguments_digest`] for an MCP call, [`HttpBinding::digest`] for a plain HTTP call; `None` at
+    /// the header phase of a call whose body is still to come (only the head is checked, on `head_digest`).
+    pub arguments_digest: Option<&'a str>,
+    /// [`HttpBinding::head_digest`] for a plain HTTP call; `None` for an MCP call.
+    pub head_digest: Option<&'a str>,
 }
 
 /// An approval that verified and binds the call.
@@ -208,20 +225,38 @@ pub struct HttpBinding {
     pub path: String,
     /// The `content-type` value as sent; empty when absent.
     pub content_type: String,
-    /// Lower-case hex SHA-256 of the body (of the empty string when there is none).
-    pub body_sha256: String,
+    /// Lower-case hex SHA-256 of the body (of the empty string when there is none); absent when the call is
+    /// decided at its head before the body arrives (the approval service takes it from the body it is shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
 }
 
 impl HttpBinding {
     /// Lower-case hex SHA-256 of the binding text: `warden.http-call/v1`, then method, host, path, content type and
     /// body digest, each line ending in `\n` (documented in `policies/README.md`, "Step-up approvals"). None of
     /// the parts can hold a line break (header values and the normalized path cannot).
-    pub fn digest(&self) -> String {
+    /// `None` while the body digest is not known.
+    pub fn digest(&self) -> Option<String> {
+        let body = self.body_sha256.as_deref()?;
         let text = format!(
             "warden.http-call/v1\n{}\n{}\n{}\n{}\n{}\n",
-            self.method, self.host, self.path, self.content_type, self.body_sha256
+            self.method, self.host, self.path, self.content_type, body
         );
+        Some(sha256_hex(text.as_bytes()))
+    }
+
+    /// Lower-case hex SHA-256 of the head's binding text: `warden.http-head/v1`, then method, host, path and
+    /// content type, each line ending in `\n`: what an approval's `head_digest` binds (documented with
+    /// [`digest`](HttpBinding::digest)).
+    pub fn head_digest(&self) -> String {
+        let text =
+            format!("warden.http-head/v1\n{}\n{}\n{}\n{}\n", self.method, self.host, self.path, self.content_type);
         sha256_hex(text.as_bytes())
+    }
+
+    /// The binding with this body's digest.
+    pub fn with_body(&self, body: &[u8]) -> HttpBinding {
+        HttpBinding { body_sha256: Some(body_digest(body)), ..self.clone() }
     }
 }
 
@@ -239,6 +274,8 @@ pub struct ApprovalGrant<'a> {
     pub task: Option<&'a str>,
     pub tool: &'a str,
     pub arguments_digest: &'a str,
+    /// A plain HTTP call's [`HttpBinding::head_digest`] (the step-up reply's `head_digest`).
+    pub head_digest: Option<&'a str>,
     /// The step-up decision it answers (recorded, not checked).
     pub decision_id: Option<&'a str>,
 }
@@ -259,6 +296,9 @@ pub fn claims(g: &ApprovalGrant<'_>) -> Value {
     }
     c.insert("tool".into(), g.tool.into());
     c.insert("arguments_digest".into(), g.arguments_digest.into());
+    if let Some(head) = g.head_digest {
+        c.insert("head_digest".into(), head.into());
+    }
     if let Some(id) = g.decision_id {
         c.insert("decision_id".into(), id.into());
     }
@@ -392,6 +432,7 @@ struct ApprovalClaims<'c> {
     task: Option<&'c str>,
     tool: &'c str,
     arguments_digest: &'c str,
+    head_digest: Option<&'c str>,
     decision_id: Option<&'c str>,
 }
 
@@ -445,8 +486,12 @@ fn read_claims<'c>(
     if !is_digest(arguments_digest) {
         return Err(ApprovalFailure::MissingClaim);
     }
+    let head_digest = text(claims.get("head_digest"))?;
+    if head_digest.is_some_and(|h| !is_digest(h)) {
+        return Err(ApprovalFailure::MissingClaim);
+    }
     let decision_id = text(claims.get("decision_id"))?;
-    Ok(ApprovalClaims { jti, sub, iat, exp, nbf, agent, task, tool, arguments_digest, decision_id })
+    Ok(ApprovalClaims { jti, sub, iat, exp, nbf, agent, task, tool, arguments_digest, head_digest, decision_id })
 }
 
 /// What a `step_up` rule accepts, compiled: its approvers and the longest approval lifetime.
@@ -534,8 +579,16 @@ pub(crate) fn verify(
     if c.tool != call.tool {
         return Err(F::WrongTool);
     }
-    if c.arguments_digest != call.arguments_digest {
+    if call.arguments_digest.is_some_and(|d| d != c.arguments_digest) {
         return Err(F::WrongArguments);
+    }
+    match (c.head_digest, call.head_digest) {
+        // Decided on the head alone: the approval must say which head it approves.
+        (None, _) if call.arguments_digest.is_none() => return Err(F::HeadUnbound),
+        (None, _) => {}
+        (Some(h), Some(head)) if h == head => {}
+        // Another head, or a head claim on a call that has none (MCP).
+        (Some(_), _) => return Err(F::WrongArguments),
     }
     Ok(VerifiedApproval {
         id: c.jti.to_string(),
@@ -635,7 +688,7 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), codes.len());
         assert!(codes.iter().all(|c| c.starts_with("approval_")), "{codes:?}");
-        assert_eq!(codes.len(), 18);
+        assert_eq!(codes.len(), 19);
         assert_eq!(ApprovalFailure::WrongType.to_string(), "approval_type");
     }
 
@@ -650,7 +703,13 @@ mod tests {
         let k = keys();
         let b = bundle(&k);
         let d = digest();
-        let call = CallBinding { agent: AGENT, task: Some("task-7"), tool: TOOL, arguments_digest: &d };
+        let call = CallBinding {
+            agent: AGENT,
+            task: Some("task-7"),
+            tool: TOOL,
+            arguments_digest: Some(&d),
+            head_digest: None,
+        };
         let ok = b.verify_approval("refund", &mint(&claims("https://ed.example"), &k.ed), &call, NOW).unwrap();
         assert_eq!(
             ok,
@@ -692,7 +751,13 @@ mod tests {
         let k = keys();
         let b = bundle(&k);
         let d = digest();
-        let call = CallBinding { agent: AGENT, task: Some("task-7"), tool: TOOL, arguments_digest: &d };
+        let call = CallBinding {
+            agent: AGENT,
+            task: Some("task-7"),
+            tool: TOOL,
+            arguments_digest: Some(&d),
+            head_digest: None,
+        };
         let ed = |c: Value| mint(&c, &k.ed);
         let es = |c: Value| mint(&c, &k.es);
         let base = || claims("https://ed.example");
@@ -706,6 +771,16 @@ mod tests {
         let payload = base().to_string();
         // (name, rule, token, call, now, expected)
         let no_task = CallBinding { task: None, ..call };
+        let head = HttpBinding {
+            method: "POST".into(),
+            host: "billing.example".into(),
+            path: "/v1/refunds?to=a".into(),
+            content_type: "application/json".into(),
+            body_sha256: None,
+        }
+        .head_digest();
+        let http_call = CallBinding { head_digest: Some(&head), ..call };
+        let at_head = CallBinding { arguments_digest: None, ..http_call };
         let cases: Vec<(&str, &str, String, CallBinding<'_>, i64, F)> = vec![
             ("two segments", "refund", format!("{h}.{p}"), call, NOW, F::Malformed),
             ("four segments", "refund", format!("{good}.x"), call, NOW, F::Malformed),
@@ -847,6 +922,11 @@ mod tests {
                 NOW,
                 F::WrongArguments,
             ),
+            ("head digest short", "refund", ed(set("head_digest", json!(&d[..63]))), call, NOW, F::MissingClaim),
+            ("a head digest on an MCP call", "refund", ed(set("head_digest", json!(d))), call, NOW, F::WrongArguments),
+            ("another head", "refund", ed(set("head_digest", json!(d))), http_call, NOW, F::WrongArguments),
+            ("another head, at the head", "refund", ed(set("head_digest", json!(d))), at_head, NOW, F::WrongArguments),
+            ("no head digest, at the head", "refund", ed(base()), at_head, NOW, F::HeadUnbound),
         ];
         let mut failures = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -859,7 +939,7 @@ mod tests {
         }
         assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
         // Every failure `verify` can return is covered (the last three are the filter's).
-        let core: std::collections::BTreeSet<&str> = ApprovalFailure::ALL[..15].iter().map(|f| f.code()).collect();
+        let core: std::collections::BTreeSet<&str> = ApprovalFailure::ALL[..16].iter().map(|f| f.code()).collect();
         assert_eq!(seen, core);
 
         // The edges: still valid one second before expiry (with skew), at iat = now + skew, at the exact limit.
@@ -870,5 +950,46 @@ mod tests {
         ] {
             assert!(b.verify_approval("refund", &ed(c), &call, now).is_ok(), "{name}");
         }
+        // A plain HTTP call: without a head claim the whole-call digest decides; with one, both must match; at the
+        // head the head claim alone decides (any arguments digest: the body is still to come).
+        assert!(b.verify_approval("refund", &ed(base()), &http_call, NOW).is_ok());
+        let with_head = set("head_digest", json!(head));
+        assert!(b.verify_approval("refund", &ed(with_head.clone()), &http_call, NOW).is_ok());
+        assert!(b.verify_approval("refund", &ed(with_head.clone()), &at_head, NOW).is_ok());
+        let other_body = with(with_head, |o| drop(o.insert("arguments_digest".into(), json!("0".repeat(64)))));
+        assert!(b.verify_approval("refund", &ed(other_body.clone()), &at_head, NOW).is_ok());
+        assert_eq!(b.verify_approval("refund", &ed(other_body), &http_call, NOW), Err(F::WrongArguments));
+    }
+
+    #[test]
+    fn the_head_binding_text() {
+        let b = HttpBinding {
+            method: "POST".into(),
+            host: "billing.example".into(),
+            path: "/v1/refunds?to=a".into(),
+            content_type: "application/json".into(),
+            body_sha256: None,
+        };
+        assert_eq!(b.digest(), None);
+        assert_eq!(
+            b.head_digest(),
+            sha256_hex(b"warden.http-head/v1\nPOST\nbilling.example\n/v1/refunds?to=a\napplication/json\n")
+        );
+        let full = b.with_body(b"{}");
+        assert_eq!(
+            full.digest().as_deref(),
+            Some(
+                sha256_hex(
+                    format!(
+                        "warden.http-call/v1\nPOST\nbilling.example\n/v1/refunds?to=a\napplication/json\n{}\n",
+                        body_digest(b"{}")
+                    )
+                    .as_bytes()
+                )
+                .as_str()
+            )
+        );
+        // The head does not depend on the body.
+        assert_eq!(full.head_digest(), b.head_digest());
     }
 }

@@ -24,8 +24,13 @@
 //!   headers); body chunks are buffered up to `max_body_bytes` (413); the whole body is parsed strictly, checked
 //!   against the MCP headers and decided whole ([`crate::mcp::decide_body`]). Refusals are JSON-RPC errors carrying
 //!   the request's `id`. An allowed `tools/list` has its response filtered ([`crate::mcp::list`]).
-//! - **Step-up** (plain HTTP): the approval binds to the SHA-256 of the body, so a step-up call with a body is held
-//!   like an MCP body (enforce mode only) until it is complete.
+//! - **Step-up** (plain HTTP): the approval binds the request (method, host, path and query, content type) and the
+//!   SHA-256 of its body, so a step-up call with a body is held like an MCP body (enforce mode only) until it is
+//!   complete. With `allow_on_headers_stop_iteration` the headers are held too. Without it the headers would go
+//!   upstream while the body is read, so the head is decided first, on the approval's `head_digest`
+//!   ([`approval::HttpBinding::head_digest`]): no approval, a refused one or one without a matching head claim is
+//!   answered at once and nothing reaches the upstream; a head that passes is let go, and the whole approval
+//!   (body included) is checked again at the end of the body before it is claimed.
 //!
 //! A verified approval is single-use: the flow hands the host a [`Claim`] and is called back with its outcome. Shadow
 //! mode lets every request through and records what would have happened.
@@ -156,6 +161,8 @@ pub struct Flow {
     digest_of: &'static str,
     /// A plain HTTP step-up call: what its approval binds (the body's digest filled in when it is read).
     binding: Option<approval::HttpBinding>,
+    /// The binding's [`approval::HttpBinding::head_digest`].
+    head_digest: Option<String>,
     approval_counter: Option<Result<(), &'static str>>,
     /// The MCP server the request's route goes to: every refusal on it is a JSON-RPC error.
     server: Option<McpServerIdx>,
@@ -211,6 +218,7 @@ impl Flow {
             presented: Presented::Absent,
             digest_of: "request",
             binding: None,
+            head_digest: None,
             approval_counter: None,
             server: None,
             body_follows: !req.end_of_stream,
@@ -306,13 +314,15 @@ impl Flow {
         if verified && flow.decision.outcome == Outcome::StepUp {
             // The approval binds the request as it goes upstream: method, host, path and query, content type, body.
             let target = view.path.value().map(path::normalize).and_then(Result::ok).map(|n| n.request_path());
-            flow.binding = Some(approval::HttpBinding {
+            let binding = approval::HttpBinding {
                 method: flow.method.clone(),
                 host: flow.host.to_ascii_lowercase(),
                 path: target.unwrap_or_else(|| flow.path.clone()),
                 content_type: view.content_type.or_empty().to_string(),
-                body_sha256: approval::body_digest(b""),
-            });
+                body_sha256: req.end_of_stream.then(|| approval::body_digest(b"")),
+            };
+            flow.head_digest = Some(binding.head_digest());
+            flow.binding = Some(binding);
             if !req.end_of_stream && config.mode == Mode::Enforce {
                 // The approval binds the body: hold the request until it is complete. An encoded body is not the
                 // bytes the approver saw: refused before anything goes upstream.
@@ -322,12 +332,18 @@ impl Flow {
                     let step = flow.finish(config, Some(bundle), Then::Headers);
                     return (flow, step);
                 }
+                if !config.allow_on_headers_stop_iteration {
+                    // The headers go upstream when they continue: the head is decided on the approval now.
+                    if let Some(step) = flow.settle_head(config, bundle) {
+                        return (flow, step);
+                    }
+                }
                 flow.state = State::StepUpBody;
                 let next = if config.allow_on_headers_stop_iteration { Next::Pause } else { Next::Continue };
                 return (flow, Step { edit_headers: true, record: false, next });
             }
             if req.end_of_stream {
-                let digest = flow.binding.as_ref().map(approval::HttpBinding::digest).unwrap_or_default();
+                let digest = flow.binding.as_ref().and_then(approval::HttpBinding::digest);
                 let step = flow.settle(config, bundle, digest, "request", Then::Headers);
                 return (flow, step);
             }
@@ -454,13 +470,10 @@ impl Flow {
                 // A body the host does not hand over cannot be bound to: refused, never checked as if it were empty.
                 None => self.http_body_refusal(config, bundle, RequestRefusal::BodyUnreadable),
                 Some(b) => {
-                    let digest = match self.binding.as_mut() {
-                        Some(binding) => {
-                            binding.body_sha256 = approval::body_digest(b);
-                            binding.digest()
-                        }
-                        None => String::new(),
-                    };
+                    let digest = self.binding.as_mut().and_then(|binding| {
+                        binding.body_sha256 = Some(approval::body_digest(b));
+                        binding.digest()
+                    });
                     self.settle(config, bundle, digest, "request", Then::HttpBody)
                 }
             },
@@ -1064,7 +1077,7 @@ impl Flow {
             // binds to it: on every call it would cost more than the rest of the decision.
             let digest = arguments_digest(args);
             self.call = msg;
-            return self.settle(config, bundle, digest, "arguments", then);
+            return self.settle(config, bundle, Some(digest), "arguments", then);
         } else {
             self.finish(config, Some(bundle), then)
         };
@@ -1072,18 +1085,44 @@ impl Flow {
         step
     }
 
-    /// Checks the approval of a step-up decision against the call (bound to `digest`): none presented or refused
-    /// ends the request now; a verified one is claimed first (single use).
+    /// The header phase of a plain HTTP step-up call whose headers go upstream before its body is read: its
+    /// approval is checked on the head (`head_digest`). `None`: the head passed, the body decides; otherwise the
+    /// refusal (no approval, a refused one), answered before anything reaches the upstream.
+    fn settle_head(&mut self, config: &GateConfig, bundle: &CompiledBundle) -> Option<Step> {
+        self.digest_of = "request";
+        let refused = match &self.presented {
+            Presented::Absent => None,
+            Presented::Refused(f) => Some(*f),
+            Presented::Token(token) => {
+                let call = self.call_binding(bundle);
+                bundle.verify_approval(self.decision.rule_id(), token, &call, self.now).err()
+            }
+        };
+        if matches!(self.presented, Presented::Token(_)) && refused.is_none() {
+            return None;
+        }
+        self.step_up = Some(self.step_up_info(config, bundle));
+        if let Some(f) = refused {
+            self.approval_counter = Some(Err(f.code()));
+            self.decision = self.decision.clone().with_approval(Err(f));
+        }
+        Some(self.finish(config, Some(bundle), Then::Headers))
+    }
+
+    /// Checks the approval of a step-up decision against the call (bound to `digest`; `None` only when a binding
+    /// could not be made, which no approval matches): none presented or refused ends the request now; a verified one
+    /// is claimed first (single use).
     fn settle(
         &mut self,
         config: &GateConfig,
         bundle: &CompiledBundle,
-        digest: String,
+        digest: Option<String>,
         digest_of: &'static str,
         then: Then,
     ) -> Step {
         self.digest_of = digest_of;
-        self.gov.arguments_digest = Some(digest);
+        // Never `None` past the head: an absent digest would skip the body check.
+        self.gov.arguments_digest = Some(digest.unwrap_or_default());
         let result = match &self.presented {
             Presented::Absent => None,
             Presented::Refused(f) => Some(Err(*f)),
@@ -1117,7 +1156,8 @@ impl Flow {
             agent: agent.map_or("", |a| a.id.as_str()),
             task: agent.and_then(|a| a.task.as_ref()).map(|t| t.id.as_str()),
             tool: self.tool.map_or("", |t| bundle.tool_id(t)),
-            arguments_digest: self.gov.arguments_digest.as_deref().unwrap_or_default(),
+            arguments_digest: self.gov.arguments_digest.as_deref(),
+            head_digest: self.head_digest.as_deref(),
         }
     }
 
@@ -1130,7 +1170,8 @@ impl Flow {
             agent: Some(call.agent.to_string()),
             task: call.task.map(str::to_string),
             tool: Some(call.tool.to_string()),
-            arguments_digest: call.arguments_digest.to_string(),
+            arguments_digest: call.arguments_digest.map(str::to_string),
+            head_digest: call.head_digest.map(str::to_string),
             digest_of: self.digest_of,
             binding: self.binding.clone().filter(|_| self.digest_of == "request"),
             decision_id: self.decision_id.clone(),

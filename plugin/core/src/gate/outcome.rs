@@ -159,8 +159,13 @@ pub struct StepUpInfo {
     pub agent: Option<String>,
     pub task: Option<String>,
     pub tool: Option<String>,
-    /// Lower-case hex SHA-256: of the canonical JSON arguments (MCP) or of the request binding (HTTP).
-    pub arguments_digest: String,
+    /// Lower-case hex SHA-256: of the canonical JSON arguments (MCP) or of the request binding (HTTP); absent when
+    /// the call was answered at its head before the body (the approval service takes the body's digest itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments_digest: Option<String>,
+    /// A plain HTTP call: [`crate::approval::HttpBinding::head_digest`], the approval's `head_digest` claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_digest: Option<String>,
     /// `arguments` or `request`: what the digest was taken over.
     pub digest_of: &'static str,
     /// A plain HTTP call: what `arguments_digest` binds ([`crate::approval::HttpBinding::digest`]).

@@ -16,6 +16,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::approval::ApprovalFailure;
 use crate::compile::CompiledBundle;
 use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
 use crate::facts::{TokenFailure, TxnFailure};
@@ -264,9 +265,17 @@ fn message(r: &Refusal<'_>) -> String {
         Reason::DeniedByRule => format!("rule {rule} denies {agent} the {target}"),
         Reason::StepUpRequired => format!(
             "rule {rule} requires an approval for {agent} to call {target}: get one bound to this call (see approval) \
-             and retry with it"
+             and retry with it{}",
+            at_head(r.step_up)
         ),
-        Reason::ApprovalRefused(f) => format!("the approval presented for {target} under rule {rule} was refused: {f}"),
+        Reason::ApprovalRefused(f @ ApprovalFailure::HeadUnbound) => format!(
+            "the approval presented for {target} under rule {rule} was refused: {f}: this gateway lets a request's \
+             line and headers go upstream before its body is read, so the approval of a call with a body must also \
+             carry head_digest (approval.head_digest of the step-up reply)"
+        ),
+        Reason::ApprovalRefused(f) => {
+            format!("the approval presented for {target} under rule {rule} was refused: {f}{}", at_head(r.step_up))
+        }
         Reason::NoMatchingRule => {
             format!("no rule allows {agent} to call {target}; ask the owner of the policy for a rule")
         }
@@ -315,6 +324,17 @@ fn message(r: &Refusal<'_>) -> String {
                 ),
             }
         }
+    }
+}
+
+/// What a step-up answered at its head (before the body was read) asks of the approval.
+fn at_head(info: Option<&StepUpInfo>) -> &'static str {
+    match info {
+        Some(i) if i.arguments_digest.is_none() && i.head_digest.is_some() => {
+            " (answered before the body was read: the approval carries head_digest, and arguments_digest over \
+             approval.binding with the body's SHA-256 as body_sha256)"
+        }
+        _ => "",
     }
 }
 
@@ -535,7 +555,8 @@ mod tests {
             agent: Some("spiffe://acme.example/agents/support/bot-1".into()),
             task: Some("T-1".into()),
             tool: Some("billing.refunds.create".into()),
-            arguments_digest: "ab".repeat(32),
+            arguments_digest: Some("ab".repeat(32)),
+            head_digest: None,
             digest_of: "body",
             binding: None,
             decision_id: ID.into(),

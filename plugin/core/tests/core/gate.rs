@@ -621,7 +621,9 @@ fn the_driver_claims_an_approval_once() {
             agent: info.agent.as_deref().unwrap(),
             task: info.task.as_deref(),
             tool: info.tool.as_deref().unwrap(),
-            arguments_digest: &info.arguments_digest,
+            // Answered at the head (headers cannot be held by default): the digest is over the binding and body.
+            arguments_digest: &info.binding.as_ref().unwrap().with_body(br#"{"amount": 5}"#).digest().unwrap(),
+            head_digest: info.head_digest.as_deref(),
             decision_id: Some(&info.decision_id),
         }),
         &key(ISSUER_JWK),
@@ -636,4 +638,120 @@ fn the_driver_claims_an_approval_once() {
     let third = run(config, bundle, exchange(Some(&token)), &mut store);
     assert_eq!(third.flow.decision().reason.code(), "approval_replayed");
     assert_eq!(third.reply.map(|r| r.status), Some(403));
+}
+
+/// Without `allow_on_headers_stop_iteration` the headers of a step-up call with a body would go upstream while the
+/// body is read: the head is decided on the approval's `head_digest` first (issue 19 item 3). No approval, an
+/// approval without a head claim, or one for another query: answered at the headers, nothing forwarded. The right
+/// head with another body: the head goes on, the body is refused. Both right: allowed, once. With the option, the
+/// whole call is decided at the end of the body and a head claim is not required.
+#[test]
+fn a_step_up_call_with_a_body_is_decided_at_its_head_when_headers_cannot_be_held() {
+    use warden_core::approval::{claims, mint, ApprovalGrant};
+    use warden_core::gate::driver::{run, Exchange};
+    use warden_core::gate::{MemoryStore, StepUpInfo};
+
+    const BODY: &[u8] = br#"{"amount": 4200}"#;
+    let exchange = |path: &str, body: &[u8], approval: Option<&str>| {
+        let mut h = headers(&[
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "pay.acme.example"),
+            ("authorization", &bearer()),
+            ("content-type", "application/json"),
+        ]);
+        if let Some(a) = approval {
+            h.push(("x-warden-approval".to_string(), a.as_bytes().to_vec()));
+        }
+        Exchange {
+            headers: h,
+            body: body.to_vec(),
+            peer: None,
+            time_ns: u64::try_from(now()).unwrap() * 1_000_000_000,
+            decision_id: "00000000-0000-4000-8000-00000000000a".to_string(),
+            credentials: Credentials::Tokens(None),
+            response: None,
+            listed: None,
+        }
+    };
+    let approve = |info: &StepUpInfo, jti: &str, body: &[u8], head: bool| {
+        let binding = info.binding.as_ref().expect("a plain HTTP call's reply has its binding");
+        let digest = binding.with_body(body).digest().unwrap();
+        mint(
+            &claims(&ApprovalGrant {
+                iss: "https://approvals.acme.example",
+                approved_by: None,
+                jti,
+                issued_at: now(),
+                expires_at: now() + 120,
+                agent: info.agent.as_deref().unwrap(),
+                task: info.task.as_deref(),
+                tool: info.tool.as_deref().unwrap(),
+                arguments_digest: &digest,
+                head_digest: if head { info.head_digest.as_deref() } else { None },
+                decision_id: None,
+            }),
+            &key(ISSUER_JWK),
+        )
+    };
+    let code = |r: &warden_core::gate::driver::Run| r.flow.decision().reason.code();
+
+    // Headers cannot be held (the default, and the only mode under Istio).
+    let l = loaded(json!({}));
+    let (config, bundle) = (&l.config.gate, l.active.as_ref().map(|a| &a.bundle));
+    let mut store = MemoryStore::default();
+    let first = run(config, bundle, exchange("/refunds?to=a", BODY, None), &mut store);
+    assert_eq!(code(&first), "step_up_required");
+    assert!(first.forwarded.is_none(), "nothing goes upstream without an approval");
+    let info = first.flow.step_up().unwrap().clone();
+    assert_eq!(info.arguments_digest, None, "the body was not read");
+    let binding = info.binding.clone().unwrap();
+    assert_eq!((binding.path.as_str(), binding.body_sha256.as_deref()), ("/refunds?to=a", None));
+    assert_eq!(info.head_digest.as_deref(), Some(binding.head_digest().as_str()));
+    let reply: Value = serde_json::from_slice(&first.reply.as_ref().unwrap().body).unwrap();
+    assert!(reply["approval"].get("arguments_digest").is_none(), "{reply}");
+    assert_eq!(reply["approval"]["head_digest"], binding.head_digest());
+    assert!(reply["message"].as_str().unwrap().contains("answered before the body was read"), "{reply}");
+
+    // No head claim: refused at the head.
+    let unbound =
+        run(config, bundle, exchange("/refunds?to=a", BODY, Some(&approve(&info, "a1", BODY, false))), &mut store);
+    assert_eq!(code(&unbound), "approval_head_unbound");
+    assert!(unbound.forwarded.is_none());
+    let reply: Value = serde_json::from_slice(&unbound.reply.as_ref().unwrap().body).unwrap();
+    assert!(reply["message"].as_str().unwrap().contains("must also carry head_digest"), "{reply}");
+    // Another query under the same approval: refused at the head.
+    let good = approve(&info, "a2", BODY, true);
+    let evil = run(config, bundle, exchange("/refunds?to=evil", BODY, Some(&good)), &mut store);
+    assert_eq!(code(&evil), "approval_wrong_arguments");
+    assert!(evil.forwarded.is_none(), "another query reaches nothing");
+    // The approved head with another body: the head goes on (it is what was approved), the body is refused.
+    let other = run(config, bundle, exchange("/refunds?to=a", br#"{"amount": 999999}"#, Some(&good)), &mut store);
+    assert_eq!(code(&other), "approval_wrong_arguments");
+    assert_eq!(other.reply.as_ref().map(|r| r.status), Some(403));
+    // Both right: allowed, and the approval was not spent by the refusals above.
+    let ok = run(config, bundle, exchange("/refunds?to=a", BODY, Some(&good)), &mut store);
+    assert_eq!(code(&ok), "allowed_by_approval");
+    assert!(ok.forwarded.is_some());
+    let again = run(config, bundle, exchange("/refunds?to=a", BODY, Some(&good)), &mut store);
+    assert_eq!(code(&again), "approval_replayed");
+
+    // Headers held: decided on the whole call at the end of the body; no head claim needed, a wrong one refused.
+    let held = loaded(json!({"allow_on_headers_stop_iteration": true}));
+    let (config, bundle) = (&held.config.gate, held.active.as_ref().map(|a| &a.bundle));
+    let mut store = MemoryStore::default();
+    let first = run(config, bundle, exchange("/refunds?to=a", BODY, None), &mut store);
+    let info = first.flow.step_up().unwrap().clone();
+    assert!(info.arguments_digest.is_some(), "the body was read: {info:?}");
+    assert_eq!(
+        info.binding.as_ref().and_then(|b| b.body_sha256.clone()),
+        Some(warden_core::approval::body_digest(BODY))
+    );
+    let ok = run(config, bundle, exchange("/refunds?to=a", BODY, Some(&approve(&info, "h1", BODY, false))), &mut store);
+    assert_eq!(code(&ok), "allowed_by_approval");
+    let mut wrong_head = info.clone();
+    wrong_head.head_digest = Some("0".repeat(64));
+    let bad =
+        run(config, bundle, exchange("/refunds?to=a", BODY, Some(&approve(&wrong_head, "h2", BODY, true))), &mut store);
+    assert_eq!(code(&bad), "approval_wrong_arguments");
 }
