@@ -16,6 +16,10 @@ use crate::index::{parse_agent_pattern, AgentPattern};
 pub struct IssuerSet {
     pub(crate) issuers: Vec<CompiledIssuer>,
     pub(crate) by_iss: HashMap<String, usize>,
+    /// No rule of the bundle requires sender binding, so nothing reads `Agent::sender_bound` where the issuer does
+    /// not require it: it is not computed (false) and the peer's URI SAN is not read for it. Set by
+    /// [`crate::compile::compile`]; false for a set compiled on its own (`sender_bound` always computed).
+    pub(crate) sender_bound_unused: bool,
 }
 
 pub(crate) struct CompiledIssuer {
