@@ -113,7 +113,11 @@ impl IssuerSet {
             compile_claims(i, &issuer.claims, &mut err);
             compile_profile(i, issuer, &mut err);
             let sender_binding_for = compile_issuer_options(i, issuer, &mut err);
-            let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
+            // Issuer keys verify on the request path (every new token): worth their fixed-base tables.
+            let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err)
+                .into_iter()
+                .map(|(kid, k)| (kid, IssuerKey { key: k.key.precompute(), algorithms: k.algorithms }))
+                .collect();
             if !issuer.iss.is_empty() && !set.by_iss.contains_key(&issuer.iss) {
                 set.by_iss.insert(issuer.iss.clone(), set.issuers.len());
             }

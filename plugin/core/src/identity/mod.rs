@@ -19,7 +19,8 @@
 //! 4. header: `alg` in the issuer's allowlist (`AlgorithmNotAllowed`, which is also what `none` and `HS*` get),
 //!    `kid` present and one of the issuer's keys (`UnknownKey`), the key fits `alg` (`AlgorithmNotAllowed`);
 //! 5. signature (`BadSignature`): the decoded signature bytes checked with the pre-parsed key (Ed25519 as strictly as
-//!    `verify_strict`: canonical `S`, no small-order `R`, weak keys refused at compile time; ES256/ES384 signatures
+//!    `verify_strict`, with a fixed-base table of each issuer key built at compile time: canonical `S`, no small-order
+//!    `R`, weak keys refused at compile time; ES256/ES384 signatures
 //!    are the raw JOSE `r || s`; RS*/PS* as PKCS#1 v1.5 / PSS with the algorithm's SHA-2);
 //! 6. only now, on signed content: the issuer's **profile** (a `txn_token` issuer's token is never an agent token:
 //!    `WrongProfile`, and the reverse in the `Txn-Token` header), the profile's `typ` (`WrongType`; RFC 8725
