@@ -43,8 +43,9 @@ pub struct Agent {
     pub task: Option<Task>,
     /// RFC 8693 delegation: present when the token has an `act` claim (`id` is then `act.sub`).
     pub delegation: Option<Delegation>,
-    /// Whether the request's mTLS peer URI SAN equals `id` (checked for every token; required where the issuer or
-    /// a rule says so).
+    /// Whether the request's mTLS peer URI SAN equals `id` (required where the issuer or a rule says so). Checked
+    /// for every token of a bundle with a rule that requires sender binding, and wherever the issuer requires it;
+    /// in a bundle where nothing reads it, false.
     pub sender_bound: bool,
 }
 
@@ -84,6 +85,96 @@ impl PeerIdentity {
             return None;
         }
         Some(PeerIdentity { uri_san, cert_sha256 })
+    }
+}
+
+/// One property of the connection's mTLS peer, as the host is asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerProperty {
+    /// The first URI SAN of the client certificate (Envoy `connection.uri_san_peer_certificate`).
+    UriSan,
+    /// The SHA-256 of the client certificate as hex (Envoy `connection.sha256_peer_certificate_digest`).
+    CertSha256,
+}
+
+/// The connection's mTLS peer as the token checks see it: either given whole ([`Peer::given`]: tests, the gate's
+/// driver, `warden eval`) or read from the host the first time a check needs each property ([`Peer::host`]: the
+/// filter, where each property is a host call and most requests' checks need neither). Each property is read at
+/// most once. Which properties a check reads depends only on the token and the bundle (sender binding required by
+/// the issuer or used by a rule, a `cnf` claim), so a check that read nothing came out the same for any peer.
+pub struct Peer<'a> {
+    source: PeerSource<'a>,
+    uri_san: std::cell::OnceCell<Option<String>>,
+    cert_sha256: std::cell::OnceCell<Option<[u8; 32]>>,
+}
+
+enum PeerSource<'a> {
+    Given(Option<&'a PeerIdentity>),
+    /// The host's value of a property (`None`: absent, no client certificate, or the host refused).
+    Host(&'a dyn Fn(PeerProperty) -> Option<String>),
+}
+
+/// What a check read of the peer: each property read, with its value (the token cache reuses a result for a
+/// connection whose peer agrees on these).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PeerSeen {
+    uri_san: Option<Option<String>>,
+    cert_sha256: Option<Option<[u8; 32]>>,
+}
+
+impl<'a> Peer<'a> {
+    /// A peer known in advance (`None`: no client certificate).
+    pub fn given(peer: Option<&'a PeerIdentity>) -> Peer<'a> {
+        Peer { source: PeerSource::Given(peer), uri_san: Default::default(), cert_sha256: Default::default() }
+    }
+
+    /// A peer whose properties `read` fetches from the host when first needed, normalized as
+    /// [`PeerIdentity::from_envoy`] does (an empty URI SAN is absent, a digest that is not 64 hex digits too).
+    pub fn host(read: &'a dyn Fn(PeerProperty) -> Option<String>) -> Peer<'a> {
+        Peer { source: PeerSource::Host(read), uri_san: Default::default(), cert_sha256: Default::default() }
+    }
+
+    /// The peer's URI SAN.
+    pub fn uri_san(&self) -> Option<&str> {
+        self.uri_san
+            .get_or_init(|| match &self.source {
+                PeerSource::Given(p) => p.and_then(|p| p.uri_san.clone()),
+                PeerSource::Host(read) => read(PeerProperty::UriSan).filter(|s| !s.is_empty()),
+            })
+            .as_deref()
+    }
+
+    /// The SHA-256 of the peer's certificate.
+    pub fn cert_sha256(&self) -> Option<[u8; 32]> {
+        *self.cert_sha256.get_or_init(|| match &self.source {
+            PeerSource::Given(p) => p.and_then(|p| p.cert_sha256),
+            PeerSource::Host(read) => read(PeerProperty::CertSha256).as_deref().and_then(parse_hex32),
+        })
+    }
+
+    /// What has been read so far.
+    pub(crate) fn seen(&self) -> PeerSeen {
+        PeerSeen { uri_san: self.uri_san.get().cloned(), cert_sha256: self.cert_sha256.get().copied() }
+    }
+
+    /// Whether this peer has the values `seen` records (reading those properties, and only those).
+    pub(crate) fn agrees(&self, seen: &PeerSeen) -> bool {
+        seen.uri_san.as_ref().is_none_or(|u| u.as_deref() == self.uri_san())
+            && seen.cert_sha256.is_none_or(|c| c == self.cert_sha256())
+    }
+}
+
+impl std::fmt::Debug for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            PeerSource::Given(p) => format!("given {p:?}"),
+            PeerSource::Host(_) => "host".to_string(),
+        };
+        f.debug_struct("Peer")
+            .field("source", &source)
+            .field("uri_san", &self.uri_san.get())
+            .field("cert_sha256", &self.cert_sha256.get())
+            .finish()
     }
 }
 

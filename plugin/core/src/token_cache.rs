@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::compile::CompiledBundle;
-use crate::facts::{Agent, PeerIdentity, Task, TokenFailure};
+use crate::facts::{Agent, Peer, PeerIdentity, PeerSeen, Task, TokenFailure};
 use crate::identity::{check_agent, check_signed, check_txn, txn_failure, Signed};
 
 /// Default bound on the entries of a [`TokenCache`].
@@ -52,11 +52,12 @@ struct CacheEntry {
     memo: Option<Memo>,
 }
 
-/// An agent that passed step 6 at `at` over a connection with this peer.
+/// An agent that passed step 6 at `at` over a connection whose peer had these properties (only those the check
+/// read: a check that read none holds for any peer).
 #[derive(Debug)]
 struct Memo {
     at: i64,
-    peer: Option<PeerIdentity>,
+    peer: PeerSeen,
     agent: Agent,
 }
 
@@ -125,21 +126,34 @@ impl TokenCache {
         peer: Option<&PeerIdentity>,
         now: i64,
     ) -> Result<Agent, TokenFailure> {
+        self.verify_with_peer(bundle, token, &Peer::given(peer), now)
+    }
+
+    /// [`crate::identity::verify_with_peer`] through the cache: the peer's properties are read only where a check needs them, also
+    /// to reuse a memo (a memo made without reading the peer is reused without reading it).
+    pub fn verify_with_peer(
+        &mut self,
+        bundle: &CompiledBundle,
+        token: &str,
+        peer: &Peer<'_>,
+        now: i64,
+    ) -> Result<Agent, TokenFailure> {
         self.sync(bundle);
         let issuers = &bundle.issuers;
         if let Some(entry) = self.lookup(token, now) {
             // The checks of step 6 only get easier to pass as time goes on (`nbf`, `iat` in the past, lifetime), and
-            // the entry is gone at `exp`: an agent checked at or before `now` for the same peer is still good.
-            if let Some(memo) = entry.memo.as_ref().filter(|m| m.at <= now && m.peer.as_ref() == peer) {
+            // the entry is gone at `exp`: an agent checked at or before `now` for a peer that agrees on what the
+            // check read of it is still good.
+            if let Some(memo) = entry.memo.as_ref().filter(|m| m.at <= now && peer.agrees(&m.peer)) {
                 return Ok(memo.agent.clone());
             }
             let agent = check_agent(issuers, &entry.signed, peer, now)?;
-            entry.memo = Some(Memo { at: now, peer: peer.cloned(), agent: agent.clone() });
+            entry.memo = Some(Memo { at: now, peer: peer.seen(), agent: agent.clone() });
             return Ok(agent);
         }
         let signed = check_signed(issuers, token)?;
         let agent = check_agent(issuers, &signed, peer, now)?;
-        let memo = Memo { at: now, peer: peer.cloned(), agent: agent.clone() };
+        let memo = Memo { at: now, peer: peer.seen(), agent: agent.clone() };
         self.insert(token, signed, Some(memo), agent.expires_at, now);
         Ok(agent)
     }

@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 use warden_core::activation::Active;
 use warden_core::config::Config;
-use warden_core::facts::PeerIdentity;
+use warden_core::facts::{Peer, PeerProperty};
 use warden_core::gate::{
     record, reply, run_claim, Credentials, Edit, Flow, Next, PinMemory, Request, RequestView, ResponseNext, Step,
 };
@@ -61,13 +61,14 @@ impl HttpContext for WardenHttp {
         let time_ns = unix_nanos(self.get_current_time());
         let headers = self.get_http_request_headers_bytes();
         let view = RequestView::scan(&headers, config);
-        let peer = self.mtls_peer();
+        // The mTLS peer's properties are host calls: read only if a token check needs them.
+        let peer = Peer::host(&peer_property);
         let active = shared.active.clone();
         // The cache is only borrowed here, never across a host call; if it were busy, verify without it.
         let mut tokens = shared.tokens.try_borrow_mut().ok();
         let request = Request {
             view: &view,
-            peer: peer.as_ref(),
+            peer: &peer,
             credentials: Credentials::Tokens(tokens.as_deref_mut()),
             decision_id: shared.ids.next_id(),
             time_ns,
@@ -76,29 +77,32 @@ impl HttpContext for WardenHttp {
         let (flow, step) = Flow::on_request_headers(config, active.as_deref().map(|a| &a.bundle), request);
         drop(tokens);
         self.flow = Some((flow, active));
-        self.act(&shared, step, 0)
+        self.act(&shared, step, 0, Some(time_ns))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else { return Action::Continue };
         let Some((flow, Some(active))) = self.flow.as_mut() else { return Action::Continue };
         let step = flow.on_request_body(&shared.config.gate, &active.bundle, body_size, end_of_stream);
-        self.act(&shared, step, body_size)
+        self.act(&shared, step, body_size, None)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         let Some(shared) = self.shared.clone() else { return Action::Continue };
         let Some((flow, Some(active))) = self.flow.as_mut() else { return Action::Continue };
         let step = flow.on_request_trailers(&shared.config.gate, &active.bundle);
-        self.act(&shared, step, 0)
+        self.act(&shared, step, 0, None)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if !self.flow.as_ref().is_some_and(|(f, _)| f.filters_response()) {
             return Action::Continue;
         }
+        // One host call for the map instead of one per header; the first value of a name, as a single lookup gives.
+        let headers = self.get_http_response_headers_bytes();
         let header = |name: &str| -> Option<String> {
-            self.get_http_response_header_bytes(name).and_then(|b| String::from_utf8(b).ok())
+            let (_, value) = headers.iter().find(|(k, _)| k == name)?;
+            String::from_utf8(value.clone()).ok()
         };
         let (status, content_type, encoding) = (header(":status"), header("content-type"), header("content-encoding"));
         let Some((flow, _)) = self.flow.as_mut() else { return Action::Continue };
@@ -192,8 +196,9 @@ const MAX_READ: usize = 1 << 30;
 
 impl WardenHttp {
     /// Carries out a step (and the steps it leads to: reading the body, claiming in shared data). `body_size` is
-    /// what a [`Next::ReadBody`] reads.
-    fn act(&mut self, shared: &Shared, mut step: Step, body_size: usize) -> Action {
+    /// what a [`Next::ReadBody`] reads. `now_ns`: the host clock already read in this callback with no host call
+    /// since (the request headers' time), which the first step's record takes instead of a second clock read.
+    fn act(&mut self, shared: &Shared, mut step: Step, body_size: usize, mut now_ns: Option<u64>) -> Action {
         let config = &shared.config;
         loop {
             let Some((flow, active)) = self.flow.as_ref() else { return Action::Continue };
@@ -206,7 +211,7 @@ impl WardenHttp {
                 });
             }
             if step.record {
-                let now_ns = unix_nanos(self.get_current_time());
+                let now_ns = now_ns.take().unwrap_or_else(|| unix_nanos(self.get_current_time()));
                 let fields = flow.record(&config.gate, bundle, &shared.vm, now_ns);
                 let line = record::build(&fields);
                 if config.decision_fields {
@@ -223,6 +228,8 @@ impl WardenHttp {
                 }
                 let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
             }
+            // Whatever comes next follows a host call: its record reads the clock.
+            now_ns = None;
             let next = step.next;
             let active = active.clone();
             let bundle = active.as_deref().map(|a| &a.bundle);
@@ -262,18 +269,17 @@ impl WardenHttp {
             }
         }
     }
+}
 
-    /// The connection's mTLS peer (Envoy: the first URI SAN, and the certificate's SHA-256 as hex); `None` without a
-    /// client certificate.
-    fn mtls_peer(&self) -> Option<PeerIdentity> {
-        let text = |name: &str| -> Option<String> {
-            // The hostcall, not `Context::get_property`: the SDK unwraps a failed status (a trap).
-            let bytes = hostcalls::get_property(vec!["connection", name]).ok()??;
-            String::from_utf8(bytes).ok()
-        };
-        PeerIdentity::from_envoy(
-            text("uri_san_peer_certificate").as_deref(),
-            text("sha256_peer_certificate_digest").as_deref(),
-        )
-    }
+/// One property of the connection's mTLS peer (Envoy `connection.uri_san_peer_certificate`, the first URI SAN, and
+/// `connection.sha256_peer_certificate_digest`, the certificate's SHA-256 as hex); `None` without a client
+/// certificate.
+fn peer_property(property: PeerProperty) -> Option<String> {
+    let name = match property {
+        PeerProperty::UriSan => "uri_san_peer_certificate",
+        PeerProperty::CertSha256 => "sha256_peer_certificate_digest",
+    };
+    // The hostcall, not `Context::get_property`: the SDK unwraps a failed status (a trap).
+    let bytes = hostcalls::get_property(vec!["connection", name]).ok()??;
+    String::from_utf8(bytes).ok()
 }

@@ -119,7 +119,7 @@
 //! `method`, `path` (normalized, no query; the raw path without query if it could not be normalized), `host`
 //! (`:authority` as sent), `decision` (`allow` | `deny` | `step_up`, in shadow mode `would_deny` | `would_step_up`),
 //! `mode` (`enforce` | `shadow`), `rule` (id or `default`), `reason`, `bundles` (`{"warden":{"revision":N}}`, `{}` with
-//! no active bundle), `latency_ns` (host clock delta; often 0 in Envoy), `vm` (this worker VM's id), `approval`
+//! no active bundle), `latency_ns` (host clock delta from the headers; 0 when decided at the headers), `vm` (this worker VM's id), `approval`
 //! (`{"id","approver","approved_by","expires_at"}` or null), `exception` (`{"ticket","approver","expires_at"}` or null;
 //! such records are logged at warn), `shadow` (what shadow rules would have decided, or null), `arguments_digest`
 //! (or null); `arguments` only for tools with `log_arguments`. Token contents are never recorded.

@@ -460,11 +460,13 @@ pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, ValidationErrors> {
         );
     }
 
-    let (Some(issuers), Some(approvers), Some(issued_at), Some(expires_at), true) =
+    let (Some(mut issuers), Some(approvers), Some(issued_at), Some(expires_at), true) =
         (issuers, approvers, issued_at, expires_at, errs.is_empty())
     else {
         return Err(ValidationErrors(errs));
     };
+    // `decide` reads `agent.sender_bound` only for a rule that requires sender binding (shadow rules included).
+    issuers.sender_bound_unused = !compiled_rules.iter().any(|r| r.require_sender_binding);
 
     let key = |r: u32| -> u64 {
         compiled_rules.get(r as usize).map(|rule| rule.floor_key(r)).unwrap_or(((u64::MAX >> 32) << 32) | u64::from(r))

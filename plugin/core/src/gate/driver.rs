@@ -9,7 +9,7 @@
 
 use crate::compile::CompiledBundle;
 use crate::config::GateConfig;
-use crate::facts::PeerIdentity;
+use crate::facts::{Peer, PeerIdentity};
 use crate::gate::outcome::Counters;
 use crate::gate::record;
 use crate::gate::reply::LocalReply;
@@ -125,8 +125,9 @@ pub fn run(
     let mut fresh = PinMemory::default();
     let listed = listed.unwrap_or(&mut fresh);
     let view = RequestView::scan(&headers, config);
+    let peer = Peer::given(peer.as_ref());
     let request =
-        Request { view: &view, peer: peer.as_ref(), credentials, decision_id, time_ns, end_of_stream: body.is_empty() };
+        Request { view: &view, peer: &peer, credentials, decision_id, time_ns, end_of_stream: body.is_empty() };
     let (flow, step) = Flow::on_request_headers(config, bundle, request);
     let mut host =
         Host { flow, headers: headers.clone(), reply: None, record: None, counters: None, store, listed: &mut *listed };

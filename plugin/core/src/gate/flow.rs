@@ -51,7 +51,7 @@ use crate::compile::{CompiledBundle, PublicTarget};
 use crate::config::{GateConfig, Mode};
 use crate::decide::{self, decide};
 use crate::decision::{Decision, Outcome, Reason, RequestRefusal};
-use crate::facts::{Agent, Facts, Identity, PeerIdentity, TokenFailure, TxnFailure};
+use crate::facts::{Agent, Facts, Identity, Peer, TokenFailure, TxnFailure};
 use crate::gate::outcome::{
     ApprovalRecord, ApproverRef, Counters, ExceptionRecord, Governance, LimitRecord, McpRecord, ShadowRecord,
     StepUpInfo,
@@ -77,8 +77,8 @@ use crate::vocab::ToolIdx;
 #[derive(Debug)]
 pub struct Request<'v, 'h, 'c> {
     pub view: &'v RequestView<'h>,
-    /// The connection's mTLS peer (sender binding); `None` without a client certificate.
-    pub peer: Option<&'v PeerIdentity>,
+    /// The connection's mTLS peer (sender binding), read only where a token check needs it.
+    pub peer: &'v Peer<'v>,
     pub credentials: Credentials<'c>,
     /// The decision id (UUID text) replies, records and identity headers carry.
     pub decision_id: String,
@@ -1196,7 +1196,7 @@ fn verify_tokens(
     bundle: &CompiledBundle,
     config: &GateConfig,
     view: &RequestView<'_>,
-    peer: Option<&PeerIdentity>,
+    peer: &Peer<'_>,
     mut cache: Option<&mut TokenCache>,
     now: i64,
 ) -> Identity {
@@ -1211,8 +1211,8 @@ fn verify_tokens(
         Err(failure) => return Identity::Invalid(failure),
     };
     let verified = match cache.as_deref_mut() {
-        Some(c) => c.verify(bundle, token, peer, now),
-        None => identity::verify_presented(&bundle.issuers, token, peer, now),
+        Some(c) => c.verify_with_peer(bundle, token, peer, now),
+        None => identity::verify_with_peer(&bundle.issuers, token, peer, now),
     };
     match verified {
         Ok(agent) => with_txn_token(bundle, config, view.txn_token, agent, cache, now),

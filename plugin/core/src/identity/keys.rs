@@ -16,6 +16,10 @@ use crate::index::{parse_agent_pattern, AgentPattern};
 pub struct IssuerSet {
     pub(crate) issuers: Vec<CompiledIssuer>,
     pub(crate) by_iss: HashMap<String, usize>,
+    /// No rule of the bundle requires sender binding, so nothing reads `Agent::sender_bound` where the issuer does
+    /// not require it: it is not computed (false) and the peer's URI SAN is not read for it. Set by
+    /// [`crate::compile::compile`]; false for a set compiled on its own (`sender_bound` always computed).
+    pub(crate) sender_bound_unused: bool,
 }
 
 pub(crate) struct CompiledIssuer {
@@ -109,7 +113,11 @@ impl IssuerSet {
             compile_claims(i, &issuer.claims, &mut err);
             compile_profile(i, issuer, &mut err);
             let sender_binding_for = compile_issuer_options(i, issuer, &mut err);
-            let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err);
+            // Issuer keys verify on the request path (every new token): worth their fixed-base tables.
+            let keys = compile_keys(owner, &issuer.jwks.keys, &issuer.algorithms, &algorithms, &mut err)
+                .into_iter()
+                .map(|(kid, k)| (kid, IssuerKey { key: k.key.precompute(), algorithms: k.algorithms }))
+                .collect();
             if !issuer.iss.is_empty() && !set.by_iss.contains_key(&issuer.iss) {
                 set.by_iss.insert(issuer.iss.clone(), set.issuers.len());
             }

@@ -19,7 +19,8 @@
 //! 4. header: `alg` in the issuer's allowlist (`AlgorithmNotAllowed`, which is also what `none` and `HS*` get),
 //!    `kid` present and one of the issuer's keys (`UnknownKey`), the key fits `alg` (`AlgorithmNotAllowed`);
 //! 5. signature (`BadSignature`): the decoded signature bytes checked with the pre-parsed key (Ed25519 as strictly as
-//!    `verify_strict`: canonical `S`, no small-order `R`, weak keys refused at compile time; ES256/ES384 signatures
+//!    `verify_strict`, with a fixed-base table of each issuer key built at compile time: canonical `S`, no small-order
+//!    `R`, weak keys refused at compile time; ES256/ES384 signatures
 //!    are the raw JOSE `r || s`; RS*/PS* as PKCS#1 v1.5 / PSS with the algorithm's SHA-2);
 //! 6. only now, on signed content: the issuer's **profile** (a `txn_token` issuer's token is never an agent token:
 //!    `WrongProfile`, and the reverse in the `Txn-Token` header), the profile's `typ` (`WrongType`; RFC 8725
@@ -59,7 +60,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::bundle::TokenProfile;
-use crate::facts::{Agent, Delegation, PeerIdentity, Task, TokenFailure, TxnFailure};
+use crate::facts::{Agent, Delegation, Peer, PeerIdentity, Task, TokenFailure, TxnFailure};
 use crate::jose::{parse_algorithm, Jwt};
 
 pub use crate::jose::{MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_BYTES, SUPPORTED_ALGORITHMS};
@@ -267,16 +268,20 @@ fn delegation(
 
 /// Sender binding: `Ok(bound)` where `bound` says whether the peer URI SAN is the agent id. Refused when the issuer
 /// requires binding and it does not hold, and when the token carries `cnf` (RFC 8705 `x5t#S256` is the only
-/// confirmation method supported; any other `cnf` is refused) that the peer certificate does not match.
+/// confirmation method supported; any other `cnf` is refused) that the peer certificate does not match. The peer's
+/// properties are read only where they matter: the URI SAN where the issuer requires binding or a rule of the bundle
+/// may read `bound` (else `bound` is false: [`IssuerSet`]'s `sender_bound_unused`), the digest for a `cnf`.
 fn check_sender(
+    issuers: &IssuerSet,
     issuer: &CompiledIssuer,
     agent_id: &str,
     cnf: Option<&Value>,
-    peer: Option<&PeerIdentity>,
+    peer: &Peer<'_>,
 ) -> Result<bool, TokenFailure> {
-    let uri_san = peer.and_then(|p| p.uri_san.as_deref());
+    let required = issuer.require_sender_binding || issuer.sender_binding_for.iter().any(|p| p.matches(agent_id));
+    let uri_san = if required || !issuers.sender_bound_unused { peer.uri_san() } else { None };
     let bound = uri_san == Some(agent_id);
-    if issuer.require_sender_binding || issuer.sender_binding_for.iter().any(|p| p.matches(agent_id)) {
+    if required {
         match uri_san {
             None => return Err(TokenFailure::SenderNotMtls),
             Some(_) if !bound => return Err(TokenFailure::SenderMismatch),
@@ -286,7 +291,7 @@ fn check_sender(
     if let Some(cnf) = cnf {
         let thumbprint =
             cnf.as_object().and_then(|o| o.get("x5t#S256")).and_then(Value::as_str).ok_or(TokenFailure::CnfMismatch)?;
-        let digest = peer.and_then(|p| p.cert_sha256).ok_or(TokenFailure::SenderNotMtls)?;
+        let digest = peer.cert_sha256().ok_or(TokenFailure::SenderNotMtls)?;
         if URL_SAFE_NO_PAD.encode(digest) != thumbprint {
             return Err(TokenFailure::CnfMismatch);
         }
@@ -298,7 +303,7 @@ fn check_sender(
 pub(crate) fn check_agent(
     issuers: &IssuerSet,
     signed: &Signed,
-    peer: Option<&PeerIdentity>,
+    peer: &Peer<'_>,
     now: i64,
 ) -> Result<Agent, TokenFailure> {
     let issuer = issuers.issuers.get(signed.issuer).ok_or(TokenFailure::UnknownIssuer)?;
@@ -369,7 +374,7 @@ pub(crate) fn check_agent(
     }
     check_times(issuer, exp, iat, nbf, now)?;
     check_audience(issuer, aud)?;
-    let sender_bound = check_sender(issuer, &agent_id, claims.get("cnf"), peer)?;
+    let sender_bound = check_sender(issuers, issuer, &agent_id, claims.get("cnf"), peer)?;
     Ok(Agent {
         trust_domain: trust_domain(&agent_id).to_string(),
         id: agent_id,
@@ -439,6 +444,11 @@ pub fn verify_presented(
     peer: Option<&PeerIdentity>,
     now: i64,
 ) -> Result<Agent, TokenFailure> {
+    verify_with_peer(issuers, token, &Peer::given(peer), now)
+}
+
+/// [`verify_presented`] with a peer whose properties are read only if a check needs them.
+pub fn verify_with_peer(issuers: &IssuerSet, token: &str, peer: &Peer<'_>, now: i64) -> Result<Agent, TokenFailure> {
     let signed = check_signed(issuers, token)?;
     check_agent(issuers, &signed, peer, now)
 }

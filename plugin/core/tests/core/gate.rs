@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 use warden_core::activation::{load, Loaded};
 use warden_core::envelope::{sign, sign_typed, SigningKey};
+use warden_core::facts::Peer;
 use warden_core::gate::{record, Credentials, Edit, Field, Flow, Next, Request, RequestView, TokenHeader};
 use warden_core::time::parse_rfc3339;
 
@@ -148,7 +149,7 @@ fn run_at(l: &Loaded, h: &[(String, Vec<u8>)], at: i64) -> Seen {
     let bundle = l.active.as_ref().map(|a| &a.bundle);
     let request = Request {
         view: &view,
-        peer: None,
+        peer: &Peer::given(None),
         credentials: Credentials::Tokens(None),
         decision_id: "00000000-0000-4000-8000-000000000001".to_string(),
         time_ns,

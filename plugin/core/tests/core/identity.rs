@@ -1,6 +1,7 @@
 //! Agent token verification: real tokens minted by jsonwebtoken's encoder with keys generated here, one table of
 //! every outcome, the issuer compile errors, and the header helpers.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,7 +10,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use warden_core::bundle::Issuer;
-use warden_core::facts::{Agent, Delegation, PeerIdentity, Task, TokenFailure, TxnFailure};
+use warden_core::facts::{Agent, Delegation, Peer, PeerIdentity, PeerProperty, Task, TokenFailure, TxnFailure};
 use warden_core::identity::{self, bearer_token, trust_domain, IssuerSet};
 use warden_core::token_cache::TokenCache;
 
@@ -1217,6 +1218,85 @@ fn bundle_with(revision: u64, extra: Value) -> warden_core::compile::CompiledBun
     }
     let b: warden_core::bundle::Bundle = serde_json::from_value(b).unwrap();
     warden_core::compile::compile(&b).unwrap()
+}
+
+/// The filter reads the mTLS peer lazily (each property is a host call in Envoy): a check reads only what it needs
+/// (the URI SAN where the issuer requires sender binding or a rule of the bundle can use it, the digest for a `cnf`
+/// token), each at most once, and comes out as with the whole peer given; the cache reuses a result across peers
+/// only where the check read nothing that differs.
+#[test]
+fn a_lazy_peer_is_read_only_where_a_check_needs_it() {
+    let w = world();
+    let digest = [7u8; 32];
+    let other = "spiffe://acme.example/agents/other";
+    let tokens = [
+        ("plain", svid(&claims(SPIRE))),
+        ("bound issuer", mint(&w.es, Algorithm::ES256, Some("bound-1"), &claims(BOUND))),
+        ("cnf", svid(&with(claims(SPIRE), |m| set(m, "cnf", json!({"x5t#S256": b64(&digest)}))))),
+        ("cnf mismatch", svid(&with(claims(SPIRE), |m| set(m, "cnf", json!({"x5t#S256": b64(&[8u8; 32])}))))),
+    ];
+    let peers = [
+        None,
+        Some(peer(Some(AGENT), None)),
+        Some(peer(Some(AGENT), Some(digest))),
+        Some(peer(Some(other), Some(digest))),
+        Some(peer(None, Some(digest))),
+    ];
+    // Envoy's property values for a peer.
+    let envoy = |p: &Option<PeerIdentity>, prop: PeerProperty| -> Option<String> {
+        let p = p.as_ref()?;
+        match prop {
+            PeerProperty::UriSan => p.uri_san.clone(),
+            PeerProperty::CertSha256 => p.cert_sha256.map(|d| d.iter().map(|b| format!("{b:02x}")).collect()),
+        }
+    };
+    let using = bundle_with(
+        1,
+        json!({"rules": [{"id": "bound-writes", "effect": "allow", "tools": ["crm.write"], "require_sender_binding": true}]}),
+    );
+    let unused = bundle_with(2, json!({}));
+    for (bundle, uses) in [(&using, true), (&unused, false)] {
+        for (name, token) in &tokens {
+            // Where nothing can read `sender_bound` (no rule requires binding, the issuer does not), it is false.
+            let expect = |p: &Option<PeerIdentity>| {
+                let given = identity::verify_presented(&w.set, token, p.as_ref(), NOW);
+                if uses || *name == "bound issuer" {
+                    given
+                } else {
+                    given.map(|a| Agent { sender_bound: false, ..a })
+                }
+            };
+            let mut cache = TokenCache::new(8, 1 << 20);
+            for (i, p) in peers.iter().enumerate() {
+                let reads = RefCell::new(Vec::new());
+                let read = |prop: PeerProperty| {
+                    reads.borrow_mut().push(prop);
+                    envoy(p, prop)
+                };
+                let lazy = Peer::host(&read);
+                let at = NOW + i as i64;
+                let case = format!("{name}, rules use binding: {uses}, peer {p:?}");
+                assert_eq!(identity::verify_with_peer(&bundle.issuers, token, &lazy, at), expect(p), "{case}");
+                let r = reads.borrow().clone();
+                let uri = uses || *name == "bound issuer";
+                let want: Vec<PeerProperty> =
+                    [(uri, PeerProperty::UriSan), (name.starts_with("cnf"), PeerProperty::CertSha256)]
+                        .into_iter()
+                        .filter_map(|(read, prop)| read.then_some(prop))
+                        .collect();
+                assert_eq!(r, want, "{case}: the properties read, once each");
+                // Through the cache (a fresh peer, whose reads are counted again): the first peer verifies, the
+                // next ones hit, reusing the memo only when the check read nothing that differs.
+                reads.borrow_mut().clear();
+                let lazy = Peer::host(&read);
+                assert_eq!(cache.verify_with_peer(bundle, token, &lazy, at), expect(p), "{case}, cached");
+                assert!(reads.borrow().len() <= want.len(), "{case}, cached: {:?}", reads.borrow());
+            }
+            if !uses && *name == "plain" {
+                assert_eq!(cache.stats(), (peers.len() as u64 - 1, 1), "{name}: every request after the first a hit");
+            }
+        }
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use warden_core::compile::{CompiledBundle, PublicTarget};
 use warden_core::config::GateConfig;
 use warden_core::decide;
+use warden_core::facts::Peer;
 use warden_core::gate::{record, Credentials, Edit, Flow, Next, Request, RequestView};
 
 /// The base bundle with an MCP server, a tool on it, and an issuer `https://idp.acme.example` (the base's).
@@ -278,7 +279,7 @@ fn run(b: &CompiledBundle, pairs: &[(&str, &str)], end_of_stream: bool) -> Seen 
     let time_ns = u64::try_from(crate::common::now()).unwrap() * 1_000_000_000;
     let request = Request {
         view: &view,
-        peer: None,
+        peer: &Peer::given(None),
         credentials: Credentials::Tokens(None),
         decision_id: "00000000-0000-4000-8000-000000000001".to_string(),
         time_ns,
