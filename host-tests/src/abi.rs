@@ -214,6 +214,11 @@ pub(crate) fn key_eq(stored: &str, raw: &[u8]) -> bool {
     }
 }
 
+/// The value of the first header named `key` (ASCII case-insensitive).
+pub(crate) fn header_value<'a>(map: &'a Headers, key: &str) -> Option<&'a str> {
+    map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
-use wasmtime::{Caller, Config, Engine, Extern, ExternType, Func, InstancePre, Linker, Module};
+use wasmtime::{Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module};
 
 use crate::shared::lock;
-use crate::vm::VmState;
+use crate::state::VmState;
 
 /// Set (to anything but `0`) to have the engine write a perf map of the compiled guest code, so that
 /// `perf record` / `perf report` name the guest's functions (names need a module built with `strip = false`).
@@ -85,8 +83,8 @@ impl HostEngine {
     }
 
     /// Links `module` through a counting layer: every function import is a `func_new` trampoline that counts the
-    /// call in the calling VM's [`HostCalls`] and then calls the real import (looked up once per VM in the real
-    /// linker). See [`CompiledModule::counting`].
+    /// call in the calling VM's `HostCalls` (in its `VmState`) and then calls the real import (looked up once per VM
+    /// in the real linker). See [`CompiledModule::counting`].
     fn counting(&self, module: &Module) -> Result<CompiledModule, LoadError> {
         let imports: Vec<(String, String, wasmtime::FuncType)> = module
             .imports()
@@ -112,7 +110,7 @@ impl HostEngine {
                             real.get(&mut caller, &module_name, &name).ok().and_then(Extern::into_func).ok_or_else(
                                 || wasmtime::Error::msg(format!("the host does not define {module_name}.{name}")),
                             )?;
-                        caller.data_mut().host_calls.funcs[idx] = Some(f);
+                        caller.data_mut().host_calls.remember(idx, f);
                         f
                     }
                 };
@@ -122,39 +120,6 @@ impl HostEngine {
         }
         let pre = linker.instantiate_pre(module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(CompiledModule { inner: Arc::new(Compiled { engine: self.clone(), module: module.clone(), pre }) })
-    }
-}
-
-/// Per-VM counts of the guest's calls of each import (for a module from [`CompiledModule::counting`]; empty and
-/// untouched otherwise). Read with [`crate::Worker::host_calls`].
-#[derive(Default)]
-pub(crate) struct HostCalls {
-    names: Option<Arc<[String]>>,
-    counts: Vec<u64>,
-    /// The real import of each index in this VM's store, looked up on its first call.
-    funcs: Vec<Option<Func>>,
-}
-
-impl HostCalls {
-    /// Counts a call of import `idx` (of `names`); the real function when it was looked up already.
-    fn count(&mut self, idx: usize, names: &Arc<[String]>) -> Option<Func> {
-        if self.names.is_none() {
-            self.names = Some(names.clone());
-            self.counts = vec![0; names.len()];
-            self.funcs = vec![None; names.len()];
-        }
-        self.counts[idx] += 1;
-        self.funcs[idx]
-    }
-
-    /// `module.name` → calls so far, for every import called at least once.
-    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
-        let Some(names) = &self.names else { return BTreeMap::new() };
-        names.iter().zip(&self.counts).filter(|(_, c)| **c > 0).map(|(n, c)| (n.clone(), *c)).collect()
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.counts.iter_mut().for_each(|c| *c = 0);
     }
 }
 

@@ -1,18 +1,22 @@
 //! The 37 `env.proxy_*` imports of the Rust SDK 0.2.5, with Envoy's status codes and semantics.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{
     buffer_type, deserialize_headers, key_eq, map_type, serialize_pairs, stream_type, Headers, LogLevel, MetricType,
     Status,
 };
-use crate::http_call::spawn_call;
-use crate::properties;
-use crate::stream::LocalReply;
-use crate::vm::{
-    read, read_string, return_bytes, slice, status_of, unrestricted, write_u32, write_u64, CallResponseView, Deferred,
-    Fault, HResult, PendingCall, Phase, TickTimer, VmState,
+use crate::http_call::{call_io_timeout, request_with_timeout, CallResult};
+use crate::memory::{
+    read, read_string, return_bytes, slice, status_of, unrestricted, write_u32, write_u64, Fault, HResult,
 };
+use crate::properties;
+use crate::shared::{Event, SharedState};
+use crate::state::{CallResponseView, Deferred, PendingCall, Phase, TickTimer, VmState};
+use crate::stream::LocalReply;
 
 type C<'a> = Caller<'a, VmState>;
 
@@ -603,6 +607,28 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> anyhow::Result<()> {
         })())
     })?;
     Ok(())
+}
+
+/// Runs a `proxy_http_call` on a thread of its own; its result reaches worker `worker`'s inbox as
+/// `Event::HttpCallDone`.
+fn spawn_call(
+    addr: SocketAddr,
+    headers: Headers,
+    body: Vec<u8>,
+    timeout_ms: u32,
+    shared: Arc<SharedState>,
+    worker: usize,
+    token: u32,
+) {
+    let shared2 = shared.clone();
+    let spawned = std::thread::Builder::new().name(format!("http-call-{token}")).spawn(move || {
+        let result = request_with_timeout(addr, &headers, &body, call_io_timeout(timeout_ms));
+        shared.post(worker, Event::HttpCallDone { token, result });
+    });
+    if spawned.is_err() {
+        // No thread for the call: it ends as a reset, like a failed stream in Envoy.
+        shared2.post(worker, Event::HttpCallDone { token, result: CallResult::Reset });
+    }
 }
 
 /// The names this module defines, for the "all 37 imports" conformance check.

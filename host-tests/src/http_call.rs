@@ -1,13 +1,11 @@
-//! Outbound HTTP/1.1 for `proxy_http_call` (and `HttpUpstream`): a blocking client on a background
-//! thread, with Envoy's failure shapes (refused connection → 503 reply; reset → no response).
+//! Outbound HTTP/1.1 for `proxy_http_call` (run on a background thread by `hostcalls`) and `HttpUpstream`: a
+//! blocking client with Envoy's failure shapes (refused connection → 503 reply; reset → no response).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::abi::Headers;
-use crate::shared::{Event, SharedState};
 
 /// Envoy's body for a refused connection.
 pub const CONNECT_FAILURE_BODY: &str =
@@ -67,26 +65,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// for a call without a timeout (`0`: Envoy waits as long as the upstream keeps the connection).
 pub fn call_io_timeout(timeout_ms: u32) -> Option<Duration> {
     (timeout_ms != 0).then(|| IO_TIMEOUT.max(Duration::from_millis(u64::from(timeout_ms)) + Duration::from_secs(1)))
-}
-
-pub(crate) fn spawn_call(
-    addr: SocketAddr,
-    headers: Headers,
-    body: Vec<u8>,
-    timeout_ms: u32,
-    shared: Arc<SharedState>,
-    worker: usize,
-    token: u32,
-) {
-    let shared2 = shared.clone();
-    let spawned = std::thread::Builder::new().name(format!("http-call-{token}")).spawn(move || {
-        let result = request_with_timeout(addr, &headers, &body, call_io_timeout(timeout_ms));
-        shared.post(worker, Event::HttpCallDone { token, result });
-    });
-    if spawned.is_err() {
-        // No thread for the call: it ends as a reset, like a failed stream in Envoy.
-        shared2.post(worker, Event::HttpCallDone { token, result: CallResult::Reset });
-    }
 }
 
 /// Performs one HTTP/1.1 request (socket timeouts 30 s). `headers` must contain `:method`, `:path` and

@@ -50,12 +50,20 @@
 //!   response callbacks again.
 //!
 //! # Map
-//! - [`engine`]: the process `Engine` (epoch interruption), linker, [`CompiledModule`] cache.
-//! - [`plugin`]: [`PluginConfig`], [`Plugin`] (N [`Worker`] VMs), start-up and the event loop
-//!   (`advance`, `run_pending`, `settle`, `poll`), inspectors (logs, metrics, shared data).
-//! - [`stream`]: [`HttpRequest`], [`Upstream`], [`Exchange`], and the step-by-step stream API.
-//! - [`clock`]: the manual or real [`Clock`] everything time-related reads.
-//! - `hostcalls`, `wasi`, `properties`, `http_call`, `shared`, `vm`: the ABI itself.
+//! Bottom-up (a module uses only those above it; the tidy test in `warden-core` checks there is no cycle):
+//! - [`abi`] (statuses, enums, header maps), [`clock`] (the manual or real [`Clock`] everything time-related
+//!   reads), `log` ([`LogEntry`]), [`http_call`] (the blocking HTTP/1.1 client), [`shared`] (process-wide
+//!   tables and the VMs' inboxes).
+//! - [`stream`]: what goes into a stream and what comes out: [`HttpRequest`], [`Upstream`], [`LocalReply`],
+//!   [`Exchange`], [`StreamSnapshot`].
+//! - `state`: what a VM's `Store` holds, per VM and per stream; `memory`: bounds-checked guest memory and what
+//!   a hostcall ends with.
+//! - `properties`, `wasi`, `hostcalls`: the imports themselves; [`engine`]: the process `Engine` (epoch
+//!   interruption), the linker with every import, the [`CompiledModule`] cache.
+//! - [`plugin`]: [`PluginConfig`], [`Plugin`] (N [`Worker`] VMs), start-up and the event loop (`advance`,
+//!   `run_pending`, `settle`, `poll`), inspectors (logs, metrics, shared data); `plugin::flow` runs a worker's
+//!   streams (pause/resume, buffering, local replies) and is the step-by-step stream API.
+//! - [`client`], [`upstream`], [`envoy`], [`artifacts`]: the real-Envoy harness.
 
 pub mod abi;
 pub mod artifacts;
@@ -65,12 +73,14 @@ pub mod engine;
 pub mod envoy;
 mod hostcalls;
 pub mod http_call;
+mod log;
+mod memory;
 pub mod plugin;
 mod properties;
 pub mod shared;
+mod state;
 pub mod stream;
 pub mod upstream;
-mod vm;
 mod wasi;
 
 pub use abi::{Action, Headers, LogLevel, MetricType, Status};
@@ -78,10 +88,10 @@ pub use clock::Clock;
 pub use engine::{CompiledModule, HostEngine, LoadError};
 pub use hostcalls::PROXY_IMPORTS;
 pub use http_call::HttpResponse;
+pub use log::LogEntry;
 pub use plugin::{HostError, Plugin, PluginConfig, StartError, Worker};
 pub use stream::{
     socket_pieces, CallbackRecord, CannedUpstream, Exchange, FlowState, ForwardedRequest, HttpRequest, HttpUpstream,
     LocalReply, Outcome, RecordingUpstream, StopPoint, StreamId, StreamSnapshot, TlsInfo, Upstream, UpstreamResponse,
     BODY_PIECE,
 };
-pub use vm::LogEntry;

@@ -4,9 +4,9 @@
 use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
-use crate::abi::{serialize_pairs, Headers, Status};
-use crate::stream::StreamData;
-use crate::vm::{header_value, Fault, HResult, VmState};
+use crate::abi::{header_value, serialize_pairs, Headers, Status};
+use crate::memory::{Fault, HResult};
+use crate::state::{StreamData, VmState};
 
 fn s(v: &str) -> HResult<Vec<u8>> {
     Ok(v.as_bytes().to_vec())

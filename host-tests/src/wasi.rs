@@ -6,7 +6,8 @@ use std::hash::{BuildHasher, Hasher};
 use wasmtime::{Caller, Linker};
 
 use crate::abi::LogLevel;
-use crate::vm::{read, write, write_u32, write_u64, Fault, VmState};
+use crate::memory::{read, write, write_u32, write_u64, Fault};
+use crate::state::VmState;
 
 type C<'a> = Caller<'a, VmState>;
 

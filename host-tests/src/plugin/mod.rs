@@ -1,5 +1,6 @@
 //! A plugin: N worker VMs of one module sharing process-wide tables, their start-up, and the
-//! host event loop (ticks, http-call completions and timeouts, queue notifications).
+//! host event loop (ticks, http-call completions and timeouts, queue notifications). `flow` runs a worker's
+//! streams.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,9 +14,12 @@ use crate::abi::{Headers, LogLevel, Status};
 use crate::clock::Clock;
 use crate::engine::{CompiledModule, EPOCH_TICK};
 use crate::http_call::{CallResult, HttpResponse, TIMEOUT_BODY};
+use crate::log::LogEntry;
 use crate::shared::{lock, Event, Inbox, SharedState};
+use crate::state::{CallResponseView, Deferred, Phase, Settings, VmState};
 use crate::stream::{Exchange, HttpRequest, StreamId, StreamSnapshot, Upstream};
-use crate::vm::{CallResponseView, LogEntry, Phase, Settings, VmState};
+
+mod flow;
 
 /// How the plugin is configured (Envoy's `PluginConfig` plus the host's own knobs).
 #[derive(Clone, Debug)]
@@ -246,7 +250,7 @@ impl Worker {
                 // not the queued reply), but a resume it queued for another stream (from the root context's
                 // `on_http_call_response`, a tick …) is still carried out, as Envoy's posted continue is: that
                 // stream goes on and meets the failed VM at its next callback.
-                s.deferred.retain(|a| matches!(a, crate::vm::Deferred::Continue { context, .. } if *context != ctx));
+                s.deferred.retain(|a| matches!(a, Deferred::Continue { context, .. } if *context != ctx));
                 self.failed = Some(msg);
                 Err(())
             }
