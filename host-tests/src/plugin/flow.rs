@@ -372,7 +372,7 @@ impl Worker {
             metadata: req.metadata.clone(),
             protocol: req.protocol.clone(),
             start_time: s.clock.now(),
-            connection_id: req.connection_id.unwrap_or_else(|| next_id()),
+            connection_id: req.connection_id.unwrap_or_else(next_id),
         };
         let seq = s.log_seq.load(Ordering::Relaxed);
         let mut data = StreamData::new(info, header_map, seq);
