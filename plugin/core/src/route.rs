@@ -247,6 +247,20 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// A bundle's optional `host` field (a tool's HTTP route, a rule, an MCP server): absent is any host; `Err` is the
+/// refusal message.
+pub(crate) fn host_field(host: Option<&str>) -> Result<HostPattern, String> {
+    match host {
+        None => Ok(HostPattern::Any),
+        Some(h) => parse_host(h).map_err(|detail| invalid_host(h, detail)),
+    }
+}
+
+/// The message of a refused `host` field: the value and what is wrong with it.
+pub(crate) fn invalid_host(host: &str, detail: &str) -> String {
+    format!("invalid host \"{host}\": {detail}")
+}
+
 /// Parses a host pattern; `Err` carries the detail of the message.
 pub(crate) fn parse_host(raw: &str) -> Result<HostPattern, &'static str> {
     let lower = raw.to_ascii_lowercase();

@@ -195,43 +195,9 @@ pub fn run(opts: DemoOptions) -> Result<ExitCode> {
         .is_some_and(|exp| now < exp);
 
     let tools = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), tool_server())?;
-    let records: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-    let sink_records = records.clone();
-    let sink: LogSink = Arc::new(move |l| match decision_record(&l.message) {
-        Some(r) => {
-            let id = r["decision_id"].as_str().unwrap_or_default().to_string();
-            lock(&sink_records).insert(id, r);
-        }
-        // The filter's start-up warning about having no bundle until the first fetch is what the demo shows next.
-        None if l.message.contains("no bundle yet") => {}
-        None if l.level >= warden_host::LogLevel::Warn => eprintln!("[{} vm{}] {}", level_name(l), l.vm, l.message),
-        None => {}
-    });
-    let plugin = PluginOptions {
-        wasm: opts.wasm.clone(),
-        config: None,
-        workers: opts.workers,
-        clusters: vec![(CONTROL_CLUSTER.to_string(), control)],
-        allow_on_headers_stop_iteration: false,
-        fail_open: false,
-    };
-    let gateway = match &opts.envoy {
-        None => Front::Dev(Gateway::start(
-            &plugin,
-            configuration.to_string().into_bytes(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            tools.addr(),
-            sink,
-            false,
-        )?),
-        Some(bin) => {
-            let mut o = EnvoyOptions::new(&opts.wasm, configuration.to_string(), tools.addr())
-                .cluster(CONTROL_CLUSTER, control)
-                .concurrency(opts.workers);
-            o.envoy_bin = Some(bin.clone());
-            Front::Envoy(Envoy::start(&o).map_err(|e| anyhow!("Envoy did not start: {e}"))?)
-        }
-    };
+    let records: Records = Arc::default();
+    let sink = record_sink(&records, true);
+    let gateway = Front::start(&opts, &configuration, tools.addr(), opts.workers, &[(CONTROL_CLUSTER, control)], sink)?;
 
     // No inline bundle: until its first fetch (one second after start) the gateway answers 503. Wait until every
     // worker VM answers with a bundle (requests go round-robin to the VMs: a run of 2 × workers answers).
@@ -536,37 +502,8 @@ fn rug_pull(
         Reply::Respond(Response::json(200, &answer))
     });
     let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), mcp)?;
-    let records: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-    let sink_records = records.clone();
-    let sink: LogSink = Arc::new(move |l| {
-        if let Some(r) = decision_record(&l.message) {
-            let id = r["decision_id"].as_str().unwrap_or_default().to_string();
-            lock(&sink_records).insert(id, r);
-        }
-    });
-    let plugin = PluginOptions {
-        wasm: opts.wasm.clone(),
-        config: None,
-        workers: 1,
-        clusters: Vec::new(),
-        allow_on_headers_stop_iteration: false,
-        fail_open: false,
-    };
-    let gateway = match &opts.envoy {
-        None => Front::Dev(Gateway::start(
-            &plugin,
-            configuration.to_string().into_bytes(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            server.addr(),
-            sink,
-            false,
-        )?),
-        Some(bin) => {
-            let mut o = EnvoyOptions::new(&opts.wasm, configuration.to_string(), server.addr()).concurrency(1);
-            o.envoy_bin = Some(bin.clone());
-            Front::Envoy(Envoy::start(&o).map_err(|e| anyhow!("Envoy did not start: {e}"))?)
-        }
-    };
+    let records: Records = Arc::default();
+    let gateway = Front::start(opts, &configuration, server.addr(), 1, &[], record_sink(&records, false))?;
     let auth = format!("Bearer {}", minter.mint(&claims("finance/refunder", now, 300, None))?);
     let send = |body: Value| -> Result<(u16, Value, Value)> {
         let mut headers = demo_headers("POST", "/mcp", PINNED_HOST);
@@ -641,7 +578,61 @@ enum Front {
     Envoy(Envoy),
 }
 
+/// The decision records the dev gateway logged, by decision id.
+type Records = Arc<Mutex<HashMap<String, Value>>>;
+
+/// A sink for the dev gateway's log that keeps its decision records in `records`; with `warnings`, it also prints
+/// the filter's warnings and errors (but not the start-up notice of having no bundle before the first fetch, which
+/// is what the demo shows next).
+fn record_sink(records: &Records, warnings: bool) -> LogSink {
+    let records = records.clone();
+    Arc::new(move |l| match decision_record(&l.message) {
+        Some(r) => {
+            let id = r["decision_id"].as_str().unwrap_or_default().to_string();
+            lock(&records).insert(id, r);
+        }
+        None if !warnings || l.message.contains("no bundle yet") => {}
+        None if l.level >= warden_host::LogLevel::Warn => eprintln!("[{} vm{}] {}", level_name(l), l.vm, l.message),
+        None => {}
+    })
+}
+
 impl Front {
+    /// Starts the demo's gateway with this plugin configuration in front of `upstream`, with `workers` VMs and these
+    /// clusters: real Envoy when the demo runs with `--envoy`, else the embedded dev gateway (its log to `sink`).
+    fn start(
+        opts: &DemoOptions,
+        configuration: &Value,
+        upstream: SocketAddr,
+        workers: usize,
+        clusters: &[(&str, SocketAddr)],
+        sink: LogSink,
+    ) -> Result<Front> {
+        match &opts.envoy {
+            None => {
+                let plugin = PluginOptions {
+                    wasm: opts.wasm.clone(),
+                    config: None,
+                    workers,
+                    clusters: clusters.iter().map(|(name, addr)| (name.to_string(), *addr)).collect(),
+                    allow_on_headers_stop_iteration: false,
+                    fail_open: false,
+                };
+                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                let bytes = configuration.to_string().into_bytes();
+                Ok(Front::Dev(Gateway::start(&plugin, bytes, listen, upstream, sink, false)?))
+            }
+            Some(bin) => {
+                let mut o = EnvoyOptions::new(&opts.wasm, configuration.to_string(), upstream).concurrency(workers);
+                for (name, addr) in clusters {
+                    o = o.cluster(name, *addr);
+                }
+                o.envoy_bin = Some(bin.clone());
+                Ok(Front::Envoy(Envoy::start(&o).map_err(|e| anyhow!("Envoy did not start: {e}"))?))
+            }
+        }
+    }
+
     fn addr(&self) -> SocketAddr {
         match self {
             Front::Dev(g) => g.addr(),

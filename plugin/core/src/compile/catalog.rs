@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::bundle::{Bundle, ExceptionPolicy, FORMAT_V1};
 use crate::fxhash::FxHashMap;
-use crate::route::{self, HostPattern, RouteTable};
+use crate::route::{self, RouteTable};
 use crate::time::parse_rfc3339;
 use crate::vocab::{valid_id, ToolIdx};
 
@@ -100,16 +100,7 @@ pub(super) fn catalog<'b>(bundle: &'b Bundle, err: &mut impl FnMut(String, Strin
         }
         for (hi, m) in tool.http.iter().enumerate() {
             let hat = Loc(&at, "/http", hi);
-            let host = match &m.host {
-                None => Some(HostPattern::Any),
-                Some(h) => match route::parse_host(h) {
-                    Ok(p) => Some(p),
-                    Err(detail) => {
-                        err(format!("{hat}/host"), format!("invalid host \"{h}\": {detail}"));
-                        None
-                    }
-                },
-            };
+            let host = route::host_field(m.host.as_deref()).map_err(|e| err(format!("{hat}/host"), e)).ok();
             let mut methods_ok = true;
             for (mi, method) in m.methods.iter().enumerate() {
                 if !route::valid_method(method) {

@@ -157,20 +157,13 @@ struct Reach {
     path: Vec<Segment>,
 }
 
-fn parse_host_opt(h: Option<&String>) -> Option<HostPattern> {
-    match h {
-        None => Some(HostPattern::Any),
-        Some(h) => route::parse_host(h).ok(),
-    }
-}
-
 /// What identity protects: every tool's HTTP routes and every MCP server's path (the path itself, a trailing `/`
 /// and everything below it), with the methods that reach them. Invalid entries are left out (reported elsewhere).
 fn protected(bundle: &Bundle) -> Vec<Reach> {
     let mut out = Vec::new();
     for (ti, tool) in bundle.tools.iter().enumerate() {
         for (hi, m) in tool.http.iter().enumerate() {
-            let (Some(host), Ok(path)) = (parse_host_opt(m.host.as_ref()), route::parse_path(&m.path)) else {
+            let (Some(host), Ok(path)) = (route::host_field(m.host.as_deref()).ok(), route::parse_path(&m.path)) else {
                 continue;
             };
             let what = format!("the route of tool \"{}\"", tool.id);
@@ -178,7 +171,9 @@ fn protected(bundle: &Bundle) -> Vec<Reach> {
         }
     }
     for (si, s) in bundle.mcp_servers.iter().enumerate() {
-        let (Some(host), Ok(path)) = (parse_host_opt(s.host.as_ref()), route::parse_path(&s.path)) else { continue };
+        let (Some(host), Ok(path)) = (route::host_field(s.host.as_deref()).ok(), route::parse_path(&s.path)) else {
+            continue;
+        };
         let base: Vec<Segment> =
             path.into_iter().filter(|seg| !matches!(seg, Segment::Literal(l) if l.is_empty())).collect();
         let methods: Vec<String> = MCP_METHODS.iter().map(|m| m.to_string()).collect();
@@ -224,16 +219,7 @@ pub(super) fn public(bundle: &Bundle, err: &mut impl FnMut(String, String)) -> P
             ids.insert(&r.id, pi);
         }
         index.ids.push(r.id.as_str().into());
-        let host = match &r.host {
-            None => Some(HostPattern::Any),
-            Some(h) => match route::parse_host(h) {
-                Ok(p) => Some(p),
-                Err(detail) => {
-                    err(format!("{at}/host"), format!("invalid host \"{h}\": {detail}"));
-                    None
-                }
-            },
-        };
+        let host = route::host_field(r.host.as_deref()).map_err(|e| err(format!("{at}/host"), e)).ok();
         let mut methods_ok = true;
         if r.cors_preflight && !r.methods.is_empty() {
             methods_ok = false;
@@ -313,10 +299,8 @@ pub(super) fn public(bundle: &Bundle, err: &mut impl FnMut(String, String)) -> P
                     }
                     index.by_host.insert(host.as_str().into(), ri as u32);
                 }
-                Ok(_) => {
-                    err(format!("{at}/host"), format!("invalid host \"{h}\": a protected resource is one exact host"))
-                }
-                Err(detail) => err(format!("{at}/host"), format!("invalid host \"{h}\": {detail}")),
+                Ok(_) => err(format!("{at}/host"), route::invalid_host(h, "a protected resource is one exact host")),
+                Err(detail) => err(format!("{at}/host"), route::invalid_host(h, detail)),
             },
             _ => {
                 err(at.to_string(), "give exactly one of mcp_server and host: the requests this resource covers".into())

@@ -7,7 +7,7 @@ use crate::bundle::{Bundle, Effect};
 use crate::fxhash::FxHashMap;
 use crate::mcp::parse::{check_method, McpKind, McpMessage};
 use crate::pins::{valid_pin, ServerPins};
-use crate::route::{self, HostPattern, RouteTable, Segment};
+use crate::route::{self, RouteTable, Segment};
 use crate::vocab::{valid_id, McpServerIdx, ToolIdx};
 
 /// The methods of MCP's own life cycle and discovery. When no tool of the catalog binds one of them, it gets the
@@ -80,16 +80,7 @@ impl McpIndex {
             if s.lifecycle == Effect::StepUp {
                 err(format!("{at}/lifecycle"), "must be \"allow\" or \"deny\"".into());
             }
-            let host = match &s.host {
-                None => Some(HostPattern::Any),
-                Some(h) => match route::parse_host(h) {
-                    Ok(p) => Some(p),
-                    Err(detail) => {
-                        err(format!("{at}/host"), format!("invalid host \"{h}\": {detail}"));
-                        None
-                    }
-                },
-            };
+            let host = route::host_field(s.host.as_deref()).map_err(|e| err(format!("{at}/host"), e)).ok();
             let path = match route::parse_path(&s.path) {
                 // `/`: the root and everything below it.
                 Ok(_) if s.path == "/" => Some(vec![Segment::Literal(String::new())]),
